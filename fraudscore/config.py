@@ -1,0 +1,78 @@
+"""Typed configuration, built once from flags and the environment.
+
+No other module reads the environment: entry points build these objects and
+pass them down. The official Google client libraries themselves read
+``PUBSUB_EMULATOR_HOST`` / ``BIGTABLE_EMULATOR_HOST``, which is why the same
+code talks to the local emulators and to Google Cloud without branching.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Beam rejects Pub/Sub project ids outside 6-30 characters ("demo" fails).
+DEFAULT_PROJECT = "fraud-local"
+DEFAULT_BIGTABLE_INSTANCE = "fraud-local"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Names of the Pub/Sub and Bigtable resources the services share."""
+
+    project: str = DEFAULT_PROJECT
+    transactions_topic: str = "transactions"
+    transactions_subscription: str = "transactions-stream"
+    alerts_topic: str = "fraud-alerts"
+    alerts_subscription: str = "fraud-alerts-watch"
+    dlq_topic: str = "transactions-dlq"
+    dlq_subscription: str = "transactions-dlq-watch"
+    bigtable_instance: str = DEFAULT_BIGTABLE_INSTANCE
+    cases_table: str = "flagged"
+
+    def topic_path(self, topic: str) -> str:
+        return f"projects/{self.project}/topics/{topic}"
+
+    def subscription_path(self, subscription: str) -> str:
+        return f"projects/{self.project}/subscriptions/{subscription}"
+
+    @property
+    def topic_subscriptions(self) -> dict[str, str]:
+        """Each topic with the subscription the project reads it through."""
+        return {
+            self.transactions_topic: self.transactions_subscription,
+            self.alerts_topic: self.alerts_subscription,
+            self.dlq_topic: self.dlq_subscription,
+        }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Resources:
+        env = os.environ if env is None else env
+        return cls(
+            project=env.get("FRAUDSCORE_PROJECT", DEFAULT_PROJECT),
+            bigtable_instance=env.get("FRAUDSCORE_BIGTABLE_INSTANCE", DEFAULT_BIGTABLE_INSTANCE),
+        )
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Where the local emulators listen; port 0 picks a free port."""
+
+    host: str = "127.0.0.1"
+    pubsub_port: int = 8085
+    bigtable_port: int = 8086
+    # Directory of the emulator binaries built by `make` (deploy/emulators/bin).
+    bin_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "deploy/emulators/bin")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EmulatorConfig:
+        env = os.environ if env is None else env
+        default = cls()
+        return cls(
+            host=env.get("FRAUDSCORE_EMULATOR_HOST", default.host),
+            pubsub_port=int(env.get("FRAUDSCORE_PUBSUB_PORT", default.pubsub_port)),
+            bigtable_port=int(env.get("FRAUDSCORE_BIGTABLE_PORT", default.bigtable_port)),
+            bin_dir=Path(env.get("FRAUDSCORE_EMULATOR_BIN", default.bin_dir)),
+        )

@@ -1,0 +1,226 @@
+"""Parsing and validating transactions: JSON messages and CSV rows.
+
+Every tool that takes a transaction from outside (Pub/Sub JSON, gRPC, Kaggle
+or generated CSV rows) goes through this module, so a malformed input gets the
+same error everywhere: an :class:`InvalidTransaction` naming the field and the
+reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf import json_format
+
+from fraudscore import features
+from fraudscore.v1.transaction_pb2 import Transaction
+
+N_PCA = len(features.PCA_FEATURES)
+MAX_MESSAGE_BYTES = 64 * 1024
+# Kaggle's Time column counts seconds from the first transaction of the file;
+# rows are anchored at this instant unless the caller passes another epoch.
+DEFAULT_EPOCH = datetime(2013, 9, 1, tzinfo=UTC)
+
+_FIELDS = Transaction.DESCRIPTOR.fields
+_KNOWN_JSON_KEYS = {f.name for f in _FIELDS} | {f.json_name for f in _FIELDS}
+
+
+class InvalidTransaction(ValueError):
+    """A transaction that cannot be used; ``field`` names what is wrong."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def parse_json(body: bytes | str, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Transaction:
+    """Parses the proto3 JSON form of a Transaction and validates it."""
+    if isinstance(body, bytes):
+        if len(body) > max_bytes:
+            raise InvalidTransaction("<body>", f"message is {len(body)} bytes, limit {max_bytes}")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidTransaction("<body>", f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    else:
+        text = body
+        if len(text.encode("utf-8")) > max_bytes:
+            raise InvalidTransaction("<body>", f"message exceeds {max_bytes} bytes")
+    if not text.strip():
+        raise InvalidTransaction("<body>", "empty message")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidTransaction("<body>", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(obj, dict):
+        raise InvalidTransaction("<body>", f"expected a JSON object, got {type(obj).__name__}")
+    return from_dict(obj)
+
+
+def from_dict(obj: Mapping[str, Any]) -> Transaction:
+    """Builds a Transaction from a decoded proto3-JSON mapping and validates it."""
+    for key in obj:
+        if key not in _KNOWN_JSON_KEYS:
+            raise InvalidTransaction(str(key), "unknown field")
+    for key, value in obj.items():
+        _check_json_type(key, value)
+    tx = Transaction()
+    try:
+        json_format.ParseDict(dict(obj), tx)
+    except json_format.ParseError as exc:
+        raise InvalidTransaction(_field_of(str(exc), obj), str(exc)) from None
+    validate(tx)
+    return tx
+
+
+def _check_json_type(key: str, value: Any) -> None:
+    """Rejects JSON values whose type proto3 JSON would coerce silently or vaguely."""
+    name = _canonical(key)
+    if name in ("transaction_id", "card_id", "merchant_id", "event_time"):
+        if not isinstance(value, str):
+            raise InvalidTransaction(name, f"expected a string, got {_json_type(value)}")
+    elif name == "amount":
+        _check_number(name, value)
+    elif name == "v":
+        if not isinstance(value, list):
+            raise InvalidTransaction("v", f"expected a list of {N_PCA} numbers, got {_json_type(value)}")
+        for i, item in enumerate(value):
+            _check_number(f"v[{i}] (V{i + 1})", item)
+    elif name == "label" and value is not None and (isinstance(value, bool) or value not in (0, 1)):
+        raise InvalidTransaction("label", f"expected 0 or 1, got {value!r}")
+
+
+def _check_number(field: str, value: Any) -> None:
+    # proto3 JSON writes NaN/Infinity as strings; validate() rejects them by name.
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InvalidTransaction(field, f"expected a number, got {_json_type(value)}")
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            raise InvalidTransaction(field, f"expected a number, got string {value!r}") from None
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
+
+
+def _canonical(key: str) -> str:
+    for f in _FIELDS:
+        if key in (f.name, f.json_name):
+            return str(f.name)
+    return key
+
+
+def _field_of(message: str, obj: Mapping[str, Any]) -> str:
+    for key in obj:
+        if f'"{key}"' in message or f" {key} " in message:
+            return _canonical(key)
+    return "<body>"
+
+
+def validate(tx: Transaction) -> None:
+    """Checks the semantic rules proto3 cannot express; raises InvalidTransaction."""
+    if not tx.transaction_id:
+        raise InvalidTransaction("transaction_id", "missing or empty")
+    if not tx.card_id:
+        raise InvalidTransaction("card_id", "missing or empty")
+    if not tx.HasField("event_time"):
+        raise InvalidTransaction("event_time", "missing")
+    if len(tx.v) != N_PCA:
+        raise InvalidTransaction("v", f"expected {N_PCA} values (V1..V{N_PCA}), got {len(tx.v)}")
+    for i, value in enumerate(tx.v):
+        if not math.isfinite(value):
+            raise InvalidTransaction(f"v[{i}] (V{i + 1})", f"not a finite number: {value}")
+    if not math.isfinite(tx.amount):
+        raise InvalidTransaction("amount", f"not a finite number: {tx.amount}")
+    if tx.amount < 0:
+        raise InvalidTransaction("amount", f"negative amount {tx.amount}")
+
+
+def to_json(tx: Transaction) -> bytes:
+    """The proto3 JSON form used on Pub/Sub."""
+    return json_format.MessageToJson(tx, indent=None).encode("utf-8")
+
+
+def feature_value(tx: Transaction, name: str) -> float:
+    """The value of one model feature (``V1``..``V28`` or ``Amount``) of a transaction."""
+    if name == features.AMOUNT:
+        return float(tx.amount)
+    if name.startswith("V") and name[1:].isdigit() and 1 <= int(name[1:]) <= len(tx.v):
+        return float(tx.v[int(name[1:]) - 1])
+    raise InvalidTransaction(name, "model feature not present in the Transaction schema")
+
+
+def feature_row(tx: Transaction, names: Sequence[str]) -> list[float]:
+    """The transaction's values for the model's features, in the model's order."""
+    return [feature_value(tx, name) for name in names]
+
+
+def from_csv_row(
+    row: Mapping[str, str | None],
+    *,
+    row_number: int,
+    epoch: datetime = DEFAULT_EPOCH,
+    id_prefix: str = "row",
+) -> Transaction:
+    """Builds a Transaction from a Kaggle-schema CSV row (columns by header name).
+
+    Rows without card_id/merchant_id (the Kaggle file has none) get ids derived
+    from the row number; transaction ids are ``<id_prefix>-<row_number>`` unless
+    the file has a transaction_id column.
+    """
+    time_s = _csv_float(row, features.TIME)
+    tx = Transaction(
+        transaction_id=_csv_text(row, features.TRANSACTION_ID) or f"{id_prefix}-{row_number}",
+        card_id=_csv_text(row, features.CARD_ID) or f"card-{row_number % 10_000:05d}",
+        merchant_id=_csv_text(row, features.MERCHANT_ID) or "unknown",
+        amount=_csv_float(row, features.AMOUNT),
+        v=[_csv_float(row, name) for name in features.PCA_FEATURES],
+    )
+    tx.event_time.FromDatetime(epoch + timedelta(seconds=time_s))
+    label = row.get(features.LABEL)
+    if label is not None and label.strip() != "":
+        try:
+            value = int(float(label))
+        except ValueError:
+            raise InvalidTransaction(features.LABEL, f"not a number: {label!r}") from None
+        if value not in (0, 1):
+            raise InvalidTransaction(features.LABEL, f"expected 0 or 1, got {value}")
+        tx.label = value
+    try:
+        validate(tx)
+    except InvalidTransaction as exc:
+        raise InvalidTransaction(_csv_name(exc.field), exc.reason) from None
+    return tx
+
+
+def _csv_text(row: Mapping[str, str | None], column: str) -> str:
+    value = row.get(column)
+    return value.strip() if value else ""
+
+
+def _csv_float(row: Mapping[str, str | None], column: str) -> float:
+    raw = row.get(column)
+    if raw is None:
+        raise InvalidTransaction(column, "missing column")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidTransaction(column, f"not a number: {raw!r}") from None
+    if not math.isfinite(value):
+        raise InvalidTransaction(column, f"not a finite number: {raw!r}")
+    return value
+
+
+def _csv_name(field: str) -> str:
+    if field.startswith("v["):
+        return field.split("(")[-1].rstrip(")")
+    return {"amount": features.AMOUNT, "label": features.LABEL}.get(field, field)

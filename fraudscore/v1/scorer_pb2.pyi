@@ -1,0 +1,119 @@
+from fraudscore.v1 import transaction_pb2 as _transaction_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("transaction", "model_version")
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    transaction: _transaction_pb2.Transaction
+    model_version: int
+    def __init__(self, transaction: _Optional[_Union[_transaction_pb2.Transaction, _Mapping]] = ..., model_version: _Optional[int] = ...) -> None: ...
+
+class FeatureContribution(_message.Message):
+    __slots__ = ("name", "share")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    share: float
+    def __init__(self, name: _Optional[str] = ..., share: _Optional[float] = ...) -> None: ...
+
+class ScoreResponse(_message.Message):
+    __slots__ = ("transaction_id", "reconstruction_error", "threshold", "is_anomaly", "top_features", "out_of_range_features", "model_version")
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    RECONSTRUCTION_ERROR_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    IS_ANOMALY_FIELD_NUMBER: _ClassVar[int]
+    TOP_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_RANGE_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    transaction_id: str
+    reconstruction_error: float
+    threshold: float
+    is_anomaly: bool
+    top_features: _containers.RepeatedCompositeFieldContainer[FeatureContribution]
+    out_of_range_features: int
+    model_version: int
+    def __init__(self, transaction_id: _Optional[str] = ..., reconstruction_error: _Optional[float] = ..., threshold: _Optional[float] = ..., is_anomaly: bool = ..., top_features: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ..., out_of_range_features: _Optional[int] = ..., model_version: _Optional[int] = ...) -> None: ...
+
+class ScoreBatchRequest(_message.Message):
+    __slots__ = ("transactions", "model_version")
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    transactions: _containers.RepeatedCompositeFieldContainer[_transaction_pb2.Transaction]
+    model_version: int
+    def __init__(self, transactions: _Optional[_Iterable[_Union[_transaction_pb2.Transaction, _Mapping]]] = ..., model_version: _Optional[int] = ...) -> None: ...
+
+class RowResult(_message.Message):
+    __slots__ = ("score", "error")
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    score: ScoreResponse
+    error: RowError
+    def __init__(self, score: _Optional[_Union[ScoreResponse, _Mapping]] = ..., error: _Optional[_Union[RowError, _Mapping]] = ...) -> None: ...
+
+class RowError(_message.Message):
+    __slots__ = ("index", "transaction_id", "field", "reason")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    transaction_id: str
+    field: str
+    reason: str
+    def __init__(self, index: _Optional[int] = ..., transaction_id: _Optional[str] = ..., field: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ScoreBatchResponse(_message.Message):
+    __slots__ = ("results", "scored", "failed")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    SCORED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RowResult]
+    scored: int
+    failed: int
+    def __init__(self, results: _Optional[_Iterable[_Union[RowResult, _Mapping]]] = ..., scored: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+
+class GetModelInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "version", "threshold", "threshold_policy", "features", "metrics", "refused_versions", "loaded_versions")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_POLICY_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    LOADED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    threshold: float
+    threshold_policy: str
+    features: _containers.RepeatedScalarFieldContainer[str]
+    metrics: _containers.ScalarMap[str, float]
+    refused_versions: _containers.RepeatedCompositeFieldContainer[RefusedVersion]
+    loaded_versions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., threshold: _Optional[float] = ..., threshold_policy: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., refused_versions: _Optional[_Iterable[_Union[RefusedVersion, _Mapping]]] = ..., loaded_versions: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RefusedVersion(_message.Message):
+    __slots__ = ("version", "reason")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    reason: str
+    def __init__(self, version: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
