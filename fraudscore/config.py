@@ -19,6 +19,15 @@ DEFAULT_BIGTABLE_INSTANCE = "fraud-local"
 
 
 @dataclass(frozen=True)
+class ColumnFamily:
+    """A Bigtable column family and its garbage-collection rule."""
+
+    name: str
+    max_versions: int = 1
+    max_age_days: int | None = None
+
+
+@dataclass(frozen=True)
 class Resources:
     """Names of the Pub/Sub and Bigtable resources the services share."""
 
@@ -30,7 +39,10 @@ class Resources:
     dlq_topic: str = "transactions-dlq"
     dlq_subscription: str = "transactions-dlq-watch"
     bigtable_instance: str = DEFAULT_BIGTABLE_INSTANCE
+    # Cases keyed for "all cases of card X, newest first" (see stream/cases_store.py).
     cases_table: str = "flagged"
+    # Secondary index keyed for "cases in a time range" without a hotspot.
+    cases_by_time_table: str = "flagged-by-time"
 
     def topic_path(self, topic: str) -> str:
         return f"projects/{self.project}/topics/{topic}"
@@ -45,6 +57,17 @@ class Resources:
             self.transactions_topic: self.transactions_subscription,
             self.alerts_topic: self.alerts_subscription,
             self.dlq_topic: self.dlq_subscription,
+        }
+
+    @property
+    def tables(self) -> dict[str, tuple[ColumnFamily, ...]]:
+        """Each Bigtable table with its column families."""
+        return {
+            self.cases_table: (
+                ColumnFamily("case", max_versions=1),  # the flagged transaction and its scores
+                ColumnFamily("decision", max_versions=5),  # analyst labels, newest first
+            ),
+            self.cases_by_time_table: (ColumnFamily("ref", max_versions=1),),
         }
 
     @classmethod
