@@ -1,0 +1,369 @@
+"""Flagged cases in Bigtable: row keys, idempotent writes, lookups and analyst labels.
+
+Row-key design (two tables from :class:`fraudscore.config.Resources`):
+
+``flagged`` (one row per case)
+    ``<h4(card)>#<card_id>#<reverse_ms>#<transaction_id>``. ``h4`` is the first
+    four hex digits of SHA-256 of the card id: sequential card ids land on
+    different tablets instead of one hot range. ``reverse_ms`` is
+    ``9999999999999 - event_time_ms``, so a prefix scan of one card returns its
+    cases newest first. Families: ``case`` (``record``: the Case as JSON,
+    max_versions=1) and ``decision`` (``verdict``, ``note``, ``analyst``; one
+    cell version per label, max_versions=5, newest first).
+
+``flagged-by-time`` (index and lookup rows, family ``ref``, max_versions=1)
+    ``<bucket>#<event_ms>#<transaction_id>`` with ``bucket = h(tx) % buckets``
+    (two digits): time-ordered writes spread over ``buckets`` ranges instead of
+    one hot tail. A time-range query scans every bucket's range and merges.
+    ``ref:key`` holds the ``flagged`` row key.
+    ``id#<h4(tx)>#<transaction_id>``: the point lookup behind :meth:`CaseStore.get`
+    (the time index needs the event time, which a caller holding only a
+    transaction id does not have). Also ``ref:key``.
+
+Idempotency: keys and cell timestamps derive from the case alone (event time,
+card, transaction id), so a redelivered message rewrites the same cells and
+never makes a second case. Decisions live in their own family, so a rewrite of
+the case never touches the analyst's labels.
+
+Key components are escaped (``%`` -> ``%25``, ``#`` -> ``%23``) so an id holding
+the separator cannot reach into another card's range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fraudscore.config import Resources
+from stream.case import Case
+
+DEFAULT_BUCKETS = 8
+FRAUD = "fraud"
+LEGIT = "legit"
+VERDICTS = (FRAUD, LEGIT)
+
+CASE_FAMILY = "case"
+DECISION_FAMILY = "decision"
+REF_FAMILY = "ref"
+RECORD_COLUMN = b"record"
+KEY_COLUMN = b"key"
+_DECISION_COLUMNS = (b"verdict", b"note", b"analyst")
+
+_MAX_MS = 10**13 - 1  # 13 digits of milliseconds: up to the year 2286
+_ID_PREFIX = "id#"
+
+
+class CaseStoreError(Exception):
+    """Root of the case store's errors."""
+
+
+class CaseNotFound(CaseStoreError, LookupError):
+    """No case is stored for this transaction id."""
+
+    def __init__(self, transaction_id: str) -> None:
+        super().__init__(f"no flagged case for transaction {transaction_id!r}")
+        self.transaction_id = transaction_id
+
+
+class CaseWriteError(CaseStoreError):
+    """Bigtable refused some mutations; retrying the same cases is safe (idempotent)."""
+
+    def __init__(self, table: str, failures: Sequence[tuple[str, str]]) -> None:
+        first_key, first_msg = failures[0]
+        super().__init__(f"{len(failures)} row(s) of {table} not written; first {first_key}: {first_msg}")
+        self.table = table
+        self.failures = tuple(failures)
+
+
+# --- row keys -------------------------------------------------------------------------
+
+
+def _escape(part: str) -> str:
+    return part.replace("%", "%25").replace("#", "%23")
+
+
+def _hash4(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:4]
+
+
+def epoch_ms(when: datetime) -> int:
+    """Milliseconds since the epoch; Bigtable cell timestamps have millisecond granularity."""
+    if when.tzinfo is None:
+        raise ValueError(f"event time {when} has no timezone; cases carry UTC times")
+    ms = int(when.timestamp() * 1000)
+    if not 0 <= ms <= _MAX_MS:
+        raise ValueError(f"event time {when.isoformat()} outside the key range (1970..2286)")
+    return ms
+
+
+def card_prefix(card_id: str) -> str:
+    """The key prefix of every case of one card."""
+    return f"{_hash4(card_id)}#{_escape(card_id)}#"
+
+
+def case_key(case: Case) -> str:
+    """The ``flagged`` row key: card's hashed prefix, then newest first."""
+    return f"{card_prefix(case.card_id)}{_MAX_MS - epoch_ms(case.event_time):013d}#{_escape(case.transaction_id)}"
+
+
+def bucket_of(transaction_id: str, buckets: int) -> int:
+    return int(hashlib.sha256(transaction_id.encode("utf-8")).hexdigest()[:8], 16) % buckets
+
+
+def time_key(case: Case, buckets: int) -> str:
+    """The ``flagged-by-time`` index key: a hash bucket, then event time ascending."""
+    bucket = bucket_of(case.transaction_id, buckets)
+    return f"{bucket:02d}#{epoch_ms(case.event_time):013d}#{_escape(case.transaction_id)}"
+
+
+def id_key(transaction_id: str) -> str:
+    """The lookup row key that finds a case from its transaction id alone."""
+    return f"{_ID_PREFIX}{_hash4(transaction_id)}#{_escape(transaction_id)}"
+
+
+def _time_range(bucket: int, start_ms: int, end_ms: int | None) -> tuple[bytes, bytes]:
+    start = f"{bucket:02d}#{start_ms:013d}".encode()
+    # '$' sorts right after '#': the end of this bucket's key range.
+    end = f"{bucket:02d}#{end_ms:013d}".encode() if end_ms is not None else f"{bucket:02d}$".encode()
+    return start, end
+
+
+def _prefix_end(prefix: str) -> bytes:
+    raw = prefix.encode("utf-8")
+    return raw[:-1] + bytes([raw[-1] + 1])
+
+
+# --- records --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An analyst's verdict on a case."""
+
+    verdict: str  # FRAUD or LEGIT
+    note: str
+    analyst: str
+    decided_at: datetime
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "note": self.note,
+            "analyst": self.analyst,
+            "decided_at": self.decided_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class StoredCase:
+    """A case as stored: the record, its row key and its decisions (newest first)."""
+
+    case: Case
+    row_key: str
+    decisions: tuple[Decision, ...] = ()
+
+    @property
+    def decision(self) -> Decision | None:
+        return self.decisions[0] if self.decisions else None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        data = self.case.to_json_dict()
+        data["row_key"] = self.row_key
+        data["decision"] = self.decision.to_json_dict() if self.decision else None
+        data["decisions"] = [d.to_json_dict() for d in self.decisions]
+        return data
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class CaseStore:
+    """Reads and writes flagged cases; one Bigtable client per store.
+
+    The client finds the emulator through ``BIGTABLE_EMULATOR_HOST`` by itself,
+    so the same code runs against Cloud Bigtable.
+    """
+
+    def __init__(
+        self,
+        project: str,
+        instance: str,
+        resources: Resources,
+        *,
+        buckets: int = DEFAULT_BUCKETS,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        from google.cloud import bigtable
+
+        if not 1 <= buckets <= 100:
+            raise ValueError(f"buckets must be 1..100 (two key digits), got {buckets}")
+        self.buckets = buckets
+        self._clock = clock
+        self._client = bigtable.Client(project=project, admin=False)
+        inst = self._client.instance(instance)
+        self._cases = inst.table(resources.cases_table)
+        self._index = inst.table(resources.cases_by_time_table)
+        self._cases_name = resources.cases_table
+        self._index_name = resources.cases_by_time_table
+
+    def close(self) -> None:
+        """Closes the gRPC channels (the legacy client's close() only closes HTTP)."""
+        for attr in ("_table_data_client", "_table_admin_client", "_instance_admin_client"):
+            gapic = getattr(self._client, attr, None)
+            if gapic is not None:
+                gapic.transport.close()
+        self._client.close()
+
+    def __enter__(self) -> CaseStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writes ---
+
+    def write(self, cases: Iterable[Case]) -> int:
+        """Writes cases and their index rows; returns how many cases were written.
+
+        The case rows go first: an index row never points at a case that was not
+        written. On a partial failure the caller retries the same cases, which
+        rewrites identical cells.
+        """
+        case_rows = []
+        index_rows = []
+        for case in cases:
+            key = case_key(case)
+            cell_time = datetime.fromtimestamp(epoch_ms(case.event_time) / 1000, UTC)
+            row = self._cases.direct_row(key)
+            row.set_cell(CASE_FAMILY, RECORD_COLUMN, json.dumps(case.to_json_dict(), sort_keys=True), cell_time)
+            case_rows.append(row)
+            for ikey in (time_key(case, self.buckets), id_key(case.transaction_id)):
+                irow = self._index.direct_row(ikey)
+                irow.set_cell(REF_FAMILY, KEY_COLUMN, key, cell_time)
+                index_rows.append(irow)
+        if not case_rows:
+            return 0
+        self._mutate(self._cases, self._cases_name, case_rows)
+        self._mutate(self._index, self._index_name, index_rows)
+        return len(case_rows)
+
+    @staticmethod
+    def _mutate(table: Any, name: str, rows: list[Any]) -> None:
+        statuses = table.mutate_rows(rows)
+        failures = [
+            (row.row_key.decode("utf-8"), status.message)
+            for row, status in zip(rows, statuses, strict=True)
+            if status.code != 0
+        ]
+        if failures:
+            raise CaseWriteError(name, failures)
+
+    def label(self, transaction_id: str, fraud: bool, note: str, analyst: str) -> Decision:
+        """Stores an analyst's verdict on the case as a new version of the decision cells."""
+        key = self._main_key(transaction_id)
+        decision = Decision(
+            verdict=FRAUD if fraud else LEGIT,
+            note=note,
+            analyst=analyst,
+            decided_at=datetime.fromtimestamp(epoch_ms(self._clock()) / 1000, UTC),
+        )
+        row = self._cases.direct_row(key)
+        values = (decision.verdict, decision.note, decision.analyst)
+        for column, value in zip(_DECISION_COLUMNS, values, strict=True):
+            # One timestamp for the three cells: that is what groups them into one decision.
+            row.set_cell(DECISION_FAMILY, column, value.encode("utf-8"), decision.decided_at)
+        self._mutate(self._cases, self._cases_name, [row])
+        return decision
+
+    # --- reads ---
+
+    def get(self, transaction_id: str) -> StoredCase:
+        """The case of a transaction, with its full decision history; raises CaseNotFound."""
+        row = self._cases.read_row(self._main_key(transaction_id))
+        if row is None:
+            raise CaseNotFound(transaction_id)
+        return _stored_case(row)
+
+    def list_by_card(self, card_id: str, limit: int = 50) -> list[StoredCase]:
+        """The card's cases, newest first."""
+        from google.cloud.bigtable.row_set import RowSet
+
+        prefix = card_prefix(card_id)
+        row_set = RowSet()
+        row_set.add_row_range_from_keys(start_key=prefix.encode("utf-8"), end_key=_prefix_end(prefix))
+        rows = self._cases.read_rows(row_set=row_set, limit=limit, filter_=_latest_cells())
+        return [_stored_case(row) for row in rows]
+
+    def list_since(self, start: datetime, end: datetime | None = None, limit: int = 50) -> list[StoredCase]:
+        """Cases with ``start <= event_time < end`` in event-time order (oldest first)."""
+        start_ms = epoch_ms(start)
+        end_ms = epoch_ms(end) if end is not None else None
+        merged = heapq.merge(*(self._scan_bucket(b, start_ms, end_ms, limit) for b in range(self.buckets)))
+        refs = [ref for _, ref in zip(range(limit), merged, strict=False)]
+        return self._read_cases([main_key for _, main_key in refs])
+
+    def _scan_bucket(self, bucket: int, start_ms: int, end_ms: int | None, limit: int) -> Iterator[tuple[str, str]]:
+        """(time key without bucket, main key) pairs of one bucket, in time order."""
+        start, end = _time_range(bucket, start_ms, end_ms)
+        for row in self._index.read_rows(start_key=start, end_key=end, limit=limit, filter_=_latest_cells()):
+            # Sort key: "<ms>#<tx>" after the bucket digits; equal-width ms keeps it ordered.
+            yield row.row_key.decode("utf-8")[3:], _cell(row, REF_FAMILY, KEY_COLUMN).decode("utf-8")
+
+    def _read_cases(self, keys: list[str]) -> list[StoredCase]:
+        from google.cloud.bigtable.row_set import RowSet
+
+        if not keys:
+            return []
+        row_set = RowSet()
+        for key in keys:
+            row_set.add_row_key(key.encode("utf-8"))
+        found = {row.row_key.decode("utf-8"): row for row in self._cases.read_rows(row_set=row_set)}
+        # Bigtable returns rows in key order; give them back in the caller's order.
+        return [_stored_case(found[k]) for k in keys if k in found]
+
+    def _main_key(self, transaction_id: str) -> str:
+        row = self._index.read_row(id_key(transaction_id), filter_=_latest_cells())
+        if row is None:
+            raise CaseNotFound(transaction_id)
+        return _cell(row, REF_FAMILY, KEY_COLUMN).decode("utf-8")
+
+
+def _latest_cells() -> Any:
+    from google.cloud.bigtable.row_filters import CellsColumnLimitFilter
+
+    return CellsColumnLimitFilter(1)
+
+
+def _cell(row: Any, family: str, column: bytes) -> bytes:
+    value: bytes = row.cells[family][column][0].value
+    return value
+
+
+def _stored_case(row: Any) -> StoredCase:
+    case = Case.from_json_dict(json.loads(_cell(row, CASE_FAMILY, RECORD_COLUMN)))
+    return StoredCase(case=case, row_key=row.row_key.decode("utf-8"), decisions=_decisions(row))
+
+
+def _decisions(row: Any) -> tuple[Decision, ...]:
+    """Decision cells grouped by their shared timestamp, newest first."""
+    family = row.cells.get(DECISION_FAMILY, {})
+    by_time: dict[datetime, dict[bytes, str]] = {}
+    for column in _DECISION_COLUMNS:
+        for cell in family.get(column, []):
+            by_time.setdefault(cell.timestamp, {})[column] = cell.value.decode("utf-8")
+    return tuple(
+        Decision(
+            verdict=values.get(b"verdict", ""),
+            note=values.get(b"note", ""),
+            analyst=values.get(b"analyst", ""),
+            decided_at=when,
+        )
+        for when, values in sorted(by_time.items(), reverse=True)
+        if b"verdict" in values
+    )
