@@ -1,0 +1,126 @@
+"""Micro-batching: concurrent Score calls share one model call.
+
+A model call costs ~0.8 ms here whether it scores 1 row or 512, so scoring
+each request alone caps the server near 1,200 requests/s and wastes the CPU.
+The batcher queues rows; one worker takes everything queued (up to
+``max_batch`` rows, after waiting at most ``max_wait`` for company) and scores
+it in one call on a thread, so the event loop keeps accepting requests and the
+next batch fills while this one runs. Each row is scored by the model its
+request resolved at arrival, so a hot swap never moves a request mid-flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from fraudscore.model import LoadedModel, Scores
+from scorer.metrics import ScorerMetrics
+
+# A request's result: the scores of the call it was part of, and its row index there.
+Scored = tuple[Scores, int]
+
+
+def run_model(model: LoadedModel, rows: np.ndarray, metrics: ScorerMetrics) -> Scores:
+    """One model call, counted; runs on a worker thread."""
+    scores = model.score(rows)
+    metrics.batch_size.observe(len(rows))
+    metrics.record_scores(
+        scores.reconstruction_error, int(scores.is_anomaly.sum()), int(scores.out_of_range_count.sum())
+    )
+    return scores
+
+
+class RowScorer(Protocol):
+    async def score_row(self, model: LoadedModel, row: Sequence[float]) -> Scored: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class DirectScorer:
+    """One model call per request (batching off): the naive baseline of the benchmark."""
+
+    def __init__(self, metrics: ScorerMetrics) -> None:
+        self._metrics = metrics
+
+    async def score_row(self, model: LoadedModel, row: Sequence[float]) -> Scored:
+        rows = np.asarray([row], dtype=np.float32)
+        return await asyncio.to_thread(run_model, model, rows, self._metrics), 0
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+@dataclass
+class _Item:
+    model: LoadedModel
+    row: Sequence[float]
+    future: asyncio.Future[Scored]
+
+
+class MicroBatcher:
+    def __init__(self, metrics: ScorerMetrics, *, max_batch: int, max_wait_s: float) -> None:
+        self._metrics = metrics
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_s
+        self._pending: list[_Item] = []
+        self._arrived = asyncio.Event()
+        self._full = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        # One model call at a time: TF already uses both cores inside a call.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batcher")
+
+    async def score_row(self, model: LoadedModel, row: Sequence[float]) -> Scored:
+        future: asyncio.Future[Scored] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Item(model, row, future))
+        self._arrived.set()
+        if len(self._pending) >= self._max_batch:
+            self._full.set()
+        return await future
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="micro-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._arrived.wait()
+            if self._max_wait_s > 0 and len(self._pending) < self._max_batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self._max_wait_s)
+            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            if not self._pending:
+                self._arrived.clear()
+            if len(self._pending) < self._max_batch:
+                self._full.clear()
+            # A request whose deadline passed (or whose client left) was cancelled: don't score it.
+            live = [item for item in batch if not item.future.done()]
+            for model in {id(item.model): item.model for item in live}.values():
+                group = [item for item in live if item.model is model]
+                rows = np.asarray([item.row for item in group], dtype=np.float32)
+                try:
+                    scores = await loop.run_in_executor(self._executor, run_model, model, rows, self._metrics)
+                except Exception as exc:  # handed to each waiting request; the servicer maps it to a status
+                    for item in group:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
+                    continue
+                for i, item in enumerate(group):
+                    if not item.future.done():
+                        item.future.set_result((scores, i))

@@ -1,0 +1,156 @@
+"""``fraudscore serve``: the FraudScorer service on grpc.aio.
+
+Start-up: the port opens at once with health NOT_SERVING; the newest model
+loads on a thread, then health turns SERVING. A poller loads newer versions
+as they appear (see registry). On SIGTERM/SIGINT the server drains: health
+NOT_SERVING, optionally a short delay so load balancers notice, then it stops
+accepting calls, lets in-flight calls finish within the grace period, and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from fraudscore.v1 import scorer_pb2, scorer_pb2_grpc
+from scorer.auth import BearerTokenInterceptor, server_credentials
+from scorer.batcher import DirectScorer, MicroBatcher, RowScorer
+from scorer.config import BatchConfig, ConfigError, ServeConfig, add_arguments
+from scorer.metrics import ScorerMetrics
+from scorer.registry import ModelRegistry
+from scorer.servicer import FraudScorerServicer
+
+log = logging.getLogger(__name__)
+__all__ = ["RunningServer", "add_arguments", "main", "serve", "start"]
+SERVICE = scorer_pb2.DESCRIPTOR.services_by_name["FraudScorer"].full_name
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class RunningServer:
+    """A started scorer; ``drain()`` shuts it down gracefully."""
+
+    config: ServeConfig
+    server: grpc.aio.Server
+    port: int
+    metrics_port: int | None
+    health: health.aio.HealthServicer
+    registry: ModelRegistry
+    metrics: ScorerMetrics
+    scorer: RowScorer
+    tasks: list[asyncio.Task[None]]
+    stop_metrics: Callable[[], None] | None
+
+    async def drain(self) -> None:
+        await self.health.enter_graceful_shutdown()
+        if self.config.drain_delay_s > 0:
+            await asyncio.sleep(self.config.drain_delay_s)
+        for task in self.tasks:
+            task.cancel()
+        try:
+            await self.server.stop(self.config.grace_s)
+        finally:
+            await self.scorer.stop()
+            if self.stop_metrics:
+                self.stop_metrics()
+            for task in self.tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+async def start(config: ServeConfig) -> RunningServer:
+    """Opens the port (health NOT_SERVING) and starts loading and watching models."""
+    metrics = ScorerMetrics()
+    registry = ModelRegistry(config.model_base, metrics, keep=config.keep_versions)
+    scorer = _row_scorer(config.batch, metrics)
+    interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
+    limit = config.max_message_bytes
+    options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+    server = grpc.aio.server(interceptors=interceptors, options=options)
+    scorer_pb2_grpc.add_FraudScorerServicer_to_server(
+        FraudScorerServicer(registry, scorer, metrics, config.max_request_rows), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    for name in ("", SERVICE):
+        await health_servicer.set(name, NOT_SERVING)
+    address = f"{config.host}:{config.port}"
+    if config.tls:
+        port = server.add_secure_port(address, server_credentials(config.tls))
+    else:
+        port = server.add_insecure_port(address)
+    await server.start()
+    await scorer.start()
+    metrics_port, stop_metrics = None, None
+    if config.metrics_port is not None:
+        metrics_port, stop_metrics = metrics.serve_http(config.metrics_port, config.host)
+    watcher = asyncio.create_task(_watch_models(config, registry, health_servicer), name="model-watcher")
+    log.info(
+        "listening on %s:%d (%s), metrics on %s", config.host, port, "TLS" if config.tls else "plaintext", metrics_port
+    )
+    return RunningServer(
+        config, server, port, metrics_port, health_servicer, registry, metrics, scorer, [watcher], stop_metrics
+    )
+
+
+def _row_scorer(batch: BatchConfig, metrics: ScorerMetrics) -> RowScorer:
+    if not batch.enabled:
+        return DirectScorer(metrics)
+    return MicroBatcher(metrics, max_batch=batch.max_batch, max_wait_s=batch.max_wait_ms / 1000)
+
+
+async def _watch_models(
+    config: ServeConfig, registry: ModelRegistry, health_servicer: health.aio.HealthServicer
+) -> None:
+    while True:
+        loaded = await asyncio.to_thread(registry.poll)
+        if loaded is not None and registry.current is not None:
+            for name in ("", SERVICE):
+                await health_servicer.set(name, SERVING)
+        elif registry.current is None:
+            log.warning("no usable model version under %s yet; health stays NOT_SERVING", config.model_base)
+        await asyncio.sleep(config.reload_interval_s)
+
+
+async def serve(config: ServeConfig) -> None:
+    """Runs the scorer until SIGTERM or SIGINT, then drains it."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    running = await start(config)
+    print(f"LISTENING {config.host}:{running.port}", flush=True)
+    try:
+        await stop.wait()
+        log.info("draining: health NOT_SERVING, finishing in-flight calls (grace %.1f s)", config.grace_s)
+    finally:
+        await running.drain()
+    log.info("stopped")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        config = ServeConfig.from_args(args, os.environ)
+    except ConfigError as exc:
+        print(f"fraudscore serve: {exc}", file=sys.stderr)
+        return 2
+    if not config.model_base.is_dir():
+        print(
+            f"fraudscore serve: --model-base {config.model_base} is not a directory (train a model first)",
+            file=sys.stderr,
+        )
+        return 2
+    asyncio.run(serve(config))
+    return 0

@@ -1,0 +1,91 @@
+"""A tiny SavedModel that honours the model contract of fraudscore/model.py.
+
+Unit tests of the scorer use it so they do not depend on a trained model: a
+min-max scaling plus a fixed low-rank linear "autoencoder", exported with the
+same signature (raw ``[None]`` float inputs named by the card's features) and
+the same outputs as the trainer's artifact. Integration tests use the real one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fraudscore import features
+
+RANK = 4
+
+
+def build_fake_model(
+    base: Path,
+    version: int = 1,
+    *,
+    names: Sequence[str] = features.MODEL_FEATURES,
+    threshold: float = 0.05,
+    seed: int = 0,
+) -> Path:
+    """Writes ``base/<version>/`` (SavedModel + model card) and returns that directory."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    n = len(names)
+    low = np.full(n, -5.0, np.float32)
+    high = np.full(n, 5.0, np.float32)
+    if features.AMOUNT in names:
+        i = list(names).index(features.AMOUNT)
+        low[i], high[i] = 0.0, 500.0
+    basis, _ = np.linalg.qr(rng.normal(size=(n, RANK)))
+    projection = (basis @ basis.T).astype(np.float32)
+
+    class Fake(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.low = tf.constant(low)
+            self.span = tf.constant(high - low)
+            self.projection = tf.constant(projection)
+
+        @tf.function(input_signature=[{name: tf.TensorSpec([None], tf.float32, name=name) for name in names}])
+        def serve(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            x = tf.stack([inputs[name] for name in names], axis=1)
+            scaled = (x - self.low) / self.span
+            out_of_range = tf.reduce_sum(tf.cast((scaled < 0.0) | (scaled > 1.0), tf.int32), axis=1)
+            clipped = tf.clip_by_value(scaled, 0.0, 1.0)
+            errors = tf.square(clipped - tf.matmul(clipped, self.projection))
+            error = tf.reduce_mean(errors, axis=1)
+            return {
+                "reconstruction_error": error,
+                "feature_errors": errors,
+                "is_anomaly": error > threshold,
+                "out_of_range_count": out_of_range,
+            }
+
+    module = Fake()
+    target = base / str(version)
+    tmp = base / f".tmp-{version}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+    card = {
+        "name": base.name,
+        "version": version,
+        "features": list(names),
+        "threshold": {"value": threshold, "policy": "fake: fixed for tests"},
+        "metrics": {"roc_auc": 0.5, "pr_auc": 0.1},
+    }
+    (tmp / "model_card.json").write_text(json.dumps(card))
+    tmp.rename(target)
+    return target
+
+
+def copy_version(base: Path, source: int, target: int, **card_changes: object) -> Path:
+    """Copies version ``source`` to ``target`` with the card's version rewritten (a hot-reload candidate)."""
+    tmp = base / f".tmp-{target}"
+    shutil.copytree(base / str(source), tmp)
+    card = json.loads((tmp / "model_card.json").read_text())
+    card.update({"version": target, **card_changes})
+    (tmp / "model_card.json").write_text(json.dumps(card))
+    tmp.rename(base / str(target))
+    return base / str(target)
