@@ -185,7 +185,9 @@ def _skewed_weights(rng: np.random.Generator, n: int, sigma: float) -> np.ndarra
 
 
 def _burst_sizes(rng: np.random.Generator, total: int) -> np.ndarray:
-    sizes = rng.choice(BURST_SIZES, size=max(total, 1), p=BURST_SIZE_P)
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    sizes = rng.choice(BURST_SIZES, size=total, p=BURST_SIZE_P)
     sizes = sizes[: int(np.searchsorted(np.cumsum(sizes), total)) + 1]
     sizes[-1] -= sizes.sum() - total
     return sizes[sizes > 0]
@@ -232,12 +234,12 @@ def generate_frame(
     t = _times(rng, n_normal)
 
     # Frauds, in bursts on one card within BURST_WINDOW_S.
-    sizes = _burst_sizes(rng, n_fraud) if n_fraud else np.zeros(0, dtype=np.int64)
+    sizes = _burst_sizes(rng, n_fraud)
     burst = np.repeat(np.arange(len(sizes)), sizes)
     burst_card = rng.integers(0, n_cards, size=len(sizes))
     burst_start = _times(rng, len(sizes))
     offsets = rng.uniform(0, BURST_WINDOW_S, size=n_fraud)
-    offsets[np.r_[0, np.cumsum(sizes)[:-1]].astype(int)] = 0.0  # each burst starts at its start time
+    offsets[np.cumsum(sizes) - sizes] = 0.0  # each burst starts at its start time
     fraud_t = np.floor(np.minimum(burst_start[burst] + offsets, DURATION_S - 1))
     # Strength varies per burst (the fraudster's pattern) and per transaction;
     # weak ones sit inside the normal cloud.
