@@ -1,0 +1,122 @@
+"""``fraudscore score``: try a running scorer by hand.
+
+    fraudscore score --json '{"transactionId": "t-1", "cardId": "c-1", ...}'
+    fraudscore score --csv data/creditcard.csv --limit 20
+
+One line per transaction: score, threshold, verdict, model version and the
+features that account for most of the reconstruction error. CSV rows are
+parsed by fraudscore.schema and sent with ScoreBatch; a row that cannot be
+parsed is reported with its row number and skipped, the rest are scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+from fraudscore import schema
+from fraudscore.v1 import scorer_pb2 as pb
+from fraudscore.v1 import scorer_pb2_grpc
+from fraudscore.v1.transaction_pb2 import Transaction
+from scorer.auth import bearer_metadata
+from scorer.config import TOKEN_ENV
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", default="127.0.0.1:50051", help="scorer address (default %(default)s)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--json", help="one transaction in proto3 JSON form")
+    source.add_argument("--csv", type=Path, help="a CSV in the Kaggle creditcard.csv schema")
+    parser.add_argument("--limit", type=int, help="score at most this many CSV rows")
+    parser.add_argument("--batch-size", type=int, default=500, help="rows per ScoreBatch call (default %(default)s)")
+    parser.add_argument("--model-version", type=int, default=0, help="pin a loaded model version (0: newest)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="deadline per call in seconds")
+    parser.add_argument("--token", help=f"bearer token (default: env {TOKEN_ENV})")
+    parser.add_argument("--tls-ca", type=Path, help="PEM CA that signed the server certificate: use TLS")
+    parser.add_argument("--tls-cert", type=Path, help="client certificate for mutual TLS (with --tls-key)")
+    parser.add_argument("--tls-key", type=Path, help="client private key for mutual TLS")
+
+
+def format_response(r: pb.ScoreResponse) -> str:
+    top = ", ".join(f"{c.name} {c.share:.0%}" for c in r.top_features)
+    verdict = "ANOMALY" if r.is_anomaly else "normal "
+    return (
+        f"{r.transaction_id:<14} error={r.reconstruction_error:<10.5g} threshold={r.threshold:<8.4g} {verdict} "
+        f"v{r.model_version} out_of_range={r.out_of_range_features} top: {top}"
+    )
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    if args.tls_ca is None and args.tls_cert is None:
+        return grpc.insecure_channel(args.target)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=args.tls_ca.read_bytes() if args.tls_ca else None,
+        private_key=args.tls_key.read_bytes() if args.tls_key else None,
+        certificate_chain=args.tls_cert.read_bytes() if args.tls_cert else None,
+    )
+    return grpc.secure_channel(args.target, credentials)
+
+
+def _csv_transactions(path: Path, limit: int | None) -> Iterator[Transaction | str]:
+    """Transactions of the file, or an error line for a row that cannot be parsed."""
+    with path.open(newline="") as f:
+        for number, row in enumerate(itertools.islice(csv.DictReader(f), limit), start=1):
+            try:
+                yield schema.from_csv_row(row, row_number=number)
+            except schema.InvalidTransaction as exc:
+                yield f"row {number}: {exc}"
+
+
+def main(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get(TOKEN_ENV)
+    try:
+        with _channel(args) as channel:
+            stub = scorer_pb2_grpc.FraudScorerStub(channel)
+            call = {"timeout": args.timeout, "metadata": bearer_metadata(token)}
+            if args.json is not None:
+                tx = schema.parse_json(args.json)
+                print(
+                    format_response(
+                        stub.Score(pb.ScoreRequest(transaction=tx, model_version=args.model_version), **call)
+                    )
+                )
+                return 0
+            return _score_csv(stub, args, call)
+    except schema.InvalidTransaction as exc:
+        print(f"fraudscore score: invalid transaction: {exc}", file=sys.stderr)
+    except grpc.RpcError as exc:
+        print(f"fraudscore score: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+    except OSError as exc:
+        print(f"fraudscore score: {exc}", file=sys.stderr)
+    return 1
+
+
+def _score_csv(stub: scorer_pb2_grpc.FraudScorerStub, args: argparse.Namespace, call: dict[str, object]) -> int:
+    scored = anomalies = bad = 0
+    items = _csv_transactions(args.csv, args.limit)
+    while chunk := list(itertools.islice(items, args.batch_size)):
+        for line in (item for item in chunk if isinstance(item, str)):
+            print(line, file=sys.stderr)
+        txs = [item for item in chunk if isinstance(item, Transaction)]
+        bad += len(chunk) - len(txs)
+        if not txs:
+            continue
+        reply = stub.ScoreBatch(pb.ScoreBatchRequest(transactions=txs, model_version=args.model_version), **call)
+        for result in reply.results:
+            if result.HasField("score"):
+                print(format_response(result.score))
+                anomalies += result.score.is_anomaly
+            else:
+                e = result.error
+                print(f"{e.transaction_id}: {e.field}: {e.reason}", file=sys.stderr)
+        scored += reply.scored
+        bad += reply.failed
+    print(f"scored {scored}, anomalies {anomalies}, rejected {bad}", file=sys.stderr)
+    return 0 if bad == 0 else 1
