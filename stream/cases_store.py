@@ -213,11 +213,10 @@ class CaseStore:
         self._index_name = resources.cases_by_time_table
 
     def close(self) -> None:
-        """Closes the gRPC channels (the legacy client's close() only closes HTTP)."""
-        for attr in ("_table_data_client", "_table_admin_client", "_instance_admin_client"):
-            gapic = getattr(self._client, attr, None)
-            if gapic is not None:
-                gapic.transport.close()
+        """Closes the gRPC clients too: the legacy client's close() only closes its HTTP session."""
+        data_client = getattr(self._client, "_table_data_client", None)
+        if data_client is not None:
+            data_client.close()  # also stops its thread pool
         self._client.close()
 
     def __enter__(self) -> CaseStore:
