@@ -1,0 +1,177 @@
+"""Start-up, hot reload under load, refusal of a broken version, deadlines and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from fraudscore.v1 import scorer_pb2 as pb
+from fraudscore.v1 import scorer_pb2_grpc
+from scorer.config import BatchConfig
+from tests.integration.scorer_support import (
+    NOT_SERVING,
+    SERVING,
+    ServerThread,
+    add_version,
+    config,
+    copy_base,
+    source_model,
+    transactions,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+SERVICE = "fraudscore.v1.FraudScorer"
+
+
+@pytest.fixture
+def base(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    return copy_base(source_model(request), tmp_path / "model")
+
+
+@pytest.fixture
+def tx(request: pytest.FixtureRequest) -> pb.Transaction:
+    return transactions(Path(request.getfixturevalue("train_csv")), 1)[0]
+
+
+def test_health_through_startup_serving_and_draining(base: Path, tmp_path: Path, tx) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    server = ServerThread(config(empty, drain_delay_s=1.0))
+    try:
+        assert server.health() == NOT_SERVING and server.health(SERVICE) == NOT_SERVING
+        with grpc.insecure_channel(server.target) as channel:
+            stub = scorer_pb2_grpc.FraudScorerStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Score(pb.ScoreRequest(transaction=tx), timeout=5)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            shutil.copytree(base / "1", empty / ".tmp")
+            (empty / ".tmp").rename(empty / "1")
+            wait_for(lambda: server.health() == SERVING, 60, "health never turned SERVING")
+            assert server.health(SERVICE) == SERVING
+            assert stub.Score(pb.ScoreRequest(transaction=tx), timeout=5).model_version == 1
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+            assert next(watch).status == SERVING
+            draining = asyncio.run_coroutine_threadsafe(server.running.drain(), server.loop)
+            assert next(watch).status == NOT_SERVING
+            # During the drain delay the port is still open and says NOT_SERVING.
+            assert server.health() == NOT_SERVING
+            draining.result(30)
+    finally:
+        server.close()  # drain() is idempotent: a second call finds the server stopped
+
+
+def test_hot_reload_under_load_has_no_failed_requests_and_refuses_a_broken_version(base: Path, tx) -> None:
+    server = ServerThread(config(base, reload_interval_s=0.2))
+    server.wait_serving()
+    versions: list[int] = []
+    failures: list[str] = []
+
+    async def load() -> None:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = scorer_pb2_grpc.FraudScorerStub(channel)
+            stop = asyncio.Event()
+
+            async def worker() -> None:
+                while not stop.is_set():
+                    try:
+                        versions.append((await stub.Score(pb.ScoreRequest(transaction=tx), timeout=10)).model_version)
+                    except grpc.RpcError as exc:
+                        failures.append(f"{exc.code()}: {exc.details()}")
+
+            async def until(predicate, timeout: float = 30) -> None:
+                deadline = time.monotonic() + timeout
+                while not predicate() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+                assert predicate()
+
+            workers = [asyncio.create_task(worker()) for _ in range(8)]
+            await until(lambda: len(versions) >= 100)
+            await asyncio.to_thread(add_version, base, 1, 2)
+            await until(lambda: versions[-1] == 2)
+            broken = base / ".tmp-3"
+            shutil.copytree(base / "2", broken)
+            (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+            card = json.loads((broken / "model_card.json").read_text())
+            (broken / "model_card.json").write_text(json.dumps({**card, "version": 3}))
+            broken.rename(base / "3")
+            await until(lambda: 3 in server.running.registry.refused)
+            mark = len(versions)
+            await until(lambda: len(versions) >= mark + 100)
+            stop.set()
+            await asyncio.gather(*workers)
+
+    try:
+        asyncio.run(load())
+        assert failures == []
+        assert versions[0] == 1 and versions[-1] == 2
+        switch = versions.index(2)
+        # After the swap, only requests that were already in flight may finish on version 1.
+        assert all(v == 2 for v in versions[switch + 16 :])
+        assert len(versions) > 300
+        with grpc.insecure_channel(server.target) as channel:
+            info = scorer_pb2_grpc.FraudScorerStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
+        assert info.version == 2 and list(info.loaded_versions) == [1, 2]
+        assert [r.version for r in info.refused_versions] == [3]
+        assert "SavedModel" in info.refused_versions[0].reason
+        assert server.running.metrics.reload_failures._value.get() == 1
+        assert server.running.metrics.reloads._value.get() == 2
+    finally:
+        server.close()
+
+
+def test_expired_deadline_is_not_scored(base: Path, tx) -> None:
+    server = ServerThread(config(base, batch=BatchConfig(max_batch=1000, max_wait_ms=1500)))
+    try:
+        server.wait_serving()
+        with grpc.insecure_channel(server.target) as channel:
+            stub = scorer_pb2_grpc.FraudScorerStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Score(pb.ScoreRequest(transaction=tx), timeout=0.3)
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            time.sleep(1.6)
+            # The batcher dropped the abandoned row instead of spending a model call on it.
+            assert server.running.metrics.batch_size._sum.get() == 0
+            assert stub.Score(pb.ScoreRequest(transaction=tx), timeout=5).model_version == 1
+    finally:
+        server.close()
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_zero(base: Path, tmp_path: Path, tx) -> None:
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fraudscore.cli", "serve", "--model-base", str(base), "--port", "0",
+         "--metrics-port", "-1", "--max-batch", "1000", "--max-wait-ms", "800", "--grace", "10"],
+        stdout=subprocess.PIPE, stderr=log, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("LISTENING "), line
+        target = line.split()[1]
+        with grpc.insecure_channel(target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            wait_for(lambda: health.Check(health_pb2.HealthCheckRequest()).status == SERVING, 60, "never SERVING")
+            stub = scorer_pb2_grpc.FraudScorerStub(channel)
+            # Held in the batcher for up to 800 ms: still in flight when SIGTERM arrives.
+            calls = [stub.Score.future(pb.ScoreRequest(transaction=tx), timeout=20) for _ in range(8)]
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            assert all(call.result().transaction_id == tx.transaction_id for call in calls)
+        assert proc.wait(timeout=30) == 0
+        assert "draining" in (tmp_path / "serve.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
