@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import IO
@@ -70,12 +70,20 @@ FRAUD_PATTERN: dict[str, float] = {
     "V16": -0.6, "V7": -0.5, "V2": 0.4, "V1": -0.35, "V9": -0.4, "V18": -0.35, "V5": -0.3,
 }  # fmt: skip
 
-# Amount: log-normal with median 22 and mean 88 => sigma = sqrt(2 ln 4).
+# Fraud shift strength per burst ~ Gamma(shape, scale): mean shape*scale stds
+# along FRAUD_PATTERN; a sizeable share is weak enough to hide among normals.
+FRAUD_STRENGTH_SHAPE = 2.5
+FRAUD_STRENGTH_SCALE = 3.0
+
+# Amount: log-normal-like with the real file's median 22 and mean 88. A pure
+# log-normal would need sigma = sqrt(2 ln 4) = 1.67; the V-driven part of
+# log(Amount) has lighter shoulders than a Gaussian, so sigma is set a little
+# higher (measured: mean 87, quartiles 6 and 69 vs the real 5.6 and 77).
 MAX_AMOUNT = 25_691.16  # the real file's largest amount
 AMOUNT_LOG_MEDIAN = float(np.log(22.0))
-# Part of the spread comes from each card's spending habit (CARD_AMOUNT_SIGMA).
+AMOUNT_LOG_SIGMA = 1.8
+# On top of that, each card has a spending habit: a log-amount offset.
 CARD_AMOUNT_SIGMA = 0.4
-AMOUNT_LOG_SIGMA = float(np.sqrt(2 * np.log(4.0) - CARD_AMOUNT_SIGMA**2))
 # Weights of the standardized V7, V20, V2 in log(Amount).
 AMOUNT_LOADINGS: dict[str, float] = {"V7": 0.45, "V20": 0.40, "V2": -0.60}
 
@@ -102,6 +110,8 @@ class _World:
     rotation: np.ndarray  # principal axes, by decreasing variance
     scale: np.ndarray  # KAGGLE_V_STD / std along each axis
     fraud_direction: np.ndarray  # in V units
+    amount_centre: float = 0.0  # median and std of _amount_signal on the reference sample
+    amount_spread: float = 1.0
 
 
 @lru_cache(maxsize=1)
@@ -126,7 +136,9 @@ def _world() -> _World:
     for name, weight in FRAUD_PATTERN.items():
         i = features.PCA_FEATURES.index(name)
         direction[i] = weight * KAGGLE_V_STD[i]
-    return _World(w1, b1, w2, partial.noise, w3, mean, rotation, scale, direction)
+    world = _World(w1, b1, w2, partial.noise, w3, mean, rotation, scale, direction)
+    signal = _amount_signal(((raw - mean) @ rotation) * scale)
+    return replace(world, amount_centre=float(np.median(signal)), amount_spread=float(signal.std()))
 
 
 def _raw_normals(rng: np.random.Generator, n: int, world: _World) -> np.ndarray:
@@ -159,23 +171,34 @@ def _times(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.floor(np.interp(rng.random(n), cdf, grid)).clip(0, DURATION_S - 1)
 
 
-def _amounts(rng: np.random.Generator, v: np.ndarray, card_offset: np.ndarray) -> np.ndarray:
-    """Log-normal amounts of normal transactions, correlated with V7, V20, V2."""
-    z = np.zeros(len(v))
+def _amount_signal(v: np.ndarray) -> np.ndarray:
+    """The part of log(Amount) that V7, V20 and V2 explain (V's clipped at 4 stds)."""
+    signal = np.zeros(len(v))
     for name, loading in AMOUNT_LOADINGS.items():
         i = features.PCA_FEATURES.index(name)
-        z += loading * np.clip(v[:, i] / KAGGLE_V_STD[i], -4, 4)
-    rest = np.sqrt(1.0 - sum(w * w for w in AMOUNT_LOADINGS.values()))
-    z += rest * rng.standard_normal(len(v))
+        signal += loading * np.clip(v[:, i] / KAGGLE_V_STD[i], -4, 4)
+    return signal
+
+
+def _amounts(rng: np.random.Generator, v: np.ndarray, card_offset: np.ndarray, world: _World) -> np.ndarray:
+    """Log-normal amounts of normal transactions, correlated with V7, V20, V2.
+
+    The V signal is centred and scaled on the world's reference sample so that
+    the loadings are the share of log(Amount)'s spread it carries, and the
+    median stays ~22 whatever the V's tails look like.
+    """
+    explained = np.sqrt(sum(w * w for w in AMOUNT_LOADINGS.values()))
+    z = (_amount_signal(v) - world.amount_centre) / world.amount_spread * explained
+    z += np.sqrt(1.0 - explained**2) * rng.standard_normal(len(v))
     return np.exp(AMOUNT_LOG_MEDIAN + AMOUNT_LOG_SIGMA * z + card_offset).clip(max=MAX_AMOUNT)
 
 
 def _fraud_amounts(rng: np.random.Generator, n: int) -> np.ndarray:
     """Many small test charges, some typical and some large purchases."""
-    kind = rng.choice(3, size=n, p=[0.45, 0.40, 0.15])
+    kind = rng.choice(3, size=n, p=[0.5, 0.3, 0.2])
     small = rng.uniform(0.0, 3.0, size=n)
-    typical = np.exp(rng.normal(np.log(40.0), 1.0, size=n))
-    large = np.exp(rng.normal(np.log(500.0), 0.6, size=n))
+    typical = np.exp(rng.normal(np.log(30.0), 1.0, size=n))
+    large = np.exp(rng.normal(np.log(400.0), 0.7, size=n))
     return np.choose(kind, [small, typical, large])
 
 
@@ -230,7 +253,7 @@ def generate_frame(
     # Normal transactions.
     v = _normals(rng, n_normal, world)
     card = rng.choice(n_cards, size=n_normal, p=card_weights)
-    amount = _amounts(rng, v, card_offset[card])
+    amount = _amounts(rng, v, card_offset[card], world)
     t = _times(rng, n_normal)
 
     # Frauds, in bursts on one card within BURST_WINDOW_S.
@@ -243,7 +266,7 @@ def generate_frame(
     fraud_t = np.floor(np.minimum(burst_start[burst] + offsets, DURATION_S - 1))
     # Strength varies per burst (the fraudster's pattern) and per transaction;
     # weak ones sit inside the normal cloud.
-    burst_strength = rng.gamma(2.0, 1.6, size=len(sizes))
+    burst_strength = rng.gamma(FRAUD_STRENGTH_SHAPE, FRAUD_STRENGTH_SCALE, size=len(sizes))
     strength = burst_strength[burst] * np.exp(rng.normal(0.0, 0.25, size=n_fraud))
     pattern_jitter = np.exp(rng.normal(0.0, 0.35, size=(len(sizes), _N_V)))[burst]
     fraud_v = _normals(rng, n_fraud, world) * 1.3 + strength[:, None] * world.fraud_direction * pattern_jitter
