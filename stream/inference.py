@@ -1,0 +1,273 @@
+"""ScoreTransactions: RunInference over the fraud model, with live model updates.
+
+The stock TensorFlow handler feeds one tensor; the model's serving signature
+takes one named ``[None]`` tensor per raw feature, so :class:`FraudModelHandler`
+wraps ``fraudscore.model`` (which owns loading, the feature list from the card
+and the threshold) and builds those inputs from batches of Transactions.
+
+Model updates without a restart go through RunInference's model-metadata side
+input. :class:`WatchModelVersions` is a small PeriodicImpulse watcher instead
+of ``WatchFilePattern``: WatchFilePattern picks the newest ``saved_model.pb`` by
+modification time, so it would also pick a version the trainer is still
+writing in a temp directory, and a re-trained version whose file times are
+older than the job's start would be ignored. The watcher asks for the newest
+*complete* version (``fraudscore.model.list_versions``' rule: an integer
+directory with both ``saved_model.pb`` and the model card) and emits it only
+when the version number grows.
+
+Model bases may be local directories or any Beam filesystem (``gs://...`` on
+Dataflow): a remote version directory is copied to local disk before loading.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.coders import StrUtf8Coder
+from apache_beam.ml.inference.base import ModelHandler, ModelMetadata, RunInference
+from apache_beam.transforms import trigger, userstate, window
+from apache_beam.transforms.periodicsequence import PeriodicImpulse
+from apache_beam.utils.timestamp import Timestamp
+
+from fraudscore import model as fmodel
+from fraudscore import schema
+from fraudscore.v1.transaction_pb2 import Transaction
+from stream import metrics
+from stream.parse import DeadLetter, event_seconds
+
+_LOG = logging.getLogger(__name__)
+SCORED = "scored"
+DEAD_LETTERS = "dead_letters"
+
+
+@dataclass(frozen=True)
+class ScoredTransaction:
+    """A transaction with its model outputs: what windows, flag rules and cases need."""
+
+    transaction_id: str
+    card_id: str
+    merchant_id: str
+    event_time: float  # seconds since the epoch (UTC)
+    amount: float
+    reconstruction_error: float
+    is_anomaly: bool
+    top_features: tuple[tuple[str, float], ...]
+    out_of_range: int
+    model_name: str
+    model_version: int
+    threshold: float
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri
+
+
+def latest_version_uri(model_base: str) -> str | None:
+    """The newest complete version directory under a model base, or None."""
+    if not _is_remote(model_base):
+        version = fmodel.latest_version(Path(model_base))
+        return None if version is None else str(Path(model_base) / str(version))
+    from apache_beam.io.filesystems import FileSystems
+
+    found: dict[str, set[str]] = {}
+    for pattern in (f"{model_base}/*/saved_model.pb", f"{model_base}/*/{fmodel.CARD_FILE}"):
+        for result in FileSystems.match([pattern]):
+            for meta in result.metadata_list:
+                directory, name = posixpath.split(meta.path)
+                found.setdefault(directory, set()).add(name)
+    complete = [
+        int(posixpath.basename(d))
+        for d, names in found.items()
+        if posixpath.basename(d).isdigit() and names == {"saved_model.pb", fmodel.CARD_FILE}
+    ]
+    return f"{model_base.rstrip('/')}/{max(complete)}" if complete else None
+
+
+def localize(version_uri: str) -> Path:
+    """A local directory holding the version (remote ones are copied to a temp dir)."""
+    if not _is_remote(version_uri):
+        return Path(version_uri)
+    from apache_beam.io.filesystems import FileSystems
+
+    target = Path(tempfile.mkdtemp(prefix="fraudscore-model-")) / posixpath.basename(version_uri.rstrip("/"))
+    prefix = version_uri.rstrip("/") + "/"
+    for result in FileSystems.match([prefix + "**"]):
+        for meta in result.metadata_list:
+            local = target / meta.path[len(prefix) :]
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with FileSystems.open(meta.path) as src, open(local, "wb") as dst:
+                dst.write(src.read())
+    return target
+
+
+def _feature_columns(names: Sequence[str]) -> list[int]:
+    """For each model feature, its column in ``[V1..V28, amount]`` (found through schema.feature_value)."""
+    probe = Transaction(v=[float(i) for i in range(schema.N_PCA)], amount=float(schema.N_PCA))
+    return [int(schema.feature_value(probe, name)) for name in names]
+
+
+class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.LoadedModel]):
+    """Loads a fraudscore model version and scores batches of Transactions."""
+
+    def __init__(
+        self,
+        model_base: str,
+        version_uri: str | None = None,
+        *,
+        top_k: int = 3,
+        max_batch_size: int = 512,
+    ) -> None:
+        super().__init__(min_batch_size=1, max_batch_size=max_batch_size)
+        self._model_base = model_base
+        self._version_uri = version_uri
+        self._top_k = top_k
+
+    def load_model(self) -> fmodel.LoadedModel:
+        uri = self._version_uri or latest_version_uri(self._model_base)
+        if uri is None:
+            raise fmodel.ModelError(f"no complete model version under {self._model_base}")
+        loaded = fmodel.LoadedModel(localize(uri))
+        _LOG.info("scoring with model %s version %d (threshold %g)", loaded.card.name, loaded.version, loaded.threshold)
+        metrics.model_loaded(loaded.card.name, loaded.version)
+        return loaded
+
+    def update_model_path(self, model_path: str | None = None) -> None:
+        if model_path:
+            self._version_uri = model_path
+
+    def run_inference(
+        self,
+        batch: Sequence[Transaction],
+        model: fmodel.LoadedModel,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[ScoredTransaction]:
+        columns = _feature_columns(model.features)
+        raw = np.array([[*tx.v, tx.amount] for tx in batch], dtype=np.float32)
+        scores = model.score(raw[:, columns])
+        results = []
+        for i, tx in enumerate(batch):
+            error = float(scores.reconstruction_error[i])
+            is_anomaly = bool(scores.is_anomaly[i])
+            out_of_range = int(scores.out_of_range_count[i])
+            metrics.scored(error, is_anomaly, out_of_range)
+            results.append(
+                ScoredTransaction(
+                    transaction_id=tx.transaction_id,
+                    card_id=tx.card_id,
+                    merchant_id=tx.merchant_id,
+                    event_time=event_seconds(tx),
+                    amount=float(tx.amount),
+                    reconstruction_error=error,
+                    is_anomaly=is_anomaly,
+                    top_features=tuple(fmodel.top_contributions(scores.feature_errors[i], model.features, self._top_k)),
+                    out_of_range=out_of_range,
+                    model_name=model.card.name,
+                    model_version=model.version,
+                    threshold=model.threshold,
+                )
+            )
+        return results
+
+    def get_metrics_namespace(self) -> str:
+        return metrics.NAMESPACE
+
+    def get_num_bytes(self, batch: Sequence[Transaction]) -> int:
+        return sum(tx.ByteSize() for tx in batch)
+
+
+_LAST_SPEC = userstate.ReadModifyWriteStateSpec("last", StrUtf8Coder())
+_LAST_PARAM = beam.DoFn.StateParam(_LAST_SPEC)
+
+
+class _EmitOnNewerVersion(beam.DoFn):
+    """Passes a version URI on only when its version number is higher than the last one passed."""
+
+    def process(self, element: tuple[str, str], last: Any = _LAST_PARAM) -> Iterator[ModelMetadata]:
+        _, uri = element
+        if not uri:
+            return
+        previous = last.read()
+        version = int(posixpath.basename(uri.rstrip("/")))
+        if previous is not None and int(posixpath.basename(previous.rstrip("/"))) >= version:
+            return
+        last.write(uri)
+        yield ModelMetadata(model_id=uri, model_name=f"v{version}")
+
+
+class WatchModelVersions(beam.PTransform):
+    """PBegin -> PCollection[ModelMetadata]: the newest complete version, re-checked every ``interval_s``."""
+
+    def __init__(self, model_base: str, interval_s: float = 10.0) -> None:
+        super().__init__()
+        self._model_base = model_base
+        self._interval_s = interval_s
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        base = self._model_base
+        return (
+            pbegin
+            | "Tick" >> PeriodicImpulse(start_timestamp=Timestamp.now(), fire_interval=self._interval_s)
+            | "NewestComplete" >> beam.Map(lambda _: ("model", latest_version_uri(base) or ""))
+            | "OnlyNewer" >> beam.ParDo(_EmitOnNewerVersion())
+            | "AsSideInput"
+            >> beam.WindowInto(
+                window.GlobalWindows(),
+                trigger=trigger.Repeatedly(trigger.AfterProcessingTime(1)),
+                accumulation_mode=trigger.AccumulationMode.DISCARDING,
+            )
+        )
+
+
+def _failed_batch_to_dead_letters(failure: tuple[Sequence[Transaction], tuple[Any, str, Any]]) -> Iterator[DeadLetter]:
+    batch, (_, message, _) = failure
+    for tx in batch:
+        metrics.dead_letter("score_error", stage="score")
+        yield DeadLetter(
+            schema.to_json(tx), {"transaction_id": tx.transaction_id}, "score", "<model>", message, "score_error"
+        )
+
+
+class ScoreTransactions(beam.PTransform):
+    """PCollection[Transaction] -> (PCollection[ScoredTransaction], PCollection[DeadLetter]).
+
+    With ``watch_interval_s`` set (streaming), the model follows the newest
+    complete version under the model base; without it (replay), the version
+    resolved when the pipeline is built is used throughout.
+    """
+
+    def __init__(
+        self,
+        model_base: str,
+        *,
+        version_uri: str | None = None,
+        watch_interval_s: float | None = None,
+        max_batch_size: int = 512,
+    ) -> None:
+        super().__init__()
+        self._model_base = model_base
+        self._version_uri = version_uri
+        self._watch_interval_s = watch_interval_s
+        self._max_batch_size = max_batch_size
+
+    def expand(self, transactions: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+        handler = FraudModelHandler(self._model_base, self._version_uri, max_batch_size=self._max_batch_size)
+        side: Any = None
+        if self._watch_interval_s is not None:
+            side = transactions.pipeline | "WatchModel" >> WatchModelVersions(self._model_base, self._watch_interval_s)
+        scored, failed = (
+            transactions
+            | "RunInference"
+            >> RunInference(
+                handler, model_metadata_pcoll=side, metrics_namespace=metrics.NAMESPACE
+            ).with_exception_handling()
+        )
+        dead = failed.failed_inferences | "FailedToDeadLetters" >> beam.FlatMap(_failed_batch_to_dead_letters)
+        return scored, dead

@@ -1,0 +1,111 @@
+"""The stream job's metrics, counted twice: Beam Metrics and Prometheus.
+
+Beam Metrics (namespace ``fraudscore``) are what Dataflow shows and what
+``PipelineResult.metrics()`` returns on any runner. Prometheus series are what
+the local dashboard scrapes from ``fraudscore stream`` (DirectRunner runs the
+DoFns in that process; on Dataflow the Prometheus objects are simply never
+served). The Prometheus names below are a contract with deploy/ dashboards.
+
+Beam counters have no labels, so a label value becomes part of the Beam
+metric name (``transactions_anomaly``, ``flagged_CARD_BURST``...). Beam
+distributions are integers: errors are recorded in millionths, lags in ms.
+"""
+
+from __future__ import annotations
+
+from apache_beam.metrics import Metrics
+from prometheus_client import Counter, Gauge, Histogram
+
+NAMESPACE = "fraudscore"
+
+TRANSACTIONS = Counter(
+    "fraudscore_stream_transactions_total",
+    "Transactions seen by the stream job, by outcome (normal, anomaly, invalid, score_error).",
+    ["outcome"],
+)
+FLAGGED = Counter("fraudscore_stream_flagged_total", "Cases emitted after de-duplication, by reason code.", ["reason"])
+ALERTS = Counter("fraudscore_stream_alerts_published_total", "Alerts confirmed published to the alerts topic.")
+DEAD_LETTERS = Counter(
+    "fraudscore_stream_dead_letters_total", "Messages sent to the dead-letter topic, by reason code.", ["reason"]
+)
+ERRORS = Histogram(
+    "fraudscore_reconstruction_error",
+    "Reconstruction error of scored transactions.",
+    buckets=(1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
+)
+EVENT_LAG = Histogram(
+    "fraudscore_stream_event_lag_seconds",
+    "Processing time minus the transaction's event time, when parsed.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 86400.0),
+)
+OUT_OF_RANGE = Counter(
+    "fraudscore_out_of_range_features_total", "Features outside the training range (clipped by the transform)."
+)
+MODEL_INFO = Gauge(
+    "fraudscore_model_info", "1 for the model version the stream job is scoring with.", ["model", "version"]
+)
+
+_beam_counters: dict[str, object] = {}
+
+
+def _inc(name: str, n: int = 1) -> None:
+    counter = _beam_counters.get(name)
+    if counter is None:
+        counter = _beam_counters.setdefault(name, Metrics.counter(NAMESPACE, name))
+    counter.inc(n)  # type: ignore[attr-defined]
+
+
+_ERROR_DIST = Metrics.distribution(NAMESPACE, "reconstruction_error_micros")
+_LAG_DIST = Metrics.distribution(NAMESPACE, "event_lag_ms")
+
+
+def parsed(lag_seconds: float) -> None:
+    EVENT_LAG.observe(max(lag_seconds, 0.0))
+    _LAG_DIST.update(int(max(lag_seconds, 0.0) * 1000))
+
+
+def dead_letter(code: str, *, stage: str = "parse") -> None:
+    outcome = "invalid" if stage == "parse" else "score_error"
+    TRANSACTIONS.labels(outcome).inc()
+    DEAD_LETTERS.labels(code).inc()
+    _inc(f"transactions_{outcome}")
+    _inc(f"dead_letters_{code}")
+
+
+def scored(error: float, is_anomaly: bool, out_of_range: int) -> None:
+    outcome = "anomaly" if is_anomaly else "normal"
+    TRANSACTIONS.labels(outcome).inc()
+    ERRORS.observe(error)
+    _inc(f"transactions_{outcome}")
+    _ERROR_DIST.update(int(error * 1e6))
+    if out_of_range:
+        OUT_OF_RANGE.inc(out_of_range)
+        _inc("out_of_range_features", out_of_range)
+
+
+def flagged(reasons: tuple[str, ...]) -> None:
+    for reason in reasons:
+        FLAGGED.labels(reason).inc()
+        _inc(f"flagged_{reason}")
+
+
+def alerts_published(n: int) -> None:
+    ALERTS.inc(n)
+    _inc("alerts_published", n)
+
+
+def dead_letters_published(n: int) -> None:
+    _inc("dead_letters_published", n)
+
+
+def model_loaded(model: str, version: int) -> None:
+    """Marks ``version`` as the one in use (previous versions drop to 0)."""
+    for labels in list(MODEL_INFO._metrics):  # prometheus-client keeps children by label tuple
+        if labels[0] == model:
+            MODEL_INFO.labels(*labels).set(0)
+    MODEL_INFO.labels(model, str(version)).set(1)
+    _inc(f"model_loads_v{version}")
+
+
+def duplicate_case() -> None:
+    _inc("duplicate_cases_suppressed")

@@ -1,0 +1,212 @@
+"""The stream job: Pub/Sub (or a replayed file) -> parse -> score -> per-card windows -> cases + alerts.
+
+::
+
+    ReadTransactions | ReplayTransactions       PubsubMessage
+      -> ParseTransactions                      Transaction (event-time stamped) | DeadLetter
+      -> ScoreTransactions (RunInference)       ScoredTransaction                | DeadLetter
+      -> FlagCases (TX_ANOMALY now; CardWindows -> CARD_BURST / CARD_VELOCITY; DedupeCases)
+      -> WriteCases (Bigtable) + PublishAlerts (fraud-alerts)
+    all DeadLetters -> PublishDeadLetters (transactions-dlq)
+
+Streaming and replay share every step but the source: replay reads Kaggle or
+generated CSVs (``.csv``) or JSON lines (anything else) as a bounded
+pipeline and scores with the model version current at launch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+
+from fraudscore import schema
+from fraudscore.config import DEFAULT_PROJECT, Resources
+from stream.cases_sink import WriteCases
+from stream.inference import ScoreTransactions, latest_version_uri
+from stream.parse import ParseCsvFiles, ParseTransactions, json_line_message
+from stream.rules import FlagCases, RuleConfig
+from stream.sinks import PublishAlerts, PublishDeadLetters
+from stream.windows import WindowConfig
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Everything the job needs besides the runner's own options."""
+
+    model_base: str
+    resources: Resources = field(default_factory=Resources)
+    windows: WindowConfig = field(default_factory=WindowConfig)
+    rules: RuleConfig = field(default_factory=RuleConfig)
+    replay: str | None = None  # file pattern; None = read the transactions subscription
+    epoch: datetime = schema.DEFAULT_EPOCH  # Time 0 of replayed CSVs
+    model_watch_s: float = 10.0
+    max_batch_size: int = 512
+    id_label: str | None = None  # Pub/Sub de-duplication attribute, where the runner supports it
+
+
+def add_app_arguments(parser: argparse.ArgumentParser) -> None:
+    """The job's own flags (Beam's, like --runner, are parsed by Beam)."""
+    defaults = Resources()
+    w, r = WindowConfig(), RuleConfig()
+    parser.add_argument("--model-base", required=True, help="model base directory (local or gs://) with versions")
+    parser.add_argument("--project", default=DEFAULT_PROJECT, help="Google Cloud project of Pub/Sub and Bigtable")
+    for f in dataclasses.fields(Resources):
+        if f.name != "project":
+            flag = "--" + f.name.replace("_", "-")
+            parser.add_argument(flag, default=getattr(defaults, f.name), help=f"{f.name} (default %(default)s)")
+    parser.add_argument(
+        "--subscription",
+        dest="transactions_subscription",
+        default=argparse.SUPPRESS,
+        help="alias of --transactions-subscription",
+    )
+    parser.add_argument("--replay", metavar="FILE", help="bounded run over a CSV or JSON-lines file (glob allowed)")
+    parser.add_argument("--epoch", default=schema.DEFAULT_EPOCH.isoformat(), help="event time of CSV Time=0")
+    parser.add_argument("--window-size", type=int, default=w.size_s, help="card window size, seconds")
+    parser.add_argument("--window-period", type=int, default=w.period_s, help="card window period, seconds")
+    parser.add_argument("--early-fire", type=int, default=w.early_fire_s, help="early firing delay, seconds")
+    parser.add_argument("--early-fire-count", type=int, default=w.early_fire_count, help="early firing after N txs")
+    parser.add_argument("--allowed-lateness", type=int, default=w.allowed_lateness_s, help="seconds")
+    parser.add_argument("--burst-min-anomalies", type=int, default=r.burst_min_anomalies, help="CARD_BURST rule")
+    parser.add_argument("--velocity-min-count", type=int, default=r.velocity_min_count, help="CARD_VELOCITY rule")
+    parser.add_argument("--dedupe-ttl", type=int, default=r.dedupe_ttl_s, help="seconds a case id is remembered")
+    parser.add_argument("--model-watch", type=float, default=10.0, help="seconds between checks for a new model")
+    parser.add_argument("--max-batch-size", type=int, default=512, help="RunInference batch size limit")
+    parser.add_argument(
+        "--id-label", default=None, help="Pub/Sub attribute to de-duplicate on (Dataflow only; e.g. transaction_id)"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> StreamConfig:
+    resource_names = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(Resources) if getattr(args, f.name, None)
+    }
+    return StreamConfig(
+        model_base=args.model_base,
+        resources=Resources(**resource_names),
+        windows=WindowConfig(
+            size_s=args.window_size,
+            period_s=args.window_period,
+            early_fire_s=args.early_fire,
+            early_fire_count=args.early_fire_count,
+            allowed_lateness_s=args.allowed_lateness,
+        ),
+        rules=RuleConfig(
+            burst_min_anomalies=args.burst_min_anomalies,
+            velocity_min_count=args.velocity_min_count,
+            dedupe_ttl_s=args.dedupe_ttl,
+        ),
+        replay=args.replay,
+        epoch=datetime.fromisoformat(args.epoch),
+        model_watch_s=args.model_watch,
+        max_batch_size=args.max_batch_size,
+        id_label=args.id_label,
+    )
+
+
+class ReadTransactions(beam.PTransform):
+    """PBegin -> PCollection[PubsubMessage] from the transactions subscription (attributes kept)."""
+
+    def __init__(self, subscription_path: str, id_label: str | None = None) -> None:
+        super().__init__()
+        self._subscription = subscription_path
+        self._id_label = id_label
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return pbegin | "ReadFromPubSub" >> beam.io.ReadFromPubSub(
+            subscription=self._subscription, with_attributes=True, id_label=self._id_label
+        )
+
+
+class ReplayTransactions(beam.PTransform):
+    """PBegin -> {transactions, dead_letters} from files: CSV (Kaggle or generated) or JSON lines."""
+
+    def __init__(self, pattern: str, epoch: datetime = schema.DEFAULT_EPOCH) -> None:
+        super().__init__()
+        self._pattern = pattern
+        self._epoch = epoch
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
+        if self._pattern.lower().endswith(".csv"):
+            return (
+                pbegin
+                | "MatchFiles" >> fileio.MatchFiles(self._pattern)
+                | "ReadMatches" >> fileio.ReadMatches()
+                | "ParseCsv" >> ParseCsvFiles(self._epoch)
+            )
+        source = self._pattern
+        return (
+            pbegin
+            | "ReadLines" >> beam.io.ReadFromText(self._pattern)
+            | "AsMessages" >> beam.Map(json_line_message, source)
+            | "ParseTransactions" >> ParseTransactions()
+        )
+
+
+def build(pipeline: beam.Pipeline, config: StreamConfig) -> None:
+    """Adds the whole job to ``pipeline``."""
+    res = config.resources
+    if config.replay:
+        parsed = pipeline | "ReplayTransactions" >> ReplayTransactions(config.replay, config.epoch)
+        version_uri = latest_version_uri(config.model_base)
+        score = ScoreTransactions(config.model_base, version_uri=version_uri, max_batch_size=config.max_batch_size)
+    else:
+        subscription = res.subscription_path(res.transactions_subscription)
+        messages = pipeline | "ReadTransactions" >> ReadTransactions(subscription, config.id_label)
+        parsed = messages | "ParseTransactions" >> ParseTransactions()
+        score = ScoreTransactions(
+            config.model_base, watch_interval_s=config.model_watch_s, max_batch_size=config.max_batch_size
+        )
+    scored, score_dead = parsed.transactions | "ScoreTransactions" >> score
+    cases = scored | "FlagCases" >> FlagCases(config.windows, config.rules, streaming=not config.replay)
+    _ = cases | "WriteCases" >> WriteCases(res.project, res.bigtable_instance, res)
+    _ = cases | "PublishAlerts" >> PublishAlerts(res)
+    _ = (
+        (parsed.dead_letters, score_dead)
+        | "AllDeadLetters" >> beam.Flatten()
+        | "PublishDeadLetters" >> PublishDeadLetters(res)
+    )
+
+
+def run_with(
+    config: StreamConfig,
+    beam_argv: Sequence[str] = (),
+    save_main_session: bool = True,
+    test_pipeline: beam.Pipeline | None = None,
+) -> beam.runners.runner.PipelineResult:
+    """Builds and starts the job; streaming unless ``config.replay``. Returns without waiting."""
+    if latest_version_uri(config.model_base) is None:
+        raise SystemExit(f"no complete model version under {config.model_base}: train one first")
+    options = PipelineOptions(list(beam_argv))
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    options.view_as(StandardOptions).streaming = not config.replay
+    if "--project" not in beam_argv:
+        from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+        options.view_as(GoogleCloudOptions).project = config.resources.project
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build(pipeline, config)
+    return pipeline.run()
+
+
+def run(
+    argv: Sequence[str] | None = None,
+    save_main_session: bool = True,
+    test_pipeline: beam.Pipeline | None = None,
+) -> beam.runners.runner.PipelineResult:
+    """Parses app flags (Beam's pass through), builds and starts the job."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_app_arguments(parser)
+    args, beam_argv = parser.parse_known_args(argv)
+    config = config_from_args(args)
+    return run_with(config, [*beam_argv, "--project", config.resources.project], save_main_session, test_pipeline)

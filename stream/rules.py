@@ -1,0 +1,178 @@
+"""FlagCases: the flag rules, and one case per flagged transaction.
+
+Reason codes (stream/case.py):
+
+- ``TX_ANOMALY``    the transaction's reconstruction error is above the model
+                    card's threshold. Emitted straight from scoring, without
+                    waiting for any window.
+- ``CARD_BURST``    the card has at least ``burst_min_anomalies`` anomalous
+                    transactions in one window.
+- ``CARD_VELOCITY`` the card has at least ``velocity_min_count`` transactions
+                    in one window.
+
+How card-level reasons attach to transactions: a case is always one
+transaction (case id = transaction id, so Bigtable writes are idempotent).
+When a card window meets a card rule, every *non-anomalous* transaction of
+that card in the window becomes a case with the card reason(s), the window
+bounds and the window's aggregates. The anomalous ones already are
+TX_ANOMALY cases. So a burst yields the frauds the model caught plus the
+card's normal-looking transactions around them, which are the ones a
+per-transaction model misses.
+
+One alert per case: the same transaction appears in up to size/period
+overlapping windows and in every early, on-time and late firing of each.
+:class:`DedupeCases` keeps, per case id, a "seen" flag in keyed state that an
+event-time timer clears ``dedupe_ttl_s`` after the case's timestamp; only the
+first emission passes to the sinks. A case's reasons are those of that first
+emission. If the state is lost (job replaced), a repeat rewrites the same
+Bigtable row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import BooleanCoder
+from apache_beam.transforms import userstate, window
+from apache_beam.utils.timestamp import Duration
+
+from stream import metrics
+from stream.case import CARD_BURST, CARD_VELOCITY, TX_ANOMALY, Case
+from stream.inference import ScoredTransaction
+from stream.windows import CardWindow, CardWindows, WindowConfig
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """Thresholds of the card-level rules (the per-transaction one is the model card's)."""
+
+    burst_min_anomalies: int = 2
+    velocity_min_count: int = 6
+    dedupe_ttl_s: int = 3600
+
+    def __post_init__(self) -> None:
+        if self.burst_min_anomalies < 1 or self.velocity_min_count < 1 or self.dedupe_ttl_s <= 0:
+            raise ValueError("rule thresholds must be >= 1 and the dedupe TTL > 0")
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _case(s: ScoredTransaction, reasons: tuple[str, ...], w: CardWindow | None = None) -> Case:
+    return Case(
+        transaction_id=s.transaction_id,
+        card_id=s.card_id,
+        merchant_id=s.merchant_id,
+        event_time=_utc(s.event_time),
+        amount=s.amount,
+        reconstruction_error=s.reconstruction_error,
+        threshold=s.threshold,
+        model_version=s.model_version,
+        reasons=reasons,
+        top_features=s.top_features,
+        window_start=_utc(w.window_start) if w else None,
+        window_end=_utc(w.window_end) if w else None,
+        window_stats=w.stats() if w else {},
+    )
+
+
+def transaction_cases(s: ScoredTransaction) -> Iterator[Case]:
+    """TX_ANOMALY: the model says this one transaction is anomalous."""
+    if s.is_anomaly:
+        yield _case(s, (TX_ANOMALY,))
+
+
+def window_reasons(w: CardWindow, rules: RuleConfig) -> tuple[str, ...]:
+    reasons = []
+    if w.anomalies >= rules.burst_min_anomalies:
+        reasons.append(CARD_BURST)
+    if w.count >= rules.velocity_min_count:
+        reasons.append(CARD_VELOCITY)
+    return tuple(reasons)
+
+
+def window_cases(w: CardWindow, rules: RuleConfig) -> Iterator[Case]:
+    """CARD_BURST / CARD_VELOCITY: a case for each non-anomalous transaction of a flagged card window."""
+    reasons = window_reasons(w, rules)
+    if reasons:
+        for member in w.members:
+            if not member.is_anomaly:
+                yield _case(member, reasons, w)
+
+
+_SEEN = userstate.ReadModifyWriteStateSpec("seen", BooleanCoder())
+_EXPIRY = userstate.TimerSpec("expiry", userstate.TimeDomain.WATERMARK)
+_SEEN_PARAM = beam.DoFn.StateParam(_SEEN)
+_EXPIRY_PARAM = beam.DoFn.TimerParam(_EXPIRY)
+
+
+class _DedupeFn(beam.DoFn):
+    def __init__(self, ttl_s: int) -> None:
+        self._ttl = Duration(seconds=ttl_s)
+
+    def process(
+        self,
+        element: tuple[str, Case],
+        timestamp: Any = beam.DoFn.TimestampParam,
+        seen: Any = _SEEN_PARAM,
+        expiry: Any = _EXPIRY_PARAM,
+    ) -> Iterator[Case]:
+        _, case = element
+        if seen.read():
+            metrics.duplicate_case()
+            return
+        seen.write(True)
+        expiry.set(timestamp + self._ttl)
+        metrics.flagged(case.reasons)
+        yield case
+
+    @userstate.on_timer(_EXPIRY)
+    def expire(self, seen: Any = _SEEN_PARAM) -> None:
+        seen.clear()
+
+
+class DedupeCases(beam.PTransform):
+    """Passes only the first case per case id (within ``ttl_s`` of event time)."""
+
+    def __init__(self, ttl_s: int) -> None:
+        super().__init__()
+        self._ttl_s = ttl_s
+
+    def expand(self, cases: beam.PCollection) -> beam.PCollection:
+        return (
+            cases
+            | "KeyByCaseId" >> beam.Map(lambda c: (c.case_id, c))
+            | "FirstPerCase" >> beam.ParDo(_DedupeFn(self._ttl_s))
+        )
+
+
+class FlagCases(beam.PTransform):
+    """PCollection[ScoredTransaction] -> PCollection[Case], at most one per transaction."""
+
+    def __init__(
+        self, windows: WindowConfig | None = None, rules: RuleConfig | None = None, *, streaming: bool = True
+    ) -> None:
+        super().__init__()
+        self._windows = windows or WindowConfig()
+        self._rules = rules or RuleConfig()
+        self._streaming = streaming
+
+    def expand(self, scored: beam.PCollection) -> beam.PCollection:
+        rules = self._rules
+        tx_cases = (
+            scored
+            | "TxAnomaly" >> beam.FlatMap(transaction_cases)
+            | "TxCasesGlobal" >> beam.WindowInto(window.GlobalWindows())
+        )
+        card_cases = (
+            scored
+            | "CardWindows" >> CardWindows(self._windows, streaming=self._streaming)
+            | "CardRules" >> beam.FlatMap(window_cases, rules)
+            | "CardCasesGlobal" >> beam.WindowInto(window.GlobalWindows())
+        )
+        return (tx_cases, card_cases) | "AllCases" >> beam.Flatten() | "DedupeCases" >> DedupeCases(rules.dedupe_ttl_s)

@@ -1,0 +1,98 @@
+"""PublishAlerts and PublishDeadLetters: Pub/Sub sinks that work in streaming and replay.
+
+Beam's WriteToPubSub only runs in streaming pipelines, and replay is a bounded
+one, so both sinks are a DoFn around the official PublisherClient: the client
+is made in setup() and closed in teardown(); publishes are asynchronous and
+finish_bundle() waits for all of them, so a bundle commits only once Pub/Sub
+has every message (a failure raises and the runner retries the bundle).
+Alerts are keyed by case id upstream, so a retry can repeat an alert only
+when the job itself fails over; consumers de-duplicate on ``case_id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import apache_beam as beam
+
+from fraudscore.config import Resources
+from stream import metrics
+from stream.case import Case
+from stream.parse import DeadLetter
+
+PUBLISH_TIMEOUT_S = 60.0
+
+# An element -> (data, attributes).
+Encoder = Callable[[Any], tuple[bytes, dict[str, str]]]
+
+
+def alert_message(case: Case) -> tuple[bytes, dict[str, str]]:
+    return case.to_alert(), {
+        "case_id": case.case_id,
+        "card_id": case.card_id,
+        "reasons": ",".join(case.reasons),
+        "model_version": str(case.model_version),
+    }
+
+
+def dead_letter_message(dead: DeadLetter) -> tuple[bytes, dict[str, str]]:
+    return dead.payload, dead.dlq_attributes()
+
+
+class _PublishFn(beam.DoFn):
+    def __init__(self, topic_path: str, encode: Encoder, on_published: Callable[[int], None]) -> None:
+        self._topic_path = topic_path
+        self._encode = encode
+        self._on_published = on_published
+        self._client: Any = None
+        self._pending: list[Future[str]] = []
+
+    def setup(self) -> None:
+        from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+        self._client = pubsub_v1.PublisherClient()
+
+    def start_bundle(self) -> None:
+        self._pending = []
+
+    def process(self, element: Any) -> None:
+        data, attributes = self._encode(element)
+        self._pending.append(self._client.publish(self._topic_path, data, **attributes))
+
+    def finish_bundle(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result(timeout=PUBLISH_TIMEOUT_S)
+        if pending:
+            self._on_published(len(pending))
+
+    def teardown(self) -> None:
+        if self._client is not None:
+            self._client.stop()
+            self._client = None
+
+
+class PublishAlerts(beam.PTransform):
+    """PCollection[Case] -> the alerts topic, one JSON message (Case.to_alert()) per case."""
+
+    def __init__(self, resources: Resources) -> None:
+        super().__init__()
+        self._topic = resources.topic_path(resources.alerts_topic)
+
+    def expand(self, cases: beam.PCollection) -> beam.PCollection:
+        return cases | "Publish" >> beam.ParDo(_PublishFn(self._topic, alert_message, metrics.alerts_published))
+
+
+class PublishDeadLetters(beam.PTransform):
+    """PCollection[DeadLetter] -> the dead-letter topic: original payload, reason/field/stage attributes."""
+
+    def __init__(self, resources: Resources) -> None:
+        super().__init__()
+        self._topic = resources.topic_path(resources.dlq_topic)
+
+    def expand(self, dead: beam.PCollection) -> beam.PCollection:
+        return dead | "Publish" >> beam.ParDo(
+            _PublishFn(self._topic, dead_letter_message, metrics.dead_letters_published)
+        )
