@@ -12,6 +12,7 @@ now (``90s``, ``15m``, ``2h``, ``7d``) or an ISO 8601 time.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import re
@@ -90,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
                 stored = store.get(args.transaction_id)
                 print(json.dumps(stored.to_json_dict(), indent=2) if args.json else format_case(stored))
             else:
-                analyst = args.analyst or os.environ.get("USER") or "unknown"
+                analyst = args.analyst or os.environ.get("USER") or _login_name()
                 decision = store.label(args.transaction_id, args.fraud, args.note, analyst)
                 if args.json:
                     print(json.dumps(decision.to_json_dict()))
@@ -133,6 +134,13 @@ def _list(store: CaseStore, args: argparse.Namespace, *, now: datetime) -> list[
     return store.list_since(start, end, args.limit)
 
 
+def _login_name() -> str:
+    try:
+        return getpass.getuser()  # LOGNAME, USERNAME or the password database when $USER is unset
+    except (OSError, KeyError):
+        return "unknown"
+
+
 def _when(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
@@ -152,8 +160,8 @@ def format_table(cases: Sequence[StoredCase]) -> str:
             _when(s.case.event_time),
             s.case.card_id,
             s.case.transaction_id,
-            f"{s.case.reconstruction_error:.4f}",
-            f"{s.case.threshold:.4f}",
+            f"{s.case.reconstruction_error:.5g}",
+            f"{s.case.threshold:.5g}",
             ",".join(s.case.reasons),
             _decision_text(s),
         )

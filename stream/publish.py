@@ -376,6 +376,14 @@ def run(config: PublishConfig, publisher: Any, *, now: datetime | None = None) -
     if config.limit is not None:
         total = min(total, config.limit)
     live = config.start is None
+    if live:
+        log.info(
+            "live replay from %s: each row is sent when its event time comes (file Time / %g), at most %g/s; "
+            "--speedup compresses the timeline, --start sends as fast as --rate allows",
+            anchor.isoformat(timespec="seconds"),
+            config.speedup,
+            config.rate,
+        )
     try:
         items = read_transactions(reader, anchor=anchor, speedup=config.speedup, id_prefix=prefix, stats=stats)
         paced = ((tx, offset if live else 0.0) for tx, offset in items)

@@ -70,7 +70,7 @@ def test_list_by_card_prints_newest_first(capsys: pytest.CaptureFixture[str], ca
     lines = out.splitlines()
     assert lines[0].split() == ["TIME", "(UTC)", "CARD", "TRANSACTION", "SCORE", "THRESHOLD", "REASONS", "DECISION"]
     assert [line.split()[3] for line in lines[1:]] == [f"{tag}-tx-4", f"{tag}-tx-2", f"{tag}-tx-0"]
-    assert lines[1].split()[4:] == ["0.8400", "0.6000", "TX_ANOMALY", "-"]
+    assert lines[1].split()[4:] == ["0.84", "0.6", "TX_ANOMALY", "-"]
 
 
 def test_list_time_range_as_json(capsys: pytest.CaptureFixture[str], cases: list[Case]) -> None:
