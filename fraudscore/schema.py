@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from fraudscore import features
 from fraudscore.v1.transaction_pb2 import Transaction
@@ -27,6 +28,9 @@ DEFAULT_EPOCH = datetime(2013, 9, 1, tzinfo=UTC)
 
 _FIELDS = Transaction.DESCRIPTOR.fields
 _KNOWN_JSON_KEYS = {f.name for f in _FIELDS} | {f.json_name for f in _FIELDS}
+_JSON_NAMES = {f.name: f.json_name for f in _FIELDS}
+# Fields a JSON message must carry; merchant_id and label are optional.
+_REQUIRED_JSON_FIELDS = ("transaction_id", "card_id", "event_time", "amount", "v")
 
 
 class InvalidTransaction(ValueError):
@@ -64,9 +68,19 @@ def parse_json(body: bytes | str, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Tran
 
 def from_dict(obj: Mapping[str, Any]) -> Transaction:
     """Builds a Transaction from a decoded proto3-JSON mapping and validates it."""
+    seen: dict[str, str] = {}
     for key in obj:
         if key not in _KNOWN_JSON_KEYS:
             raise InvalidTransaction(str(key), "unknown field")
+        name = _canonical(key)
+        if name in seen:
+            # proto3 JSON would silently keep one of the two values.
+            raise InvalidTransaction(name, f"given twice, as {seen[name]!r} and {key!r}")
+        seen[name] = key
+    for name in _REQUIRED_JSON_FIELDS:
+        # Checked on the JSON because once parsed, proto3 cannot tell a missing amount from 0.0.
+        if name not in seen:
+            raise InvalidTransaction(name, f"missing (expected key {_JSON_NAMES[name]!r})")
     for key, value in obj.items():
         _check_json_type(key, value)
     tx = Transaction()
@@ -84,6 +98,8 @@ def _check_json_type(key: str, value: Any) -> None:
     if name in ("transaction_id", "card_id", "merchant_id", "event_time"):
         if not isinstance(value, str):
             raise InvalidTransaction(name, f"expected a string, got {_json_type(value)}")
+        if name == "event_time":
+            _check_timestamp(name, value)
     elif name == "amount":
         _check_number(name, value)
     elif name == "v":
@@ -95,10 +111,22 @@ def _check_json_type(key: str, value: Any) -> None:
         raise InvalidTransaction("label", f"expected 0 or 1, got {value!r}")
 
 
+def _check_timestamp(field: str, value: str) -> None:
+    try:
+        Timestamp().FromJsonString(value)
+    except ValueError:
+        raise InvalidTransaction(
+            field, f"expected an RFC 3339 timestamp with a timezone, e.g. 2026-11-23T07:00:00Z; got {value!r}"
+        ) from None
+
+
 def _check_number(field: str, value: Any) -> None:
     # proto3 JSON writes NaN/Infinity as strings; validate() rejects them by name.
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise InvalidTransaction(field, f"expected a number, got {_json_type(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        # Python's json reads 1e400 as inf and accepts bare NaN/Infinity literals.
+        raise InvalidTransaction(field, f"not a finite number: {value}")
     if isinstance(value, str):
         try:
             float(value)
@@ -146,8 +174,13 @@ def validate(tx: Transaction) -> None:
 
 
 def to_json(tx: Transaction) -> bytes:
-    """The proto3 JSON form used on Pub/Sub."""
-    return json_format.MessageToJson(tx, indent=None).encode("utf-8")
+    """The proto3 JSON form used on Pub/Sub.
+
+    Zero values are written out (``"amount": 0.0``) rather than omitted as plain proto3 JSON
+    would: :func:`parse_json` requires the amount key, so that a producer that forgets the
+    amount is caught instead of scored as a $0 transaction.
+    """
+    return json_format.MessageToJson(tx, indent=None, always_print_fields_with_no_presence=True).encode("utf-8")
 
 
 def feature_value(tx: Transaction, name: str) -> float:
@@ -178,6 +211,8 @@ def from_csv_row(
     the file has a transaction_id column.
     """
     time_s = _csv_float(row, features.TIME)
+    if time_s < 0:
+        raise InvalidTransaction(features.TIME, f"negative time {time_s} (seconds since the file's first row)")
     tx = Transaction(
         transaction_id=_csv_text(row, features.TRANSACTION_ID) or f"{id_prefix}-{row_number}",
         card_id=_csv_text(row, features.CARD_ID) or f"card-{row_number % 10_000:05d}",
@@ -185,16 +220,19 @@ def from_csv_row(
         amount=_csv_float(row, features.AMOUNT),
         v=[_csv_float(row, name) for name in features.PCA_FEATURES],
     )
-    tx.event_time.FromDatetime(epoch + timedelta(seconds=time_s))
+    try:
+        tx.event_time.FromDatetime(epoch + timedelta(seconds=time_s))
+    except (OverflowError, ValueError):
+        raise InvalidTransaction(features.TIME, f"{time_s} seconds after {epoch.isoformat()} is out of range") from None
     label = row.get(features.LABEL)
     if label is not None and label.strip() != "":
         try:
-            value = int(float(label))
+            value = float(label)
         except ValueError:
             raise InvalidTransaction(features.LABEL, f"not a number: {label!r}") from None
-        if value not in (0, 1):
-            raise InvalidTransaction(features.LABEL, f"expected 0 or 1, got {value}")
-        tx.label = value
+        if value not in (0.0, 1.0):
+            raise InvalidTransaction(features.LABEL, f"expected 0 or 1, got {label.strip()!r}")
+        tx.label = int(value)
     try:
         validate(tx)
     except InvalidTransaction as exc:
