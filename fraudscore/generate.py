@@ -50,6 +50,10 @@ DEFAULT_FRAUD_RATE = 0.00172
 WORLD_SEED = 20_130_901
 DURATION_S = 172_800  # two days, like the Kaggle file
 BURST_WINDOW_S = 600
+# Relative day/night swing of the transaction rate; frauds follow the clock
+# less, so they are relatively more frequent at night, as in the real file.
+DAY_NIGHT_SWING = 0.75
+FRAUD_DAY_NIGHT_SWING = 0.3
 MAX_CARDS = 5_000
 MAX_MERCHANTS = 1_000
 V_DECIMALS = 6  # V values keep 6 decimals: short text, exact round trip through CSV
@@ -93,6 +97,7 @@ BURST_SIZE_P = np.array([0.35, 0.25, 0.15, 0.12, 0.08, 0.05])
 _LATENT_DIM = 6
 _LATENT_DF = 4.0
 _TAIL_WEIGHT = 0.5
+_NOISE = 0.08  # std of the off-manifold noise in raw units (the manifold spans ~0.7)
 _HIDDEN = 48
 _N_V = len(features.PCA_FEATURES)
 
@@ -122,7 +127,7 @@ def _world() -> _World:
     b1 = rng.normal(0.0, 0.8, size=_HIDDEN)
     w2 = rng.normal(0.0, 1.0 / np.sqrt(_HIDDEN), size=(_HIDDEN, _N_V))
     w3 = rng.normal(0.0, _TAIL_WEIGHT / np.sqrt(_LATENT_DIM), size=(_LATENT_DIM, _N_V))
-    partial = _World(w1, b1, w2, 0.08, w3, np.zeros(_N_V), np.eye(_N_V), np.ones(_N_V), np.zeros(_N_V))
+    partial = _World(w1, b1, w2, _NOISE, w3, np.zeros(_N_V), np.eye(_N_V), np.ones(_N_V), np.zeros(_N_V))
     raw = _raw_normals(rng, 50_000, partial)
     mean = raw.mean(axis=0)
     eigval, eigvec = np.linalg.eigh(np.cov(raw - mean, rowvar=False))
@@ -158,14 +163,14 @@ def _normals(rng: np.random.Generator, n: int, world: _World) -> np.ndarray:
     return ((_raw_normals(rng, n, world) - world.mean) @ world.rotation) * world.scale
 
 
-def _times(rng: np.random.Generator, n: int) -> np.ndarray:
+def _times(rng: np.random.Generator, n: int, swing: float = DAY_NIGHT_SWING) -> np.ndarray:
     """Whole seconds in [0, DURATION_S) from a day/night intensity cycle.
 
-    Activity peaks around 14:00 and is ~7x lower around 02:00 (Time 0 is
-    midnight), like the real file's hourly counts.
+    Activity peaks around 14:00 and, with the default swing, is ~7x lower
+    around 02:00 (Time 0 is midnight), like the real file's hourly counts.
     """
     grid = np.linspace(0.0, DURATION_S, 4_097)
-    intensity = 1.0 + 0.75 * np.cos(2 * np.pi * (grid - 14 * 3600) / 86_400)
+    intensity = 1.0 + swing * np.cos(2 * np.pi * (grid - 14 * 3600) / 86_400)
     cdf = np.concatenate([[0.0], np.cumsum((intensity[1:] + intensity[:-1]) / 2)])
     cdf /= cdf[-1]
     return np.floor(np.interp(rng.random(n), cdf, grid)).clip(0, DURATION_S - 1)
@@ -260,7 +265,7 @@ def generate_frame(
     sizes = _burst_sizes(rng, n_fraud)
     burst = np.repeat(np.arange(len(sizes)), sizes)
     burst_card = rng.integers(0, n_cards, size=len(sizes))
-    burst_start = _times(rng, len(sizes))
+    burst_start = _times(rng, len(sizes), FRAUD_DAY_NIGHT_SWING)
     offsets = rng.uniform(0, BURST_WINDOW_S, size=n_fraud)
     offsets[np.cumsum(sizes) - sizes] = 0.0  # each burst starts at its start time
     fraud_t = np.floor(np.minimum(burst_start[burst] + offsets, DURATION_S - 1))
