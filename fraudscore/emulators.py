@@ -307,6 +307,9 @@ class Emulators:
     def start(self) -> Emulators:
         if self.backend not in BACKENDS:
             raise EmulatorError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.pubsub is not None or self.bigtable is not None:
+            raise EmulatorError("these emulators were started already; create a new Emulators to start again")
+        self._check_installed()
         total = self.startup_timeout or STARTUP_TIMEOUT[self.backend]
         deadline = time.monotonic() + total
         try:
@@ -321,16 +324,24 @@ class Emulators:
         log.info("Pub/Sub emulator on %s, Bigtable emulator on %s", self.pubsub_host, self.bigtable_host)
         return self
 
+    def _binary(self, name: str) -> Path:
+        return Path(self.config.bin_dir) / ("pstest" if name == "pubsub" else "bttest")
+
+    def _check_installed(self) -> None:
+        """Fails before anything starts, so a half-installed setup leaves no process behind."""
+        if self.backend == "gcloud":
+            if shutil.which("gcloud") is None:
+                raise EmulatorNotFound("gcloud is not installed; use the default backend (`--backend binaries`)")
+            return
+        missing = [str(self._binary(n)) for n in ("pubsub", "bigtable") if not os.access(self._binary(n), os.X_OK)]
+        if missing:
+            raise EmulatorNotFound(f"emulator binaries missing: {', '.join(missing)}; run `make setup` to build them")
+
     def _launch(self, name: str, port: int) -> EmulatorProcess:
         host = self.config.host
         if self.backend == "binaries":
-            binary = Path(self.config.bin_dir) / ("pstest" if name == "pubsub" else "bttest")
-            if not os.access(binary, os.X_OK):
-                raise EmulatorNotFound(f"{name} emulator binary {binary} is missing: run `make setup` to build it")
-            return EmulatorProcess(name, [str(binary), "--addr", f"{host}:{port}"])
-        gcloud = shutil.which("gcloud")
-        if gcloud is None:
-            raise EmulatorNotFound("gcloud is not installed; use the default backend (`--backend binaries`)")
+            return EmulatorProcess(name, [str(self._binary(name)), "--addr", f"{host}:{port}"])
+        gcloud = shutil.which("gcloud") or "gcloud"
         address = f"{host}:{port or _free_port(host)}"
         argv = [gcloud, "beta", "emulators", name, "start", f"--host-port={address}"]
         if name == "pubsub":
