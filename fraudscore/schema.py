@@ -8,12 +8,15 @@ reason.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -195,6 +198,37 @@ def feature_value(tx: Transaction, name: str) -> float:
 def feature_row(tx: Transaction, names: Sequence[str]) -> list[float]:
     """The transaction's values for the model's features, in the model's order."""
     return [feature_value(tx, name) for name in names]
+
+
+def feature_matrix(txs: Sequence[Transaction], names: Sequence[str]) -> np.ndarray:
+    """``feature_row`` of many validated transactions as a float32 ``[n, len(names)]`` array.
+
+    The same values as ``feature_row``, without its per-value lookups (~40 µs a
+    row), for servers that score thousands of rows a second.
+    """
+    columns = _feature_columns(tuple(names))
+    for tx in txs:
+        if len(tx.v) != N_PCA:
+            raise InvalidTransaction("v", f"expected {N_PCA} values (V1..V{N_PCA}), got {len(tx.v)}")
+    values = itertools.chain.from_iterable(tx.v for tx in txs)
+    table = np.empty((len(txs), N_PCA + 1), dtype=np.float64)
+    table[:, :N_PCA] = np.fromiter(values, dtype=np.float64, count=len(txs) * N_PCA).reshape(len(txs), N_PCA)
+    table[:, N_PCA] = [tx.amount for tx in txs]
+    return table[:, columns].astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _feature_columns(names: tuple[str, ...]) -> list[int]:
+    """Each feature's column in the table ``[V1..V28, Amount]`` built by feature_matrix."""
+    columns = []
+    for name in names:
+        if name == features.AMOUNT:
+            columns.append(N_PCA)
+        elif name.startswith("V") and name[1:].isdigit() and 1 <= int(name[1:]) <= N_PCA:
+            columns.append(int(name[1:]) - 1)
+        else:
+            raise InvalidTransaction(name, "model feature not present in the Transaction schema")
+    return columns
 
 
 def from_csv_row(
