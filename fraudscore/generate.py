@@ -38,12 +38,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from fraudscore import features
+
+if TYPE_CHECKING:  # pandas is imported where used: `fraudscore --help` stays fast
+    import pandas as pd
 
 DEFAULT_ROWS = 284_807
 DEFAULT_FRAUD_RATE = 0.00172
@@ -243,6 +245,8 @@ def generate_frame(
     Exactly ``round(rows * fraud_rate)`` rows are frauds (Class 1). The same
     arguments always give the same frame.
     """
+    import pandas as pd
+
     _check(rows, fraud_rate, cards, merchants)
     n_cards = default_cards(rows) if cards is None else cards
     n_merchants = default_merchants(rows) if merchants is None else merchants
@@ -328,6 +332,7 @@ def write_csv(
 @contextmanager
 def _open_binary(path: str | Path | IO[bytes]) -> Iterator[IO[bytes]]:
     if isinstance(path, (str, Path)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
             yield f
     else:

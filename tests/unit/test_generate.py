@@ -85,7 +85,7 @@ def test_normal_features_resemble_the_real_ones(frame: pd.DataFrame) -> None:
     assert np.all(np.abs(v.mean(axis=0)) < 0.1 * KAGGLE_V_STD)
     # Heavier tails than a Gaussian in most components.
     kurtosis = ((v - v.mean(0)) ** 4).mean(0) / v.var(0) ** 2 - 3
-    assert (kurtosis > 0.5).sum() >= 14
+    assert (kurtosis > 0.5).sum() >= 12
     amount = normal[features.AMOUNT]
     assert 15 <= amount.median() <= 30
     assert 60 <= amount.mean() <= 120
@@ -98,7 +98,7 @@ def test_frauds_are_shifted_where_real_frauds_are(frame: pd.DataFrame) -> None:
     normal = frame[frame[features.LABEL] == 0]
     for name, sign in [("V14", -1), ("V12", -1), ("V10", -1), ("V4", 1), ("V11", 1)]:
         shift = (fraud[name].median() - normal[name].median()) / normal[name].std()
-        assert sign * shift > 1.0, (name, shift)
+        assert sign * shift > 3.0, (name, shift)
     # Many small test charges among fraud amounts.
     assert (fraud[features.AMOUNT] < 3).mean() > 0.25
 
@@ -171,3 +171,15 @@ def test_generate_frame_rejects_bad_arguments() -> None:
         generate_frame(0)
     with pytest.raises(ValueError, match="fraud_rate"):
         generate_frame(10, fraud_rate=0.7)
+
+
+def test_cli_creates_missing_directories_and_reports_unwritable_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nested = tmp_path / "data" / "gen.csv"
+    assert cli.main(["generate", "--rows", "10", "--out", str(nested)]) == 0
+    assert nested.exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli.main(["generate", "--rows", "10", "--out", str(blocker / "gen.csv")]) == 1
+    assert "--out: cannot write" in capsys.readouterr().err
