@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -210,6 +211,20 @@ def test_exception_inside_with_block_still_stops() -> None:
     assert all(_pid_gone(pid) for pid in pids)
 
 
+def test_atexit_stops_emulators_a_program_forgot() -> None:
+    program = (
+        "from fraudscore.config import EmulatorConfig\n"
+        "from fraudscore.emulators import Emulators\n"
+        "emulators = Emulators(EmulatorConfig(pubsub_port=0, bigtable_port=0)).start()\n"
+        "print(*emulators.pids)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    pids = [int(p) for p in result.stdout.split()]
+    assert len(pids) == 2
+    assert all(_pid_gone(pid) for pid in pids)
+
+
 def test_exported_env_is_restored(emulators: Emulators) -> None:
     environ = {PUBSUB_ENV: "elsewhere:1"}
     with emulators.exported_env(environ) as env:
@@ -262,7 +277,10 @@ def _lines(stream: IO[str]) -> queue.Queue[str]:
     return lines
 
 
-def test_cli_prints_status_serves_and_stops_on_sigint(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_cli_prints_status_serves_and_stops_on_signal(
+    stop_signal: signal.Signals, monkeypatch: pytest.MonkeyPatch
+) -> None:
     proc = subprocess.Popen(
         [str(FRAUDSCORE), "emulators", "--pubsub-port", "0", "--bigtable-port", "0", "--project", "fraud-cli-test"],
         stdout=subprocess.PIPE,
@@ -294,7 +312,7 @@ def test_cli_prints_status_serves_and_stops_on_sigint(monkeypatch: pytest.Monkey
         close_bigtable_client(client)
         assert tables == set(cli_resources.tables)
 
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         assert proc.wait(timeout=30) == 0, proc.stderr.read()  # type: ignore[union-attr]
         assert all(_pid_gone(pid) for pid in pids)
     finally:
