@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -38,7 +37,7 @@ def run_model(model: LoadedModel, rows: np.ndarray, metrics: ScorerMetrics) -> S
 
 
 class RowScorer(Protocol):
-    async def score_row(self, model: LoadedModel, row: Sequence[float]) -> Scored: ...
+    async def score_row(self, model: LoadedModel, row: np.ndarray) -> Scored: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
 
@@ -49,8 +48,8 @@ class DirectScorer:
     def __init__(self, metrics: ScorerMetrics) -> None:
         self._metrics = metrics
 
-    async def score_row(self, model: LoadedModel, row: Sequence[float]) -> Scored:
-        rows = np.asarray([row], dtype=np.float32)
+    async def score_row(self, model: LoadedModel, row: np.ndarray) -> Scored:
+        rows = row[None, :]
         return await asyncio.to_thread(run_model, model, rows, self._metrics), 0
 
     async def start(self) -> None:
@@ -63,7 +62,7 @@ class DirectScorer:
 @dataclass
 class _Item:
     model: LoadedModel
-    row: Sequence[float]
+    row: np.ndarray
     future: asyncio.Future[Scored]
 
 
@@ -79,7 +78,7 @@ class MicroBatcher:
         # One model call at a time: TF already uses both cores inside a call.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batcher")
 
-    async def score_row(self, model: LoadedModel, row: Sequence[float]) -> Scored:
+    async def score_row(self, model: LoadedModel, row: np.ndarray) -> Scored:
         future: asyncio.Future[Scored] = asyncio.get_running_loop().create_future()
         self._pending.append(_Item(model, row, future))
         self._arrived.set()
@@ -113,7 +112,7 @@ class MicroBatcher:
             live = [item for item in batch if not item.future.done()]
             for model in {id(item.model): item.model for item in live}.values():
                 group = [item for item in live if item.model is model]
-                rows = np.asarray([item.row for item in group], dtype=np.float32)
+                rows = np.stack([item.row for item in group])
                 try:
                     scores = await loop.run_in_executor(self._executor, run_model, model, rows, self._metrics)
                 except Exception as exc:  # handed to each waiting request; the servicer maps it to a status

@@ -25,7 +25,7 @@ class BatchConfig:
     # Rows per model call; at 512 rows a call still costs about as much as 1 row.
     max_batch: int = 256
     # Longest a request waits for company before its batch is sent.
-    max_wait_ms: float = 0.5
+    max_wait_ms: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -14,33 +14,16 @@ from collections.abc import AsyncIterator
 from typing import NoReturn
 
 import grpc
-import numpy as np
 
 from fraudscore import schema
-from fraudscore.model import LoadedModel, Scores, top_contributions
+from fraudscore.model import LoadedModel
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
 from fraudscore.v1.transaction_pb2 import Transaction
 from scorer.batcher import RowScorer, run_model
 from scorer.metrics import ScorerMetrics
 from scorer.registry import ModelRegistry, UnknownVersion
-
-TOP_K = 3
-
-
-def response_for(transaction_id: str, model: LoadedModel, scores: Scores, i: int) -> pb.ScoreResponse:
-    return pb.ScoreResponse(
-        transaction_id=transaction_id,
-        reconstruction_error=float(scores.reconstruction_error[i]),
-        threshold=model.threshold,
-        is_anomaly=bool(scores.is_anomaly[i]),
-        top_features=[
-            pb.FeatureContribution(name=name, share=share)
-            for name, share in top_contributions(scores.feature_errors[i], model.features, TOP_K)
-        ],
-        out_of_range_features=int(scores.out_of_range_count[i]),
-        model_version=model.version,
-    )
+from scorer.responses import batch_response, response_for
 
 
 class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
@@ -68,7 +51,7 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
         model = await self._model(request.model_version, context)
         try:
             schema.validate(request.transaction)
-            row = schema.feature_row(request.transaction, model.features)
+            row = schema.feature_matrix([request.transaction], model.features)[0]
         except schema.InvalidTransaction as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"transaction.{exc.field}: {exc.reason}")
         try:
@@ -95,24 +78,17 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
         if n > self._max_rows:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"transactions: {n} rows, limit {self._max_rows}")
         model = await self._model(request.model_version, context)
-        rows: list[list[float]] = []
-        good: list[int] = []
-        results = [pb.RowResult() for _ in range(n)]
-        for i, tx in enumerate(request.transactions):
-            error = _row_error(i, tx, model)
-            if isinstance(error, pb.RowError):
-                results[i].error.CopyFrom(error)
-            else:
-                rows.append(error)
-                good.append(i)
-        if rows:
+        txs = request.transactions
+        errors = {i: error for i, tx in enumerate(txs) if (error := _row_error(i, tx)) is not None}
+        scores = None
+        if len(errors) < n:
+            good = [tx for i, tx in enumerate(txs) if i not in errors] if errors else list(txs)
             try:
-                scores = await asyncio.to_thread(run_model, model, np.asarray(rows, np.float32), self._metrics)
+                rows = schema.feature_matrix(good, model.features)
+                scores = await asyncio.to_thread(run_model, model, rows, self._metrics)
             except Exception as exc:  # as in _score_one
                 await _abort(context, grpc.StatusCode.INTERNAL, f"model version {model.version} failed: {exc}")
-            for j, i in enumerate(good):
-                results[i].score.CopyFrom(response_for(request.transactions[i].transaction_id, model, scores, j))
-        return pb.ScoreBatchResponse(results=results, scored=len(good), failed=n - len(good))
+        return batch_response(txs, errors, model, scores)
 
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
         model = await self._model(0, context)
@@ -131,13 +107,13 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
         )
 
 
-def _row_error(i: int, tx: Transaction, model: LoadedModel) -> pb.RowError | list[float]:
-    """The row's model features, or why it cannot be scored."""
+def _row_error(i: int, tx: Transaction) -> pb.RowError | None:
+    """Why row ``i`` cannot be scored, or None."""
     try:
         schema.validate(tx)
-        return schema.feature_row(tx, model.features)
     except schema.InvalidTransaction as exc:
         return pb.RowError(index=i, transaction_id=tx.transaction_id, field=exc.field, reason=exc.reason)
+    return None
 
 
 async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:

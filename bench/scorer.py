@@ -1,0 +1,170 @@
+"""Benchmark of the gRPC scorer against its floor and a naive baseline, measured in one run.
+
+    python -m bench.scorer [--model-base models/<name>] [--duration 3]
+
+On loopback, with the load generator in its own process (bench/scorer_load.py):
+(a) gRPC floor: the standard health Check on the same server; (b) naive: the
+same server with batching off; (c) Score as built; (d) ScoreBatch of 1,000 rows
+against the in-process signature's rows/s at the same batch size. Writes
+bench/results/scorer.json and prints a markdown table with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+RESULTS = Path(__file__).resolve().parent / "results" / "scorer.json"
+BATCH_ROWS = 1000
+
+
+@contextlib.contextmanager
+def server(model_base: Path, *extra: str) -> Iterator[str]:
+    """A `fraudscore serve` subprocess; yields its target once it is SERVING."""
+    cmd = [sys.executable, "-m", "fraudscore.cli", "serve", "--model-base", str(model_base), "--port", "0"]
+    proc = subprocess.Popen(
+        [*cmd, "--metrics-port", "-1", *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("LISTENING "):
+            raise RuntimeError(f"server did not start: {line!r}")
+        target = line.split()[1]
+        with grpc.insecure_channel(target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 120
+            while health.Check(health_pb2.HealthCheckRequest()).status != health_pb2.HealthCheckResponse.SERVING:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("server never became SERVING")
+                time.sleep(0.1)
+        yield target
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def load(target: str, mode: str, concurrency: int, duration: float) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.scorer_load", "--target", target, "--mode", mode]
+    cmd += ["--concurrency", str(concurrency), "--duration", str(duration), "--batch-rows", str(BATCH_ROWS)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    print(
+        f"  {mode:<7} c={concurrency:<3} {result['calls_per_s']:8.0f} calls/s  p99 {result['p99_ms']:6.1f} ms",
+        flush=True,
+    )
+    return {"mode": mode, "concurrency": concurrency, **result}
+
+
+def in_process_rows_per_s(model_base: Path, seconds: float) -> float:
+    """The limit: the loaded signature called directly with 1,000-row batches."""
+    from fraudscore import model as model_lib
+
+    model = model_lib.load(model_base)
+    rows = np.random.default_rng(0).normal(0, 1.5, (BATCH_ROWS, len(model.features))).astype(np.float32)
+    model.score(rows)
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        model.score(rows)
+        calls += 1
+    return calls * BATCH_ROWS / (time.perf_counter() - start)
+
+
+def default_model_base() -> Path | None:
+    bases = [p for p in Path("models").glob("*") if p.is_dir() and any(c.name.isdigit() for c in p.iterdir())]
+    return max(bases, key=lambda p: p.stat().st_mtime) if bases else None
+
+
+def summarize(runs: list[dict[str, Any]], limit: float) -> dict[str, Any]:
+    by = {(r["label"], r["concurrency"]): r for r in runs}
+    floor, built, naive = (by[(k, 64)] for k in ("floor", "scorer", "naive"))
+    batch = by[("score_batch", 1)]
+    return {
+        "score_c64_vs_floor_throughput": built["calls_per_s"] / floor["calls_per_s"],
+        "score_c64_vs_floor_p99": built["p99_ms"] / floor["p99_ms"],
+        "score_vs_naive": {c: by[("scorer", c)]["calls_per_s"] / by[("naive", c)]["calls_per_s"] for c in (1, 16, 64)},
+        "score_batch_vs_in_process": batch["rows_per_s"] / limit,
+        "goals": {
+            "throughput >= 85% of floor at c=64": built["calls_per_s"] >= 0.85 * floor["calls_per_s"],
+            "p99 <= 2x floor at c=64": built["p99_ms"] <= 2 * floor["p99_ms"],
+            ">= 2x naive at c=64": built["calls_per_s"] >= 2 * naive["calls_per_s"],
+            "ScoreBatch >= 50% of in-process": batch["rows_per_s"] >= 0.5 * limit,
+        },
+    }
+
+
+def table(runs: list[dict[str, Any]], limit: float, summary: dict[str, Any]) -> str:
+    floor = {r["concurrency"]: r for r in runs if r["label"] == "floor"}
+    lines = [
+        "| what | clients | calls/s | rows/s | p50 ms | p99 ms | vs floor calls/s | vs floor p99 |",
+        "|---" * 8 + "|",
+    ]
+    for r in runs:
+        f = floor.get(r["concurrency"])
+        ratio = f"{r['calls_per_s'] / f['calls_per_s']:.2f}" if f and r["mode"] != "batch" else ""
+        p99 = f"{r['p99_ms'] / f['p99_ms']:.2f}" if f and r["mode"] != "batch" else ""
+        lines.append(
+            f"| {r['label']} | {r['concurrency']} | {r['calls_per_s']:,.0f} | {r['rows_per_s']:,.0f} | "
+            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {ratio} | {p99} |"
+        )
+    lines.append(f"| in-process signature, {BATCH_ROWS}-row batches | - | - | {limit:,.0f} | | | | |")
+    lines.append("")
+    lines.append("Score vs naive: " + ", ".join(f"c={c}: {v:.2f}x" for c, v in summary["score_vs_naive"].items()))
+    lines.append(f"ScoreBatch vs in-process: {summary['score_batch_vs_in_process']:.0%}")
+    lines += [f"- {goal}: {'met' if ok else 'NOT met'}" for goal, ok in summary["goals"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="gRPC scorer benchmark (floor, naive, built, ScoreBatch)")
+    parser.add_argument("--model-base", type=Path, default=default_model_base(), help="model base to serve")
+    parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per point")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64], help="client concurrencies")
+    parser.add_argument("--server-args", default="", help="extra `fraudscore serve` flags for the built scorer")
+    args = parser.parse_args(argv)
+    if args.model_base is None:
+        parser.error("no model under models/: train one (fraudscore train ...) or pass --model-base")
+    runs: list[dict[str, Any]] = []
+    print(f"model {args.model_base}; {os.cpu_count()} cores; {args.duration:.0f} s per point", flush=True)
+    with server(args.model_base, *args.server_args.split()) as target:
+        for c in args.concurrency:
+            runs.append({"label": "floor", **load(target, "health", c, args.duration)})
+        for c in args.concurrency:
+            runs.append({"label": "scorer", **load(target, "score", c, args.duration)})
+        runs.append({"label": "score_batch", **load(target, "batch", 1, args.duration)})
+    with server(args.model_base, "--no-batching") as target:
+        for c in args.concurrency:
+            runs.append({"label": "naive", **load(target, "score", c, args.duration)})
+    limit = in_process_rows_per_s(args.model_base, args.duration)
+    summary = summarize(runs, limit)
+    result = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "model_base": str(args.model_base),
+        "server_args": args.server_args,
+        "duration_s": args.duration,
+        "runs": runs,
+        "in_process_rows_per_s": limit,
+        "summary": summary,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(runs, limit, summary))
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
