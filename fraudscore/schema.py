@@ -170,6 +170,8 @@ def validate(tx: Transaction) -> None:
     for i, value in enumerate(tx.v):
         if not math.isfinite(value):
             raise InvalidTransaction(f"v[{i}] (V{i + 1})", f"not a finite number: {value}")
+    if not tx.HasField("amount"):
+        raise InvalidTransaction("amount", "missing")
     if not math.isfinite(tx.amount):
         raise InvalidTransaction("amount", f"not a finite number: {tx.amount}")
     if tx.amount < 0:

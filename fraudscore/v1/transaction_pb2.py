@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66raudscore/v1/transaction.proto\x12\rfraudscore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\x0bTransaction\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61rd_id\x18\x02 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x03 \x01(\t\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x01\x12\t\n\x01v\x18\x06 \x03(\x01\x12\x12\n\x05label\x18\x07 \x01(\x05H\x00\x88\x01\x01\x42\x08\n\x06_labelb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66raudscore/v1/transaction.proto\x12\rfraudscore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x01\n\x0bTransaction\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61rd_id\x18\x02 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x03 \x01(\t\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x06\x61mount\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\t\n\x01v\x18\x06 \x03(\x01\x12\x12\n\x05label\x18\x07 \x01(\x05H\x01\x88\x01\x01\x42\t\n\x07_amountB\x08\n\x06_labelb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fraudscore.v1.transaction_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRANSACTION']._serialized_start=84
-  _globals['_TRANSACTION']._serialized_end=264
+  _globals['_TRANSACTION']._serialized_end=280
 # @@protoc_insertion_point(module_scope)
