@@ -1,0 +1,552 @@
+"""``fraudscore demo`` (``make run``): the whole system on one machine, on local emulators.
+
+Starts, in order, each as a child process of its own with its log under
+``<data dir>/logs``:
+
+1. the Pub/Sub and Bigtable emulators, and the project's topics,
+   subscriptions and tables (:mod:`fraudscore.emulators`);
+2. when ``<model base>`` holds no model: generated training data and
+   ``fraudscore train`` (the default model, with its evaluation report);
+3. ``fraudscore serve`` (gRPC scorer) and ``fraudscore stream`` (the Beam job);
+4. ``fraudscore publish`` replaying a separately generated sample with a small
+   share of fraud bursts at a modest rate, restarted when it reaches the end;
+5. Debian's ``prometheus`` with the rules of deploy/prometheus, scraping them.
+
+Then it prints one status block and watches the children. Ctrl-C or SIGTERM
+stops every process it started, newest first, by process group (each child
+runs in its own session, so a terminal's Ctrl-C reaches only this launcher),
+and leaves the data directory ready for the next run: generated data, the
+Prometheus database and the model are reused, logs are rewritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from fraudscore.config import EmulatorConfig, Resources
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMETHEUS_DIR = ROOT / "deploy/prometheus"
+MODEL_NAME = "creditcard"
+STOP_GRACE_S = 15.0  # the scorer drains within its own --grace (10 s) of SIGINT
+READY_TIMEOUT_S = 300.0  # TensorFlow import and model load on 2 busy cores
+
+
+class DemoError(RuntimeError):
+    """Something the demo needs is missing or a child failed; the message says what to do."""
+
+
+class Interrupted(DemoError):
+    """Ctrl-C or SIGTERM arrived while starting up."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Everything ``fraudscore demo`` needs, built once from its flags."""
+
+    data_dir: Path = Path(".cache/demo")
+    model_base: Path = Path("models") / MODEL_NAME
+    host: str = "127.0.0.1"
+    pubsub_port: int = 8085
+    bigtable_port: int = 8086
+    scorer_port: int = 50051
+    scorer_metrics_port: int = 9464
+    stream_metrics_port: int = 9465
+    prometheus_port: int = 9090
+    train_rows: int = 100_000
+    stream_rows: int = 100_000
+    fraud_rate: float = 0.01  # in bursts of 1-6 per card (fraudscore.generate)
+    rate: float = 50.0
+    prometheus: bool = True
+    publisher: bool = True
+    prometheus_config: Path = PROMETHEUS_DIR / "prometheus.yml"
+    resources: Resources = field(default_factory=Resources)
+
+    @property
+    def logs(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def stream_csv(self) -> Path:
+        return self.data_dir / "stream.csv"
+
+    @property
+    def train_csv(self) -> Path:
+        return self.data_dir / "train.csv"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str]) -> DemoConfig:
+        resources = Resources.from_env(env)
+        return cls(
+            data_dir=Path(args.data_dir),
+            model_base=Path(args.model_base),
+            pubsub_port=args.pubsub_port,
+            bigtable_port=args.bigtable_port,
+            scorer_port=args.scorer_port,
+            scorer_metrics_port=args.scorer_metrics_port,
+            stream_metrics_port=args.stream_metrics_port,
+            prometheus_port=args.prometheus_port,
+            train_rows=args.train_rows,
+            stream_rows=args.stream_rows,
+            fraud_rate=args.fraud_rate,
+            rate=args.rate,
+            prometheus=not args.no_prometheus,
+            publisher=not args.no_publisher,
+            resources=resources,
+        )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = DemoConfig()
+    parser.add_argument("--data-dir", default=str(d.data_dir), help="logs, generated data, Prometheus (%(default)s)")
+    parser.add_argument("--model-base", default=str(d.model_base), help="model versions; trained here if empty")
+    parser.add_argument("--pubsub-port", type=int, default=d.pubsub_port, help="Pub/Sub emulator port, 0 = free")
+    parser.add_argument("--bigtable-port", type=int, default=d.bigtable_port, help="Bigtable emulator port, 0 = free")
+    parser.add_argument("--scorer-port", type=int, default=d.scorer_port, help="gRPC scorer port (%(default)s)")
+    parser.add_argument("--scorer-metrics-port", type=int, default=d.scorer_metrics_port, help="scorer /metrics")
+    parser.add_argument("--stream-metrics-port", type=int, default=d.stream_metrics_port, help="stream /metrics")
+    parser.add_argument("--prometheus-port", type=int, default=d.prometheus_port, help="Prometheus (%(default)s)")
+    parser.add_argument("--train-rows", type=int, default=d.train_rows, help="generated rows for a default model")
+    parser.add_argument("--stream-rows", type=int, default=d.stream_rows, help="generated rows the publisher replays")
+    parser.add_argument("--fraud-rate", type=float, default=d.fraud_rate, help="fraud share of the replayed rows")
+    parser.add_argument("--rate", type=float, default=d.rate, help="transactions per second published (%(default)s)")
+    parser.add_argument("--no-prometheus", action="store_true", help="don't start Prometheus")
+    parser.add_argument("--no-publisher", action="store_true", help="don't publish; feed the topic yourself")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Child processes
+
+
+class Child:
+    """One child process in its own session, its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, stop_signal: signal.Signals) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.stop_signal = stop_signal
+        self.popen: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self, env: Mapping[str, str]) -> Child:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            start_new_session=True,  # its own process group: we signal the group, a terminal's Ctrl-C doesn't
+        )
+        log.debug("started %s (pid %d): %s", self.name, self.popen.pid, " ".join(self.argv))
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def exit_code(self) -> int | None:
+        return None if self.popen is None else self.popen.poll()
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """Its stop signal to the group, then SIGKILL after ``grace``; reaps it. Safe to call twice."""
+        if self.popen is None:
+            return
+        pgid = self.popen.pid  # start_new_session: the group id is the child's pid
+        if self.popen.poll() is None:
+            _signal_group(pgid, self.stop_signal)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "%s (pid %d) still running %.0f s after %s; killing it",
+                    self.name,
+                    pgid,
+                    grace,
+                    self.stop_signal.name,
+                )
+                _signal_group(pgid, signal.SIGKILL)
+                self.popen.wait()
+        # Grandchildren that outlived the child (none expected) go the same way.
+        if _group_alive(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fraudscore(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fraudscore.cli", *args]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The run
+
+
+class Demo:
+    """Starts the children in order, watches them, stops them all."""
+
+    def __init__(self, config: DemoConfig, stop: threading.Event) -> None:
+        self.config = config
+        self.stop = stop
+        self.children: list[Child] = []
+        self.emulators: Any = None
+        self.env: dict[str, str] = {}
+        self.publisher: Child | None = None
+        self.replays = 0
+
+    def run(self) -> int:
+        from fraudscore.emulators import Emulators, create_resources
+
+        c = self.config
+        c.logs.mkdir(parents=True, exist_ok=True)
+        self._check_ports()
+        emulator_config = EmulatorConfig(host=c.host, pubsub_port=c.pubsub_port, bigtable_port=c.bigtable_port)
+        print("starting the Pub/Sub and Bigtable emulators", flush=True)
+        self.emulators = Emulators(emulator_config, project=c.resources.project).start()
+        # The children find the emulators through the variables the official clients read.
+        self.env = {**os.environ, **self.emulators.env, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        with self.emulators.exported_env():
+            create_resources(c.resources)
+        self._ensure_model()
+        scorer = self._spawn(
+            "scorer",
+            _fraudscore(
+                "serve",
+                "--model-base",
+                str(c.model_base),
+                "--host",
+                c.host,
+                "--port",
+                str(c.scorer_port),
+                "--metrics-port",
+                str(c.scorer_metrics_port),
+            ),
+            signal.SIGINT,
+        )
+        stream = self._spawn(
+            "stream",
+            _fraudscore(
+                "stream",
+                "--model-base",
+                str(c.model_base),
+                "--project",
+                c.resources.project,
+                "--bigtable-instance",
+                c.resources.bigtable_instance,
+                "--metrics-port",
+                str(c.stream_metrics_port),
+            ),
+            signal.SIGINT,
+        )
+        prometheus = self._start_prometheus() if c.prometheus else None
+        if c.publisher:
+            self._ensure_csv(c.stream_csv, c.stream_rows, seed=1, fraud_rate=c.fraud_rate)
+        print("waiting for the scorer to load the model and the stream job to start", flush=True)
+        self._wait_until("scorer", scorer, lambda: _grpc_serving(f"{c.host}:{c.scorer_port}"))
+        self._wait_until("stream", stream, lambda: _http_ok(f"http://{c.host}:{c.stream_metrics_port}/metrics"))
+        if prometheus is not None:
+            self._wait_until("prometheus", prometheus, lambda: _http_ok(self._prometheus_url + "/-/ready"))
+        if c.publisher:
+            self._start_publisher()
+        print(self.status(), flush=True)
+        return self._watch()
+
+    @property
+    def _prometheus_url(self) -> str:
+        return f"http://{self.config.host}:{self.config.prometheus_port}"
+
+    def _check_ports(self) -> None:
+        c = self.config
+        wanted = {
+            "--pubsub-port": c.pubsub_port,
+            "--bigtable-port": c.bigtable_port,
+            "--scorer-port": c.scorer_port,
+            "--scorer-metrics-port": c.scorer_metrics_port,
+            "--stream-metrics-port": c.stream_metrics_port,
+        }
+        if c.prometheus:
+            wanted["--prometheus-port"] = c.prometheus_port
+        for flag, port in wanted.items():
+            if port == 0:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                # As the servers bind: connections in TIME_WAIT from a previous run don't count, a listener does.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((c.host, port))
+                except OSError:
+                    raise DemoError(
+                        f"{flag} {port}: port {c.host}:{port} is in use (another demo running?); "
+                        f"stop it or pick another port with {flag}"
+                    ) from None
+
+    def _spawn(self, name: str, argv: list[str], stop_signal: signal.Signals) -> Child:
+        child = Child(name, argv, self.config.logs / f"{name}.log", stop_signal).start(self.env)
+        self.children.append(child)
+        return child
+
+    def _run_to_end(self, name: str, argv: list[str]) -> None:
+        """A one-shot child (generate, train) that Ctrl-C can still interrupt."""
+        child = self._spawn(name, argv, signal.SIGINT)
+        while child.exit_code() is None:
+            if self.stop.wait(0.2):
+                raise Interrupted(f"interrupted during {name}")
+        if child.exit_code() != 0:
+            raise DemoError(f"{name} failed (exit {child.exit_code()}); log {child.log_path}:\n{child.tail()}")
+
+    def _ensure_csv(self, path: Path, rows: int, *, seed: int, fraud_rate: float) -> None:
+        if path.is_file():
+            return
+        print(f"generating {rows:,} transactions into {path}", flush=True)
+        tmp = path.with_suffix(".csv.tmp")  # renamed when complete: an interrupted run leaves no half file
+        self._run_to_end(
+            f"generate-{path.stem}",
+            _fraudscore(
+                "generate", "--rows", str(rows), "--seed", str(seed), "--fraud-rate", str(fraud_rate), "--out", str(tmp)
+            ),
+        )
+        tmp.rename(path)
+
+    def _ensure_model(self) -> None:
+        from fraudscore.model import latest_version
+
+        c = self.config
+        if latest_version(c.model_base) is not None:
+            return
+        self._ensure_csv(c.train_csv, c.train_rows, seed=0, fraud_rate=0.00172)
+        print(f"no model under {c.model_base}: training the default model (log {c.logs / 'train.log'})", flush=True)
+        self._run_to_end("train", _fraudscore("train", "--data", str(c.train_csv), "--model-base", str(c.model_base)))
+        version = latest_version(c.model_base)
+        if version is None:
+            raise DemoError(f"training finished but {c.model_base} holds no complete model version")
+        report = c.model_base / str(version) / "report" / "report.md"
+        print(f"trained {c.model_base} v{version}" + (f"; evaluation report {report}" if report.is_file() else ""))
+
+    def _start_prometheus(self) -> Child:
+        c = self.config
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise DemoError("prometheus is not installed: run `make setup` (Debian package prometheus)")
+        config_path = write_prometheus_config(c)
+        storage = c.data_dir / "prometheus"
+        storage.mkdir(parents=True, exist_ok=True)
+        return self._spawn(
+            "prometheus",
+            [
+                binary,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={storage}",
+                f"--web.listen-address={c.host}:{c.prometheus_port}",
+            ],
+            signal.SIGTERM,
+        )
+
+    def _start_publisher(self) -> None:
+        from fraudscore.generate import DURATION_S
+
+        c = self.config
+        # Play the file's two days so fast that it arrives at about --rate: per-card bursts stay bursts.
+        speedup = max(1.0, c.rate * DURATION_S / c.stream_rows)
+        self.publisher = self._spawn(
+            "publisher",
+            _fraudscore(
+                "publish",
+                "--data",
+                str(c.stream_csv),
+                "--rate",
+                str(c.rate),
+                "--speedup",
+                f"{speedup:.3f}",
+                "--project",
+                c.resources.project,
+                "--topic",
+                c.resources.transactions_topic,
+            ),
+            signal.SIGINT,
+        )
+
+    def _wait_until(self, name: str, child: Child, ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not ready():
+            if child.exit_code() is not None:
+                raise DemoError(f"{name} exited with code {child.exit_code()}; log {child.log_path}:\n{child.tail()}")
+            if time.monotonic() > deadline:
+                raise DemoError(f"{name} not ready after {READY_TIMEOUT_S:.0f} s; log {child.log_path}")
+            if self.stop.wait(0.5):
+                raise Interrupted(f"interrupted while waiting for {name}")
+
+    def _watch(self) -> int:
+        """Until a signal: restarts the publisher at the end of its file; a crashed service ends the demo."""
+        while not self.stop.wait(1.0):
+            for child in self.children:
+                code = child.exit_code()
+                if code is None:
+                    continue
+                if child is self.publisher and code == 0:
+                    self.replays += 1
+                    log.info("publisher reached the end of %s; replaying it (new transaction ids)", child.argv)
+                    self.children.remove(child)
+                    child.stop()
+                    self._start_publisher()
+                    break
+                if child.name.startswith(("generate", "train")):
+                    continue  # one-shot steps that finished before the services started
+                print(f"{child.name} exited with code {code}; log {child.log_path}:\n{child.tail()}", file=sys.stderr)
+                return 1
+            if self.emulators is not None and not self.emulators.alive():
+                print("an emulator exited; stopping the demo", file=sys.stderr)
+                return 1
+        return 0
+
+    def shutdown(self) -> None:
+        """Stops every child, newest first, then the emulators."""
+        for child in reversed(self.children):
+            if child.exit_code() is None:
+                print(f"stopping {child.name} (pid {child.pid})", flush=True)
+            child.stop()
+        if self.emulators is not None:
+            print("stopping the emulators", flush=True)
+            self.emulators.stop()
+
+    def status(self) -> str:
+        from fraudscore.model import latest_version
+
+        c = self.config
+        emu = self.emulators
+        version = latest_version(c.model_base)
+        lines = [
+            "",
+            "fraudscore demo is running",
+            f"  scorer       {c.host}:{c.scorer_port} (gRPC)  model {c.model_base} v{version}",
+            f"  metrics      http://{c.host}:{c.scorer_metrics_port}/metrics (scorer)  "
+            f"http://{c.host}:{c.stream_metrics_port}/metrics (stream)",
+        ]
+        if c.prometheus:
+            lines.append(f"  Prometheus   {self._prometheus_url}  (alert rate: job:fraudscore_stream_alerts:rate5m)")
+        if c.publisher:
+            lines.append(f"  publisher    {c.rate:g} tx/s from {c.stream_csv} ({c.fraud_rate:.1%} fraud, in bursts)")
+        lines += [
+            f"  emulators    Pub/Sub {emu.pubsub_host}  Bigtable {emu.bigtable_host}",
+            f"  logs         {c.logs}/",
+            "In another shell:",
+            f"  export PUBSUB_EMULATOR_HOST={emu.pubsub_host} BIGTABLE_EMULATOR_HOST={emu.bigtable_host}",
+            "  fraudscore cases list --since 15m                       # flagged cases",
+            f"  fraudscore score --target {c.host}:{c.scorer_port} --csv {c.stream_csv} --limit 5   # score by hand",
+            "Ctrl-C stops everything.",
+        ]
+        return "\n".join(lines)
+
+
+def write_prometheus_config(config: DemoConfig) -> Path:
+    """deploy/prometheus/prometheus.yml with the demo's ports and an absolute rules path, in the data dir."""
+    source = config.prometheus_config
+    data = yaml.safe_load(source.read_text())
+    ports = {
+        "fraudscore-scorer": config.scorer_metrics_port,
+        "fraudscore-stream": config.stream_metrics_port,
+        "prometheus": config.prometheus_port,
+    }
+    for scrape in data["scrape_configs"]:
+        port = ports.get(scrape["job_name"])
+        if port is not None:
+            for static in scrape["static_configs"]:
+                static["targets"] = [f"{config.host}:{port}"]
+    data["rule_files"] = [str((source.parent / rule).resolve()) for rule in data.get("rule_files", [])]
+    target = config.data_dir / "prometheus.yml"
+    target.write_text(f"# written by fraudscore demo from {source}\n" + yaml.safe_dump(data, sort_keys=False))
+    return target
+
+
+def _grpc_serving(address: str) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2.0)
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def main(args: argparse.Namespace) -> int:
+    config = DemoConfig.from_args(args, os.environ)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    demo = Demo(config, stop)
+    try:
+        code = demo.run()
+    except Interrupted:
+        code = 0
+    except DemoError as exc:
+        print(f"fraudscore demo: {exc}", file=sys.stderr)
+        code = 1
+    except Exception as exc:  # EmulatorError and friends: report, then still stop every child
+        print(f"fraudscore demo: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        # A second Ctrl-C during shutdown must not leave children behind: ignore it while stopping.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            demo.shutdown()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    print(f"stopped; data dir {config.data_dir} kept for the next run", flush=True)
+    return code
+
+
+__all__ = ["Demo", "DemoConfig", "DemoError", "add_arguments", "main", "write_prometheus_config"]
