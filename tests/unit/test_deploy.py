@@ -161,6 +161,17 @@ def test_dashboard_panels_have_queries_units_and_thresholds() -> None:
                 assert 'job=~"$job"' in selector and 'instance=~"$instance"' in selector, target["expr"]
 
 
+def test_dashboard_panels_do_not_overlap() -> None:
+    cells: dict[tuple[int, int], str] = {}
+    for panel in _panels():
+        g = panel["gridPos"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, panel["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+
+
 def test_dashboard_covers_what_operations_watch() -> None:
     """The issue's list: alert rate and share, throughput, dead letters, latency, status codes, batch sizes,
     reconstruction error, skew, model version."""
