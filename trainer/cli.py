@@ -1,0 +1,125 @@
+"""``fraudscore train``: flags -> :class:`TrainConfig` -> one run; exit 1 with the reason on failure."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from trainer.config import DEFAULT_HIDDEN, DEFAULT_LOG_FEATURES, ThresholdPolicy, TrainConfig, TrainError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig(data=Path("-"))
+    parser.add_argument("--data", required=True, type=Path, help="CSV in the Kaggle creditcard.csv schema")
+    parser.add_argument("--out", type=Path, default=Path("models"), help="directory of model bases (default: models)")
+    parser.add_argument("--name", default="creditcard", help="model name; versions go to OUT/NAME/<n>/")
+    parser.add_argument(
+        "--model-base", type=Path, default=None, help="the model base directory itself (overrides --out/--name)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=d.epochs, help="maximum epochs (early stopping usually ends sooner)"
+    )
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch size")
+    parser.add_argument("--learning-rate", type=float, default=d.learning_rate, help="Adam learning rate")
+    parser.add_argument(
+        "--hidden",
+        default=",".join(str(u) for u in DEFAULT_HIDDEN),
+        help="hidden layer sizes, comma separated (default: the seed's 20,10,7,10,20)",
+    )
+    parser.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
+    parser.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed and data, same model")
+    parser.add_argument(
+        "--threshold-policy",
+        default="auto",
+        help="best-f1 | precision:P (e.g. precision:0.9) | budget:Q (flag top Q%%, e.g. budget:0.2) | "
+        "auto = best-f1 with labels, budget:0.2 without (default)",
+    )
+    parser.add_argument(
+        "--no-log-amount", action="store_true", help="scale Amount linearly instead of signed log1p first"
+    )
+    parser.add_argument(
+        "--min-pr-auc",
+        type=float,
+        default=None,
+        help="quality gate: refuse to export (exit 1) if the test PR-AUC is below this",
+    )
+    parser.add_argument(
+        "--max-bad-fraction",
+        type=float,
+        default=d.max_bad_fraction,
+        help="fail if more than this share of rows is unusable (default 0.01)",
+    )
+    parser.add_argument(
+        "--beam-runner", default=None, help="Beam runner for the tf.Transform analysis (default DirectRunner)"
+    )
+    parser.add_argument(
+        "--beam-args",
+        default="",
+        help='extra Beam pipeline options, one quoted string (e.g. "--project=p --region=r --temp_location=gs://b/t")',
+    )
+    parser.add_argument(
+        "--work-dir", default=None, help="scratch dir for the analysis (a gs:// URL for distributed runners)"
+    )
+    parser.add_argument("--no-baselines", action="store_true", help="skip the Isolation Forest and PCA baselines")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    beam_args = shlex.split(args.beam_args)
+    if args.beam_runner:
+        beam_args.insert(0, f"--runner={args.beam_runner}")
+    try:
+        hidden = tuple(int(u) for u in args.hidden.split(",") if u.strip())
+    except ValueError:
+        raise TrainError(f"--hidden {args.hidden!r}: expected comma-separated integers, e.g. 20,10,7,10,20") from None
+    if not hidden or min(hidden) <= 0:
+        raise TrainError(f"--hidden {args.hidden!r}: expected positive layer sizes")
+    if args.epochs <= 0 or args.batch_size <= 0:
+        raise TrainError("--epochs and --batch-size must be positive")
+    if not 0.0 <= args.max_bad_fraction <= 1.0:
+        raise TrainError(f"--max-bad-fraction {args.max_bad_fraction}: must be in [0, 1]")
+    return TrainConfig(
+        data=args.data,
+        model_base=args.model_base or args.out / args.name,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        hidden=hidden,
+        patience=args.patience,
+        seed=args.seed,
+        log_features=() if args.no_log_amount else DEFAULT_LOG_FEATURES,
+        threshold_policy=ThresholdPolicy.parse(args.threshold_policy),
+        min_pr_auc=args.min_pr_auc,
+        max_bad_fraction=args.max_bad_fraction,
+        beam_args=tuple(beam_args),
+        work_dir=args.work_dir,
+        baselines=not args.no_baselines,
+        verbose=not args.quiet,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from trainer import train
+
+    for noisy in ("apache_beam", "tensorflow", "absl"):  # keep the stage lines and progress bars readable
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        config = config_from_args(args)
+        result = train(config)
+    except TrainError as exc:
+        print(f"fraudscore train: {exc}", file=sys.stderr)
+        return 1
+    report = result.report
+    print(report.get("verdict", ""))
+    print(f"model {result.card['name']} v{result.version}: {result.version_dir}")
+    print(f"threshold {result.card['threshold']['value']:.6g} ({result.card['threshold']['policy']})")
+    for name, m in (report.get("models") or {}).items():
+        roc, pr = m.get("roc_auc", float("nan")), m.get("pr_auc", float("nan"))
+        print(f"  {name:<18} test ROC-AUC {roc:.4f}  PR-AUC {pr:.4f}")
+    print(f"report: {result.version_dir / 'report' / 'report.md'}")
+    return 0

@@ -1,0 +1,141 @@
+"""Typed configuration, result and errors of one training run.
+
+Light on purpose (no TensorFlow, no pandas): ``fraudscore train --help`` and
+the package import stay fast.
+
+Errors::
+
+    TrainError                 anything that stops a run, with a message that says what to fix
+    ├── DataError              the input file: missing columns, too many bad rows, too few rows
+    ├── PolicyError            a threshold policy that cannot be parsed or applied
+    └── QualityGateError       the model is worse than ``--min-pr-auc``; nothing was exported
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from fraudscore import features
+from fraudscore.features import MODEL_FEATURES
+
+DEFAULT_HIDDEN: tuple[int, ...] = (20, 10, 7, 10, 20)
+DEFAULT_BUDGET_PERCENT = 0.2
+DEFAULT_LOG_FEATURES: tuple[str, ...] = (features.AMOUNT,)
+
+
+class TrainError(RuntimeError):
+    """A training run that cannot go on; the message says what to fix."""
+
+
+class DataError(TrainError):
+    """The input data is unusable (missing columns, too many bad rows, too few rows)."""
+
+
+class PolicyError(TrainError):
+    """A threshold policy that is malformed or needs labels the data does not have."""
+
+
+class QualityGateError(TrainError):
+    """The trained model is worse than the configured minimum; it was not exported."""
+
+
+PolicyKind = Literal["auto", "best-f1", "precision", "budget"]
+
+
+@dataclass(frozen=True)
+class ThresholdPolicy:
+    """How the alert threshold is chosen on the validation split.
+
+    ``best-f1``      the threshold with the highest F1 on validation (labels needed)
+    ``precision:P``  the lowest threshold whose validation precision is >= P: most frauds caught
+                     at that precision (labels needed)
+    ``budget:Q``     flag the Q percent of validation transactions with the highest error; the only
+                     policy that works without labels (the seed's suggestion)
+    ``auto``         ``best-f1`` when the data has labels, ``budget:0.2`` when it has none (default)
+    """
+
+    kind: PolicyKind
+    param: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ThresholdPolicy:
+        name, _, value = text.strip().partition(":")
+        if name in ("auto", "best-f1"):
+            if value:
+                raise PolicyError(f"threshold policy {text!r}: {name} takes no parameter")
+            return cls(name)  # type: ignore[arg-type]
+        if name not in ("precision", "budget"):
+            raise PolicyError(f"threshold policy {text!r}: expected best-f1, precision:P, budget:Q or auto")
+        try:
+            param = float(value)
+        except ValueError:
+            raise PolicyError(f"threshold policy {text!r}: {name} needs a number, e.g. {name}:0.9") from None
+        if name == "precision" and not 0.0 < param <= 1.0:
+            raise PolicyError(f"threshold policy {text!r}: precision must be in (0, 1]")
+        if name == "budget" and not 0.0 < param < 100.0:
+            raise PolicyError(f"threshold policy {text!r}: budget is a percentage in (0, 100)")
+        return cls(name, param)  # type: ignore[arg-type]
+
+    def resolve(self, has_labels: bool) -> ThresholdPolicy:
+        """The concrete policy for data with or without labels."""
+        if self.kind == "auto":
+            return ThresholdPolicy("best-f1") if has_labels else ThresholdPolicy("budget", DEFAULT_BUDGET_PERCENT)
+        if self.kind in ("best-f1", "precision") and not has_labels:
+            raise PolicyError(
+                f"threshold policy {self}: needs the Class column, which this file lacks; "
+                f"use --threshold-policy budget:Q (flag the top Q percent)"
+            )
+        return self
+
+    def __str__(self) -> str:
+        return self.kind if self.param is None else f"{self.kind}:{self.param:g}"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one run needs; built once by the CLI (or a test) and passed down."""
+
+    data: Path
+    model_base: Path = Path("models") / "creditcard"
+    epochs: int = 60
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    hidden: tuple[int, ...] = DEFAULT_HIDDEN
+    activation: str = "tanh"
+    patience: int = 5
+    seed: int = 42
+    features: tuple[str, ...] = MODEL_FEATURES
+    # Features put through a signed log1p before min-max scaling (heavy-tailed amounts).
+    log_features: tuple[str, ...] = DEFAULT_LOG_FEATURES
+    threshold_policy: ThresholdPolicy = field(default_factory=lambda: ThresholdPolicy("auto"))
+    min_pr_auc: float | None = None
+    max_bad_fraction: float = 0.01
+    # Extra Beam pipeline arguments for the tf.Transform analysis (e.g. --runner=DataflowRunner ...).
+    beam_args: tuple[str, ...] = ()
+    # Scratch space for the analysis (input Parquet, tf.Transform output); a temp dir if None.
+    # A distributed Beam runner needs a location its workers can read, so this may be a URL (gs://...).
+    work_dir: str | None = None  # kept after the run when given
+    keep_work_dir: bool = False
+    tensorboard_dir: Path | None = None  # default: <model base>/../runs/<name>/
+    baselines: bool = True
+    plots: bool = True
+    verbose: bool = True  # progress bars and per-stage lines
+
+    @property
+    def name(self) -> str:
+        return self.model_base.name
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced. ``autoencoder`` and ``transform_dir`` are live for tests and the demo."""
+
+    version_dir: Path
+    version: int
+    card: dict[str, Any]
+    report: dict[str, Any]
+    timings: dict[str, float]
+    autoencoder: Any = None  # keras.Model, in memory
+    transform_dir: Path | None = None  # the tf.Transform output, if the work dir was kept

@@ -1,0 +1,325 @@
+"""One training run, stage by stage: load, split, analyze, fit, calibrate, evaluate, export.
+
+Each stage logs a line with its duration; the durations go into the model
+card and the report. Nothing is exported unless every stage succeeded and the
+quality gate (``min_pr_auc``) passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer import analyze as analyze_mod
+from trainer import autoencoder, calibrate, data, evaluate, export, split
+from trainer.config import QualityGateError, TrainConfig, TrainResult
+
+log = logging.getLogger(__name__)
+
+LIBRARIES = (
+    "tensorflow",
+    "keras",
+    "tensorflow-transform",
+    "tfx-bsl",
+    "apache-beam",
+    "scikit-learn",
+    "numpy",
+    "pandas",
+    "pyarrow",
+)
+CHECK_ROWS = 512
+
+
+class _Stages:
+    """Times named stages and reports them as they finish."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.timings: dict[str, float] = {}
+        self.verbose = verbose
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, what: str) -> Iterator[None]:
+        if self.verbose:
+            print(f"[train] {name}: {what} ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - start
+        if self.verbose:
+            print(f"[train] {name}: done in {self.timings[name]:.1f} s", file=sys.stderr, flush=True)
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def check_quality(metrics: dict[str, float], min_pr_auc: float | None) -> None:
+    """Raises :class:`QualityGateError` when the test PR-AUC is below ``min_pr_auc`` (or unknown)."""
+    if min_pr_auc is None:
+        return
+    if "pr_auc" not in metrics:
+        raise QualityGateError(
+            f"--min-pr-auc {min_pr_auc:g} needs labels to measure PR-AUC; this data has none. Nothing exported."
+        )
+    if metrics["pr_auc"] < min_pr_auc:
+        raise QualityGateError(
+            f"test PR-AUC {metrics['pr_auc']:.4f} is below the required {min_pr_auc:g} (--min-pr-auc); "
+            "the model was not exported"
+        )
+
+
+def _statistics(transformer: analyze_mod.Transformer, config: TrainConfig) -> dict[str, dict[str, Any]]:
+    lo, hi = transformer.statistics()
+    out: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(config.features):
+        logged = name in config.log_features
+        entry: dict[str, Any] = {"min": float(lo[i]), "max": float(hi[i]), "space": "signed_log1p" if logged else "raw"}
+        if logged:  # the same bounds in the raw unit, for people reading the card
+            entry["raw_min"] = float(np.sign(lo[i]) * np.expm1(abs(lo[i])))
+            entry["raw_max"] = float(np.sign(hi[i]) * np.expm1(abs(hi[i])))
+        entry["zero_range"] = bool(hi[i] <= lo[i])
+        out[name] = entry
+    return out
+
+
+def run(config: TrainConfig) -> TrainResult:
+    """Runs a whole training; raises :class:`trainer.config.TrainError` subclasses with a reason."""
+    stage = _Stages(config.verbose)
+    started = datetime.now(UTC)
+    with stage("load", f"reading {config.data}"):
+        loaded = data.load_csv(config.data, config.features, config.max_bad_fraction)
+    if loaded.bad_rows:
+        log.warning("dropped %d bad rows of %d: %s", loaded.bad_rows, loaded.rows_read, loaded.bad_by_column)
+    has_labels = loaded.has_labels
+    policy = config.threshold_policy.resolve(has_labels)  # fail early on a policy the data cannot support
+    with stage("split", "time-ordered train/validation/test"):
+        parts = split.split(loaded.frame, has_labels)
+        sizes = parts.sizes(has_labels)
+    y_val, y_test = split.labels(parts.validation, has_labels), split.labels(parts.test, has_labels)
+
+    work_dir = config.work_dir or tempfile.mkdtemp(prefix="fraudscore-train-")
+    keep_work_dir = config.work_dir is not None or config.keep_work_dir
+    try:
+        with stage("analyze", f"tf.Transform statistics over {len(parts.train)} training normals"):
+            transform_dir = analyze_mod.analyze(
+                parts.train, config.features, config.log_features, work_dir, config.beam_args
+            )
+            transformer = analyze_mod.Transformer(transform_dir, config.features)
+            statistics = _statistics(transformer, config)
+            x_train, _ = transformer.transform(parts.train)
+            x_val, _ = transformer.transform(parts.validation)
+            x_test, oor_test = transformer.transform(parts.test)
+        val_normal = x_val if y_val is None else x_val[y_val == 0]
+
+        run_name = f"{started:%Y%m%d-%H%M%S}-seed{config.seed}"
+        tb_dir = (config.tensorboard_dir or config.model_base / "runs") / run_name
+        with stage("fit", f"autoencoder on {len(x_train)} rows, validation normals {len(val_normal)}"):
+            autoencoder.set_determinism(config.seed)
+            model = autoencoder.build(len(config.features), config.hidden, config.activation, config.learning_rate)
+            history = autoencoder.fit(
+                model,
+                x_train,
+                val_normal,
+                epochs=config.epochs,
+                batch_size=config.batch_size,
+                patience=config.patience,
+                log_dir=tb_dir,
+                verbose=config.verbose,
+            )
+        with stage("calibrate", f"threshold by {policy} on validation"):
+            val_errors, _ = autoencoder.errors(model, x_val)
+            test_errors, _ = autoencoder.errors(model, x_test)
+            threshold = calibrate.calibrate(val_errors, y_val, policy)
+
+        with stage("evaluate", "test split, baselines, report"):
+            report = _evaluate(config, parts.train, x_train, x_val, x_test, y_val, y_test, val_errors, test_errors)
+            report["metrics"]["test_out_of_range_rows"] = int(np.sum(oor_test > 0))
+            t_metrics = report["metrics"]
+            if y_test is not None:
+                t_metrics.update(calibrate.confusion(test_errors, y_test, threshold.value).as_dict())
+                report["table"] = evaluate.seed_table(test_errors, y_test, threshold.value, val_errors)
+            t_metrics["alert_rate"] = float(np.mean(test_errors > np.float32(threshold.value)))
+        check_quality(t_metrics, config.min_pr_auc)
+
+        training = {
+            "layers": "-".join(str(u) for u in (len(config.features), *config.hidden, len(config.features))),
+            "hidden": list(config.hidden),
+            "activation": config.activation,
+            "learning_rate": config.learning_rate,
+            "batch_size": config.batch_size,
+            "max_epochs": config.epochs,
+            "patience": config.patience,
+            "seed": config.seed,
+            "tensorboard_dir": str(tb_dir),
+            **{k: v for k, v in history.items() if k not in ("loss", "val_loss")},
+            "loss_history": history["loss"],
+            "val_loss_history": history["val_loss"],
+        }
+        report.update(
+            name=config.name,
+            data=loaded.summary(),
+            splits=sizes,
+            threshold=threshold.to_card(),
+            training=training,
+            timings=stage.timings,
+        )
+        check_rows = parts.validation[list(config.features)].to_numpy(np.float32)[:CHECK_ROWS]
+
+        def write_extras(tmp: Path, version: int) -> dict[str, Any]:
+            report["version"] = version
+            report["verdict"] = _verdict(report)
+            report_dir = tmp / "report"
+            report_dir.mkdir(exist_ok=True)
+            if config.plots and y_test is not None:
+                scores = {"autoencoder": test_errors, **report.pop("_baseline_scores", {})}
+                report["plots"] = evaluate.plots(report_dir, y_test, scores, test_errors, threshold.value)
+            report.pop("_baseline_scores", None)
+            card = _card(config, version, report, statistics, started)
+            (report_dir / "report.json").write_text(_json(report))
+            (report_dir / "report.md").write_text(evaluate.markdown(report))
+            return card
+
+        with stage("export", f"SavedModel into {config.model_base}/<next version>"):
+            version, version_dir, card = export.export(
+                base=config.model_base,
+                autoencoder=model,
+                transform_dir=transform_dir,
+                names=config.features,
+                threshold=threshold.value,
+                check_rows=check_rows,
+                check_errors=val_errors[:CHECK_ROWS],
+                write_extras=write_extras,
+            )
+        # The card holds the timings as of writing; add the export's own for the caller.
+        if config.verbose:
+            print(f"[train] model {config.name} v{version} -> {version_dir}", file=sys.stderr, flush=True)
+            print(f"[train] report: {version_dir / 'report' / 'report.md'}", file=sys.stderr, flush=True)
+        return TrainResult(
+            version_dir=version_dir,
+            version=version,
+            card=card,
+            report=report,
+            timings=dict(stage.timings),
+            autoencoder=model,
+            transform_dir=Path(transform_dir) if keep_work_dir else None,
+        )
+    finally:
+        if not keep_work_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _evaluate(
+    config: TrainConfig,
+    train_frame: Any,
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    x_test: np.ndarray,
+    y_val: np.ndarray | None,
+    y_test: np.ndarray | None,
+    val_errors: np.ndarray,
+    test_errors: np.ndarray,
+) -> dict[str, Any]:
+    report: dict[str, Any] = {"metrics": {}, "models": {}}
+    if y_val is None or y_test is None:
+        return report
+    ae = evaluate.ranking(test_errors, y_test)
+    report["metrics"].update(ae)
+    report["metrics"]["validation_pr_auc"] = evaluate.ranking(val_errors, y_val).get("pr_auc", float("nan"))
+    report["models"]["autoencoder"] = {**ae, "validation_pr_auc": report["metrics"]["validation_pr_auc"]}
+    if config.baselines:
+        scores = {}
+        for b in evaluate.baselines(x_train, x_val, x_test, components=min(config.hidden), seed=config.seed):
+            report["models"][b.name] = {
+                **evaluate.ranking(b.test_scores, y_test),
+                "validation_pr_auc": evaluate.ranking(b.validation_scores, y_val).get("pr_auc", float("nan")),
+                "fit_seconds": b.seconds,
+            }
+            scores[b.name] = b.test_scores
+        report["_baseline_scores"] = scores
+    return report
+
+
+def _verdict(report: dict[str, Any]) -> str:
+    models = report.get("models") or {}
+    if "autoencoder" not in models or "pr_auc" not in models["autoencoder"]:
+        return "Label-free run: no ranking metrics; the threshold is an alert budget."
+    ae = models["autoencoder"]["pr_auc"]
+    others = {k: v["pr_auc"] for k, v in models.items() if k != "autoencoder" and "pr_auc" in v}
+    if not others:
+        return f"Autoencoder test PR-AUC {ae:.4f} (baselines not computed)."
+    best_name = max(others, key=lambda k: others[k])
+    if ae >= others[best_name]:
+        return f"The autoencoder beats every baseline in test PR-AUC: {ae:.4f} vs {best_name} {others[best_name]:.4f}."
+    losers = ", ".join(f"{k} {v:.4f}" for k, v in others.items() if v > ae)
+    return f"**The autoencoder LOSES to a baseline in test PR-AUC**: {ae:.4f} vs {losers}."
+
+
+def _card(
+    config: TrainConfig,
+    version: int,
+    report: dict[str, Any],
+    statistics: dict[str, Any],
+    started: datetime,
+) -> dict[str, Any]:
+    from fraudscore.model import OUTPUTS, SIGNATURE
+
+    metrics = {k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))}
+    return {
+        "name": config.name,
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "features": list(config.features),
+        "signature": {
+            "name": SIGNATURE,
+            "inputs": {n: "float32 [None] raw value" for n in config.features},
+            "outputs": list(OUTPUTS),
+            "reconstruction_error": "mean over features of the squared error of the min-max scaled input",
+        },
+        "preprocessing": {
+            "scaling": "min-max with tf.Transform full-pass statistics of the training normals, clipped to [0, 1]",
+            "log_features": list(config.log_features),
+            "log": "signed log1p before scaling",
+            "zero_range": "scaled to 0; any other value counts as out of range",
+        },
+        "threshold": report["threshold"],
+        "metrics": metrics,
+        "metrics_split": "test",
+        "baselines": {k: v for k, v in report.get("models", {}).items() if k != "autoencoder"},
+        "statistics": statistics,
+        "data": report["data"],
+        "splits": report["splits"],
+        "training": {k: v for k, v in report["training"].items() if not k.endswith("_history")},
+        "training_started_at": started.isoformat(timespec="seconds"),
+        "training_seconds": sum(report["timings"].values()),
+        "timings": report["timings"],
+        "libraries": library_versions(),
+        "report": "report/report.md",
+    }
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        return str(o)
+
+    return json.dumps(obj, indent=2, default=default) + "\n"
