@@ -103,6 +103,7 @@ def calibrate(errors: np.ndarray, labels: np.ndarray | None, policy: ThresholdPo
     cuts = np.flatnonzero(np.r_[desc[:-1] > desc[1:], True])
     if policy.kind == "budget":
         assert policy.param is not None
+        # At most k rows, never splitting a tie; only a top tie larger than k is flagged whole.
         k = max(1, math.ceil(len(errors) * policy.param / 100.0))
         eligible = cuts[cuts + 1 <= k]
         i = int(eligible[-1]) if len(eligible) else int(cuts[0])

@@ -121,8 +121,9 @@ def load_csv(
         for name in wanted:
             frame[name] = pd.to_numeric(frame[name].str.strip(), errors="coerce")
     frame = frame[wanted]
-    for name in model_features:
-        frame[name] = frame[name].astype(np.float32)  # what the model sees; 1e300 becomes inf here, then bad
+    with np.errstate(over="ignore"):  # what the model sees; 1e300 becomes inf here, then counts as bad
+        for name in model_features:
+            frame[name] = frame[name].astype(np.float32)
 
     bad = np.zeros(len(frame), dtype=bool)
     by_column: Counter[str] = Counter()
