@@ -83,6 +83,12 @@ def in_process_rows_per_s(model_base: Path, seconds: float) -> float:
     return calls * BATCH_ROWS / (time.perf_counter() - start)
 
 
+def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median throughput, with the spread of all rounds."""
+    ordered = sorted(rounds, key=lambda r: r["calls_per_s"])
+    return {**ordered[len(ordered) // 2], "calls_per_s_all": [round(r["calls_per_s"]) for r in rounds]}
+
+
 def default_model_base() -> Path | None:
     bases = [p for p in Path("models").glob("*") if p.is_dir() and any(c.name.isdigit() for c in p.iterdir())]
     return max(bases, key=lambda p: p.stat().st_mtime) if bases else None
@@ -131,23 +137,32 @@ def table(runs: list[dict[str, Any]], limit: float, summary: dict[str, Any]) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="gRPC scorer benchmark (floor, naive, built, ScoreBatch)")
     parser.add_argument("--model-base", type=Path, default=default_model_base(), help="model base to serve")
-    parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per point")
+    parser.add_argument("--duration", type=float, default=1.5, help="measured seconds per point and round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each point reports its median")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64], help="client concurrencies")
     parser.add_argument("--server-args", default="", help="extra `fraudscore serve` flags for the built scorer")
     args = parser.parse_args(argv)
     if args.model_base is None:
         parser.error("no model under models/: train one (fraudscore train ...) or pass --model-base")
-    runs: list[dict[str, Any]] = []
-    print(f"model {args.model_base}; {os.cpu_count()} cores; {args.duration:.0f} s per point", flush=True)
-    with server(args.model_base, *args.server_args.split()) as target:
-        for c in args.concurrency:
-            runs.append({"label": "floor", **load(target, "health", c, args.duration)})
-        for c in args.concurrency:
-            runs.append({"label": "scorer", **load(target, "score", c, args.duration)})
-        runs.append({"label": "score_batch", **load(target, "batch", 1, args.duration)})
-    with server(args.model_base, "--no-batching") as target:
-        for c in args.concurrency:
-            runs.append({"label": "naive", **load(target, "score", c, args.duration)})
+    print(f"model {args.model_base}; {os.cpu_count()} cores; {args.rounds} x {args.duration:g} s per point", flush=True)
+    samples: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    with (
+        server(args.model_base, *args.server_args.split()) as built,
+        server(args.model_base, "--no-batching") as naive,
+    ):
+        # Other work on the machine comes and goes: interleave the variants in short rounds
+        # and keep each point's median round, so they share the same background.
+        points = [("floor", built, "health", c) for c in args.concurrency]
+        points += [
+            (label, target, "score", c)
+            for c in args.concurrency
+            for label, target in (("scorer", built), ("naive", naive))
+        ]
+        points += [("score_batch", built, "batch", 1)]
+        for _ in range(args.rounds):
+            for label, target, mode, c in points:
+                samples.setdefault((label, c), []).append(load(target, mode, c, args.duration))
+    runs = [{"label": label, **_median(rounds)} for (label, _), rounds in samples.items()]
     limit = in_process_rows_per_s(args.model_base, args.duration)
     summary = summarize(runs, limit)
     result = {
@@ -155,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_base": str(args.model_base),
         "server_args": args.server_args,
         "duration_s": args.duration,
+        "rounds": args.rounds,
         "runs": runs,
         "in_process_rows_per_s": limit,
         "summary": summary,

@@ -19,25 +19,26 @@ from typing import Protocol
 
 import numpy as np
 
-from fraudscore.model import LoadedModel, Scores
+from fraudscore.model import LoadedModel
 from scorer.metrics import ScorerMetrics
+from scorer.responses import Outcome, outcomes
 
-# A request's result: the scores of the call it was part of, and its row index there.
-Scored = tuple[Scores, int]
+# A batch stops waiting for company once no request has arrived for this long.
+IDLE_GAP_S = 0.0002
 
 
-def run_model(model: LoadedModel, rows: np.ndarray, metrics: ScorerMetrics) -> Scores:
-    """One model call, counted; runs on a worker thread."""
+def run_model(model: LoadedModel, rows: np.ndarray, metrics: ScorerMetrics) -> list[Outcome]:
+    """One model call, counted and converted to per-row outcomes; runs on a worker thread."""
     scores = model.score(rows)
     metrics.batch_size.observe(len(rows))
     metrics.record_scores(
         scores.reconstruction_error, int(scores.is_anomaly.sum()), int(scores.out_of_range_count.sum())
     )
-    return scores
+    return outcomes(model, scores)
 
 
 class RowScorer(Protocol):
-    async def score_row(self, model: LoadedModel, row: np.ndarray) -> Scored: ...
+    async def score_row(self, model: LoadedModel, row: np.ndarray) -> Outcome: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
 
@@ -48,9 +49,9 @@ class DirectScorer:
     def __init__(self, metrics: ScorerMetrics) -> None:
         self._metrics = metrics
 
-    async def score_row(self, model: LoadedModel, row: np.ndarray) -> Scored:
+    async def score_row(self, model: LoadedModel, row: np.ndarray) -> Outcome:
         rows = row[None, :]
-        return await asyncio.to_thread(run_model, model, rows, self._metrics), 0
+        return (await asyncio.to_thread(run_model, model, rows, self._metrics))[0]
 
     async def start(self) -> None:
         pass
@@ -63,7 +64,7 @@ class DirectScorer:
 class _Item:
     model: LoadedModel
     row: np.ndarray
-    future: asyncio.Future[Scored]
+    future: asyncio.Future[Outcome]
 
 
 class MicroBatcher:
@@ -73,17 +74,14 @@ class MicroBatcher:
         self._max_wait_s = max_wait_s
         self._pending: list[_Item] = []
         self._arrived = asyncio.Event()
-        self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # One model call at a time: TF already uses both cores inside a call.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batcher")
 
-    async def score_row(self, model: LoadedModel, row: np.ndarray) -> Scored:
-        future: asyncio.Future[Scored] = asyncio.get_running_loop().create_future()
+    async def score_row(self, model: LoadedModel, row: np.ndarray) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending.append(_Item(model, row, future))
         self._arrived.set()
-        if len(self._pending) >= self._max_batch:
-            self._full.set()
         return await future
 
     async def start(self) -> None:
@@ -96,30 +94,45 @@ class MicroBatcher:
                 await self._task
         self._executor.shutdown(wait=True)
 
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Lets the batch grow while requests keep arriving, up to max_batch rows or max_wait.
+
+        Waiting a fixed time would tax a lone client by the whole wait; instead
+        the batch is sent once no request has arrived for IDLE_GAP_S, so a
+        single caller pays a fraction of a millisecond and a crowd fills the batch.
+        """
+        start = last_arrival = loop.time()
+        count = len(self._pending)
+        while len(self._pending) < self._max_batch:
+            await asyncio.sleep(0)
+            now = loop.time()
+            if len(self._pending) != count:
+                count, last_arrival = len(self._pending), now
+            elif now - last_arrival >= IDLE_GAP_S or now - start >= self._max_wait_s:
+                return
+            if now - start >= self._max_wait_s:
+                return
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._arrived.wait()
-            if self._max_wait_s > 0 and len(self._pending) < self._max_batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._max_wait_s)
+            await self._gather(loop)
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
             if not self._pending:
                 self._arrived.clear()
-            if len(self._pending) < self._max_batch:
-                self._full.clear()
             # A request whose deadline passed (or whose client left) was cancelled: don't score it.
             live = [item for item in batch if not item.future.done()]
             for model in {id(item.model): item.model for item in live}.values():
                 group = [item for item in live if item.model is model]
                 rows = np.stack([item.row for item in group])
                 try:
-                    scores = await loop.run_in_executor(self._executor, run_model, model, rows, self._metrics)
+                    scored = await loop.run_in_executor(self._executor, run_model, model, rows, self._metrics)
                 except Exception as exc:  # handed to each waiting request; the servicer maps it to a status
                     for item in group:
                         if not item.future.done():
                             item.future.set_exception(exc)
                     continue
-                for i, item in enumerate(group):
+                for item, outcome in zip(group, scored, strict=True):
                     if not item.future.done():
-                        item.future.set_result((scores, i))
+                        item.future.set_result(outcome)

@@ -24,8 +24,8 @@ class BatchConfig:
     enabled: bool = True
     # Rows per model call; at 512 rows a call still costs about as much as 1 row.
     max_batch: int = 256
-    # Longest a request waits for company before its batch is sent.
-    max_wait_ms: float = 0.0
+    # Upper bound on how long a batch waits for company; it leaves earlier once arrivals pause.
+    max_wait_ms: float = 2.0
 
 
 @dataclass(frozen=True)

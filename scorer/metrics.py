@@ -77,6 +77,8 @@ class ScorerMetrics:
             "fraudscore_model_reload_failures", "model versions refused (load or smoke score failed)", registry=r
         )
         self.reloads = Counter("fraudscore_model_reloads", "model versions swapped in", registry=r)
+        self._request_children: dict[tuple[str, Any], Counter] = {}
+        self._latency_children: dict[str, Histogram] = {}
 
     def serve_http(self, port: int, host: str = "127.0.0.1") -> tuple[int, Callable[[], None]]:
         """Starts the /metrics HTTP endpoint (port 0: a free one); returns its port and a stop function."""
@@ -104,9 +106,17 @@ class ScorerMetrics:
         code = context.code()
         if code is None:
             code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
-        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        self.requests.labels(method=method, code=name).inc()
-        self.latency.labels(method=method).observe(time.perf_counter() - start)
+        # labels() costs a few µs a call; the per-(method, code) children are cached.
+        key = (method, code)
+        counter = self._request_children.get(key)
+        if counter is None:
+            name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            counter = self._request_children[key] = self.requests.labels(method=method, code=name)
+        latency = self._latency_children.get(method)
+        if latency is None:
+            latency = self._latency_children[method] = self.latency.labels(method=method)
+        counter.inc()
+        latency.observe(time.perf_counter() - start)
 
     def unary(self, method: str, call: Callable[[Any, Any], Awaitable[T]]) -> Callable[[Any, Any], Awaitable[T]]:
         """Wraps a unary handler: counts it by final status code and times it."""

@@ -23,7 +23,7 @@ from fraudscore.v1.transaction_pb2 import Transaction
 from scorer.batcher import RowScorer, run_model
 from scorer.metrics import ScorerMetrics
 from scorer.registry import ModelRegistry, UnknownVersion
-from scorer.responses import batch_response, response_for
+from scorer.responses import batch_response, fill
 
 
 class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
@@ -55,10 +55,10 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
         except schema.InvalidTransaction as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"transaction.{exc.field}: {exc.reason}")
         try:
-            scores, i = await self._scorer.score_row(model, row)
+            outcome = await self._scorer.score_row(model, row)
         except Exception as exc:  # TF raises many types; the caller gets INTERNAL with the reason
             await _abort(context, grpc.StatusCode.INTERNAL, f"model version {model.version} failed: {exc}")
-        return response_for(request.transaction.transaction_id, model, scores, i)
+        return fill(pb.ScoreResponse(), request.transaction.transaction_id, model, outcome)
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         return await self._score_one(request, context)
@@ -80,15 +80,15 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
         model = await self._model(request.model_version, context)
         txs = request.transactions
         errors = {i: error for i, tx in enumerate(txs) if (error := _row_error(i, tx)) is not None}
-        scores = None
+        scored = []
         if len(errors) < n:
             good = [tx for i, tx in enumerate(txs) if i not in errors] if errors else list(txs)
             try:
                 rows = schema.feature_matrix(good, model.features)
-                scores = await asyncio.to_thread(run_model, model, rows, self._metrics)
+                scored = await asyncio.to_thread(run_model, model, rows, self._metrics)
             except Exception as exc:  # as in _score_one
                 await _abort(context, grpc.StatusCode.INTERNAL, f"model version {model.version} failed: {exc}")
-        return batch_response(txs, errors, model, scores)
+        return batch_response(txs, errors, model, scored)
 
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
         model = await self._model(0, context)
