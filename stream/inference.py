@@ -5,15 +5,23 @@ takes one named ``[None]`` tensor per raw feature, so :class:`FraudModelHandler`
 wraps ``fraudscore.model`` (which owns loading, the feature list from the card
 and the threshold) and builds those inputs from batches of Transactions.
 
-Model updates without a restart go through RunInference's model-metadata side
-input. :class:`WatchModelVersions` is a small PeriodicImpulse watcher instead
-of ``WatchFilePattern``: WatchFilePattern picks the newest ``saved_model.pb`` by
-modification time, so it would also pick a version the trainer is still
-writing in a temp directory, and a re-trained version whose file times are
-older than the job's start would be ignored. The watcher asks for the newest
-*complete* version (``fraudscore.model.list_versions``' rule: an integer
-directory with both ``saved_model.pb`` and the model card) and emits it only
-when the version number grows.
+Model updates without a restart, two ways (``--model-refresh``):
+
+- ``poll`` (default, every runner): the handler checks the model base at most
+  every ``refresh_s`` seconds, from inside ``run_inference``, for a newer
+  *complete* version (``fraudscore.model.list_versions``' rule: an integer
+  directory with both ``saved_model.pb`` and the model card), loads it and
+  swaps it in; a version that fails to load is logged and skipped.
+- ``side-input``: RunInference's model-metadata side input, fed by
+  :class:`WatchModelVersions`, a small PeriodicImpulse watcher emitting the
+  newest complete version when its number grows. Not ``WatchFilePattern``: it
+  picks the newest ``saved_model.pb`` by modification time, so it would pick a
+  version the trainer is still writing in a temp directory. For Dataflow; the
+  Python DirectRunner cannot run it in streaming: PeriodicImpulse's splittable
+  DoFn fails the runner's override check next to ReadFromPubSub ("not replaced
+  as expected"), and its streaming side inputs block the main input until the
+  side input's watermark passes the end of the global window, i.e. forever.
+  WatchFilePattern is built on the same PeriodicImpulse and fails the same way.
 
 Model bases may be local directories or any Beam filesystem (``gs://...`` on
 Dataflow): a remote version directory is copied to local disk before loading.
@@ -24,7 +32,8 @@ from __future__ import annotations
 import logging
 import posixpath
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +44,7 @@ from apache_beam.coders import StrUtf8Coder
 from apache_beam.ml.inference.base import ModelHandler, ModelMetadata, RunInference
 from apache_beam.transforms import trigger, userstate, window
 from apache_beam.transforms.periodicsequence import PeriodicImpulse
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from fraudscore import model as fmodel
@@ -108,6 +118,11 @@ def localize(version_uri: str) -> Path:
     return target
 
 
+def load_version(uri: str) -> fmodel.LoadedModel:
+    """Loads one version directory (local or on any Beam filesystem)."""
+    return fmodel.LoadedModel(localize(uri))
+
+
 def _feature_columns(names: Sequence[str]) -> list[int]:
     """For each model feature, its column in ``[V1..V28, amount]`` (found through schema.feature_value)."""
     probe = Transaction(v=[float(i) for i in range(schema.N_PCA)], amount=float(schema.N_PCA))
@@ -124,17 +139,23 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
         *,
         top_k: int = 3,
         max_batch_size: int = 512,
+        refresh_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(min_batch_size=1, max_batch_size=max_batch_size)
         self._model_base = model_base
         self._version_uri = version_uri
         self._top_k = top_k
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._last_check = clock()
+        self._swapped: fmodel.LoadedModel | None = None
 
     def load_model(self) -> fmodel.LoadedModel:
         uri = self._version_uri or latest_version_uri(self._model_base)
         if uri is None:
             raise fmodel.ModelError(f"no complete model version under {self._model_base}")
-        loaded = fmodel.LoadedModel(localize(uri))
+        loaded = load_version(uri)
         _LOG.info("scoring with model %s version %d (threshold %g)", loaded.card.name, loaded.version, loaded.threshold)
         metrics.model_loaded(loaded.card.name, loaded.version)
         return loaded
@@ -143,12 +164,31 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
         if model_path:
             self._version_uri = model_path
 
+    def _current(self, model: fmodel.LoadedModel) -> fmodel.LoadedModel:
+        """``model``, or a newer complete version found by polling (``refresh_s``)."""
+        in_use = self._swapped if self._swapped and self._swapped.version > model.version else model
+        if self._refresh_s is None or self._clock() - self._last_check < self._refresh_s:
+            return in_use
+        self._last_check = self._clock()
+        uri = latest_version_uri(self._model_base)
+        if uri is None or int(posixpath.basename(uri)) <= in_use.version:
+            return in_use
+        try:
+            self._swapped = load_version(uri)
+        except fmodel.ModelError as exc:  # keep scoring with the model we have
+            _LOG.error("new model version at %s not loaded: %s", uri, exc)
+            return in_use
+        _LOG.info("switched to model version %d (threshold %g)", self._swapped.version, self._swapped.threshold)
+        metrics.model_loaded(self._swapped.card.name, self._swapped.version)
+        return self._swapped
+
     def run_inference(
         self,
         batch: Sequence[Transaction],
         model: fmodel.LoadedModel,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[ScoredTransaction]:
+        model = self._current(model)
         columns = _feature_columns(model.features)
         raw = np.array([[*tx.v, tx.amount] for tx in batch], dtype=np.float32)
         scores = model.score(raw[:, columns])
@@ -238,9 +278,10 @@ def _failed_batch_to_dead_letters(failure: tuple[Sequence[Transaction], tuple[An
 class ScoreTransactions(beam.PTransform):
     """PCollection[Transaction] -> (PCollection[ScoredTransaction], PCollection[DeadLetter]).
 
-    With ``watch_interval_s`` set (streaming), the model follows the newest
-    complete version under the model base; without it (replay), the version
-    resolved when the pipeline is built is used throughout.
+    With ``refresh_s`` set (streaming), the model follows the newest complete
+    version under the model base, by polling in the handler or, with
+    ``side_input=True``, through RunInference's side input; without it
+    (replay), the version resolved when the pipeline is built is used throughout.
     """
 
     def __init__(
@@ -248,20 +289,25 @@ class ScoreTransactions(beam.PTransform):
         model_base: str,
         *,
         version_uri: str | None = None,
-        watch_interval_s: float | None = None,
+        refresh_s: float | None = None,
+        side_input: bool = False,
         max_batch_size: int = 512,
     ) -> None:
         super().__init__()
         self._model_base = model_base
         self._version_uri = version_uri
-        self._watch_interval_s = watch_interval_s
+        self._refresh_s = refresh_s
+        self._side_input = side_input
         self._max_batch_size = max_batch_size
 
     def expand(self, transactions: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
-        handler = FraudModelHandler(self._model_base, self._version_uri, max_batch_size=self._max_batch_size)
+        poll = None if self._side_input else self._refresh_s
+        handler = FraudModelHandler(
+            self._model_base, self._version_uri, max_batch_size=self._max_batch_size, refresh_s=poll
+        )
         side: Any = None
-        if self._watch_interval_s is not None:
-            side = transactions.pipeline | "WatchModel" >> WatchModelVersions(self._model_base, self._watch_interval_s)
+        if self._side_input and self._refresh_s is not None:
+            side = transactions.pipeline | "WatchModel" >> WatchModelVersions(self._model_base, self._refresh_s)
         scored, failed = (
             transactions
             | "RunInference"
@@ -270,4 +316,7 @@ class ScoreTransactions(beam.PTransform):
             ).with_exception_handling()
         )
         dead = failed.failed_inferences | "FailedToDeadLetters" >> beam.FlatMap(_failed_batch_to_dead_letters)
-        return scored, dead
+        # BatchElements emits each batch at the end of the global window, so outputs lose their
+        # event time: stamp each scored transaction with its own again for the card windows.
+        restamped = scored | "EventTime" >> beam.Map(lambda s: TimestampedValue(s, s.event_time))
+        return restamped, dead

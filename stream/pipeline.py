@@ -49,7 +49,8 @@ class StreamConfig:
     rules: RuleConfig = field(default_factory=RuleConfig)
     replay: str | None = None  # file pattern; None = read the transactions subscription
     epoch: datetime = schema.DEFAULT_EPOCH  # Time 0 of replayed CSVs
-    model_watch_s: float = 10.0
+    model_refresh_s: float = 10.0
+    model_refresh: str = "poll"  # or "side-input" (runners other than the Python DirectRunner)
     max_batch_size: int = 512
     id_label: str | None = None  # Pub/Sub de-duplication attribute, where the runner supports it
 
@@ -81,6 +82,13 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--velocity-min-count", type=int, default=r.velocity_min_count, help="CARD_VELOCITY rule")
     parser.add_argument("--dedupe-ttl", type=int, default=r.dedupe_ttl_s, help="seconds a case id is remembered")
     parser.add_argument("--model-watch", type=float, default=10.0, help="seconds between checks for a new model")
+    parser.add_argument(
+        "--model-refresh",
+        choices=("poll", "side-input"),
+        default="poll",
+        help="how a new model version is picked up: poll in the model handler (any runner) or RunInference's "
+        "model side input (Dataflow; the Python DirectRunner cannot run it)",
+    )
     parser.add_argument("--max-batch-size", type=int, default=512, help="RunInference batch size limit")
     parser.add_argument(
         "--id-label", default=None, help="Pub/Sub attribute to de-duplicate on (Dataflow only; e.g. transaction_id)"
@@ -108,7 +116,8 @@ def config_from_args(args: argparse.Namespace) -> StreamConfig:
         ),
         replay=args.replay,
         epoch=datetime.fromisoformat(args.epoch),
-        model_watch_s=args.model_watch,
+        model_refresh_s=args.model_watch,
+        model_refresh=args.model_refresh,
         max_batch_size=args.max_batch_size,
         id_label=args.id_label,
     )
@@ -165,7 +174,10 @@ def build(pipeline: beam.Pipeline, config: StreamConfig) -> None:
         messages = pipeline | "ReadTransactions" >> ReadTransactions(subscription, config.id_label)
         parsed = messages | "ParseTransactions" >> ParseTransactions()
         score = ScoreTransactions(
-            config.model_base, watch_interval_s=config.model_watch_s, max_batch_size=config.max_batch_size
+            config.model_base,
+            refresh_s=config.model_refresh_s,
+            side_input=config.model_refresh == "side-input",
+            max_batch_size=config.max_batch_size,
         )
     scored, score_dead = parsed.transactions | "ScoreTransactions" >> score
     cases = scored | "FlagCases" >> FlagCases(config.windows, config.rules, streaming=not config.replay)

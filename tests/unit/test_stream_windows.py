@@ -1,0 +1,150 @@
+"""Card windows, flag rules and case de-duplication under TestStream (event time, early and late data)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.test_stream import TestStream as BeamTestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+
+from stream.case import CARD_BURST, CARD_VELOCITY, TX_ANOMALY
+from stream.inference import ScoredTransaction
+from stream.rules import FlagCases, RuleConfig, window_cases
+from stream.windows import CardWindows, WindowConfig, summarize
+
+WINDOWS = WindowConfig(size_s=600, period_s=60, early_fire_s=1, allowed_lateness_s=120)
+RULES = RuleConfig(burst_min_anomalies=2, velocity_min_count=3, dedupe_ttl_s=3600)
+T0 = 1_800_000_000  # a multiple of 600 s: window boundaries are easy to reason about
+
+
+def scored(tx_id: str, card: str, t: float, anomaly: bool = False, error: float | None = None) -> ScoredTransaction:
+    return ScoredTransaction(
+        transaction_id=tx_id,
+        card_id=card,
+        merchant_id="m",
+        event_time=float(T0 + t),
+        amount=10.0,
+        reconstruction_error=error if error is not None else (0.9 if anomaly else 0.01),
+        is_anomaly=anomaly,
+        top_features=(("V14", 0.5),),
+        out_of_range=0,
+        model_name="test",
+        model_version=1,
+        threshold=0.5,
+    )
+
+
+def stamped(items: Iterable[ScoredTransaction]) -> list[TimestampedValue]:
+    return [TimestampedValue(s, s.event_time) for s in items]
+
+
+def streaming_pipeline() -> BeamTestPipeline:
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    return BeamTestPipeline(options=options)
+
+
+def case_keys(cases: beam.PCollection) -> beam.PCollection:
+    return cases | beam.Map(lambda c: (c.transaction_id, c.reasons))
+
+
+def test_summarize_counts_each_transaction_once() -> None:
+    a, b = scored("a", "c1", 1, anomaly=True, error=0.8), scored("b", "c1", 2, error=0.2)
+    w = summarize("c1", T0, T0 + 600, [a, b, a])
+    assert (w.count, w.anomalies, w.max_error) == (2, 1, 0.8)
+    assert w.mean_error == pytest.approx(0.5)
+    assert [m.transaction_id for m in w.members] == ["a", "b"]
+
+
+def test_card_rules_attach_to_the_non_anomalous_transactions() -> None:
+    txs = [scored("a", "c1", 1, anomaly=True), scored("b", "c1", 2, anomaly=True), scored("c", "c1", 3)]
+    cases = list(window_cases(summarize("c1", T0, T0 + 600, txs), RULES))
+    assert [(c.transaction_id, c.reasons) for c in cases] == [("c", (CARD_BURST, CARD_VELOCITY))]
+    assert cases[0].window_stats["anomalies"] == 2.0
+    quiet = summarize("c1", T0, T0 + 600, txs[2:])
+    assert list(window_cases(quiet, RULES)) == []
+
+
+def test_early_firing_before_the_window_closes() -> None:
+    stream = (
+        BeamTestStream()
+        .advance_watermark_to(T0)
+        .add_elements(stamped([scored("a", "c1", 10), scored("b", "c1", 20)]))
+        .advance_processing_time(5)
+        .advance_watermark_to(T0 + 30)
+        .advance_watermark_to_infinity()
+    )
+    with streaming_pipeline() as p:
+        windows = p | stream | CardWindows(WINDOWS)
+        # The window [T0, T0+600) holds both; its first firing is EARLY (watermark was at T0+30, far from its end).
+        first = windows | beam.Filter(lambda w: w.window_start == T0) | beam.Map(lambda w: (w.timing, w.count))
+        assert_that(first, equal_to([("EARLY", 2), ("ON_TIME", 2)]))
+
+
+def test_overlapping_windows_and_repeated_firings_make_one_case_per_transaction() -> None:
+    burst = [scored("v1", "c2", 100), scored("v2", "c2", 110), scored("v3", "c2", 120), scored("x", "c2", 130, True)]
+    stream = (
+        BeamTestStream()
+        .advance_watermark_to(T0)
+        .add_elements(stamped(burst[:2]))
+        .advance_processing_time(5)
+        .add_elements(stamped(burst[2:]))
+        .add_elements(stamped(burst[:1]))  # a redelivered message
+        .advance_processing_time(5)
+        .advance_watermark_to_infinity()
+    )
+    with streaming_pipeline() as p:
+        cases = p | stream | FlagCases(WINDOWS, RULES)
+        # Each transaction sits in 10 sliding windows with early and on-time firings: still one case each.
+        assert_that(
+            case_keys(cases),
+            equal_to(
+                [("v1", (CARD_VELOCITY,)), ("v2", (CARD_VELOCITY,)), ("v3", (CARD_VELOCITY,)), ("x", (TX_ANOMALY,))]
+            ),
+        )
+
+
+def test_late_data_within_allowed_lateness_still_counts() -> None:
+    stream = (
+        BeamTestStream()
+        .advance_watermark_to(T0)
+        .add_elements(stamped([scored("l1", "c3", 30), scored("l2", "c3", 40)]))
+        .advance_watermark_to(T0 + 700)  # [T0, T0+600) is past its end but within 120 s of lateness
+        .add_elements(stamped([scored("l3", "c3", 50)]))
+        .advance_watermark_to_infinity()
+    )
+    with streaming_pipeline() as p:
+        scored_txs = p | stream
+        cases = scored_txs | FlagCases(WINDOWS, RULES)
+        assert_that(
+            case_keys(cases),
+            equal_to([("l1", (CARD_VELOCITY,)), ("l2", (CARD_VELOCITY,)), ("l3", (CARD_VELOCITY,))]),
+            label="CasesFromLatePane",
+        )
+        late_panes = (
+            scored_txs
+            | "Windows" >> CardWindows(WINDOWS)
+            | beam.Filter(lambda w: w.timing == "LATE")
+            | beam.Map(lambda w: (w.window_start - T0, w.count))
+        )
+        assert_that(late_panes, equal_to([(0.0, 3)]), label="OnlyTheOpenWindowTakesIt")
+
+
+def test_data_beyond_allowed_lateness_leaves_windows_but_is_still_a_tx_case() -> None:
+    stream = (
+        BeamTestStream()
+        .advance_watermark_to(T0)
+        .add_elements(stamped([scored("d1", "c4", 30), scored("d2", "c4", 40)]))
+        .advance_watermark_to(T0 + 800)  # every window holding T0+50 is closed for good (600 + 120 < 800)
+        .add_elements(stamped([scored("d3", "c4", 50, anomaly=True)]))
+        .advance_watermark_to_infinity()
+    )
+    with streaming_pipeline() as p:
+        cases = p | stream | FlagCases(WINDOWS, RULES)
+        # d3 would make a velocity window of 3; dropped from the windows, it only counts on its own.
+        assert_that(case_keys(cases), equal_to([("d3", (TX_ANOMALY,))]))
