@@ -50,14 +50,19 @@ def offline(server: ServerThread) -> model_lib.LoadedModel:
 
 
 def test_score_matches_offline_score(stub, txs, offline) -> None:
+    from trainer.evaluate import offline_errors
+
     rows = np.array([schema.feature_row(tx, offline.features) for tx in txs], np.float32)
     expected = offline.score(rows)
+    # The trainer's own offline scoring (Keras model + tf.Transform outside the SavedModel) agrees too.
+    trainer_errors = offline_errors(rows, offline.path)
     for i, tx in enumerate(txs[:10]):
         r = stub.Score(pb.ScoreRequest(transaction=tx), timeout=10)
         assert r.transaction_id == tx.transaction_id
         assert r.model_version == offline.version
         assert r.threshold == pytest.approx(offline.threshold)
         assert r.reconstruction_error == pytest.approx(float(expected.reconstruction_error[i]), rel=1e-5, abs=1e-9)
+        assert r.reconstruction_error == pytest.approx(float(trainer_errors[i]), rel=1e-4, abs=1e-7)
         assert r.is_anomaly == bool(expected.is_anomaly[i])
         assert r.out_of_range_features == int(expected.out_of_range_count[i])
         want = model_lib.top_contributions(expected.feature_errors[i], offline.features, 3)
@@ -133,6 +138,8 @@ def _modified(tx: Transaction, **changes) -> Transaction:
         ({"amount": -3.0}, "transaction.amount: negative"),
         ({"clear": "transaction_id"}, "transaction.transaction_id: missing"),
         ({"clear": "event_time"}, "transaction.event_time: missing"),
+        ({"clear": "amount"}, "transaction.amount: missing"),
+        ({"clear": "card_id"}, "transaction.card_id: missing"),
     ],
 )
 def test_bad_transaction_is_invalid_argument_naming_the_field(stub, txs, changes, field) -> None:

@@ -17,7 +17,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
-from scorer.config import BatchConfig
 from tests.integration.scorer_support import (
     NOT_SERVING,
     SERVING,
@@ -130,19 +129,18 @@ def test_hot_reload_under_load_has_no_failed_requests_and_refuses_a_broken_versi
         server.close()
 
 
-def test_expired_deadline_is_not_scored(base: Path, tx) -> None:
-    server = ServerThread(config(base, batch=BatchConfig(max_batch=1000, max_wait_ms=1500)))
+def test_deadline_is_honoured_and_the_server_keeps_serving(base: Path, tx) -> None:
+    server = ServerThread(config(base))
     try:
         server.wait_serving()
         with grpc.insecure_channel(server.target) as channel:
             stub = scorer_pb2_grpc.FraudScorerStub(channel)
+            big = pb.ScoreBatchRequest(transactions=[tx] * 10_000)
             with pytest.raises(grpc.RpcError) as caught:
-                stub.Score(pb.ScoreRequest(transaction=tx), timeout=0.3)
+                stub.ScoreBatch(big, timeout=0.005)
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            time.sleep(1.6)
-            # The batcher dropped the abandoned row instead of spending a model call on it.
-            assert server.running.metrics.batch_size._sum.get() == 0
             assert stub.Score(pb.ScoreRequest(transaction=tx), timeout=5).model_version == 1
+            assert len(stub.ScoreBatch(big, timeout=30).results) == 10_000
     finally:
         server.close()
 
@@ -151,7 +149,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(base: Path, tmp_path: 
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "fraudscore.cli", "serve", "--model-base", str(base), "--port", "0",
-         "--metrics-port", "-1", "--max-batch", "1000", "--max-wait-ms", "800", "--grace", "10"],
+         "--metrics-port", "-1", "--grace", "20"],
         stdout=subprocess.PIPE, stderr=log, text=True,
     )  # fmt: skip
     try:
@@ -163,11 +161,13 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(base: Path, tmp_path: 
             health = health_pb2_grpc.HealthStub(channel)
             wait_for(lambda: health.Check(health_pb2.HealthCheckRequest()).status == SERVING, 60, "never SERVING")
             stub = scorer_pb2_grpc.FraudScorerStub(channel)
-            # Held in the batcher for up to 800 ms: still in flight when SIGTERM arrives.
-            calls = [stub.Score.future(pb.ScoreRequest(transaction=tx), timeout=20) for _ in range(8)]
-            time.sleep(0.3)
+            # Big batches take a while to score and answer: they are still in flight when SIGTERM arrives.
+            big = pb.ScoreBatchRequest(transactions=[tx] * 10_000)
+            calls = [stub.ScoreBatch.future(big, timeout=60) for _ in range(3)]
+            time.sleep(0.05)
+            assert not any(call.done() for call in calls)
             proc.send_signal(signal.SIGTERM)
-            assert all(call.result().transaction_id == tx.transaction_id for call in calls)
+            assert all(call.result().scored == 10_000 for call in calls)
         assert proc.wait(timeout=30) == 0
         assert "draining" in (tmp_path / "serve.log").read_text()
     finally:

@@ -189,24 +189,6 @@ def resource_flags(res: Resources) -> list[str]:
 # --- fixtures -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained_model_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """TEMPORARY until tests/conftest.py provides the trained model: a contract-compliant fake,
-    its threshold at the 97th percentile of generated normals' errors."""
-    from tests.unit.scorer.fake_model import build_fake_model
-
-    base = tmp_path_factory.mktemp("fake") / "fake"
-    base.mkdir()
-    build_fake_model(base, 1)
-    loaded = fmodel.load(base)
-    frame = generate_frame(3000, fraud_rate=0.0, seed=5)
-    errors = loaded.score(frame[list(loaded.features)].to_numpy()).reconstruction_error
-    final = tmp_path_factory.mktemp("fake2") / "fake"
-    final.mkdir()
-    build_fake_model(final, 1, threshold=float(np.quantile(errors, 0.97)))
-    return final
-
-
 @pytest.fixture
 def model_base(tmp_path: Path, trained_model_base: Path) -> Path:
     return copy_base(Path(trained_model_base), tmp_path / "models")
@@ -296,6 +278,10 @@ def test_stream_end_to_end(
     offline = v1.score(np.array([schema.feature_row(txs[i], v1.features) for i in ids])).reconstruction_error
     online = [by_case[i][0].reconstruction_error for i in ids]
     np.testing.assert_allclose(online, offline, rtol=1e-5, atol=1e-7)
+    from trainer.evaluate import offline_errors  # the trainer's own evaluation path
+
+    rows = np.array([schema.feature_row(txs[i], v1.features) for i in ids])
+    np.testing.assert_allclose(online, offline_errors(rows, model_base / str(v1.version)), rtol=1e-4, atol=1e-6)
     assert {c.model_version for v in by_case.values() for c in v} == {v1.version}
 
     # Dead letters: original payloads with field and reason; good messages around them were scored.

@@ -168,7 +168,8 @@ def test_report_compares_with_baselines_and_says_who_wins(train_result: TrainRes
 
 def test_tensorboard_logs_one_directory_per_run(train_result: TrainResult) -> None:
     tb = Path(train_result.card["training"]["tensorboard_dir"])
-    assert tb.parent == train_result.version_dir.parent / "runs"
+    base = train_result.version_dir.parent
+    assert tb.parent == base.parent.parent / "runs" / base.name
     events = list(tb.glob("*/events.out.tfevents.*"))
     assert {e.parent.name for e in events} == {"train", "validation"}
     assert all(e.stat().st_size > 0 for e in events)
