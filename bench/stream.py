@@ -1,0 +1,300 @@
+"""Stream job benchmark: replay cost per element, DirectRunner streaming ceiling, alert latency.
+
+    .venv/bin/python -m bench.stream --model-base models/creditcard [--rows 20000] [--backlog 2000]
+
+Everything runs against the local emulators started here, with baselines measured in the same run:
+
+- replay: the bounded pipeline (parse + score + windows + rules + Bigtable writes + alerts) over
+  generated CSVs of two sizes; tx/s from the difference (start-up and model load cancel out), and tx
+  per CPU-second of this process (the FnApiRunner runs the DoFns here); next to LoadedModel.score's
+  in-process rows/s at the handler's batch size;
+- streaming: time for ``fraudscore stream`` (DirectRunner) to take a backlog off the subscription,
+  next to a bare ReadFromPubSub -> count pipeline on the same kind of backlog;
+- latency: event time -> alert received, for TX_ANOMALY cases, publishing ~100 tx/s.
+
+Results go to bench/results/stream.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "stream.json"
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def model_rows_per_s(model_base: Path, batch: int = 512, seconds: float = 3.0) -> float:
+    from fraudscore import model as fmodel
+    from fraudscore.generate import generate_frame
+
+    loaded = fmodel.load(model_base)
+    rows = generate_frame(batch, seed=3)[list(loaded.features)].to_numpy(np.float32)
+    loaded.score(rows)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        loaded.score(rows)
+        n += batch
+    return n / (time.perf_counter() - start)
+
+
+def replay(model_base: Path, csv: Path, res: Any) -> tuple[float, float]:
+    """Wall seconds and CPU seconds of one bounded replay run."""
+    from stream.pipeline import StreamConfig, run_with
+
+    wall, cpu = time.perf_counter(), _cpu()
+    state = run_with(StreamConfig(model_base=str(model_base), resources=res, replay=str(csv))).wait_until_finish()
+    assert str(state).endswith("DONE"), state
+    return time.perf_counter() - wall, _cpu() - cpu
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _metric(port: int, name: str) -> float:
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return -1.0
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
+def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _transactions(n: int, seed: int, prefix: str) -> list[Any]:
+    from fraudscore import schema
+    from fraudscore.generate import generate_frame
+
+    frame = generate_frame(n, fraud_rate=0.05, seed=seed)
+    now = datetime.now(UTC)
+    txs = []
+    for i, row in enumerate(frame.to_dict("records")):
+        tx = schema.from_csv_row({k: str(v) for k, v in row.items()} | {"Time": "0"}, row_number=i, epoch=now)
+        tx.transaction_id = f"{prefix}-{i}"
+        txs.append(tx)
+    return txs
+
+
+def _publish(res: Any, txs: list[Any], rate: float | None = None) -> dict[str, float]:
+    """Publishes (stamping event_time = now when paced); returns transaction id -> event time."""
+    from google.cloud import pubsub_v1
+
+    from fraudscore import schema
+
+    client = pubsub_v1.PublisherClient()
+    topic = res.topic_path(res.transactions_topic)
+    sent: dict[str, float] = {}
+    futures = []
+    start = time.perf_counter()
+    for i, tx in enumerate(txs):
+        if rate:
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            tx.event_time.FromDatetime(datetime.now(UTC))
+        sent[tx.transaction_id] = tx.event_time.ToDatetime(tzinfo=UTC).timestamp()
+        futures.append(client.publish(topic, schema.to_json(tx), transaction_id=tx.transaction_id))
+    for f in futures:
+        f.result(timeout=60)
+    return sent
+
+
+def drain_time(argv: list[str], port: int, metric: str, res: Any, n: int, log: Path) -> float:
+    """Seconds for a job to count ``n`` messages of a backlog published once it is up."""
+    proc = _start(argv, log)
+    try:
+        deadline = time.monotonic() + 180
+        while _metric(port, metric) < 0:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.5)
+        # Warm-up message so model loading is not part of the measurement.
+        _publish(res, _transactions(1, 99, f"warm-{port}"))
+        while _metric(port, metric) < 1:
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        base = _metric(port, metric)
+        _publish(res, _transactions(n, 5, f"drain-{port}"))
+        start = time.perf_counter()
+        while _metric(port, metric) < base + n:
+            assert time.monotonic() < deadline + 600, log.read_text()[-2000:]
+            time.sleep(0.1)
+        return time.perf_counter() - start
+    finally:
+        _stop(proc)
+
+
+def bare_reader(subscription: str, port: int) -> None:
+    """ReadFromPubSub -> count, the DirectRunner's ceiling (run as ``--bare-reader``)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from prometheus_client import Counter, start_http_server
+
+    counted = Counter("bench_bare_messages_total", "messages read")
+    start_http_server(port)
+    options = PipelineOptions([f"--project={subscription.split('/')[1]}"])
+    options.view_as(StandardOptions).streaming = True
+    with beam.Pipeline(options=options) as p:
+        _ = p | beam.io.ReadFromPubSub(subscription=subscription) | beam.Map(lambda _: counted.inc())
+
+
+def latency(argv: list[str], port: int, res: Any, seconds: float, rate: float, log: Path) -> dict[str, float]:
+    """Event time -> alert received for TX_ANOMALY cases at ``rate`` tx/s."""
+    from google.cloud import pubsub_v1
+
+    proc = _start(argv, log)
+    sub = pubsub_v1.SubscriberClient()
+    path = res.subscription_path(res.alerts_subscription)
+    try:
+        deadline = time.monotonic() + 180
+        while _metric(port, "fraudscore_stream_transactions_total") < 0:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.5)
+        _publish(res, _transactions(1, 98, "warm"))
+        while _metric(port, "fraudscore_stream_transactions_total") < 1:
+            time.sleep(0.2)
+        import threading
+
+        received: dict[str, float] = {}
+
+        def on_alert(message: Any) -> None:
+            received.setdefault(message.attributes.get("case_id", ""), time.time())
+            message.ack()
+
+        future = sub.subscribe(path, on_alert)
+        sent: dict[str, float] = {}
+        sender = threading.Thread(
+            target=lambda: sent.update(_publish(res, _transactions(int(seconds * rate), 21, "lat"), rate))
+        )
+        sender.start()
+        sender.join()
+        time.sleep(10)
+        future.cancel()
+        alerts = [k for k in received if k in sent]
+        lags = np.array([received[k] - sent[k] for k in alerts])
+        return {
+            "alerts": float(len(lags)),
+            "p50_s": float(np.percentile(lags, 50)) if len(lags) else float("nan"),
+            "p99_s": float(np.percentile(lags, 99)) if len(lags) else float("nan"),
+            "max_s": float(lags.max()) if len(lags) else float("nan"),
+        }
+    finally:
+        _stop(proc)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-base", type=Path, required=False, help="model base with a trained version")
+    parser.add_argument("--rows", type=int, default=20_000, help="rows of the larger replay file")
+    parser.add_argument("--backlog", type=int, default=2_000, help="messages for the streaming drain runs")
+    parser.add_argument("--latency-seconds", type=float, default=20.0, help="duration of the 100 tx/s run")
+    parser.add_argument("--bare-reader", nargs=2, metavar=("SUBSCRIPTION", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_reader:
+        bare_reader(args.bare_reader[0], int(args.bare_reader[1]))
+        return 0
+    if args.model_base is None:
+        parser.error("--model-base is required")
+
+    from fraudscore.config import EmulatorConfig, Resources
+    from fraudscore.emulators import Emulators, create_resources, with_suffix
+    from fraudscore.generate import generate_frame, write_csv
+
+    work = ROOT / ".cache" / "bench-stream"
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "when": datetime.now(UTC).isoformat()}
+    emulators = Emulators(EmulatorConfig(pubsub_port=0, bigtable_port=0), project=Resources().project)
+    with emulators as em, em.exported_env():
+        results["model_rows_per_s_batch512"] = model_rows_per_s(args.model_base)
+        small, large = work / "small.csv", work / "large.csv"
+        write_csv(generate_frame(args.rows // 10, seed=8), small)
+        write_csv(generate_frame(args.rows, seed=9), large)
+        res = with_suffix(Resources(), "bench-replay")
+        create_resources(res)
+        t_small, c_small = replay(args.model_base, small, res)
+        t_large, c_large = replay(args.model_base, large, res)
+        n = args.rows - args.rows // 10
+        results["replay"] = {
+            "rows": [args.rows // 10, args.rows],
+            "wall_s": [t_small, t_large],
+            "cpu_s": [c_small, c_large],
+            "tx_per_s": n / (t_large - t_small),
+            "tx_per_cpu_s": n / (c_large - c_small),
+        }
+        results["replay"]["ratio_to_model"] = results["replay"]["tx_per_cpu_s"] / results["model_rows_per_s_batch512"]
+
+        def stream_argv(r: Resources, port: int) -> list[str]:
+            flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(r).items() if k != "project"]
+            return [sys.executable, "-m", "fraudscore.cli", "stream", f"--model-base={args.model_base}",
+                    *flags, f"--metrics-port={port}"]  # fmt: skip
+
+        bare_res = with_suffix(Resources(), "bench-bare")
+        create_resources(bare_res)
+        port = _free_port()
+        bare_argv = [sys.executable, "-m", "bench.stream", "--bare-reader",
+                     bare_res.subscription_path(bare_res.transactions_subscription), str(port)]  # fmt: skip
+        t_bare = drain_time(bare_argv, port, "bench_bare_messages_total", bare_res, args.backlog, work / "bare.log")
+        job_res = with_suffix(Resources(), "bench-job")
+        create_resources(job_res)
+        port = _free_port()
+        t_job = drain_time(
+            stream_argv(job_res, port), port, "fraudscore_stream_transactions_total", job_res, args.backlog,
+            work / "job.log",
+        )  # fmt: skip
+        results["streaming"] = {
+            "backlog": args.backlog,
+            "bare_read_count_msg_per_s": args.backlog / t_bare,
+            "stream_job_msg_per_s": args.backlog / t_job,
+            "ratio": t_bare / t_job,
+        }
+        lat_res = with_suffix(Resources(), "bench-latency")
+        create_resources(lat_res)
+        port = _free_port()
+        results["latency_tx_anomaly_100_per_s"] = latency(
+            stream_argv(lat_res, port), port, lat_res, args.latency_seconds, 100.0, work / "latency.log"
+        )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
