@@ -210,3 +210,18 @@ def test_metrics_page_counts_requests(server, stub, txs) -> None:
     for name in ("anomalies_total", "reloads_total"):
         assert f"fraudscore_scorer_{name}" in text or f"fraudscore_model_{name}" in text
     assert "fraudscore_out_of_range_features_total" in text and "fraudscore_model_reload_failures_total" in text
+
+
+def test_reflection_describes_the_service(server) -> None:
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    with grpc.insecure_channel(server.target) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = set(database.get_services())
+        assert {"fraudscore.v1.FraudScorer", "grpc.health.v1.Health"} <= services
+        service = DescriptorPool(database).FindServiceByName("fraudscore.v1.FraudScorer")
+        assert {m.name for m in service.methods} == {"Score", "ScoreBatch", "ScoreStream", "GetModelInfo"}
+        assert (
+            service.methods_by_name["Score"].input_type.fields_by_name["transaction"].message_type.name == "Transaction"
+        )
