@@ -161,18 +161,33 @@ def drain_time(argv: list[str], port: int, metric: str, res: Any, n: int, log: P
         _stop(proc)
 
 
+_BARE_COUNTER: Any = None
+
+
+def count_message(_: Any) -> None:
+    """Counts one message; a module-level function so Beam pickles it by reference (the counter stays live)."""
+    global _BARE_COUNTER
+    if _BARE_COUNTER is None:
+        from prometheus_client import Counter
+
+        _BARE_COUNTER = Counter("bench_bare_messages_total", "messages read")
+    _BARE_COUNTER.inc()
+
+
 def bare_reader(subscription: str, port: int) -> None:
     """ReadFromPubSub -> count, the DirectRunner's ceiling (run as ``--bare-reader``)."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-    from prometheus_client import Counter, start_http_server
+    from prometheus_client import start_http_server
 
-    counted = Counter("bench_bare_messages_total", "messages read")
+    from bench.stream import count_message as count  # importable, not __main__: pickled by reference
+
+    count(None)  # registers the series (value 1: the drain waits for base + n from here)
     start_http_server(port)
     options = PipelineOptions([f"--project={subscription.split('/')[1]}"])
     options.view_as(StandardOptions).streaming = True
     with beam.Pipeline(options=options) as p:
-        _ = p | beam.io.ReadFromPubSub(subscription=subscription) | beam.Map(lambda _: counted.inc())
+        _ = p | beam.io.ReadFromPubSub(subscription=subscription) | beam.Map(count)
 
 
 def latency(argv: list[str], port: int, res: Any, seconds: float, rate: float, log: Path) -> dict[str, float]:
