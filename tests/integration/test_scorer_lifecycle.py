@@ -8,7 +8,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -161,13 +163,21 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(base: Path, tmp_path: 
             health = health_pb2_grpc.HealthStub(channel)
             wait_for(lambda: health.Check(health_pb2.HealthCheckRequest()).status == SERVING, 60, "never SERVING")
             stub = scorer_pb2_grpc.FraudScorerStub(channel)
-            # Big batches take a while to score and answer: they are still in flight when SIGTERM arrives.
-            big = pb.ScoreBatchRequest(transactions=[tx] * 10_000)
-            calls = [stub.ScoreBatch.future(big, timeout=60) for _ in range(3)]
-            time.sleep(0.05)
-            assert not any(call.done() for call in calls)
+            signalled = threading.Event()
+
+            def requests() -> Iterator[pb.ScoreRequest]:
+                yield pb.ScoreRequest(transaction=tx)
+                assert signalled.wait(30)
+                time.sleep(0.3)  # the server is draining by now
+                for _ in range(5):
+                    yield pb.ScoreRequest(transaction=tx)
+
+            # A stream opened before SIGTERM is in flight: it must be served to its end.
+            replies = stub.ScoreStream(requests(), timeout=60)
+            assert next(replies).transaction_id == tx.transaction_id
             proc.send_signal(signal.SIGTERM)
-            assert all(call.result().scored == 10_000 for call in calls)
+            signalled.set()
+            assert [r.transaction_id for r in replies] == [tx.transaction_id] * 5
         assert proc.wait(timeout=30) == 0
         assert "draining" in (tmp_path / "serve.log").read_text()
     finally:
