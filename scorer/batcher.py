@@ -23,8 +23,8 @@ from fraudscore.model import LoadedModel
 from scorer.metrics import ScorerMetrics
 from scorer.responses import Outcome, outcomes
 
-# A batch stops waiting for company once no request has arrived for this long.
-IDLE_GAP_S = 0.0002
+# Once several requests wait, a batch leaves when none has arrived for this long.
+IDLE_GAP_S = 0.0005
 
 
 def run_model(model: LoadedModel, rows: np.ndarray, metrics: ScorerMetrics) -> list[Outcome]:
@@ -68,8 +68,11 @@ class _Item:
 
 
 class MicroBatcher:
-    def __init__(self, metrics: ScorerMetrics, *, max_batch: int, max_wait_s: float) -> None:
+    def __init__(
+        self, metrics: ScorerMetrics, *, max_batch: int, max_wait_s: float, idle_gap_s: float = IDLE_GAP_S
+    ) -> None:
         self._metrics = metrics
+        self._idle_gap_s = min(idle_gap_s, max_wait_s)
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._pending: list[_Item] = []
@@ -97,18 +100,19 @@ class MicroBatcher:
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
         """Lets the batch grow while requests keep arriving, up to max_batch rows or max_wait.
 
-        Waiting a fixed time would tax a lone client by the whole wait; instead
-        the batch is sent once no request has arrived for IDLE_GAP_S, so a
-        single caller pays a fraction of a millisecond and a crowd fills the batch.
+        Waiting a fixed time would tax a lone client by the whole wait. A lone
+        request leaves as soon as a loop turn brings no company; once several
+        have arrived, the batch waits until arrivals pause for ``idle_gap``,
+        so a crowd fills it and spends one model call on many requests.
         """
         start = last_arrival = loop.time()
         count = len(self._pending)
-        while len(self._pending) < self._max_batch:
+        while count < self._max_batch:
             await asyncio.sleep(0)
             now = loop.time()
             if len(self._pending) != count:
                 count, last_arrival = len(self._pending), now
-            elif now - last_arrival >= IDLE_GAP_S or now - start >= self._max_wait_s:
+            elif now - last_arrival >= (self._idle_gap_s if count > 1 else 0.0):
                 return
             if now - start >= self._max_wait_s:
                 return
