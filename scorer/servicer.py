@@ -1,16 +1,17 @@
 """The FraudScorer RPCs. Errors become gRPC status codes here and only here.
 
 Every rejection names the field to fix: ``transaction.v: expected 28 values``,
-``transactions[3].amount: ...`` (ScoreBatch reports bad rows in the response
-instead and still scores the good ones), ``model_version: version 7 is not
-loaded``. Parsing and validation rules come from fraudscore/schema.py; the
-feature list and threshold from the loaded model's card.
+``model_version: version 7 is not loaded``, ``transactions: empty batch``.
+ScoreBatch instead reports a bad row in its RowResult (index, field, reason)
+and still scores the good rows. ScoreStream answers in order and ends with
+INVALID_ARGUMENT at the first bad request. Validation rules come from
+fraudscore/schema.py; the feature list and threshold from the model's card.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import NoReturn
 
 import grpc
@@ -78,17 +79,12 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
         if n > self._max_rows:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"transactions: {n} rows, limit {self._max_rows}")
         model = await self._model(request.model_version, context)
-        txs = request.transactions
-        errors = {i: error for i, tx in enumerate(txs) if (error := _row_error(i, tx)) is not None}
-        scored = []
-        if len(errors) < n:
-            good = [tx for i, tx in enumerate(txs) if i not in errors] if errors else list(txs)
-            try:
-                rows = schema.feature_matrix(good, model.features)
-                scored = await asyncio.to_thread(run_model, model, rows, self._metrics)
-            except Exception as exc:  # as in _score_one
-                await _abort(context, grpc.StatusCode.INTERNAL, f"model version {model.version} failed: {exc}")
-        return batch_response(txs, errors, model, scored)
+        try:
+            # Thousands of rows of validation and message building: on a thread, like the model
+            # call, so the event loop keeps serving other calls meanwhile.
+            return await asyncio.to_thread(_score_batch, request.transactions, model, self._metrics)
+        except Exception as exc:  # as in _score_one
+            await _abort(context, grpc.StatusCode.INTERNAL, f"model version {model.version} failed: {exc}")
 
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
         model = await self._model(0, context)
@@ -105,6 +101,16 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
             ],
             loaded_versions=self._registry.loaded_versions,
         )
+
+
+def _score_batch(txs: Sequence[Transaction], model: LoadedModel, metrics: ScorerMetrics) -> pb.ScoreBatchResponse:
+    """Validates every row, scores the good ones in one model call, answers row by row."""
+    errors = {i: error for i, tx in enumerate(txs) if (error := _row_error(i, tx)) is not None}
+    scored = []
+    if len(errors) < len(txs):
+        good = [tx for i, tx in enumerate(txs) if i not in errors] if errors else list(txs)
+        scored = run_model(model, schema.feature_matrix(good, model.features), metrics)
+    return batch_response(txs, errors, model, scored)
 
 
 def _row_error(i: int, tx: Transaction) -> pb.RowError | None:

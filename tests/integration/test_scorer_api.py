@@ -225,3 +225,15 @@ def test_reflection_describes_the_service(server) -> None:
         assert (
             service.methods_by_name["Score"].input_type.fields_by_name["transaction"].message_type.name == "Transaction"
         )
+
+
+def test_score_stream_ends_at_a_bad_request_naming_the_field(stub, txs) -> None:
+    bad = _modified(txs[1], v=[0.0] * 5)
+    replies = stub.ScoreStream(
+        iter([pb.ScoreRequest(transaction=txs[0]), pb.ScoreRequest(transaction=bad)]), timeout=10
+    )
+    assert next(replies).transaction_id == txs[0].transaction_id
+    with pytest.raises(grpc.RpcError) as caught:
+        next(replies)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("transaction.v: expected 28 values")
