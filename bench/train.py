@@ -109,17 +109,41 @@ def print_train(r: dict[str, Any]) -> None:
     print("  seed book (57,108 validation rows, 246 frauds): 112 caught / 1 FP at 1.1; 124 / 22 FP at 0.8")
 
 
+WIDE = (24, 16, 8, 16, 24)
 VARIANTS: list[dict[str, Any]] = [
-    {"name": "seed 20-10-7 tanh lr1e-3 b256", "log": True},
-    {"name": "seed, Amount linear", "log": False},
-    {"name": "relu", "log": True, "activation": "relu"},
-    {"name": "tanh lr3e-3", "log": True, "learning_rate": 3e-3},
-    {"name": "tanh lr3e-3 b1024", "log": True, "learning_rate": 3e-3, "batch_size": 1024},
-    {"name": "wider 24-16-8 tanh lr3e-3", "log": True, "learning_rate": 3e-3, "hidden": (24, 16, 8, 16, 24)},
+    {"name": "seed 20-10-7 tanh lr1e-3 b256, log Amount", "log": True},
+    {"name": "seed 20-10-7 tanh lr1e-3 b256, linear Amount", "log": False},
+    {"name": "relu lr1e-3 b256, linear Amount", "log": False, "activation": "relu"},
+    {"name": "tanh lr3e-3 b256, linear Amount", "log": False, "learning_rate": 3e-3},
+    {
+        "name": "tanh lr3e-3 b1024 150ep, linear Amount",
+        "log": False,
+        "learning_rate": 3e-3,
+        "batch_size": 1024,
+        "epochs": 150,
+    },
+    {"name": "24-16-8 tanh lr3e-3 b256, log Amount", "log": True, "learning_rate": 3e-3, "hidden": WIDE},
+    {"name": "24-16-8 tanh lr3e-3 b256, linear Amount", "log": False, "learning_rate": 3e-3, "hidden": WIDE},
+    {
+        "name": "24-16-8 tanh lr3e-3 b1024 150ep, log Amount",
+        "log": True,
+        "learning_rate": 3e-3,
+        "batch_size": 1024,
+        "epochs": 150,
+        "hidden": WIDE,
+    },
+    {
+        "name": "24-16-8 tanh lr3e-3 b1024 150ep, linear Amount",
+        "log": False,
+        "learning_rate": 3e-3,
+        "batch_size": 1024,
+        "epochs": 150,
+        "hidden": WIDE,
+    },
 ]
 
 
-def compare(data: Path, names: list[str] | None) -> dict[str, Any]:
+def compare(data: Path, names: list[str] | None, train_seed: int) -> dict[str, Any]:
     """Fits each variant on one split; analysis once per Amount scaling."""
     import numpy as np
 
@@ -127,7 +151,7 @@ def compare(data: Path, names: list[str] | None) -> dict[str, Any]:
     from trainer import data as data_mod
     from trainer.config import TrainConfig
 
-    base = TrainConfig(data=data, verbose=False)
+    base = TrainConfig(data=data, verbose=False, seed=train_seed)
     loaded = data_mod.load_csv(data, base.features)
     parts = split.split(loaded.frame, True)
     y_val, y_test = split.labels(parts.validation, True), split.labels(parts.test, True)
@@ -146,7 +170,9 @@ def compare(data: Path, names: list[str] | None) -> dict[str, Any]:
         for v in VARIANTS:
             if names and v["name"] not in names:
                 continue
-            cfg = replace(base, **{k: v[k] for k in ("activation", "learning_rate", "batch_size", "hidden") if k in v})
+            cfg = replace(
+                base, **{k: v[k] for k in ("activation", "learning_rate", "batch_size", "hidden", "epochs") if k in v}
+            )
             x_train, x_val, x_test = arrays[v["log"]]
             autoencoder.set_determinism(cfg.seed)
             model = autoencoder.build(len(cfg.features), cfg.hidden, cfg.activation, cfg.learning_rate)
@@ -206,19 +232,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
     parser.add_argument("--compare", action="store_true", help="compare Amount scaling and model variants instead")
     parser.add_argument("--variant", action="append", help="with --compare: only these variant names")
+    parser.add_argument("--train-seed", type=int, default=42, help="with --compare: the training seed")
+    parser.add_argument("--output", default=None, help="result file name under bench/results/")
     parser.add_argument("train_args", nargs="*", help="extra flags for `fraudscore train` (after --)")
     args = parser.parse_args(argv)
     data = dataset(args.rows, args.seed)
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.compare:
-        result = compare(data, args.variant)
-        (RESULTS / "train_choices.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(f"-> {RESULTS / 'train_choices.json'}")
+        result = compare(data, args.variant, args.train_seed)
+        out = RESULTS / (args.output or "train_choices.json")
+        out.write_text(json.dumps({**result, "train_seed": args.train_seed}, indent=2) + "\n")
+        print(f"-> {out}")
         return 0
     result = bench_train(data, args.train_args)
-    (RESULTS / "train.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = RESULTS / (args.output or "train.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print_train(result)
-    print(f"\n-> {RESULTS / 'train.json'}")
+    print(f"\n-> {out}")
     return 0
 
 

@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from fraudscore import features
 from trainer.config import DEFAULT_HIDDEN, DEFAULT_LOG_FEATURES, ThresholdPolicy, TrainConfig, TrainError
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "auto = best-f1 with labels, budget:0.2 without (default)",
     )
     parser.add_argument(
-        "--no-log-amount", action="store_true", help="scale Amount linearly instead of signed log1p first"
+        "--amount-scale",
+        choices=("linear", "log"),
+        default="log" if DEFAULT_LOG_FEATURES else "linear",
+        help="min-max scale Amount as is (linear) or after a signed log1p (log); "
+        "default chosen by validation PR-AUC, see bench/results/train_choices.json",
     )
     parser.add_argument(
         "--min-pr-auc",
@@ -65,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--work-dir", default=None, help="scratch dir for the analysis (a gs:// URL for distributed runners)"
     )
+    parser.add_argument(
+        "--tensorboard-dir",
+        type=Path,
+        default=None,
+        help="TensorBoard logs, one subdirectory per run (default: runs/NAME beside the models directory)",
+    )
     parser.add_argument("--no-baselines", action="store_true", help="skip the Isolation Forest and PCA baselines")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
 
@@ -81,6 +92,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise TrainError(f"--hidden {args.hidden!r}: expected positive layer sizes")
     if args.epochs <= 0 or args.batch_size <= 0:
         raise TrainError("--epochs and --batch-size must be positive")
+    if args.min_pr_auc is not None and not 0.0 <= args.min_pr_auc <= 1.0:
+        raise TrainError(f"--min-pr-auc {args.min_pr_auc}: must be in [0, 1]")
     if not 0.0 <= args.max_bad_fraction <= 1.0:
         raise TrainError(f"--max-bad-fraction {args.max_bad_fraction}: must be in [0, 1]")
     return TrainConfig(
@@ -92,12 +105,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         hidden=hidden,
         patience=args.patience,
         seed=args.seed,
-        log_features=() if args.no_log_amount else DEFAULT_LOG_FEATURES,
+        log_features=(features.AMOUNT,) if args.amount_scale == "log" else (),
         threshold_policy=ThresholdPolicy.parse(args.threshold_policy),
         min_pr_auc=args.min_pr_auc,
         max_bad_fraction=args.max_bad_fraction,
         beam_args=tuple(beam_args),
         work_dir=args.work_dir,
+        tensorboard_dir=args.tensorboard_dir,
         baselines=not args.no_baselines,
         verbose=not args.quiet,
     )

@@ -118,7 +118,8 @@ class TrainConfig:
     # A distributed Beam runner needs a location its workers can read, so this may be a URL (gs://...).
     work_dir: str | None = None  # kept after the run when given
     keep_work_dir: bool = False
-    tensorboard_dir: Path | None = None  # default: <model base>/../runs/<name>/
+    # TensorBoard logs, one subdirectory per run; default <model base>/../../runs/<name>/ (models/x -> runs/x).
+    tensorboard_dir: Path | None = None
     baselines: bool = True
     plots: bool = True
     verbose: bool = True  # progress bars and per-stage lines

@@ -127,7 +127,7 @@ def run(config: TrainConfig) -> TrainResult:
         val_normal = x_val if y_val is None else x_val[y_val == 0]
 
         run_name = f"{started:%Y%m%d-%H%M%S}-seed{config.seed}"
-        tb_dir = (config.tensorboard_dir or config.model_base / "runs") / run_name
+        tb_dir = (config.tensorboard_dir or config.model_base.parent.parent / "runs" / config.name) / run_name
         with stage("fit", f"autoencoder on {len(x_train)} rows, validation normals {len(val_normal)}"):
             autoencoder.set_determinism(config.seed)
             model = autoencoder.build(len(config.features), config.hidden, config.activation, config.learning_rate)

@@ -1,0 +1,67 @@
+"""``fraudscore train`` flags become one TrainConfig; the quality gate's rule."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from trainer.cli import add_arguments, config_from_args
+from trainer.config import QualityGateError, ThresholdPolicy, TrainConfig, TrainError
+from trainer.pipeline import check_quality
+
+
+def parse(*argv: str) -> TrainConfig:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return config_from_args(parser.parse_args(["--data", "x.csv", *argv]))
+
+
+def test_defaults() -> None:
+    config = parse()
+    assert config.model_base == Path("models") / "creditcard"
+    assert config.threshold_policy == ThresholdPolicy("auto")
+    assert config.beam_args == () and config.min_pr_auc is None
+    assert config == TrainConfig(data=Path("x.csv"), verbose=True)
+
+
+def test_flags() -> None:
+    config = parse(
+        "--out", "m", "--name", "fraud", "--hidden", "16,8,16", "--threshold-policy", "precision:0.9",
+        "--amount-scale", "log", "--beam-runner", "DataflowRunner", "--beam-args", "--project=p --region='eu w1'",
+        "--min-pr-auc", "0.5", "--quiet",
+    )  # fmt: skip
+    assert config.model_base == Path("m") / "fraud" and config.name == "fraud"
+    assert config.hidden == (16, 8, 16)
+    assert config.threshold_policy == ThresholdPolicy("precision", 0.9)
+    assert config.log_features == ("Amount",)
+    assert config.beam_args == ("--runner=DataflowRunner", "--project=p", "--region=eu w1")
+    assert config.min_pr_auc == 0.5 and not config.verbose
+    assert parse("--amount-scale", "linear").log_features == ()
+    assert parse("--out", "m", "--model-base", "elsewhere/x").model_base == Path("elsewhere/x")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--hidden", "20,x"], "comma-separated integers"),
+        (["--hidden", "0"], "positive layer sizes"),
+        (["--epochs", "0"], "must be positive"),
+        (["--max-bad-fraction", "2"], "must be in"),
+        (["--min-pr-auc", "1.5"], "--min-pr-auc"),
+        (["--threshold-policy", "top:5"], "threshold policy"),
+    ],
+)
+def test_bad_flags_name_the_flag(argv: list[str], message: str) -> None:
+    with pytest.raises(TrainError, match=message):
+        parse(*argv)
+
+
+def test_quality_gate() -> None:
+    check_quality({"pr_auc": 0.8}, None)
+    check_quality({"pr_auc": 0.8}, 0.8)
+    with pytest.raises(QualityGateError, match=r"test PR-AUC 0.7999 is below the required 0.8"):
+        check_quality({"pr_auc": 0.7999}, 0.8)
+    with pytest.raises(QualityGateError, match="needs labels"):
+        check_quality({}, 0.1)
