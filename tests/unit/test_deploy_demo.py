@@ -71,7 +71,7 @@ def _python_child(tmp_path: Path, code: str, stop_signal: signal.Signals) -> Chi
 
 def test_child_stops_on_its_signal_and_logs_output(tmp_path: Path) -> None:
     code = (
-        "import time,sys\nprint('ready', flush=True)\ntry:\n time.sleep(60)\nexcept KeyboardInterrupt:\n print('bye')"
+        "import time,sys\ntry:\n print('ready', flush=True)\n time.sleep(60)\nexcept KeyboardInterrupt:\n print('bye')"
     )
     child = _python_child(tmp_path, code, signal.SIGINT)
     deadline = time.monotonic() + 20
