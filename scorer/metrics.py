@@ -15,12 +15,14 @@ import grpc
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from fraudscore.telemetry import RECONSTRUCTION_ERROR_BUCKETS
+
 T = TypeVar("T")
 
 # Latencies on loopback run from ~1 ms (c=1) to ~150 ms (c=64 on 2 cores).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
-ERROR_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+ERROR_BUCKETS = RECONSTRUCTION_ERROR_BUCKETS
 
 
 def observe_many(histogram: Histogram, values: np.ndarray) -> None:
