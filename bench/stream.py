@@ -103,7 +103,8 @@ def _transactions(n: int, seed: int, prefix: str) -> list[Any]:
     from fraudscore import schema
     from fraudscore.generate import generate_frame
 
-    frame = generate_frame(n, fraud_rate=0.05, seed=seed)
+    # A large card population: seconds of traffic hold about one transaction per card, as in production.
+    frame = generate_frame(n, fraud_rate=0.05, seed=seed, cards=max(n, 1))
     now = datetime.now(UTC)
     txs = []
     for i, row in enumerate(frame.to_dict("records")):

@@ -148,3 +148,21 @@ def test_data_beyond_allowed_lateness_leaves_windows_but_is_still_a_tx_case() ->
         cases = p | stream | FlagCases(WINDOWS, RULES)
         # d3 would make a velocity window of 3; dropped from the windows, it only counts on its own.
         assert_that(case_keys(cases), equal_to([("d3", (TX_ANOMALY,))]))
+
+
+def test_replay_windows_match_beams_sliding_windows() -> None:
+    from apache_beam.transforms.window import SlidingWindows, WindowFn
+
+    from stream.windows import sliding_windows
+
+    times = [0.0, 59.9, 60.0, 599.5, 600.0, 1234.5, 1801.0]
+    txs = [scored(f"t{i}", "c9", t) for i, t in enumerate(times)]
+    ours = {
+        (w.window_start, w.window_end, tuple(m.transaction_id for m in w.members))
+        for w in sliding_windows(("c9", txs), 600, 60)
+    }
+    beams: dict[tuple[float, float], list[str]] = {}
+    for s in txs:
+        for w in SlidingWindows(600, 60).assign(WindowFn.AssignContext(s.event_time)):
+            beams.setdefault((float(w.start), float(w.end)), []).append(s.transaction_id)
+    assert ours == {(start, end, tuple(ids)) for (start, end), ids in beams.items()}
