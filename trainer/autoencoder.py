@@ -1,7 +1,9 @@
 """The Keras dense autoencoder and its training loop.
 
-Shape as in the seed (F-20-10-7-10-20-F); inputs are min-max scaled to [0, 1],
-so the output layer is a sigmoid. The loss is the mean squared error, and a
+Shape in the seed's style (F-24-16-8-16-24-F by default; the seed's own
+F-20-10-7-10-20-F scored lower on validation, see ``trainer.config``); tanh
+hidden layers; inputs are min-max scaled to [0, 1], so the output layer is a
+sigmoid. The loss is the mean squared error, and a
 row's reconstruction error is exactly that: the mean over features of the
 squared error (``feature_errors`` keeps the per-feature terms). Training
 stops early on the validation normals' reconstruction loss and keeps the best

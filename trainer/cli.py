@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hidden",
         default=",".join(str(u) for u in DEFAULT_HIDDEN),
-        help="hidden layer sizes, comma separated (default: the seed's 20,10,7,10,20)",
+        help="hidden layer sizes, comma separated (default 24,16,8,16,24; the seed's was 20,10,7,10,20)",
     )
     parser.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed and data, same model")
