@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -129,6 +130,41 @@ def _feature_columns(names: Sequence[str]) -> list[int]:
     return [int(schema.feature_value(probe, name)) for name in names]
 
 
+class _VersionPoller:
+    """Per process and model base: the newest version seen by polling.
+
+    Process-wide because runners re-create DoFns (and their handler copies) per bundle: state kept on
+    the handler would reset and poll the model base on every batch.
+    """
+
+    def __init__(self, model_base: str) -> None:
+        self._model_base = model_base
+        self._lock = threading.Lock()
+        self._last_check = float("-inf")
+        self._swapped: fmodel.LoadedModel | None = None
+
+    def current(self, model: fmodel.LoadedModel, refresh_s: float, clock: Callable[[], float]) -> fmodel.LoadedModel:
+        with self._lock:
+            in_use = self._swapped if self._swapped and self._swapped.version > model.version else model
+            if clock() - self._last_check < refresh_s:
+                return in_use
+            self._last_check = clock()
+            uri = latest_version_uri(self._model_base)
+            if uri is None or int(posixpath.basename(uri)) <= in_use.version:
+                return in_use
+            try:
+                self._swapped = load_version(uri)
+            except fmodel.ModelError as exc:  # keep scoring with the model we have
+                _LOG.error("new model version at %s not loaded: %s", uri, exc)
+                return in_use
+            _LOG.info("switched to model version %d (threshold %g)", self._swapped.version, self._swapped.threshold)
+            metrics.model_loaded(self._swapped.card.name, self._swapped.version)
+            return self._swapped
+
+
+_POLLERS: dict[str, _VersionPoller] = {}
+
+
 class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.LoadedModel]):
     """Loads a fraudscore model version and scores batches of Transactions."""
 
@@ -148,8 +184,6 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
         self._top_k = top_k
         self._refresh_s = refresh_s
         self._clock = clock
-        self._last_check = clock()
-        self._swapped: fmodel.LoadedModel | None = None
 
     def load_model(self) -> fmodel.LoadedModel:
         uri = self._version_uri or latest_version_uri(self._model_base)
@@ -166,21 +200,11 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
 
     def _current(self, model: fmodel.LoadedModel) -> fmodel.LoadedModel:
         """``model``, or a newer complete version found by polling (``refresh_s``)."""
-        in_use = self._swapped if self._swapped and self._swapped.version > model.version else model
-        if self._refresh_s is None or self._clock() - self._last_check < self._refresh_s:
-            return in_use
-        self._last_check = self._clock()
-        uri = latest_version_uri(self._model_base)
-        if uri is None or int(posixpath.basename(uri)) <= in_use.version:
-            return in_use
-        try:
-            self._swapped = load_version(uri)
-        except fmodel.ModelError as exc:  # keep scoring with the model we have
-            _LOG.error("new model version at %s not loaded: %s", uri, exc)
-            return in_use
-        _LOG.info("switched to model version %d (threshold %g)", self._swapped.version, self._swapped.threshold)
-        metrics.model_loaded(self._swapped.card.name, self._swapped.version)
-        return self._swapped
+        if self._refresh_s is None:
+            return model
+        return _POLLERS.setdefault(self._model_base, _VersionPoller(self._model_base)).current(
+            model, self._refresh_s, self._clock
+        )
 
     def run_inference(
         self,
