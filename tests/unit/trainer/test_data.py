@@ -93,3 +93,17 @@ def test_not_a_file(tmp_path: Path) -> None:
     empty.write_text("")
     with pytest.raises(DataError, match="empty file"):
         load_csv(empty)
+
+
+def test_kaggle_quoting(tmp_path: Path) -> None:
+    # Kaggle's creditcard.csv quotes the header names and the Class values ("0").
+    df = frame(30)
+    path = tmp_path / "creditcard.csv"
+    lines = [",".join(f'"{c}"' for c in df.columns)]
+    for row in df.itertuples(index=False):
+        *values, label = row
+        lines.append(",".join(repr(float(v)) for v in values) + f',"{label}"')
+    path.write_text("\n".join(lines) + "\n")
+    loaded = load_csv(path)
+    assert loaded.bad_rows == 0 and len(loaded.frame) == 30
+    assert loaded.frame[features.LABEL].tolist() == df[features.LABEL].tolist()
