@@ -147,7 +147,7 @@ class DedupeCases(beam.PTransform):
         return (
             cases
             | "KeyByCaseId" >> beam.Map(lambda c: (c.case_id, c))
-            | "FirstPerCase" >> beam.ParDo(_DedupeFn(self._ttl_s))
+            | "FirstPerCase" >> beam.ParDo(_DedupeFn(self._ttl_s)).with_input_types(tuple[str, Any])
         )
 
 
