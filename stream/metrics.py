@@ -16,6 +16,8 @@ from __future__ import annotations
 from apache_beam.metrics import Metrics
 from prometheus_client import Counter, Gauge, Histogram
 
+from fraudscore.telemetry import RECONSTRUCTION_ERROR_BUCKETS
+
 NAMESPACE = "fraudscore"
 
 TRANSACTIONS = Counter(
@@ -31,7 +33,7 @@ DEAD_LETTERS = Counter(
 ERRORS = Histogram(
     "fraudscore_reconstruction_error",
     "Reconstruction error of scored transactions.",
-    buckets=(1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
+    buckets=RECONSTRUCTION_ERROR_BUCKETS,
 )
 EVENT_LAG = Histogram(
     "fraudscore_stream_event_lag_seconds",
