@@ -219,6 +219,45 @@ def feature_matrix(txs: Sequence[Transaction], names: Sequence[str]) -> np.ndarr
     return table[:, columns].astype(np.float32)
 
 
+def checked_feature_matrix(
+    txs: Sequence[Transaction], names: Sequence[str]
+) -> tuple[np.ndarray, dict[int, InvalidTransaction]]:
+    """``validate`` and ``feature_matrix`` of many transactions in one pass.
+
+    Returns the feature matrix of the valid rows (in request order) and, by
+    index, the error of each invalid one. The rules are checked in bulk (numpy
+    over all values, ~1 µs a row instead of ~3); only a row failing a check is
+    run through ``validate`` itself, so its error is exactly ``validate``'s.
+    """
+    columns = _feature_columns(tuple(names))
+    n = len(txs)
+    vs = [tx.v for tx in txs]
+    right_length = np.fromiter(map(len, vs), dtype=np.int64, count=n) == N_PCA
+    table = np.zeros((n, N_PCA + 1), dtype=np.float64)
+    if right_length.all():
+        values = itertools.chain.from_iterable(vs)
+        table[:, :N_PCA] = np.fromiter(values, dtype=np.float64, count=n * N_PCA).reshape(n, N_PCA)
+    else:
+        kept = np.flatnonzero(right_length)
+        values = itertools.chain.from_iterable(vs[i] for i in kept)
+        table[kept, :N_PCA] = np.fromiter(values, dtype=np.float64, count=len(kept) * N_PCA).reshape(-1, N_PCA)
+    amounts = table[:, N_PCA]
+    amounts[:] = [tx.amount for tx in txs]
+    present = [
+        bool(tx.transaction_id and tx.card_id and tx.HasField("event_time") and tx.HasField("amount")) for tx in txs
+    ]
+    with np.errstate(invalid="ignore"):
+        suspect = ~(right_length & np.asarray(present, dtype=bool) & np.isfinite(table).all(axis=1) & (amounts >= 0))
+    errors: dict[int, InvalidTransaction] = {}
+    for i in np.flatnonzero(suspect).tolist():
+        try:
+            validate(txs[i])
+        except InvalidTransaction as exc:
+            errors[i] = exc
+    good = table if not errors else np.delete(table, list(errors), axis=0)
+    return good[:, columns].astype(np.float32), errors
+
+
 @functools.lru_cache(maxsize=64)
 def _feature_columns(names: tuple[str, ...]) -> list[int]:
     """Each feature's column in the table ``[V1..V28, Amount]`` built by feature_matrix."""
