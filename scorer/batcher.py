@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fraudscore.model import LoadedModel
+from fraudscore.model import LoadedModel, Scores
 from scorer.metrics import ScorerMetrics
 from scorer.responses import Outcome, outcomes
 
@@ -27,14 +27,19 @@ from scorer.responses import Outcome, outcomes
 IDLE_GAP_S = 0.0005
 
 
-def run_model(model: LoadedModel, rows: np.ndarray, metrics: ScorerMetrics) -> list[Outcome]:
-    """One model call, counted and converted to per-row outcomes; runs on a worker thread."""
+def score_rows(model: LoadedModel, rows: np.ndarray, metrics: ScorerMetrics) -> Scores:
+    """One model call, counted in the metrics; runs on a worker thread."""
     scores = model.score(rows)
     metrics.batch_size.observe(len(rows))
     metrics.record_scores(
         scores.reconstruction_error, int(scores.is_anomaly.sum()), int(scores.out_of_range_count.sum())
     )
-    return outcomes(model, scores)
+    return scores
+
+
+def run_model(model: LoadedModel, rows: np.ndarray, metrics: ScorerMetrics) -> list[Outcome]:
+    """One model call, counted and converted to per-row outcomes; runs on a worker thread."""
+    return outcomes(model, score_rows(model, rows, metrics))
 
 
 class RowScorer(Protocol):

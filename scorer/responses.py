@@ -10,12 +10,14 @@ them equal).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+import functools
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from fraudscore.model import LoadedModel, Scores
+from fraudscore.schema import InvalidTransaction
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1.transaction_pb2 import Transaction
 
@@ -39,20 +41,33 @@ def top_k(feature_errors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, n
     return order, picked / np.where(totals > 0, totals, 1.0).astype(np.float64)[:, None], totals > 0
 
 
-def outcomes(model: LoadedModel, scores: Scores, k: int = TOP_K) -> list[Outcome]:
-    names = model.features
+def _columns(model: LoadedModel, scores: Scores, k: int) -> tuple[list[Any], ...]:
+    """Each per-row value of a model call as a Python list (one ``tolist`` per array, not per row)."""
     order, shares, has_error = top_k(scores.feature_errors, k)
+    return (
+        scores.reconstruction_error.tolist(),
+        scores.is_anomaly.tolist(),
+        scores.out_of_range_count.tolist(),
+        _names(model.features)[order].tolist(),
+        shares.tolist(),
+        has_error.tolist(),
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _names(features: tuple[str, ...]) -> np.ndarray:
+    """The feature names as an object array, so a whole top-k index array maps to names at once."""
+    return np.array(features, dtype=object)
+
+
+def _rows(model: LoadedModel, scores: Scores, k: int = TOP_K) -> Iterator[tuple[Any, ...]]:
+    return zip(*_columns(model, scores, k), strict=True)
+
+
+def outcomes(model: LoadedModel, scores: Scores, k: int = TOP_K) -> list[Outcome]:
     return [
-        Outcome(error, anomaly, oor, [(names[f], s) for f, s in zip(cols, row_shares, strict=True)] if has else [])
-        for error, anomaly, oor, cols, row_shares, has in zip(
-            scores.reconstruction_error.tolist(),
-            scores.is_anomaly.tolist(),
-            scores.out_of_range_count.tolist(),
-            order.tolist(),
-            shares.tolist(),
-            has_error.tolist(),
-            strict=True,
-        )
+        Outcome(error, anomaly, oor, list(zip(names, shares, strict=True)) if has else [])
+        for error, anomaly, oor, names, shares, has in _rows(model, scores, k)
     ]
 
 
@@ -69,15 +84,38 @@ def fill(response: pb.ScoreResponse, transaction_id: str, model: LoadedModel, ou
 
 
 def batch_response(
-    txs: Sequence[Transaction], errors: dict[int, pb.RowError], model: LoadedModel, scored: list[Outcome]
+    txs: Sequence[Transaction], errors: Mapping[int, InvalidTransaction], model: LoadedModel, scores: Scores | None
 ) -> pb.ScoreBatchResponse:
-    """One RowResult per request row, in order: the error of a bad row, the score of a good one."""
-    reply = pb.ScoreBatchResponse(scored=len(scored), failed=len(errors))
-    rows = iter(scored)
+    """One RowResult per request row, in order: the error of a bad row, the score of a good one.
+
+    ``scores`` holds the good rows in request order. A 1,000-row batch builds
+    4,000 messages, the largest cost of ScoreBatch: everything per row is
+    turned into Python lists in bulk first, and each message is filled by
+    plain attribute sets on one ``add()`` (kwargs constructors and CopyFrom
+    cost twice as much in upb).
+    """
+    reply = pb.ScoreBatchResponse(scored=len(txs) - len(errors), failed=len(errors))
+    add = reply.results.add
+    rows = _rows(model, scores) if scores is not None else iter(())
+    threshold, version = model.threshold, model.version
     for i, tx in enumerate(txs):
-        result = reply.results.add()
-        if i in errors:
-            result.error.CopyFrom(errors[i])
-        else:
-            fill(result.score, tx.transaction_id, model, next(rows))
+        if errors and i in errors:
+            exc = errors[i]
+            error = add().error
+            error.index, error.transaction_id, error.field, error.reason = i, tx.transaction_id, exc.field, exc.reason
+            continue
+        error_value, anomaly, out_of_range, top_names, top_shares, has_error = next(rows)
+        r = add().score
+        r.transaction_id = tx.transaction_id
+        r.reconstruction_error = error_value
+        r.threshold = threshold
+        if anomaly:  # false and 0 are proto3's defaults: setting them changes nothing
+            r.is_anomaly = True
+        if out_of_range:
+            r.out_of_range_features = out_of_range
+        r.model_version = version
+        if has_error:
+            top = r.top_features.add
+            for name, share in zip(top_names, top_shares, strict=True):
+                top(name=name, share=share)
     return reply

@@ -21,7 +21,7 @@ from fraudscore.model import LoadedModel
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
 from fraudscore.v1.transaction_pb2 import Transaction
-from scorer.batcher import RowScorer, run_model
+from scorer.batcher import RowScorer, score_rows
 from scorer.metrics import ScorerMetrics
 from scorer.registry import ModelRegistry, UnknownVersion
 from scorer.responses import batch_response, fill
@@ -105,21 +105,9 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
 
 def _score_batch(txs: Sequence[Transaction], model: LoadedModel, metrics: ScorerMetrics) -> pb.ScoreBatchResponse:
     """Validates every row, scores the good ones in one model call, answers row by row."""
-    errors = {i: error for i, tx in enumerate(txs) if (error := _row_error(i, tx)) is not None}
-    scored = []
-    if len(errors) < len(txs):
-        good = [tx for i, tx in enumerate(txs) if i not in errors] if errors else list(txs)
-        scored = run_model(model, schema.feature_matrix(good, model.features), metrics)
-    return batch_response(txs, errors, model, scored)
-
-
-def _row_error(i: int, tx: Transaction) -> pb.RowError | None:
-    """Why row ``i`` cannot be scored, or None."""
-    try:
-        schema.validate(tx)
-    except schema.InvalidTransaction as exc:
-        return pb.RowError(index=i, transaction_id=tx.transaction_id, field=exc.field, reason=exc.reason)
-    return None
+    rows, errors = schema.checked_feature_matrix(txs, model.features)
+    scores = score_rows(model, rows, metrics) if len(rows) else None
+    return batch_response(txs, errors, model, scores)
 
 
 async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:

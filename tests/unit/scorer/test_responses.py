@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from fraudscore import features, schema
 from fraudscore.model import Scores, top_contributions
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1.transaction_pb2 import Transaction
-from scorer.responses import batch_response, outcomes
+from scorer.responses import batch_response, fill, outcomes
 
 
 class Card:
@@ -43,9 +44,9 @@ def test_outcomes_match_top_contributions_row_by_row() -> None:
 def test_batch_response_keeps_request_order_and_reports_errors() -> None:
     model = Card(("V1", "V2"))
     txs = [Transaction(transaction_id=f"t{i}") for i in range(4)]
-    errors = {1: pb.RowError(index=1, transaction_id="t1", field="amount", reason="missing")}
-    fe = np.array([[0.1, 0.3], [0.0, 0.0], [0.5, 0.5]], np.float32)
-    reply = batch_response(txs, errors, model, outcomes(model, _scores(fe)))  # type: ignore[arg-type]
+    errors = {1: schema.InvalidTransaction("amount", "missing")}
+    fe = np.array([[0.1, 0.3], [0.0, 0.0], [0.5, 0.7]], np.float32)
+    reply = batch_response(txs, errors, model, _scores(fe))  # type: ignore[arg-type]
     assert (reply.scored, reply.failed) == (3, 1)
     assert [r.WhichOneof("result") for r in reply.results] == ["score", "error", "score", "score"]
     assert [reply.results[i].score.transaction_id for i in (0, 2, 3)] == ["t0", "t2", "t3"]
@@ -53,7 +54,26 @@ def test_batch_response_keeps_request_order_and_reports_errors() -> None:
     assert reply.results[0].score.top_features[0].share == pytest.approx(0.75)
     assert reply.results[2].score.top_features == []
     assert reply.results[3].score.model_version == 3 and reply.results[3].score.threshold == 0.5
-    assert reply.results[1].error.field == "amount"
+    assert reply.results[3].score.out_of_range_features == 2 and not reply.results[0].score.is_anomaly
+    assert reply.results[3].score.is_anomaly
+    assert reply.results[1].error == pb.RowError(index=1, transaction_id="t1", field="amount", reason="missing")
+
+
+def test_batch_response_equals_filling_each_score_from_its_outcome() -> None:
+    model = Card(features.MODEL_FEATURES)
+    fe = np.random.default_rng(3).random((30, 29), dtype=np.float32) ** 3
+    fe[5] = 0.0
+    txs = [Transaction(transaction_id=f"t{i}") for i in range(30)]
+    reply = batch_response(txs, {}, model, _scores(fe))  # type: ignore[arg-type]
+    want = [fill(pb.ScoreResponse(), f"t{i}", model, o) for i, o in enumerate(outcomes(model, _scores(fe)))]  # type: ignore[arg-type]
+    assert [r.score for r in reply.results] == want
+
+
+def test_batch_response_of_an_all_bad_batch() -> None:
+    errors = {0: schema.InvalidTransaction("v", "expected 28 values (V1..V28), got 0")}
+    reply = batch_response([Transaction(transaction_id="x")], errors, Card(("V1",)), None)  # type: ignore[arg-type]
+    assert (reply.scored, reply.failed) == (0, 1)
+    assert reply.results[0].error.field == "v" and reply.results[0].error.transaction_id == "x"
 
 
 def test_feature_matrix_equals_feature_row() -> None:
@@ -65,3 +85,64 @@ def test_feature_matrix_equals_feature_row() -> None:
     with pytest.raises(schema.InvalidTransaction) as caught:
         schema.feature_matrix(txs, ("V29",))
     assert caught.value.field == "V29"
+
+
+def _valid(i: int) -> Transaction:
+    tx = Transaction(transaction_id=f"t{i}", card_id="c", amount=float(i), v=[float(i + j) for j in range(28)])
+    tx.event_time.FromSeconds(1_700_000_000 + i)
+    return tx
+
+
+def _breakers() -> list[Callable[[Transaction], object]]:
+    """One way per validate() rule to break a transaction (and a row breaking two rules at once)."""
+    return [
+        lambda tx: tx.ClearField("amount"),
+        lambda tx: tx.v.append(1.0),
+        lambda tx: tx.v.__delitem__(5),
+        lambda tx: tx.ClearField("v"),
+        lambda tx: tx.v.__setitem__(4, float("nan")),
+        lambda tx: tx.v.__setitem__(27, float("-inf")),
+        lambda tx: setattr(tx, "amount", -1.0),
+        lambda tx: setattr(tx, "amount", float("inf")),
+        lambda tx: setattr(tx, "amount", float("nan")),
+        lambda tx: setattr(tx, "transaction_id", ""),
+        lambda tx: setattr(tx, "card_id", ""),
+        lambda tx: tx.ClearField("event_time"),
+        _nan_v1_and_negative_amount,
+    ]
+
+
+def _nan_v1_and_negative_amount(tx: Transaction) -> None:
+    tx.v[0] = float("nan")
+    tx.amount = -3.0
+
+
+def test_checked_feature_matrix_equals_validate_then_feature_matrix() -> None:
+    txs = [_valid(i) for i in range(40)]
+    for n, breaker in enumerate(_breakers()):
+        breaker(txs[3 * n + 1])
+    names = ("Amount", "V28", "V1", "V14")
+    rows, errors = schema.checked_feature_matrix(txs, names)
+    want_errors = {}
+    for i, tx in enumerate(txs):
+        try:
+            schema.validate(tx)
+        except schema.InvalidTransaction as exc:
+            want_errors[i] = (exc.field, exc.reason)
+    assert {i: (e.field, e.reason) for i, e in errors.items()} == want_errors
+    assert len(want_errors) == len(_breakers())
+    good = [tx for i, tx in enumerate(txs) if i not in want_errors]
+    assert np.array_equal(rows, schema.feature_matrix(good, names))
+    assert rows.dtype == np.float32
+
+
+def test_checked_feature_matrix_of_all_good_and_all_bad_rows() -> None:
+    txs = [_valid(i) for i in range(5)]
+    rows, errors = schema.checked_feature_matrix(txs, features.MODEL_FEATURES)
+    assert errors == {} and np.array_equal(rows, schema.feature_matrix(txs, features.MODEL_FEATURES))
+    rows, errors = schema.checked_feature_matrix([Transaction(), Transaction(transaction_id="a")], ("V1",))
+    assert rows.shape == (0, 1)
+    assert [(e.field, e.reason) for e in errors.values()] == [
+        ("transaction_id", "missing or empty"),
+        ("card_id", "missing or empty"),
+    ]
