@@ -13,6 +13,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
 
 from fraudscore.config import Resources
 from stream.case import Case
@@ -21,9 +22,17 @@ from stream.cases_store import DEFAULT_BUCKETS, CaseStore
 METRICS_NAMESPACE = "fraudscore"
 DEFAULT_BATCH_SIZE = 500
 
+# One CaseStore (Bigtable client) per process and table set, shared by every instance of the DoFn:
+# the DirectRunner re-creates DoFns per bundle, and a new Bigtable client per setup() cost a gRPC
+# channel each time. Shared makes it once per process (thread-safe) but keeps only weak references
+# (plus one to whatever was acquired last, process-wide), so the store is pinned here for the
+# process's lifetime: otherwise it could be collected between two bundles and re-made.
+_SHARED_STORE = shared.Shared()
+_PINNED: list[CaseStore] = []
+
 
 class _WriteCasesFn(beam.DoFn):  # type: ignore[misc]
-    """Buffers cases per bundle and writes them in batches; the client lives from setup() to teardown()."""
+    """Buffers cases per bundle and writes them in batches through one process-wide CaseStore."""
 
     def __init__(
         self,
@@ -49,8 +58,14 @@ class _WriteCasesFn(beam.DoFn):  # type: ignore[misc]
     def setup(self) -> None:
         if self._store_factory is not None:
             self._store = self._store_factory()
-        else:
-            self._store = CaseStore(self._project, self._instance, self._resources, buckets=self._buckets)
+            return
+        tag = f"{self._project}/{self._instance}/{self._resources!r}/{self._buckets}"
+        self._store = _SHARED_STORE.acquire(self._new_store, tag=tag)
+
+    def _new_store(self) -> CaseStore:
+        store = CaseStore(self._project, self._instance, self._resources, buckets=self._buckets)
+        _PINNED.append(store)
+        return store
 
     def start_bundle(self) -> None:
         self._batch = []
@@ -65,9 +80,10 @@ class _WriteCasesFn(beam.DoFn):  # type: ignore[misc]
         self._flush()
 
     def teardown(self) -> None:
-        if self._store is not None:
+        # A store from the factory belongs to this DoFn; the shared one lives as long as the process uses it.
+        if self._store is not None and self._store_factory is not None:
             self._store.close()
-            self._store = None
+        self._store = None
 
     def _flush(self) -> None:
         if not self._batch:

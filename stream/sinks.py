@@ -55,10 +55,15 @@ class _Box:
 def _new_publisher() -> _Box:
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
-    return _Box(pubsub_v1.PublisherClient())
+    box = _Box(pubsub_v1.PublisherClient())
+    _PINNED.append(box)
+    return box
 
 
 _SHARED_CLIENT = shared.Shared()
+# Shared holds weak references (and a strong one only to the last thing acquired, process-wide, which
+# the Bigtable store's acquire replaces): pinned so the client is not collected and re-made between bundles.
+_PINNED: list[_Box] = []
 
 
 class _PublishFn(beam.DoFn):
