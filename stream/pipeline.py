@@ -32,7 +32,7 @@ from fraudscore.config import DEFAULT_PROJECT, Resources
 from stream.cases_sink import WriteCases
 from stream.inference import ScoreTransactions, latest_version_uri
 from stream.parse import ParseCsvFiles, ParseTransactions, json_line_message
-from stream.rules import FlagCases, RuleConfig
+from stream.rules import AGGREGATIONS, FlagCases, RuleConfig
 from stream.sinks import PublishAlerts, PublishDeadLetters
 from stream.windows import WindowConfig
 
@@ -53,6 +53,7 @@ class StreamConfig:
     model_refresh: str = "poll"  # or "side-input" (runners other than the Python DirectRunner)
     max_batch_size: int = 512
     id_label: str | None = None  # Pub/Sub de-duplication attribute, where the runner supports it
+    card_aggregation: str = "state"  # streaming card windows: "state" (stateful DoFn) or "windows" (Beam)
 
 
 def add_app_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +90,13 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
         help="how a new model version is picked up: poll in the model handler (any runner) or RunInference's "
         "model side input (Dataflow; the Python DirectRunner cannot run it)",
     )
+    parser.add_argument(
+        "--card-aggregation",
+        choices=AGGREGATIONS,
+        default="state",
+        help="streaming card windows: one stateful DoFn and timer per card, cases at once (state, default) or "
+        "Beam sliding windows with early/on-time/late triggers and per-case de-duplication (windows)",
+    )
     parser.add_argument("--max-batch-size", type=int, default=512, help="RunInference batch size limit")
     parser.add_argument(
         "--id-label", default=None, help="Pub/Sub attribute to de-duplicate on (Dataflow only; e.g. transaction_id)"
@@ -120,6 +128,7 @@ def config_from_args(args: argparse.Namespace) -> StreamConfig:
         model_refresh=args.model_refresh,
         max_batch_size=args.max_batch_size,
         id_label=args.id_label,
+        card_aggregation=args.card_aggregation,
     )
 
 
@@ -180,7 +189,9 @@ def build(pipeline: beam.Pipeline, config: StreamConfig) -> None:
             max_batch_size=config.max_batch_size,
         )
     scored, score_dead = parsed.transactions | "ScoreTransactions" >> score
-    cases = scored | "FlagCases" >> FlagCases(config.windows, config.rules, streaming=not config.replay)
+    cases = scored | "FlagCases" >> FlagCases(
+        config.windows, config.rules, streaming=not config.replay, aggregation=config.card_aggregation
+    )
     _ = cases | "WriteCases" >> WriteCases(res.project, res.bigtable_instance, res)
     _ = cases | "PublishAlerts" >> PublishAlerts(res)
     _ = (

@@ -151,19 +151,37 @@ class DedupeCases(beam.PTransform):
         )
 
 
+# How card windows are computed in streaming: one stateful DoFn per card with one timer
+# (stream.card_state, the default) or Beam sliding windows with triggers + DedupeCases. Bounded
+# replay always sweeps each card's windows in memory (stream.windows.sliding_windows).
+AGGREGATIONS = ("state", "windows")
+
+
 class FlagCases(beam.PTransform):
     """PCollection[ScoredTransaction] -> PCollection[Case], at most one per transaction."""
 
     def __init__(
-        self, windows: WindowConfig | None = None, rules: RuleConfig | None = None, *, streaming: bool = True
+        self,
+        windows: WindowConfig | None = None,
+        rules: RuleConfig | None = None,
+        *,
+        streaming: bool = True,
+        aggregation: str = "state",
     ) -> None:
         super().__init__()
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"card aggregation {aggregation!r}: expected one of {', '.join(AGGREGATIONS)}")
         self._windows = windows or WindowConfig()
         self._rules = rules or RuleConfig()
         self._streaming = streaming
+        self._aggregation = aggregation
 
     def expand(self, scored: beam.PCollection) -> beam.PCollection:
         rules = self._rules
+        if self._streaming and self._aggregation == "state":
+            from stream.card_state import CardStateCases  # imports this module
+
+            return scored | "CardStateCases" >> CardStateCases(self._windows, rules)
         tx_cases = (
             scored
             | "TxAnomaly" >> beam.FlatMap(transaction_cases)

@@ -14,7 +14,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from stream.case import CARD_BURST, CARD_VELOCITY, TX_ANOMALY
 from stream.inference import ScoredTransaction
-from stream.rules import FlagCases, RuleConfig, window_cases
+from stream.rules import AGGREGATIONS, FlagCases, RuleConfig, window_cases
 from stream.windows import CardWindows, WindowConfig, summarize
 
 WINDOWS = WindowConfig(size_s=600, period_s=60, early_fire_s=1, allowed_lateness_s=120)
@@ -86,7 +86,8 @@ def test_early_firing_before_the_window_closes() -> None:
         assert_that(first, equal_to([("EARLY", 2), ("ON_TIME", 2)]))
 
 
-def test_overlapping_windows_and_repeated_firings_make_one_case_per_transaction() -> None:
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_overlapping_windows_and_repeated_firings_make_one_case_per_transaction(aggregation: str) -> None:
     burst = [scored("v1", "c2", 100), scored("v2", "c2", 110), scored("v3", "c2", 120), scored("x", "c2", 130, True)]
     stream = (
         BeamTestStream()
@@ -99,7 +100,7 @@ def test_overlapping_windows_and_repeated_firings_make_one_case_per_transaction(
         .advance_watermark_to_infinity()
     )
     with streaming_pipeline() as p:
-        cases = p | stream | FlagCases(WINDOWS, RULES)
+        cases = p | stream | FlagCases(WINDOWS, RULES, aggregation=aggregation)
         # Each transaction sits in 10 sliding windows with early and on-time firings: still one case each.
         assert_that(
             case_keys(cases),
@@ -109,7 +110,8 @@ def test_overlapping_windows_and_repeated_firings_make_one_case_per_transaction(
         )
 
 
-def test_late_data_within_allowed_lateness_still_counts() -> None:
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_late_data_within_allowed_lateness_still_counts(aggregation: str) -> None:
     stream = (
         BeamTestStream()
         .advance_watermark_to(T0)
@@ -120,12 +122,14 @@ def test_late_data_within_allowed_lateness_still_counts() -> None:
     )
     with streaming_pipeline() as p:
         scored_txs = p | stream
-        cases = scored_txs | FlagCases(WINDOWS, RULES)
+        cases = scored_txs | FlagCases(WINDOWS, RULES, aggregation=aggregation)
         assert_that(
             case_keys(cases),
             equal_to([("l1", (CARD_VELOCITY,)), ("l2", (CARD_VELOCITY,)), ("l3", (CARD_VELOCITY,))]),
             label="CasesFromLatePane",
         )
+        if aggregation == "state":
+            return  # no panes: the state path re-computes the open windows on each arrival
         late_panes = (
             scored_txs
             | "Windows" >> CardWindows(WINDOWS)
@@ -135,7 +139,8 @@ def test_late_data_within_allowed_lateness_still_counts() -> None:
         assert_that(late_panes, equal_to([(0.0, 3)]), label="OnlyTheOpenWindowTakesIt")
 
 
-def test_data_beyond_allowed_lateness_leaves_windows_but_is_still_a_tx_case() -> None:
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_data_beyond_allowed_lateness_leaves_windows_but_is_still_a_tx_case(aggregation: str) -> None:
     stream = (
         BeamTestStream()
         .advance_watermark_to(T0)
@@ -145,7 +150,7 @@ def test_data_beyond_allowed_lateness_leaves_windows_but_is_still_a_tx_case() ->
         .advance_watermark_to_infinity()
     )
     with streaming_pipeline() as p:
-        cases = p | stream | FlagCases(WINDOWS, RULES)
+        cases = p | stream | FlagCases(WINDOWS, RULES, aggregation=aggregation)
         # d3 would make a velocity window of 3; dropped from the windows, it only counts on its own.
         assert_that(case_keys(cases), equal_to([("d3", (TX_ANOMALY,))]))
 
@@ -166,3 +171,70 @@ def test_replay_windows_match_beams_sliding_windows() -> None:
         for w in SlidingWindows(600, 60).assign(WindowFn.AssignContext(s.event_time)):
             beams.setdefault((float(w.start), float(w.end)), []).append(s.transaction_id)
     assert ours == {(start, end, tuple(ids)) for (start, end), ids in beams.items()}
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_late_data_counts_only_in_the_windows_still_open(aggregation: str) -> None:
+    # a's windows all close at T0+720; b's last at T0+780. Late c and e (after the watermark passed T0+720)
+    # join only [T0+60, T0+660): b, c, e make a velocity window of 3 there; a, gone, is no case.
+    stream = (
+        BeamTestStream()
+        .advance_watermark_to(T0)
+        .add_elements(stamped([scored("a", "c5", 30), scored("b", "c5", 100)]))
+        .advance_watermark_to(T0 + 730)
+        .add_elements(stamped([scored("c", "c5", 70)]))
+        .add_elements(stamped([scored("e", "c5", 110)]))
+        .advance_watermark_to_infinity()
+    )
+    with streaming_pipeline() as p:
+        cases = p | stream | FlagCases(WINDOWS, RULES, aggregation=aggregation)
+        windows = cases | beam.Map(lambda c: (c.transaction_id, c.reasons, c.window_start.timestamp() - T0))
+        assert_that(
+            windows,
+            equal_to([("b", (CARD_VELOCITY,), 60.0), ("c", (CARD_VELOCITY,), 60.0), ("e", (CARD_VELOCITY,), 60.0)]),
+        )
+
+
+class _FakeState:
+    def __init__(self) -> None:
+        self.value: object = None
+
+    def read(self) -> object:
+        return self.value
+
+    def write(self, value: object) -> None:
+        self.value = value
+
+    def clear(self) -> None:
+        self.value = None
+
+
+class _FakeTimer:
+    def __init__(self) -> None:
+        self.at: list[float] = []
+
+    def set(self, ts: object) -> None:
+        self.at.append(float(ts))  # type: ignore[arg-type]
+
+
+def test_state_path_emits_cases_on_arrival_with_one_timer_per_card() -> None:
+    from stream.card_state import _CardStateFn
+
+    fn, state, timer = _CardStateFn(WINDOWS, RULES), _FakeState(), _FakeTimer()
+
+    def arrive(s: ScoredTransaction) -> list[tuple[str, tuple[str, ...]]]:
+        return [(c.transaction_id, c.reasons) for c in fn.process((s.card_id, s), state, timer)]
+
+    assert arrive(scored("x", "c6", 5, anomaly=True)) == [("x", (TX_ANOMALY,))]  # no window, no wait
+    assert arrive(scored("y", "c6", 10)) == []
+    # The third transaction makes the velocity window (the early firing): y and z are cases at once, no timer.
+    assert arrive(scored("z", "c6", 20)) == [("y", (CARD_VELOCITY,)), ("z", (CARD_VELOCITY,))]
+    assert arrive(scored("z", "c6", 20)) == []  # redelivered
+    assert arrive(scored("w", "c6", 30)) == [("w", (CARD_VELOCITY,))]  # overlapping windows: only the new one
+    # One timer per card, re-set to the same instant: when x, y, z and w leave their last window.
+    assert set(timer.at) == {T0 + 600 + WINDOWS.allowed_lateness_s}
+    fn.expire(state, timer, T0 + 600 + WINDOWS.allowed_lateness_s)
+    card = state.read()
+    assert card is not None and not card.recent  # type: ignore[attr-defined]
+    assert card.emitted  # type: ignore[attr-defined]  # case ids stay remembered for the de-dup TTL
+    assert timer.at[-1] == T0 + 5 + RULES.dedupe_ttl_s

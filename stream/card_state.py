@@ -1,0 +1,158 @@
+"""CardStateCases: the card rules and the per-case de-duplication in one stateful DoFn keyed by card.
+
+The Beam-windows path (:class:`stream.windows.CardWindows` + :class:`stream.rules.DedupeCases`)
+puts each transaction in size/period sliding windows, each with an early-firing and an end-of-window
+timer, and keeps a "seen" flag and an expiry timer per case id. On the Python DirectRunner that is
+~20 timers per card, and the runner re-scans its pending timers and re-creates DoFns for every
+keyed bundle: most of the streaming job's CPU.
+
+Here each card has one small state value: its transactions still inside some window that can
+change (event time within the window size plus allowed lateness), the case ids already emitted
+(kept ``dedupe_ttl_s``), and the newest watermark its timer has seen; and one event-time timer,
+set to the next moment something can be forgotten. Each arriving transaction:
+
+- is a TX_ANOMALY case at once if the model flagged it (first time only: redeliveries are dropped);
+- joins the card's transactions unless every sliding window holding it is already closed for good
+  (window end + allowed lateness at or before the watermark the card has seen), the same rule that
+  makes Beam drop data beyond allowed lateness;
+- re-computes the aggregates of the open windows holding it (count, amount sum, mean and max
+  error, anomalies: :func:`stream.windows.summarize`) and, where a card rule holds, emits a case
+  for each non-anomalous member not emitted before. Re-computing on every arrival is the early
+  firing, with no delay; as aggregates only change when a transaction arrives, no other firing
+  could see anything new.
+
+Lateness is judged against the watermark as the card's own timer last saw it, so a late
+transaction of a card with no retained state is not recognised as late; it is still counted only
+in the windows holding it. The transforms' outputs are the same cases, one per transaction, as
+the windows path; a card case's reasons and window are those of the first window that flagged it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.transforms import userstate
+from apache_beam.utils.timestamp import Timestamp
+
+from stream import metrics
+from stream.case import Case
+from stream.inference import ScoredTransaction
+from stream.rules import RuleConfig, transaction_cases, window_cases
+from stream.windows import WindowConfig, summarize
+
+
+@dataclass
+class CardState:
+    """One card's retained state (pickled as a single value: one read and one write per element)."""
+
+    recent: dict[str, ScoredTransaction] = field(default_factory=dict)  # tx id -> tx, inside an open window
+    emitted: dict[str, float] = field(default_factory=dict)  # case id -> forget after (event seconds)
+    watermark: float = float("-inf")  # the newest watermark the card's timer has fired at
+
+    def next_cleanup(self, windows: WindowConfig) -> float | None:
+        times = [last_close(s.event_time, windows) for s in self.recent.values()]
+        times.extend(self.emitted.values())
+        return min(times) if times else None
+
+    def forget_until(self, watermark: float, windows: WindowConfig) -> None:
+        self.watermark = max(self.watermark, watermark)
+        self.recent = {k: s for k, s in self.recent.items() if last_close(s.event_time, windows) > self.watermark}
+        self.emitted = {k: t for k, t in self.emitted.items() if t > self.watermark}
+
+
+def window_starts(event_time: float, windows: WindowConfig) -> list[int]:
+    """Starts of the sliding windows [start, start + size) holding ``event_time``, oldest first."""
+    last = math.floor(event_time / windows.period_s) * windows.period_s
+    return list(range(last - windows.size_s + windows.period_s, last + 1, windows.period_s))
+
+
+def last_close(event_time: float, windows: WindowConfig) -> float:
+    """When the last window holding ``event_time`` closes for good (its end + allowed lateness)."""
+    return window_starts(event_time, windows)[-1] + windows.size_s + windows.allowed_lateness_s
+
+
+_STATE = userstate.ReadModifyWriteStateSpec("card", PickleCoder())
+_CLEANUP = userstate.TimerSpec("cleanup", userstate.TimeDomain.WATERMARK)
+_STATE_PARAM = beam.DoFn.StateParam(_STATE)
+_CLEANUP_PARAM = beam.DoFn.TimerParam(_CLEANUP)
+
+
+class _CardStateFn(beam.DoFn):  # type: ignore[misc]
+    def __init__(self, windows: WindowConfig, rules: RuleConfig) -> None:
+        self._windows = windows
+        self._rules = rules
+
+    def process(
+        self,
+        element: tuple[str, ScoredTransaction],
+        state: Any = _STATE_PARAM,
+        cleanup: Any = _CLEANUP_PARAM,
+    ) -> Iterator[Case]:
+        card_id, s = element
+        card: CardState = state.read() or CardState()
+        if s.transaction_id in card.recent or s.transaction_id in card.emitted:
+            if s.is_anomaly:
+                metrics.duplicate_case()
+            return  # a redelivery: it changes no window and its case, if any, is out already
+        yield from self._emit(card, transaction_cases(s))
+        c = self._windows
+        open_starts = [
+            start
+            for start in window_starts(s.event_time, c)
+            if start + c.size_s + c.allowed_lateness_s > card.watermark
+        ]
+        if open_starts:
+            card.recent[s.transaction_id] = s
+            for start in open_starts:
+                members = [m for m in card.recent.values() if start <= m.event_time < start + c.size_s]
+                w = summarize(card_id, float(start), float(start + c.size_s), members, "EARLY")
+                yield from self._emit(card, window_cases(w, self._rules))
+        state.write(card)
+        when = card.next_cleanup(c)
+        if when is not None:
+            cleanup.set(Timestamp.of(when))
+
+    def _emit(self, card: CardState, cases: Iterator[Case]) -> Iterator[Case]:
+        for case in cases:
+            if case.case_id in card.emitted:
+                continue
+            card.emitted[case.case_id] = case.event_time.timestamp() + self._rules.dedupe_ttl_s
+            metrics.flagged(case.reasons)
+            yield case
+
+    @userstate.on_timer(_CLEANUP)
+    def expire(
+        self, state: Any = _STATE_PARAM, cleanup: Any = _CLEANUP_PARAM, fired: Any = beam.DoFn.TimestampParam
+    ) -> None:
+        card: CardState | None = state.read()
+        if card is None:
+            return
+        card.forget_until(float(fired), self._windows)
+        when = card.next_cleanup(self._windows)
+        if when is None:
+            state.clear()
+            return
+        state.write(card)
+        cleanup.set(Timestamp.of(when))
+
+
+class CardStateCases(beam.PTransform):  # type: ignore[misc]
+    """PCollection[ScoredTransaction] -> PCollection[Case]: TX and card cases, each case id once."""
+
+    def __init__(self, windows: WindowConfig | None = None, rules: RuleConfig | None = None) -> None:
+        super().__init__()
+        self._windows = windows or WindowConfig()
+        self._rules = rules or RuleConfig()
+
+    def expand(self, scored: beam.PCollection) -> beam.PCollection:
+        return (
+            scored
+            | "KeyByCard" >> beam.Map(lambda s: (s.card_id, s))
+            # Typed input: a deterministic string coder for the state key.
+            | "CardState" >> beam.ParDo(_CardStateFn(self._windows, self._rules)).with_input_types(tuple[str, Any])
+        )
