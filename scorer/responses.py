@@ -48,14 +48,14 @@ def _columns(model: LoadedModel, scores: Scores, k: int) -> tuple[list[Any], ...
         scores.reconstruction_error.tolist(),
         scores.is_anomaly.tolist(),
         scores.out_of_range_count.tolist(),
-        _names(model.features)[order].tolist(),
+        names_of(model.features)[order].tolist(),
         shares.tolist(),
         has_error.tolist(),
     )
 
 
 @functools.lru_cache(maxsize=16)
-def _names(features: tuple[str, ...]) -> np.ndarray:
+def names_of(features: tuple[str, ...]) -> np.ndarray:
     """The feature names as an object array, so a whole top-k index array maps to names at once."""
     return np.array(features, dtype=object)
 

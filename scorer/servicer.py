@@ -24,7 +24,8 @@ from fraudscore.v1.transaction_pb2 import Transaction
 from scorer.batcher import RowScorer, score_rows
 from scorer.metrics import ScorerMetrics
 from scorer.registry import ModelRegistry, UnknownVersion
-from scorer.responses import batch_response, fill
+from scorer.responses import fill
+from scorer.wire import ReplyEncoder
 
 
 class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
@@ -33,6 +34,7 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
         self._scorer = scorer
         self._metrics = metrics
         self._max_rows = max_rows
+        self._encoder = ReplyEncoder()
         self.Score = metrics.unary("Score", self.Score)  # type: ignore[method-assign,assignment]
         self.ScoreBatch = metrics.unary("ScoreBatch", self.ScoreBatch)  # type: ignore[method-assign,assignment]
         self.ScoreStream = metrics.stream("ScoreStream", self.ScoreStream)  # type: ignore[method-assign,assignment]
@@ -82,9 +84,15 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
         try:
             # Thousands of rows of validation and message building: on a thread, like the model
             # call, so the event loop keeps serving other calls meanwhile.
-            return await asyncio.to_thread(_score_batch, request.transactions, model, self._metrics)
+            return await asyncio.to_thread(self._score_batch, request.transactions, model)
         except Exception as exc:  # as in _score_one
             await _abort(context, grpc.StatusCode.INTERNAL, f"model version {model.version} failed: {exc}")
+
+    def _score_batch(self, txs: Sequence[Transaction], model: LoadedModel) -> pb.ScoreBatchResponse:
+        """Validates every row, scores the good ones in one model call, answers row by row."""
+        rows, errors = schema.checked_feature_matrix(txs, model.features)
+        scores = score_rows(model, rows, self._metrics) if len(rows) else None
+        return self._encoder.batch_response(txs, errors, model, scores)
 
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
         model = await self._model(0, context)
@@ -101,13 +109,6 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
             ],
             loaded_versions=self._registry.loaded_versions,
         )
-
-
-def _score_batch(txs: Sequence[Transaction], model: LoadedModel, metrics: ScorerMetrics) -> pb.ScoreBatchResponse:
-    """Validates every row, scores the good ones in one model call, answers row by row."""
-    rows, errors = schema.checked_feature_matrix(txs, model.features)
-    scores = score_rows(model, rows, metrics) if len(rows) else None
-    return batch_response(txs, errors, model, scores)
 
 
 async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
