@@ -258,6 +258,29 @@ def checked_feature_matrix(
     return good[:, columns].astype(np.float32), errors
 
 
+def invalid_feature_rows(matrix: np.ndarray, names: Sequence[str]) -> dict[int, InvalidTransaction]:
+    """``validate``'s value rules over a feature matrix ``[n, len(names)]`` (columnar callers), in bulk.
+
+    A row fails on its first non-finite value (field: the feature's name) or
+    on a negative Amount, with ``validate``'s reasons; returns the errors by row.
+    """
+    finite = np.isfinite(matrix)
+    bad = ~finite.all(axis=1)
+    amount = list(names).index(features.AMOUNT) if features.AMOUNT in names else None
+    if amount is not None:
+        with np.errstate(invalid="ignore"):
+            bad |= matrix[:, amount] < 0
+    errors: dict[int, InvalidTransaction] = {}
+    for i in np.flatnonzero(bad).tolist():
+        nonfinite = np.flatnonzero(~finite[i])
+        if len(nonfinite):
+            j = int(nonfinite[0])
+            errors[i] = InvalidTransaction(names[j], f"not a finite number: {float(matrix[i, j])}")
+        else:
+            errors[i] = InvalidTransaction(features.AMOUNT, f"negative amount {float(matrix[i, amount])}")
+    return errors
+
+
 @functools.lru_cache(maxsize=64)
 def _feature_columns(names: tuple[str, ...]) -> list[int]:
     """Each feature's column in the table ``[V1..V28, Amount]`` built by feature_matrix."""
