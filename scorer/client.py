@@ -2,11 +2,14 @@
 
     fraudscore score --json '{"transactionId": "t-1", "cardId": "c-1", ...}'
     fraudscore score --csv data/creditcard.csv --limit 20
+    fraudscore score --csv data/creditcard.csv --columns
 
 One line per transaction: score, threshold, verdict, model version and the
 features that account for most of the reconstruction error. CSV rows are
-parsed by fraudscore.schema and sent with ScoreBatch; a row that cannot be
-parsed is reported with its row number and skipped, the rest are scored.
+parsed by fraudscore.schema and sent with ScoreBatch (with ``--columns``: as one
+float32 matrix per call with ScoreColumns, in the model's feature order from
+GetModelInfo); a row that cannot be parsed is reported with its row number and
+skipped, the rest are scored.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import csv
 import itertools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -35,7 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--json", help="one transaction in proto3 JSON form")
     source.add_argument("--csv", type=Path, help="a CSV in the Kaggle creditcard.csv schema")
     parser.add_argument("--limit", type=int, help="score at most this many CSV rows")
-    parser.add_argument("--batch-size", type=int, default=500, help="rows per ScoreBatch call (default %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=500, help="rows per ScoreBatch/ScoreColumns call (default %(default)s)"
+    )
+    parser.add_argument(
+        "--columns", action="store_true", help="send CSV rows with ScoreColumns (one float32 matrix a call)"
+    )
     parser.add_argument("--model-version", type=int, default=0, help="pin a loaded model version (0: newest)")
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline per call in seconds")
     parser.add_argument("--token", help=f"bearer token (default: env {TOKEN_ENV})")
@@ -101,6 +110,7 @@ def main(args: argparse.Namespace) -> int:
 def _score_csv(stub: scorer_pb2_grpc.FraudScorerStub, args: argparse.Namespace, call: dict[str, object]) -> int:
     scored = anomalies = bad = 0
     items = _csv_transactions(args.csv, args.limit)
+    send = _columns_sender(stub, args, call) if args.columns else _batch_sender(stub, args, call)
     while chunk := list(itertools.islice(items, args.batch_size)):
         for line in (item for item in chunk if isinstance(item, str)):
             print(line, file=sys.stderr)
@@ -108,15 +118,37 @@ def _score_csv(stub: scorer_pb2_grpc.FraudScorerStub, args: argparse.Namespace, 
         bad += len(chunk) - len(txs)
         if not txs:
             continue
-        reply = stub.ScoreBatch(pb.ScoreBatchRequest(transactions=txs, model_version=args.model_version), **call)
-        for result in reply.results:
-            if result.HasField("score"):
-                print(format_response(result.score))
-                anomalies += result.score.is_anomaly
+        for result in send(txs):
+            if isinstance(result, pb.ScoreResponse):
+                print(format_response(result))
+                scored += 1
+                anomalies += result.is_anomaly
             else:
-                e = result.error
-                print(f"{e.transaction_id}: {e.field}: {e.reason}", file=sys.stderr)
-        scored += reply.scored
-        bad += reply.failed
+                print(f"{result.transaction_id}: {result.field}: {result.reason}", file=sys.stderr)
+                bad += 1
     print(f"scored {scored}, anomalies {anomalies}, rejected {bad}", file=sys.stderr)
     return 0 if bad == 0 else 1
+
+
+Sender = Callable[[list[Transaction]], list[pb.ScoreResponse | pb.RowError]]
+
+
+def _batch_sender(stub: scorer_pb2_grpc.FraudScorerStub, args: argparse.Namespace, call: dict[str, Any]) -> Sender:
+    def send(txs: list[Transaction]) -> list[pb.ScoreResponse | pb.RowError]:
+        reply = stub.ScoreBatch(pb.ScoreBatchRequest(transactions=txs, model_version=args.model_version), **call)
+        return [r.score if r.HasField("score") else r.error for r in reply.results]
+
+    return send
+
+
+def _columns_sender(stub: scorer_pb2_grpc.FraudScorerStub, args: argparse.Namespace, call: dict[str, Any]) -> Sender:
+    from scorer import columns  # numpy: only when asked for
+
+    names = tuple(stub.GetModelInfo(pb.GetModelInfoRequest(), **call).features)
+
+    def send(txs: list[Transaction]) -> list[pb.ScoreResponse | pb.RowError]:
+        matrix = schema.feature_matrix(txs, names)
+        request = columns.request_of([tx.transaction_id for tx in txs], names, matrix, args.model_version)
+        return columns.responses(stub.ScoreColumns(request, **call))
+
+    return send

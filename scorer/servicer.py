@@ -4,7 +4,8 @@ Every rejection names the field to fix: ``transaction.v: expected 28 values``,
 ``model_version: version 7 is not loaded``, ``transactions: empty batch``.
 ScoreBatch instead reports a bad row in its RowResult (index, field, reason)
 and still scores the good rows. ScoreStream answers in order and ends with
-INVALID_ARGUMENT at the first bad request. Validation rules come from
+INVALID_ARGUMENT at the first bad request. ScoreColumns takes the batch as one
+float32 matrix (scorer/columns.py) and reports bad rows like ScoreBatch. Validation rules come from
 fraudscore/schema.py; the feature list and threshold from the model's card.
 """
 
@@ -21,6 +22,7 @@ from fraudscore.model import LoadedModel
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
 from fraudscore.v1.transaction_pb2 import Transaction
+from scorer import columns
 from scorer.batcher import RowScorer, score_rows
 from scorer.metrics import ScorerMetrics
 from scorer.registry import ModelRegistry, UnknownVersion
@@ -38,6 +40,7 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
         self.Score = metrics.unary("Score", self.Score)  # type: ignore[method-assign,assignment]
         self.ScoreBatch = metrics.unary("ScoreBatch", self.ScoreBatch)  # type: ignore[method-assign,assignment]
         self.ScoreStream = metrics.stream("ScoreStream", self.ScoreStream)  # type: ignore[method-assign,assignment]
+        self.ScoreColumns = metrics.unary("ScoreColumns", self.ScoreColumns)  # type: ignore[method-assign,assignment]
         self.GetModelInfo = metrics.unary("GetModelInfo", self.GetModelInfo)  # type: ignore[method-assign,assignment]
 
     async def _model(self, version: int, context: grpc.aio.ServicerContext) -> LoadedModel:
@@ -93,6 +96,31 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
         rows, errors = schema.checked_feature_matrix(txs, model.features)
         scores = score_rows(model, rows, self._metrics) if len(rows) else None
         return self._encoder.batch_response(txs, errors, model, scores)
+
+    async def ScoreColumns(
+        self, request: pb.ScoreColumnsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScoreColumnsResponse:
+        try:
+            columns.check_shape(request, self._max_rows)
+        except columns.BadRequest as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        # Resolved once: every row is scored by this version even if a newer one is swapped in meanwhile.
+        model = await self._model(request.model_version, context)
+        try:
+            batch = columns.decode(request, model)
+        except columns.BadRequest as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            # The model call and the reply on a thread, as in ScoreBatch.
+            return await asyncio.to_thread(self._score_columns, request, model, batch)
+        except Exception as exc:  # as in _score_one
+            await _abort(context, grpc.StatusCode.INTERNAL, f"model version {model.version} failed: {exc}")
+
+    def _score_columns(
+        self, request: pb.ScoreColumnsRequest, model: LoadedModel, batch: columns.Batch
+    ) -> pb.ScoreColumnsResponse:
+        scores = score_rows(model, batch.rows, self._metrics) if len(batch.rows) else None
+        return columns.encode(request, model, batch, scores)
 
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
         model = await self._model(0, context)

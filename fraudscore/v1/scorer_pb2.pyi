@@ -79,6 +79,50 @@ class ScoreBatchResponse(_message.Message):
     failed: int
     def __init__(self, results: _Optional[_Iterable[_Union[RowResult, _Mapping]]] = ..., scored: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
 
+class ScoreColumnsRequest(_message.Message):
+    __slots__ = ("transaction_ids", "feature_names", "values", "rows", "model_version")
+    TRANSACTION_IDS_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    transaction_ids: _containers.RepeatedScalarFieldContainer[str]
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    values: bytes
+    rows: int
+    model_version: int
+    def __init__(self, transaction_ids: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., values: _Optional[bytes] = ..., rows: _Optional[int] = ..., model_version: _Optional[int] = ...) -> None: ...
+
+class ScoreColumnsResponse(_message.Message):
+    __slots__ = ("transaction_ids", "reconstruction_errors", "is_anomaly", "out_of_range_counts", "top_feature_indices", "top_feature_shares", "top_k", "feature_names", "threshold", "model_version", "errors", "scored", "failed")
+    TRANSACTION_IDS_FIELD_NUMBER: _ClassVar[int]
+    RECONSTRUCTION_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    IS_ANOMALY_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_RANGE_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    TOP_FEATURE_INDICES_FIELD_NUMBER: _ClassVar[int]
+    TOP_FEATURE_SHARES_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    SCORED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    transaction_ids: _containers.RepeatedScalarFieldContainer[str]
+    reconstruction_errors: bytes
+    is_anomaly: bytes
+    out_of_range_counts: bytes
+    top_feature_indices: bytes
+    top_feature_shares: bytes
+    top_k: int
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    threshold: float
+    model_version: int
+    errors: _containers.RepeatedCompositeFieldContainer[RowError]
+    scored: int
+    failed: int
+    def __init__(self, transaction_ids: _Optional[_Iterable[str]] = ..., reconstruction_errors: _Optional[bytes] = ..., is_anomaly: _Optional[bytes] = ..., out_of_range_counts: _Optional[bytes] = ..., top_feature_indices: _Optional[bytes] = ..., top_feature_shares: _Optional[bytes] = ..., top_k: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., model_version: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[RowError, _Mapping]]] = ..., scored: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

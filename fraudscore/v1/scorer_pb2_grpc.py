@@ -49,6 +49,11 @@ class FraudScorerStub(object):
                 request_serializer=fraudscore_dot_v1_dot_scorer__pb2.ScoreRequest.SerializeToString,
                 response_deserializer=fraudscore_dot_v1_dot_scorer__pb2.ScoreResponse.FromString,
                 _registered_method=True)
+        self.ScoreColumns = channel.unary_unary(
+                '/fraudscore.v1.FraudScorer/ScoreColumns',
+                request_serializer=fraudscore_dot_v1_dot_scorer__pb2.ScoreColumnsRequest.SerializeToString,
+                response_deserializer=fraudscore_dot_v1_dot_scorer__pb2.ScoreColumnsResponse.FromString,
+                _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/fraudscore.v1.FraudScorer/GetModelInfo',
                 request_serializer=fraudscore_dot_v1_dot_scorer__pb2.GetModelInfoRequest.SerializeToString,
@@ -80,6 +85,16 @@ class FraudScorerServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScoreColumns(self, request, context):
+        """Scores a batch sent as one float32 matrix instead of one message per row, the way TensorFlow
+        Serving's Predict carries tensors (TensorProto.tensor_content): for high-throughput batch callers.
+        A row with a bad value fails alone (see ScoreColumnsResponse.errors); a malformed request fails whole
+        with INVALID_ARGUMENT naming the field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetModelInfo(self, request, context):
         """Describes the model being served.
         """
@@ -104,6 +119,11 @@ def add_FraudScorerServicer_to_server(servicer, server):
                     servicer.ScoreStream,
                     request_deserializer=fraudscore_dot_v1_dot_scorer__pb2.ScoreRequest.FromString,
                     response_serializer=fraudscore_dot_v1_dot_scorer__pb2.ScoreResponse.SerializeToString,
+            ),
+            'ScoreColumns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScoreColumns,
+                    request_deserializer=fraudscore_dot_v1_dot_scorer__pb2.ScoreColumnsRequest.FromString,
+                    response_serializer=fraudscore_dot_v1_dot_scorer__pb2.ScoreColumnsResponse.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelInfo,
@@ -192,6 +212,33 @@ class FraudScorer(object):
             '/fraudscore.v1.FraudScorer/ScoreStream',
             fraudscore_dot_v1_dot_scorer__pb2.ScoreRequest.SerializeToString,
             fraudscore_dot_v1_dot_scorer__pb2.ScoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreColumns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fraudscore.v1.FraudScorer/ScoreColumns',
+            fraudscore_dot_v1_dot_scorer__pb2.ScoreColumnsRequest.SerializeToString,
+            fraudscore_dot_v1_dot_scorer__pb2.ScoreColumnsResponse.FromString,
             options,
             channel_credentials,
             insecure,

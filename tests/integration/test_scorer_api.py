@@ -221,7 +221,13 @@ def test_reflection_describes_the_service(server) -> None:
         services = set(database.get_services())
         assert {"fraudscore.v1.FraudScorer", "grpc.health.v1.Health"} <= services
         service = DescriptorPool(database).FindServiceByName("fraudscore.v1.FraudScorer")
-        assert {m.name for m in service.methods} == {"Score", "ScoreBatch", "ScoreStream", "GetModelInfo"}
+        assert {m.name for m in service.methods} == {
+            "Score",
+            "ScoreBatch",
+            "ScoreStream",
+            "ScoreColumns",
+            "GetModelInfo",
+        }
         assert (
             service.methods_by_name["Score"].input_type.fields_by_name["transaction"].message_type.name == "Transaction"
         )

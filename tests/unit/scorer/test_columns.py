@@ -1,0 +1,124 @@
+"""ScoreColumns helpers: request checks, the value rules, and a reply that reads back as ScoreBatch's rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fraudscore import features, schema
+from fraudscore.model import Scores
+from fraudscore.v1 import scorer_pb2 as pb
+from scorer import columns
+from scorer.responses import outcomes
+
+NAMES = features.MODEL_FEATURES
+
+
+class Card:
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.features, self.threshold, self.version, self.path = names, 0.73, 12, Path("12")
+
+
+def _matrix(n: int, seed: int = 0) -> np.ndarray:
+    m = np.random.default_rng(seed).normal(0, 1, (n, len(NAMES))).astype(np.float32)
+    m[:, NAMES.index("Amount")] = np.abs(m[:, NAMES.index("Amount")]) * 100
+    return m
+
+
+def _request(matrix: np.ndarray, names: tuple[str, ...] = NAMES) -> pb.ScoreColumnsRequest:
+    return columns.request_of([f"t-{i}" for i in range(len(matrix))], names, matrix)
+
+
+def test_invalid_feature_rows_names_the_first_bad_feature() -> None:
+    m = _matrix(5)
+    m[1, 4] = np.nan
+    m[1, 9] = np.inf  # the first bad feature of the row is the one reported
+    m[2, 0] = -np.inf
+    m[3, NAMES.index("Amount")] = -1.5
+    errors = schema.invalid_feature_rows(m, NAMES)
+    assert {i: (e.field, e.reason) for i, e in errors.items()} == {
+        1: ("V5", "not a finite number: nan"),
+        2: ("V1", "not a finite number: -inf"),
+        3: ("Amount", "negative amount -1.5"),
+    }
+
+
+def test_decode_reorders_columns_and_splits_bad_rows() -> None:
+    m = _matrix(4)
+    perm = np.random.default_rng(1).permutation(len(NAMES))
+    names = tuple(NAMES[j] for j in perm)
+    m[2, 0] = np.nan
+    batch = columns.decode(_request(m[:, perm], names), Card(NAMES))  # type: ignore[arg-type]
+    assert batch.good.tolist() == [0, 1, 3]
+    np.testing.assert_array_equal(batch.rows, m[[0, 1, 3]])
+    assert batch.errors[2].field == "V1"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"rows": 0}, "rows"),
+        ({"rows": 11}, "rows"),
+        ({"transaction_ids": ["a"]}, "transaction_ids"),
+    ],
+)
+def test_check_shape(change: dict[str, Any], field: str) -> None:
+    request = _request(_matrix(3))
+    for key, value in change.items():
+        if isinstance(value, list):
+            del getattr(request, key)[:]
+            getattr(request, key).extend(value)
+        else:
+            setattr(request, key, value)
+    with pytest.raises(columns.BadRequest) as info:
+        columns.check_shape(request, max_rows=10)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("names", "reason"),
+    [
+        ((*NAMES[:-1], "Time"), "unknown feature 'Time'"),
+        (NAMES[1:], "missing feature 'V1'"),
+        ((*NAMES[:-1], "V1"), "'V1' given twice"),
+    ],
+)
+def test_column_order_names_the_feature(names: tuple[str, ...], reason: str) -> None:
+    with pytest.raises(columns.BadRequest) as info:
+        columns.column_order(names, NAMES)
+    assert info.value.field == "feature_names" and info.value.reason.startswith(reason)
+
+
+def test_wrong_value_size_names_values() -> None:
+    request = _request(_matrix(3))
+    request.values = request.values[:-1]
+    with pytest.raises(columns.BadRequest) as info:
+        columns.decode(request, Card(NAMES))  # type: ignore[arg-type]
+    assert info.value.field == "values" and "expected rows x features x 4" in info.value.reason
+
+
+def test_encoded_reply_reads_back_as_the_row_outcomes() -> None:
+    m = _matrix(6)
+    m[4, 3] = np.nan
+    card = Card(NAMES)
+    request = _request(m)
+    batch = columns.decode(request, card)  # type: ignore[arg-type]
+    fe = np.random.default_rng(2).random((len(batch.good), len(NAMES)), dtype=np.float32) ** 3
+    fe[1] = 0.0  # no contributors: no top features
+    errors = fe.mean(axis=1)
+    scores = Scores(errors, fe, errors > 0.1, np.arange(len(errors), dtype=np.int32))
+    rows = columns.responses(columns.encode(request, card, batch, scores))  # type: ignore[arg-type]
+    expected = iter(outcomes(card, scores))  # type: ignore[arg-type]
+    for i, row in enumerate(rows):
+        if i == 4:
+            assert isinstance(row, pb.RowError) and (row.index, row.transaction_id, row.field) == (4, "t-4", "V4")
+            continue
+        want = next(expected)
+        assert isinstance(row, pb.ScoreResponse) and row.transaction_id == f"t-{i}"
+        assert row.reconstruction_error == pytest.approx(want.reconstruction_error)
+        assert (row.is_anomaly, row.out_of_range_features) == (want.is_anomaly, want.out_of_range)
+        assert [(c.name, pytest.approx(c.share, rel=1e-6)) for c in row.top_features] == want.top
+        assert row.threshold == card.threshold and row.model_version == card.version
