@@ -1,4 +1,4 @@
-"""CardStateCases: the card rules and the per-case de-duplication in one stateful DoFn keyed by card.
+"""CardStateCases: the card rules and their cases' de-duplication in one stateful DoFn keyed by card.
 
 The Beam-windows path (:class:`stream.windows.CardWindows` + :class:`stream.rules.DedupeCases`)
 puts each transaction in size/period sliding windows, each with an early-firing and an end-of-window
@@ -11,7 +11,7 @@ change (event time within the window size plus allowed lateness), the case ids a
 (kept ``dedupe_ttl_s``), and the newest watermark its timer has seen; and one event-time timer,
 set to the next moment something can be forgotten. Each arriving transaction:
 
-- is a TX_ANOMALY case at once if the model flagged it (first time only: redeliveries are dropped);
+- is dropped if the card already holds it (a redelivery changes no window);
 - joins the card's transactions unless every sliding window holding it is already closed for good
   (window end + allowed lateness at or before the watermark the card has seen), the same rule that
   makes Beam drop data beyond allowed lateness;
@@ -23,13 +23,19 @@ set to the next moment something can be forgotten. Each arriving transaction:
 
 Lateness is judged against the watermark as the card's own timer last saw it, so a late
 transaction of a card with no retained state is not recognised as late; it is still counted only
-in the windows holding it. The transforms' outputs are the same cases, one per transaction, as
-the windows path; a card case's reasons and window are those of the first window that flagged it.
+in the windows holding it.
+
+Card cases are for non-anomalous members only, so they never share a case id with a TX_ANOMALY
+case; those take their own, lighter path (:class:`stream.rules.FlagCases`): on the DirectRunner a
+stateful step runs its bundles one at a time, newest first, and TX_ANOMALY alerts must not queue
+behind every transaction of every card. The outputs are the same cases, one per transaction, as the
+windows path; a card case's reasons and window are those of the first window that flagged it.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +48,7 @@ from apache_beam.utils.timestamp import Timestamp
 from stream import metrics
 from stream.case import Case
 from stream.inference import ScoredTransaction
-from stream.rules import RuleConfig, transaction_cases, window_cases
+from stream.rules import RuleConfig, window_cases
 from stream.windows import WindowConfig, summarize
 
 
@@ -96,10 +102,7 @@ class _CardStateFn(beam.DoFn):  # type: ignore[misc]
         card_id, s = element
         card: CardState = state.read() or CardState()
         if s.transaction_id in card.recent or s.transaction_id in card.emitted:
-            if s.is_anomaly:
-                metrics.duplicate_case()
             return  # a redelivery: it changes no window and its case, if any, is out already
-        yield from self._emit(card, transaction_cases(s))
         c = self._windows
         open_starts = [
             start
@@ -123,6 +126,7 @@ class _CardStateFn(beam.DoFn):  # type: ignore[misc]
                 continue
             card.emitted[case.case_id] = case.event_time.timestamp() + self._rules.dedupe_ttl_s
             metrics.flagged(case.reasons)
+            metrics.stage_lag("case", time.time() - case.event_time.timestamp())
             yield case
 
     @userstate.on_timer(_CLEANUP)
@@ -142,7 +146,7 @@ class _CardStateFn(beam.DoFn):  # type: ignore[misc]
 
 
 class CardStateCases(beam.PTransform):  # type: ignore[misc]
-    """PCollection[ScoredTransaction] -> PCollection[Case]: TX and card cases, each case id once."""
+    """PCollection[ScoredTransaction] -> PCollection[Case]: CARD_BURST/CARD_VELOCITY cases, each case id once."""
 
     def __init__(self, windows: WindowConfig | None = None, rules: RuleConfig | None = None) -> None:
         super().__init__()

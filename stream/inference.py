@@ -217,11 +217,13 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
         raw = np.array([[*tx.v, tx.amount] for tx in batch], dtype=np.float32)
         scores = model.score(raw[:, columns])
         results = []
+        now = time.time()
         for i, tx in enumerate(batch):
             error = float(scores.reconstruction_error[i])
             is_anomaly = bool(scores.is_anomaly[i])
             out_of_range = int(scores.out_of_range_count[i])
             metrics.scored(error, is_anomaly, out_of_range)
+            metrics.stage_lag("scored", now - event_seconds(tx))
             results.append(
                 ScoredTransaction(
                     transaction_id=tx.transaction_id,

@@ -40,6 +40,13 @@ EVENT_LAG = Histogram(
     "Processing time minus the transaction's event time, when parsed.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 86400.0),
 )
+STAGE_LAG = Histogram(
+    "fraudscore_stream_stage_lag_seconds",
+    "Processing time minus the transaction's event time as it leaves a stage: scored, case (flagged, after "
+    "de-duplication) and alert (publish confirmed). With event_lag (parsed), where alerts wait.",
+    ["stage"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 86400.0),
+)
 OUT_OF_RANGE = Counter(
     "fraudscore_out_of_range_features_total", "Features outside the training range (clipped by the transform)."
 )
@@ -72,6 +79,10 @@ def dead_letter(code: str, *, stage: str = "parse") -> None:
     DEAD_LETTERS.labels(code).inc()
     _inc(f"transactions_{outcome}")
     _inc(f"dead_letters_{code}")
+
+
+def stage_lag(stage: str, lag_seconds: float) -> None:
+    STAGE_LAG.labels(stage).observe(max(lag_seconds, 0.0))
 
 
 def scored(error: float, is_anomaly: bool, out_of_range: int) -> None:

@@ -30,6 +30,7 @@ Bigtable row.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -129,6 +130,7 @@ class _DedupeFn(beam.DoFn):
         seen.write(True)
         expiry.set(timestamp + self._ttl)
         metrics.flagged(case.reasons)
+        metrics.stage_lag("case", time.time() - case.event_time.timestamp())
         yield case
 
     @userstate.on_timer(_EXPIRY)
@@ -178,15 +180,20 @@ class FlagCases(beam.PTransform):
 
     def expand(self, scored: beam.PCollection) -> beam.PCollection:
         rules = self._rules
-        if self._streaming and self._aggregation == "state":
-            from stream.card_state import CardStateCases  # imports this module
-
-            return scored | "CardStateCases" >> CardStateCases(self._windows, rules)
         tx_cases = (
             scored
             | "TxAnomaly" >> beam.FlatMap(transaction_cases)
             | "TxCasesGlobal" >> beam.WindowInto(window.GlobalWindows())
         )
+        if self._streaming and self._aggregation == "state":
+            from stream.card_state import CardStateCases  # imports this module
+
+            # TX_ANOMALY cases get their own de-dup step, not queued behind the card state (which sees
+            # every transaction): their ids never meet card cases' (those are non-anomalous ones).
+            return (
+                tx_cases | "DedupeTxCases" >> DedupeCases(rules.dedupe_ttl_s),
+                scored | "CardStateCases" >> CardStateCases(self._windows, rules),
+            ) | "AllCases" >> beam.Flatten()
         card_cases = (
             scored
             | "CardWindows" >> CardWindows(self._windows, streaming=self._streaming)

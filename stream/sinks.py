@@ -11,6 +11,7 @@ when the job itself fails over; consumers de-duplicate on ``case_id``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -66,13 +67,24 @@ _SHARED_CLIENT = shared.Shared()
 _PINNED: list[_Box] = []
 
 
+def _alert_lag(case: Case) -> None:
+    metrics.stage_lag("alert", time.time() - case.event_time.timestamp())
+
+
 class _PublishFn(beam.DoFn):
-    def __init__(self, topic_path: str, encode: Encoder, on_published: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        topic_path: str,
+        encode: Encoder,
+        on_published: Callable[[int], None],
+        on_each: Callable[[Any], None] | None = None,
+    ) -> None:
         self._topic_path = topic_path
         self._encode = encode
         self._on_published = on_published
+        self._on_each = on_each  # called per element once its publish is confirmed
         self._client: Any = None
-        self._pending: list[Future[str]] = []
+        self._pending: list[tuple[Future[str], Any]] = []
 
     def setup(self) -> None:
         # One client per process, shared by every instance of the DoFn: the DirectRunner re-creates
@@ -84,12 +96,14 @@ class _PublishFn(beam.DoFn):
 
     def process(self, element: Any) -> None:
         data, attributes = self._encode(element)
-        self._pending.append(self._client.publish(self._topic_path, data, **attributes))
+        self._pending.append((self._client.publish(self._topic_path, data, **attributes), element))
 
     def finish_bundle(self) -> None:
         pending, self._pending = self._pending, []
-        for future in pending:
+        for future, element in pending:
             future.result(timeout=PUBLISH_TIMEOUT_S)
+            if self._on_each is not None:
+                self._on_each(element)
         if pending:
             self._on_published(len(pending))
 
@@ -105,7 +119,9 @@ class PublishAlerts(beam.PTransform):
         self._topic = resources.topic_path(resources.alerts_topic)
 
     def expand(self, cases: beam.PCollection) -> beam.PCollection:
-        return cases | "Publish" >> beam.ParDo(_PublishFn(self._topic, alert_message, metrics.alerts_published))
+        return cases | "Publish" >> beam.ParDo(
+            _PublishFn(self._topic, alert_message, metrics.alerts_published, _alert_lag)
+        )
 
 
 class PublishDeadLetters(beam.PTransform):
