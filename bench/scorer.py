@@ -4,8 +4,9 @@
 
 On loopback, with the load generator in its own process (bench/scorer_load.py):
 (a) gRPC floor: the standard health Check on the same server; (b) naive: the
-same server with batching off; (c) Score as built; (d) ScoreBatch of 1,000 rows
-against the in-process signature's rows/s at the same batch size. Writes
+same server with batching off; (c) Score as built; (d) ScoreBatch (one message
+per row) and ScoreColumns (one float32 matrix) of 1,000 rows against the
+in-process signature's rows/s at the same batch size. Writes
 bench/results/scorer.json and prints a markdown table with the ratios.
 """
 
@@ -97,17 +98,20 @@ def default_model_base() -> Path | None:
 def summarize(runs: list[dict[str, Any]], limit: float) -> dict[str, Any]:
     by = {(r["label"], r["concurrency"]): r for r in runs}
     floor, built, naive = (by[(k, 64)] for k in ("floor", "scorer", "naive"))
-    batch = by[("score_batch", 1)]
+    batch, cols = by[("score_batch", 1)], by[("score_columns", 1)]
     return {
         "score_c64_vs_floor_throughput": built["calls_per_s"] / floor["calls_per_s"],
         "score_c64_vs_floor_p99": built["p99_ms"] / floor["p99_ms"],
         "score_vs_naive": {c: by[("scorer", c)]["calls_per_s"] / by[("naive", c)]["calls_per_s"] for c in (1, 16, 64)},
         "score_batch_vs_in_process": batch["rows_per_s"] / limit,
+        "score_columns_vs_in_process": cols["rows_per_s"] / limit,
+        "score_columns_vs_score_batch": cols["rows_per_s"] / batch["rows_per_s"],
         "goals": {
             "throughput >= 85% of floor at c=64": built["calls_per_s"] >= 0.85 * floor["calls_per_s"],
             "p99 <= 2x floor at c=64": built["p99_ms"] <= 2 * floor["p99_ms"],
             ">= 2x naive at c=64": built["calls_per_s"] >= 2 * naive["calls_per_s"],
             "ScoreBatch >= 50% of in-process": batch["rows_per_s"] >= 0.5 * limit,
+            "ScoreColumns >= 50% of in-process": cols["rows_per_s"] >= 0.5 * limit,
         },
     }
 
@@ -120,8 +124,9 @@ def table(runs: list[dict[str, Any]], limit: float, summary: dict[str, Any]) -> 
     ]
     for r in runs:
         f = floor.get(r["concurrency"])
-        ratio = f"{r['calls_per_s'] / f['calls_per_s']:.2f}" if f and r["mode"] != "batch" else ""
-        p99 = f"{r['p99_ms'] / f['p99_ms']:.2f}" if f and r["mode"] != "batch" else ""
+        per_row = r["mode"] in ("batch", "columns")
+        ratio = f"{r['calls_per_s'] / f['calls_per_s']:.2f}" if f and not per_row else ""
+        p99 = f"{r['p99_ms'] / f['p99_ms']:.2f}" if f and not per_row else ""
         lines.append(
             f"| {r['label']} | {r['concurrency']} | {r['calls_per_s']:,.0f} | {r['rows_per_s']:,.0f} | "
             f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {ratio} | {p99} |"
@@ -130,12 +135,18 @@ def table(runs: list[dict[str, Any]], limit: float, summary: dict[str, Any]) -> 
     lines.append("")
     lines.append("Score vs naive: " + ", ".join(f"c={c}: {v:.2f}x" for c, v in summary["score_vs_naive"].items()))
     lines.append(f"ScoreBatch vs in-process: {summary['score_batch_vs_in_process']:.0%}")
+    lines.append(
+        f"ScoreColumns vs in-process: {summary['score_columns_vs_in_process']:.0%} "
+        f"({summary['score_columns_vs_score_batch']:.1f}x ScoreBatch)"
+    )
     lines += [f"- {goal}: {'met' if ok else 'NOT met'}" for goal, ok in summary["goals"].items()]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="gRPC scorer benchmark (floor, naive, built, ScoreBatch)")
+    parser = argparse.ArgumentParser(
+        description="gRPC scorer benchmark (floor, naive, built, ScoreBatch, ScoreColumns)"
+    )
     parser.add_argument("--model-base", type=Path, default=default_model_base(), help="model base to serve")
     parser.add_argument("--duration", type=float, default=1.5, help="measured seconds per point and round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each point reports its median")
@@ -158,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             for c in args.concurrency
             for label, target in (("scorer", built), ("naive", naive))
         ]
-        points += [("score_batch", built, "batch", 1)]
+        points += [("score_batch", built, "batch", 1), ("score_columns", built, "columns", 1)]
         for _ in range(args.rounds):
             for label, target, mode, c in points:
                 samples.setdefault((label, c), []).append(load(target, mode, c, args.duration))

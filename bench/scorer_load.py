@@ -16,9 +16,11 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from fraudscore import schema
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
 from fraudscore.v1.transaction_pb2 import Transaction
+from scorer import columns
 
 WARMUP_S = 0.5
 
@@ -52,10 +54,17 @@ async def run(target: str, mode: str, concurrency: int, duration: float, batch_r
             requests = [pb.ScoreRequest(transaction=tx) for tx in synthetic(256)]
             it = iter(range(1 << 62))
             call, rows_per_call = (lambda: stub.Score(requests[next(it) % 256])), 1
-        else:
+        elif mode == "batch":
             stub = scorer_pb2_grpc.FraudScorerStub(channel)
             batch = pb.ScoreBatchRequest(transactions=synthetic(batch_rows))
             call, rows_per_call = (lambda: stub.ScoreBatch(batch)), batch_rows
+        else:
+            stub = scorer_pb2_grpc.FraudScorerStub(channel)
+            names = tuple((await stub.GetModelInfo(pb.GetModelInfoRequest())).features)
+            txs = synthetic(batch_rows)
+            matrix = schema.feature_matrix(txs, names)
+            table = columns.request_of([tx.transaction_id for tx in txs], names, matrix)
+            call, rows_per_call = (lambda: stub.ScoreColumns(table)), batch_rows
         latencies: list[float] = []
         start = time.perf_counter()
         measure_from, end = start + WARMUP_S, start + WARMUP_S + duration
@@ -82,10 +91,12 @@ async def run(target: str, mode: str, concurrency: int, duration: float, batch_r
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help="scorer address host:port")
-    parser.add_argument("--mode", choices=("health", "score", "batch"), required=True, help="which call to make")
+    parser.add_argument(
+        "--mode", choices=("health", "score", "batch", "columns"), required=True, help="which call to make"
+    )
     parser.add_argument("--concurrency", type=int, default=1, help="calls in flight at once")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds measured after a short warm-up")
-    parser.add_argument("--batch-rows", type=int, default=1000, help="rows per ScoreBatch call")
+    parser.add_argument("--batch-rows", type=int, default=1000, help="rows per ScoreBatch/ScoreColumns call")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args.target, args.mode, args.concurrency, args.duration, args.batch_rows))))
 
