@@ -88,7 +88,9 @@ class EmulatorStartError(EmulatorError):
 class EmulatorProcess:
     """One running emulator: its process group, address and captured output."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, *, stdin_lifeline: bool = False
+    ) -> None:
         self.name = name
         self.argv = argv
         self.address: str | None = None
@@ -98,7 +100,9 @@ class EmulatorProcess:
         try:
             self.popen = subprocess.Popen(
                 argv,
-                stdin=subprocess.DEVNULL,
+                # With a lifeline the child exits when this pipe closes: also when we die by SIGKILL,
+                # which no atexit hook survives.
+                stdin=subprocess.PIPE if stdin_lifeline else subprocess.DEVNULL,
                 stdout=self._stdout,
                 stderr=self._stderr,
                 env=env,
@@ -168,6 +172,9 @@ class EmulatorProcess:
         log.debug("stopped %s emulator pid %d (exit %s)", self.name, pgid, self.popen.returncode)
 
     def _close_files(self) -> None:
+        popen = getattr(self, "popen", None)  # absent when Popen itself failed
+        if popen is not None and popen.stdin is not None:
+            popen.stdin.close()
         self._stdout.close()
         self._stderr.close()
 
@@ -340,7 +347,8 @@ class Emulators:
     def _launch(self, name: str, port: int) -> EmulatorProcess:
         host = self.config.host
         if self.backend == "binaries":
-            return EmulatorProcess(name, [str(self._binary(name)), "--addr", f"{host}:{port}"])
+            argv = [str(self._binary(name)), "--addr", f"{host}:{port}", "--exit-on-stdin-eof"]
+            return EmulatorProcess(name, argv, stdin_lifeline=True)
         gcloud = shutil.which("gcloud") or "gcloud"
         address = f"{host}:{port or _free_port(host)}"
         argv = [gcloud, "beta", "emulators", name, "start", f"--host-port={address}"]

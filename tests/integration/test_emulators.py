@@ -45,6 +45,13 @@ ROOT = Path(__file__).resolve().parents[2]
 FRAUDSCORE = ROOT / ".venv" / "bin" / "fraudscore"
 
 
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return "gone"
+
+
 def _pid_gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -223,6 +230,31 @@ def test_atexit_stops_emulators_a_program_forgot() -> None:
     pids = [int(p) for p in result.stdout.split()]
     assert len(pids) == 2
     assert all(_pid_gone(pid) for pid in pids)
+
+
+def test_emulators_exit_when_their_launcher_is_killed() -> None:
+    # SIGKILL skips atexit; the stdin lifeline is what stops the emulators then.
+    program = (
+        "import sys, time\n"
+        "from fraudscore.config import EmulatorConfig\n"
+        "from fraudscore.emulators import Emulators\n"
+        "emulators = Emulators(EmulatorConfig(pubsub_port=0, bigtable_port=0)).start()\n"
+        "print(*emulators.pids, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    try:
+        assert launcher.stdout is not None
+        pids = [int(p) for p in launcher.stdout.readline().split()]
+        assert len(pids) == 2 and all(not _pid_gone(pid) for pid in pids)
+    finally:
+        launcher.kill()
+        launcher.wait()
+    # Orphans are reaped by init, not by us: allow it a moment.
+    deadline = time.monotonic() + 15
+    while not all(_pid_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_pid_gone(pid) for pid in pids), [_proc_state(pid) for pid in pids]
 
 
 def test_exported_env_is_restored(emulators: Emulators) -> None:

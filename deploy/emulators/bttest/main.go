@@ -5,6 +5,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"os/signal"
@@ -16,6 +17,7 @@ import (
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8086", "address to listen on (port 0 picks a free one)")
+	stdinLifeline := flag.Bool("exit-on-stdin-eof", false, "exit when stdin closes (the launcher died or stopped us)")
 	flag.Parse()
 
 	srv, err := bttest.NewServer(*addr, grpc.MaxRecvMsgSize(64<<20))
@@ -28,6 +30,13 @@ func main() {
 
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	if *stdinLifeline {
+		// A launcher killed with SIGKILL cannot signal us; its end of the pipe closing can.
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			stop <- syscall.SIGTERM
+		}()
+	}
 	<-stop
 	srv.Close()
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8085", "address to listen on (port 0 picks a free one)")
+	stdinLifeline := flag.Bool("exit-on-stdin-eof", false, "exit when stdin closes (the launcher died or stopped us)")
 	flag.Parse()
 
 	// pstest 0.56 only offers NewServer() on a random port; its exported GServer
@@ -36,6 +38,13 @@ func main() {
 
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	if *stdinLifeline {
+		// A launcher killed with SIGKILL cannot signal us; its end of the pipe closing can.
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			stop <- syscall.SIGTERM
+		}()
+	}
 	go func() {
 		<-stop
 		srv.Stop()
