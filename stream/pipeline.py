@@ -5,7 +5,8 @@
     ReadTransactions | ReplayTransactions       PubsubMessage
       -> ParseTransactions                      Transaction (event-time stamped) | DeadLetter
       -> ScoreTransactions (RunInference)       ScoredTransaction                | DeadLetter
-      -> FlagCases (TX_ANOMALY now; CardWindows -> CARD_BURST / CARD_VELOCITY; DedupeCases)
+      -> FlagCases (TX_ANOMALY now -> DedupeCases; card rules: CardStateCases, one stateful
+                    DoFn per card (default), or CardWindows -> DedupeCases with --card-aggregation=windows)
       -> WriteCases (Bigtable) + PublishAlerts (fraud-alerts)
     all DeadLetters -> PublishDeadLetters (transactions-dlq)
 
