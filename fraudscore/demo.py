@@ -87,7 +87,7 @@ class DemoConfig:
 
     @property
     def stream_csv(self) -> Path:
-        return self.data_dir / "stream.csv"
+        return self.data_dir / "stream-sparse-cards.csv"
 
     @property
     def train_csv(self) -> Path:
@@ -285,7 +285,12 @@ class Demo:
         )
         prometheus = self._start_prometheus() if c.prometheus else None
         if c.publisher:
-            self._ensure_csv(c.stream_csv, c.stream_rows, seed=1, fraud_rate=c.fraud_rate)
+            # The publisher compresses the file's two days into minutes, which would make every busy card
+            # look like a CARD_VELOCITY case; spreading the rows over many cards keeps per-card rates
+            # (in compressed time) close to real ones, while fraud bursts stay bursts.
+            self._ensure_csv(
+                c.stream_csv, c.stream_rows, seed=1, fraud_rate=c.fraud_rate, cards=max(1, c.stream_rows // 2)
+            )
         print("waiting for the scorer to load the model and the stream job to start", flush=True)
         self._wait_until("scorer", scorer, lambda: _grpc_serving(f"{c.host}:{c.scorer_port}"))
         self._wait_until("stream", stream, lambda: _http_ok(f"http://{c.host}:{c.stream_metrics_port}/metrics"))
@@ -339,17 +344,25 @@ class Demo:
         if child.exit_code() != 0:
             raise DemoError(f"{name} failed (exit {child.exit_code()}); log {child.log_path}:\n{child.tail()}")
 
-    def _ensure_csv(self, path: Path, rows: int, *, seed: int, fraud_rate: float) -> None:
+    def _ensure_csv(self, path: Path, rows: int, *, seed: int, fraud_rate: float, cards: int | None = None) -> None:
         if path.is_file():
             return
         print(f"generating {rows:,} transactions into {path}", flush=True)
         tmp = path.with_suffix(".csv.tmp")  # renamed when complete: an interrupted run leaves no half file
-        self._run_to_end(
-            f"generate-{path.stem}",
-            _fraudscore(
-                "generate", "--rows", str(rows), "--seed", str(seed), "--fraud-rate", str(fraud_rate), "--out", str(tmp)
-            ),
-        )
+        args = [
+            "generate",
+            "--rows",
+            str(rows),
+            "--seed",
+            str(seed),
+            "--fraud-rate",
+            str(fraud_rate),
+            "--out",
+            str(tmp),
+        ]
+        if cards is not None:
+            args += ["--cards", str(cards)]
+        self._run_to_end(f"generate-{path.stem}", _fraudscore(*args))
         tmp.rename(path)
 
     def _ensure_model(self) -> None:
