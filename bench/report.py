@@ -1,0 +1,89 @@
+"""Renders the README's benchmark tables from bench/results/*.json.
+
+`python -m bench.report` prints Markdown; the README's tables are pasted from
+it, so every figure there traces back to a results file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def train_table(d: dict[str, Any]) -> str:
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in d["stages_seconds"].items())
+    return "\n".join(
+        [
+            "| rows | wall | peak RSS | goal | stages |",
+            "| ---: | ---: | ---: | --- | --- |",
+            f"| {d['rows']:,} | {d['wall_seconds']:.1f} s | {d['peak_rss_gb']:.2f} GB "
+            f"| < {d['goal']['wall_seconds']:.0f} s, < {d['goal']['peak_rss_gb']:.0f} GB | {stages} |",
+        ]
+    )
+
+
+def scorer_table(d: dict[str, Any]) -> str:
+    floor = {r["concurrency"]: r for r in d["runs"] if r["label"] == "floor"}
+    lines = [
+        "| variant | clients | calls/s | rows/s | p50 ms | p99 ms | calls/s vs floor | p99 vs floor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in d["runs"]:
+        base = floor.get(r["concurrency"]) if r["mode"] in ("health", "score") else None
+        ratio = f"{r['calls_per_s'] / base['calls_per_s']:.2f}" if base else ""
+        p99 = f"{r['p99_ms'] / base['p99_ms']:.2f}" if base else ""
+        lines.append(
+            f"| {r['label']} | {r['concurrency']} | {r['calls_per_s']:,.0f} | {r['rows_per_s']:,.0f} "
+            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {ratio} | {p99} |"
+        )
+    lines.append(f"| in-process signature, 1,000-row batches | | | {d['in_process_rows_per_s']:,.0f} | | | | |")
+    goals = "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in d["summary"]["goals"].items())
+    return "\n".join(lines) + f"\n\nGoals in this run: {goals}."
+
+
+def stream_table(d: dict[str, Any]) -> str:
+    lines = ["| measure | value | baseline in the same run | ratio |", "| --- | ---: | ---: | ---: |"]
+    replay = d.get("replay")
+    if replay:
+        lines.append(
+            f"| replay: parse + score + rules + Bigtable + alerts, tx per CPU-second | {replay['tx_per_cpu_s']:,.0f} "
+            f"| model in-process {d['model_rows_per_s_batch512']:,.0f} rows/s "
+            f"| {replay['tx_per_cpu_s'] / 10_000:.2f} of the 10,000/core goal |"
+        )
+    streaming = d.get("streaming", {})
+    bare = streaming.get("bare_read_count_msg_per_s")
+    for key, run in streaming.items():
+        if key.startswith("stream_job_") and isinstance(run, dict):
+            lines.append(
+                f"| DirectRunner streaming drain, `--card-aggregation {key.removeprefix('stream_job_')}`, msg/s "
+                f"| {run['msg_per_s']:,.0f} | bare read-and-count {bare:,.0f} | {run['ratio_to_bare']:.2f} |"
+            )
+    for key, runs in d.items():
+        if not key.startswith("latency_tx_anomaly_"):
+            continue
+        rate = key.removeprefix("latency_tx_anomaly_").removesuffix("_per_s")
+        for mode, value in runs.items():
+            lines.append(
+                f"| TX_ANOMALY event-time-to-alert at {rate} tx/s, `{mode}`, p50 / p99 "
+                f"| {value['p50_s']:.2f} s / {value['p99_s']:.2f} s | goal p99 < 2 s | {value['alerts']:.0f} alerts |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    for name, render in (("train", train_table), ("scorer", scorer_table), ("stream", stream_table)):
+        data = _load(name)
+        if data is not None:
+            print(f"### {name} (bench/results/{name}.json)\n\n{render(data)}\n")
+
+
+if __name__ == "__main__":
+    main()
