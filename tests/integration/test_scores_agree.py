@@ -1,0 +1,231 @@
+"""The "scores agree" contract, all paths at once on the same transactions.
+
+One generated CSV (a few hundred rows, frauds among them) is scored four ways
+against one model artifact:
+
+- the stream: ``fraudscore stream --replay`` (bounded DirectRunner job, a subprocess as an operator runs it),
+  its cases read back from Bigtable and from the alerts topic;
+- the gRPC scorer: ``Score`` per flagged transaction and ``ScoreBatch`` over every row, on a real grpc.aio
+  server on loopback;
+- the trainer's offline evaluation: ``trainer.evaluate.offline_errors`` on the CSV as ``trainer.data.load_csv``
+  reads it (Keras model + tf.Transform outside the SavedModel);
+- the artifact itself: ``fraudscore.model.LoadedModel.score``.
+
+The stream persists only flagged transactions, so errors are compared on its cases; the anomaly flags are
+compared on every row (the stream's TX_ANOMALY cases must be exactly the rows the others call anomalous).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from fraudscore import model as model_lib
+from fraudscore import schema
+from fraudscore.config import Resources
+from fraudscore.generate import generate_frame, write_csv
+from fraudscore.v1 import scorer_pb2 as pb
+from fraudscore.v1 import scorer_pb2_grpc
+from fraudscore.v1.transaction_pb2 import Transaction
+from stream.case import TX_ANOMALY, Case
+from tests.integration.scorer_support import ServerThread, config, copy_base
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+ROWS = 300
+FRAUD_RATE = 0.1  # ~30 frauds: plenty of TX_ANOMALY cases from a quick model
+MIN_CASES = 5
+RTOL, ATOL = 1e-5, 1e-7  # float32 arithmetic in different graphs (SavedModel, Keras + Transformer)
+REPLAY_TIMEOUT_S = 180
+
+
+@dataclass(frozen=True)
+class Streamed:
+    stored: dict[str, Case]  # Bigtable, by case id (= transaction id)
+    alerted: dict[str, Case]  # alerts topic, by case id
+
+
+def _replay_argv(csv_path: Path, model_base: Path, res: Resources) -> list[str]:
+    names = [f"--{name.replace('_', '-')}={value}" for name, value in vars(res).items() if name != "project"]
+    return [
+        sys.executable, "-m", "fraudscore.cli", "stream", f"--replay={csv_path}", f"--model-base={model_base}",
+        f"--project={res.project}", *names, "--metrics-port=0", "--runner=DirectRunner",
+    ]  # fmt: skip
+
+
+def _read_stored(res: Resources) -> dict[str, Case]:
+    from stream.cases_store import CaseStore
+
+    with CaseStore(res.project, res.bigtable_instance, res) as store:
+        found = store.list_since(schema.DEFAULT_EPOCH - timedelta(days=1), limit=10_000)
+    return {s.case.case_id: s.case for s in found}
+
+
+def _read_alerts(res: Resources) -> dict[str, Case]:
+    """Everything on the alerts subscription (the replay has finished, so it is all there)."""
+    from google.api_core import exceptions
+    from google.cloud.pubsub_v1 import SubscriberClient
+
+    client = SubscriberClient()
+    path = res.subscription_path(res.alerts_subscription)
+    out: dict[str, Case] = {}
+    try:
+        while True:
+            try:
+                response = client.pull(subscription=path, max_messages=500, timeout=3)
+            except exceptions.DeadlineExceeded:
+                break
+            if not response.received_messages:
+                break
+            client.acknowledge(subscription=path, ack_ids=[m.ack_id for m in response.received_messages])
+            for m in response.received_messages:
+                case = Case.from_json_dict(json.loads(m.message.data))
+                assert case.case_id not in out, f"two alerts for case {case.case_id}"
+                out[case.case_id] = case
+    finally:
+        client.close()
+    return out
+
+
+def _csv_transactions(path: Path) -> list[Transaction]:
+    """The rows as the stream's CSV replay parses them (row numbers from 1, so the same transaction ids)."""
+    with path.open(newline="") as f:
+        return [schema.from_csv_row(row, row_number=i) for i, row in enumerate(csv.DictReader(f), start=1)]
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def model_base(tmp_path: Path, trained_model_base: Path) -> Path:
+    return copy_base(Path(trained_model_base), tmp_path / "models")
+
+
+@pytest.fixture
+def data_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "agree.csv"
+    write_csv(generate_frame(ROWS, fraud_rate=FRAUD_RATE, seed=23), path)
+    return path
+
+
+@pytest.fixture
+def replay(
+    emulators: Any, unique_resources: Resources, model_base: Path, data_csv: Path, tmp_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The bounded stream job, started in the background so the other paths are scored meanwhile."""
+    log_path = tmp_path / "stream.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            _replay_argv(data_csv, model_base, unique_resources), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def scorer(model_base: Path) -> Iterator[scorer_pb2_grpc.FraudScorerStub]:
+    thread = ServerThread(config(model_base))
+    try:
+        thread.wait_serving()
+        with grpc.insecure_channel(thread.target) as channel:
+            yield scorer_pb2_grpc.FraudScorerStub(channel)
+    finally:
+        thread.close()
+
+
+def _finish(proc: subprocess.Popen[bytes], res: Resources, log_path: Path) -> Streamed:
+    try:
+        code = proc.wait(timeout=REPLAY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("stream replay did not finish:\n" + log_path.read_text()[-3000:]) from None
+    assert code == 0, f"stream replay exited {code}:\n" + log_path.read_text()[-3000:]
+    return Streamed(stored=_read_stored(res), alerted=_read_alerts(res))
+
+
+# --- the test -----------------------------------------------------------------------------------
+
+
+def test_stream_grpc_trainer_and_artifact_agree(
+    replay: subprocess.Popen[bytes],
+    scorer: scorer_pb2_grpc.FraudScorerStub,
+    unique_resources: Resources,
+    model_base: Path,
+    data_csv: Path,
+    tmp_path: Path,
+) -> None:
+    from trainer.data import load_csv
+    from trainer.evaluate import offline_errors
+
+    loaded = model_lib.load(model_base)
+    txs = _csv_transactions(data_csv)
+    ids = [tx.transaction_id for tx in txs]
+    assert len(ids) == ROWS == len(set(ids))
+
+    # The artifact (LoadedModel) and the trainer's offline evaluation, on every row.
+    artifact = loaded.score(np.array([schema.feature_row(tx, loaded.features) for tx in txs]))
+    data = load_csv(data_csv, loaded.features)
+    assert len(data.frame) == ROWS and data.bad_rows == 0
+    trainer_errors = offline_errors(data.frame, loaded.path)
+    np.testing.assert_allclose(trainer_errors, artifact.reconstruction_error, rtol=RTOL, atol=ATOL)
+
+    # gRPC ScoreBatch on every row.
+    batch = scorer.ScoreBatch(pb.ScoreBatchRequest(transactions=txs), timeout=60)
+    assert (batch.scored, batch.failed) == (ROWS, 0)
+    by_batch = {r.score.transaction_id: r.score for r in batch.results}
+    assert list(by_batch) == ids
+    np.testing.assert_allclose(
+        [by_batch[i].reconstruction_error for i in ids], artifact.reconstruction_error, rtol=RTOL, atol=ATOL
+    )
+    assert {r.model_version for r in by_batch.values()} == {loaded.version}
+
+    # The anomaly flag: the artifact's, the scorer's, and the trainer's error against the card's threshold
+    # (rows within float tolerance of the threshold are the only ones allowed to differ there).
+    anomalous = {i for i, flag in zip(ids, artifact.is_anomaly, strict=True) if flag}
+    assert {i for i in ids if by_batch[i].is_anomaly} == anomalous
+    clear = np.abs(trainer_errors - loaded.threshold) > RTOL * loaded.threshold + ATOL
+    assert {i for i, e, c in zip(ids, trainer_errors, clear, strict=True) if c and e > loaded.threshold} == {
+        i for i, c in zip(ids, clear, strict=True) if c and i in anomalous
+    }
+
+    # The stream's cases: the same set in Bigtable and on the alerts topic, TX_ANOMALY exactly the anomalous rows.
+    streamed = _finish(replay, unique_resources, tmp_path / "stream.log")
+    cases = streamed.stored
+    assert len(cases) >= MIN_CASES, f"only {len(cases)} cases flagged; the comparison needs at least {MIN_CASES}"
+    assert set(streamed.alerted) == set(cases)
+    assert set(cases) <= set(ids)
+    assert {k for k, c in cases.items() if TX_ANOMALY in c.reasons} == anomalous
+    flagged = sorted(cases, key=ids.index)
+    at = [ids.index(i) for i in flagged]
+
+    # Errors of the flagged transactions, path against path.
+    stream_errors = np.array([cases[i].reconstruction_error for i in flagged])
+    alert_errors = np.array([streamed.alerted[i].reconstruction_error for i in flagged])
+    singles = {i: scorer.Score(pb.ScoreRequest(transaction=txs[ids.index(i)]), timeout=10) for i in flagged}
+    np.testing.assert_array_equal(alert_errors, stream_errors)
+    np.testing.assert_allclose(stream_errors, artifact.reconstruction_error[at], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(stream_errors, trainer_errors[at], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(stream_errors, [by_batch[i].reconstruction_error for i in flagged], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(stream_errors, [singles[i].reconstruction_error for i in flagged], rtol=RTOL, atol=ATOL)
+
+    # Model version and threshold are the artifact's everywhere.
+    for i in flagged:
+        assert singles[i].transaction_id == i
+        assert singles[i].is_anomaly == (i in anomalous) == (TX_ANOMALY in cases[i].reasons)
+        assert cases[i].model_version == streamed.alerted[i].model_version == singles[i].model_version == loaded.version
+        assert cases[i].threshold == pytest.approx(loaded.threshold) == singles[i].threshold
