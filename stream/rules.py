@@ -31,7 +31,7 @@ Bigtable row.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +58,10 @@ class RuleConfig:
     def __post_init__(self) -> None:
         if self.burst_min_anomalies < 1 or self.velocity_min_count < 1 or self.dedupe_ttl_s <= 0:
             raise ValueError("rule thresholds must be >= 1 and the dedupe TTL > 0")
+
+    def flags_window(self, count: int, anomalies: int) -> bool:
+        """Whether a card window with these aggregates meets a card rule (as window_reasons decides)."""
+        return anomalies >= self.burst_min_anomalies or count >= self.velocity_min_count
 
 
 def _utc(seconds: float) -> datetime:
@@ -159,6 +163,36 @@ class DedupeCases(beam.PTransform):
         )
 
 
+def _first_case(element: tuple[str, Iterable[Case]]) -> Iterator[Case]:
+    _, cases = element
+    it = iter(cases)
+    first = next(it)
+    for _ in it:
+        metrics.duplicate_case()
+    metrics.flagged(first.reasons)
+    metrics.stage_lag("case", time.time() - first.event_time.timestamp())
+    yield first
+
+
+class FirstCasePerId(beam.PTransform):
+    """Bounded DedupeCases: the first case per case id, by grouping instead of keyed state.
+
+    In a bounded run the batch runner feeds a stateful DoFn all of a key's elements before any timer,
+    so the TTL never clears a flag and DedupeCases passes exactly the first case of each id, which is
+    what a GroupByKey (arrival order kept) and taking the first value also does. Keyed state on the
+    FnApiRunner measures every cached value with objsize, a walk over all loaded modules per call,
+    which cost more than the rest of case handling in a replay.
+    """
+
+    def expand(self, cases: beam.PCollection) -> beam.PCollection:
+        return (
+            cases
+            | "KeyByCaseId" >> beam.Map(lambda c: (c.case_id, c))
+            | "GroupByCaseId" >> beam.GroupByKey()
+            | "FirstPerCase" >> beam.FlatMap(_first_case)
+        )
+
+
 # How card windows are computed in streaming: one stateful DoFn per card with one timer
 # (stream.card_state, the default) or Beam sliding windows with triggers + DedupeCases. Bounded
 # replay always sweeps each card's windows in memory (stream.windows.sliding_windows).
@@ -209,8 +243,12 @@ class FlagCases(beam.PTransform):
         )
         card_cases = (
             scored
-            | "CardWindows" >> CardWindows(self._windows, streaming=self._streaming)
+            | "CardWindows"
+            >> CardWindows(
+                self._windows, streaming=self._streaming, keep=None if self._streaming else rules.flags_window
+            )
             | "CardRules" >> beam.FlatMap(window_cases, rules)
             | "CardCasesGlobal" >> beam.WindowInto(window.GlobalWindows())
         )
-        return (tx_cases, card_cases) | "AllCases" >> beam.Flatten() | "DedupeCases" >> DedupeCases(rules.dedupe_ttl_s)
+        dedupe = DedupeCases(rules.dedupe_ttl_s) if self._streaming else FirstCasePerId()
+        return (tx_cases, card_cases) | "AllCases" >> beam.Flatten() | "DedupeCases" >> dedupe

@@ -17,7 +17,7 @@ Pub/Sub message never counts twice towards a card's velocity.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,17 +98,32 @@ def summarize(
 
 
 def sliding_windows(
-    element: tuple[str, Iterable[ScoredTransaction]], size_s: int, period_s: int
+    element: tuple[str, Iterable[ScoredTransaction]],
+    size_s: int,
+    period_s: int,
+    keep: Callable[[int, int], bool] | None = None,
 ) -> Iterator[CardWindow]:
-    """One card's windows [k*period, k*period + size) holding any of its transactions, as SlidingWindows has them."""
+    """One card's windows [k*period, k*period + size) holding any of its transactions, as SlidingWindows has them.
+
+    ``keep(count, anomalies)``, if given, drops the windows it rejects before they are summarized: replay
+    asks only for the windows a card rule flags, and summarizing every one of the ~size/period windows
+    of every transaction was the largest cost of a replay.
+    """
     card_id, scored = element
-    by_start: dict[int, list[ScoredTransaction]] = {}
+    # Per window, its members by transaction id (a later duplicate replaces an earlier one, as in summarize).
+    by_start: dict[int, dict[str, ScoredTransaction]] = {}
     for s in scored:
         last = math.floor(s.event_time / period_s) * period_s
         for start in range(last, last - size_s, -period_s):
-            by_start.setdefault(start, []).append(s)
+            members = by_start.get(start)
+            if members is None:
+                members = by_start[start] = {}
+            members[s.transaction_id] = s
     for start in sorted(by_start):
-        yield summarize(card_id, float(start), float(start + size_s), by_start[start])
+        members = by_start[start]
+        if keep is not None and not keep(len(members), sum(1 for m in members.values() if m.is_anomaly)):
+            continue
+        yield summarize(card_id, float(start), float(start + size_s), members.values())
 
 
 class _SummarizeFn(beam.DoFn):
@@ -126,10 +141,18 @@ class _SummarizeFn(beam.DoFn):
 class CardWindows(beam.PTransform):
     """PCollection[ScoredTransaction] -> PCollection[CardWindow], one per card, window and firing."""
 
-    def __init__(self, config: WindowConfig | None = None, *, streaming: bool = True) -> None:
+    def __init__(
+        self,
+        config: WindowConfig | None = None,
+        *,
+        streaming: bool = True,
+        keep: Callable[[int, int], bool] | None = None,
+    ) -> None:
+        """``keep(count, anomalies)``: bounded only, emit just the windows it accepts (see sliding_windows)."""
         super().__init__()
         self._config = config or WindowConfig()
         self._streaming = streaming
+        self._keep = keep
 
     def expand(self, scored: beam.PCollection) -> beam.PCollection:
         c = self._config
@@ -141,7 +164,7 @@ class CardWindows(beam.PTransform):
             return (
                 keyed
                 | "GroupByCard" >> beam.GroupByKey()
-                | "SlidingWindows" >> beam.FlatMap(sliding_windows, c.size_s, c.period_s)
+                | "SlidingWindows" >> beam.FlatMap(sliding_windows, c.size_s, c.period_s, self._keep)
             )
         return (
             keyed

@@ -238,3 +238,37 @@ def test_state_path_emits_cases_on_arrival_with_one_timer_per_card() -> None:
     assert card is not None and not card.recent  # type: ignore[attr-defined]
     assert card.emitted  # type: ignore[attr-defined]  # case ids stay remembered for the de-dup TTL
     assert timer.at[-1] == T0 + 10 + RULES.dedupe_ttl_s  # y, the first card case
+
+
+def test_replay_keeps_only_the_windows_a_card_rule_flags() -> None:
+    from stream.rules import window_reasons
+    from stream.windows import sliding_windows
+
+    # A velocity run (with a duplicate that must count once), a lone burst pair later, quiet time between.
+    txs = [scored(f"v{i}", "c7", 10.0 * i) for i in range(3)] + [scored("v0", "c7", 0.0)]
+    txs += [scored("a1", "c7", 3000, True), scored("a2", "c7", 3030, True), scored("q", "c7", 5000)]
+    every = list(sliding_windows(("c7", txs), 600, 60))
+    kept = list(sliding_windows(("c7", txs), 600, 60, keep=RULES.flags_window))
+    assert kept == [w for w in every if window_reasons(w, RULES)]
+    assert kept and len(kept) < len(every)
+
+
+def test_bounded_cases_are_one_per_transaction_with_the_earliest_flagged_window() -> None:
+    burst = [scored("v1", "c2", 100), scored("v2", "c2", 110), scored("v3", "c2", 120), scored("x", "c2", 130, True)]
+    with BeamTestPipeline() as p:
+        cases = p | beam.Create(stamped(burst + burst[:1])) | FlagCases(WINDOWS, RULES, streaming=False)
+        firsts = cases | beam.Map(
+            lambda c: (c.transaction_id, c.reasons, c.window_start and c.window_start.timestamp())
+        )
+        # v1..v3 sit together in 9 flagged windows; the case is the first of them, [T0-420, T0+180).
+        assert_that(
+            firsts,
+            equal_to(
+                [
+                    ("v1", (CARD_VELOCITY,), T0 - 420.0),
+                    ("v2", (CARD_VELOCITY,), T0 - 420.0),
+                    ("v3", (CARD_VELOCITY,), T0 - 420.0),
+                    ("x", (TX_ANOMALY,), None),
+                ]
+            ),
+        )
