@@ -13,6 +13,8 @@ distributions are integers: errors are recorded in millionths, lags in ms.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from apache_beam.metrics import Metrics
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -94,6 +96,30 @@ def scored(error: float, is_anomaly: bool, out_of_range: int) -> None:
     if out_of_range:
         OUT_OF_RANGE.inc(out_of_range)
         _inc("out_of_range_features", out_of_range)
+
+
+def scored_batch(errors: Sequence[float], anomalies: Sequence[bool], out_of_range: Sequence[int]) -> None:
+    """``scored`` for a whole RunInference batch: counters once per batch, the distributions per value."""
+    n_anomalies = sum(1 for a in anomalies if a)
+    for outcome, n in (("anomaly", n_anomalies), ("normal", len(errors) - n_anomalies)):
+        if n:
+            TRANSACTIONS.labels(outcome).inc(n)
+            _inc(f"transactions_{outcome}", n)
+    observe = ERRORS.observe
+    for error in errors:
+        observe(error)
+        _ERROR_DIST.update(int(error * 1e6))
+    total_out_of_range = sum(out_of_range)
+    if total_out_of_range:
+        OUT_OF_RANGE.inc(total_out_of_range)
+        _inc("out_of_range_features", total_out_of_range)
+
+
+def stage_lags(stage: str, lags_seconds: Iterable[float]) -> None:
+    """``stage_lag`` for many transactions at once (one label lookup)."""
+    observe = STAGE_LAG.labels(stage).observe
+    for lag in lags_seconds:
+        observe(max(lag, 0.0))
 
 
 def flagged(reasons: tuple[str, ...]) -> None:
