@@ -1,6 +1,6 @@
 """Stream job benchmark: replay cost per element, DirectRunner streaming ceiling, alert latency.
 
-    .venv/bin/python -m bench.stream --model-base models/creditcard [--rows 20000] [--backlog 2000]
+    .venv/bin/python -m bench.stream --model-base models/creditcard [--rows 20000] [--backlog 2000] [--only-replay]
 
 Everything runs against the local emulators started here, with baselines measured in the same run:
 
@@ -268,6 +268,11 @@ def main() -> int:
         help="card aggregations to measure in streaming (the first is the default one, also run at 20 tx/s)",
     )
     parser.add_argument("--skip-replay", action="store_true", help="only the streaming and latency runs")
+    parser.add_argument(
+        "--only-replay",
+        action="store_true",
+        help="only the model baseline and the replay runs; prints them and leaves bench/results/stream.json alone",
+    )
     parser.add_argument("--bare-reader", nargs=2, metavar=("SUBSCRIPTION", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_reader:
@@ -275,6 +280,8 @@ def main() -> int:
         return 0
     if args.model_base is None:
         parser.error("--model-base is required")
+    if args.only_replay and args.skip_replay:
+        parser.error("--only-replay and --skip-replay leave nothing to run")
 
     from fraudscore.config import EmulatorConfig, Resources
     from fraudscore.emulators import Emulators, create_resources, with_suffix
@@ -306,6 +313,10 @@ def main() -> int:
             results["replay"]["ratio_to_model"] = (
                 results["replay"]["tx_per_cpu_s"] / results["model_rows_per_s_batch512"]
             )
+
+        if args.only_replay:
+            print(json.dumps(results, indent=2))
+            return 0
 
         def stream_argv(r: Resources, port: int, aggregation: str) -> list[str]:
             flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(r).items() if k != "project"]
