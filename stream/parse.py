@@ -135,8 +135,9 @@ class _ParseCsvFn(beam.DoFn):
                         DEAD_LETTERS, DeadLetter(payload, attributes, "parse", exc.field, exc.reason)
                     )
                     continue
-                metrics.parsed(self._clock() - event_seconds(tx))
-                yield TimestampedValue(tx, event_seconds(tx))
+                seconds = event_seconds(tx)
+                metrics.parsed(self._clock() - seconds)
+                yield TimestampedValue(tx, seconds)
 
 
 class ParseCsvFiles(beam.PTransform):
