@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fraudscore.processes import stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "stream.json"
@@ -87,16 +88,6 @@ def _metric(port: int, name: str) -> float:
 def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _transactions(n: int, seed: int, prefix: str) -> list[Any]:
@@ -159,7 +150,7 @@ def drain_time(argv: list[str], port: int, metric: str, res: Any, n: int, log: P
             time.sleep(0.1)
         return time.perf_counter() - start
     finally:
-        _stop(proc)
+        stop_group(proc)
 
 
 _BARE_COUNTER: Any = None
@@ -253,7 +244,7 @@ def latency(argv: list[str], port: int, res: Any, seconds: float, rate: float, l
             "mean_lag_by_stage_s": stage_lags(port),
         }
     finally:
-        _stop(proc)
+        stop_group(proc)
 
 
 def main() -> int:

@@ -22,7 +22,6 @@ Prometheus database and the model are reused, logs are rewritten.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import shutil
@@ -41,6 +40,7 @@ from typing import IO, Any
 import yaml
 
 from fraudscore.config import EmulatorConfig, Resources
+from fraudscore.processes import group_alive, signal_group, stop_group
 
 log = logging.getLogger(__name__)
 
@@ -182,41 +182,16 @@ class Child:
         if self.popen is None:
             return
         pgid = self.popen.pid  # start_new_session: the group id is the child's pid
-        if self.popen.poll() is None:
-            _signal_group(pgid, self.stop_signal)
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                log.warning(
-                    "%s (pid %d) still running %.0f s after %s; killing it",
-                    self.name,
-                    pgid,
-                    grace,
-                    self.stop_signal.name,
-                )
-                _signal_group(pgid, signal.SIGKILL)
-                self.popen.wait()
+        if stop_group(self.popen, self.stop_signal, grace):
+            log.warning(
+                "%s (pid %d) still running %.0f s after %s; killed it", self.name, pgid, grace, self.stop_signal.name
+            )
         # Grandchildren that outlived the child (none expected) go the same way.
-        if _group_alive(pgid):
-            _signal_group(pgid, signal.SIGKILL)
+        if group_alive(pgid):
+            signal_group(pgid, signal.SIGKILL)
         if self._log is not None:
             self._log.close()
             self._log = None
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fraudscore(*args: str) -> list[str]:

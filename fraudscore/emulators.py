@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from fraudscore.config import DEFAULT_PROJECT, ColumnFamily, EmulatorConfig, Resources
+from fraudscore.processes import signal_group, stop_group
 
 if TYPE_CHECKING:
     from google.cloud.bigtable.column_family import GarbageCollectionRule
@@ -145,25 +146,19 @@ class EmulatorProcess:
     def terminate(self) -> None:
         """Asks the whole process group to exit (SIGTERM) without waiting; :meth:`stop` finishes the job."""
         if self.alive():
-            _signal_group(self.popen.pid, signal.SIGTERM)
+            signal_group(self.popen.pid, signal.SIGTERM)
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """SIGTERM to the process group, wait, then SIGKILL; reaps the process. Safe to call twice."""
         pgid = self.popen.pid  # the group id is the leader's pid (start_new_session)
         try:
-            if self.alive():
-                _signal_group(pgid, signal.SIGTERM)
-                try:
-                    self.popen.wait(grace)
-                except subprocess.TimeoutExpired:
-                    log.warning("%s emulator pid %d ignored SIGTERM for %.0fs; killing it", self.name, pgid, grace)
-                    _signal_group(pgid, signal.SIGKILL)
-                    self.popen.wait()
+            if stop_group(self.popen, signal.SIGTERM, grace):
+                log.warning("%s emulator pid %d ignored SIGTERM for %.0fs; killed it", self.name, pgid, grace)
             # Members that outlive the leader (gcloud's Java child) get the same treatment.
             if _live_group_members(pgid):
-                _signal_group(pgid, signal.SIGTERM)
+                signal_group(pgid, signal.SIGTERM)
                 if not _wait_group_gone(pgid, grace):
-                    _signal_group(pgid, signal.SIGKILL)
+                    signal_group(pgid, signal.SIGKILL)
                     if not _wait_group_gone(pgid, grace):
                         log.warning("%s emulator: processes %s survived SIGKILL", self.name, _live_group_members(pgid))
         finally:
@@ -188,11 +183,6 @@ def _stop_all() -> None:
     for proc in list(_RUNNING):
         with contextlib.suppress(Exception):
             proc.stop(grace=2.0)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
 
 
 def _live_group_members(pgid: int) -> list[int]:

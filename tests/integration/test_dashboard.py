@@ -32,6 +32,7 @@ import yaml
 from fraudscore.config import Resources
 from fraudscore.demo import DemoConfig, write_prometheus_config
 from fraudscore.emulators import Emulators
+from fraudscore.processes import stop_group
 from tests.deploy_support import dashboard_queries, rule_expressions, variable_queries
 
 pytestmark = pytest.mark.integration
@@ -67,13 +68,7 @@ class Proc:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGINT)
-            try:
-                self.popen.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
+        stop_group(self.popen, signal.SIGINT)
 
 
 class Procs:

@@ -15,8 +15,6 @@ shared by the checks, because starting it costs ~20 s here:
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +33,7 @@ from fraudscore import model as fmodel
 from fraudscore import schema
 from fraudscore.config import Resources
 from fraudscore.generate import generate_frame
+from fraudscore.processes import stop_group
 from fraudscore.v1.transaction_pb2 import Transaction
 from stream.case import CARD_BURST, CARD_VELOCITY, TX_ANOMALY, Case
 from stream.rules import RuleConfig
@@ -211,13 +210,7 @@ def stream_job(
     try:
         yield {"proc": proc, "port": port, "log": log_path}
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc)
 
 
 def wait_for_metrics(job: dict[str, Any], needle: str, timeout: float) -> str:
