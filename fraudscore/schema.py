@@ -190,10 +190,11 @@ def to_json(tx: Transaction) -> bytes:
 
 def feature_value(tx: Transaction, name: str) -> float:
     """The value of one model feature (``V1``..``V28`` or ``Amount``) of a transaction."""
-    if name == features.AMOUNT:
+    (column,) = _feature_columns((name,))
+    if column == N_PCA:
         return float(tx.amount)
-    if name.startswith("V") and name[1:].isdigit() and 1 <= int(name[1:]) <= len(tx.v):
-        return float(tx.v[int(name[1:]) - 1])
+    if column < len(tx.v):
+        return float(tx.v[column])
     raise InvalidTransaction(name, "model feature not present in the Transaction schema")
 
 
@@ -212,11 +213,7 @@ def feature_matrix(txs: Sequence[Transaction], names: Sequence[str]) -> np.ndarr
     for tx in txs:
         if len(tx.v) != N_PCA:
             raise InvalidTransaction("v", f"expected {N_PCA} values (V1..V{N_PCA}), got {len(tx.v)}")
-    values = itertools.chain.from_iterable(tx.v for tx in txs)
-    table = np.empty((len(txs), N_PCA + 1), dtype=np.float64)
-    table[:, :N_PCA] = np.fromiter(values, dtype=np.float64, count=len(txs) * N_PCA).reshape(len(txs), N_PCA)
-    table[:, N_PCA] = [tx.amount for tx in txs]
-    return table[:, columns].astype(np.float32)
+    return _raw_table(txs, np.ones(len(txs), dtype=bool))[:, columns].astype(np.float32)
 
 
 def checked_feature_matrix(
@@ -231,18 +228,9 @@ def checked_feature_matrix(
     """
     columns = _feature_columns(tuple(names))
     n = len(txs)
-    vs = [tx.v for tx in txs]
-    right_length = np.fromiter(map(len, vs), dtype=np.int64, count=n) == N_PCA
-    table = np.zeros((n, N_PCA + 1), dtype=np.float64)
-    if right_length.all():
-        values = itertools.chain.from_iterable(vs)
-        table[:, :N_PCA] = np.fromiter(values, dtype=np.float64, count=n * N_PCA).reshape(n, N_PCA)
-    else:
-        kept = np.flatnonzero(right_length)
-        values = itertools.chain.from_iterable(vs[i] for i in kept)
-        table[kept, :N_PCA] = np.fromiter(values, dtype=np.float64, count=len(kept) * N_PCA).reshape(-1, N_PCA)
+    right_length = np.fromiter((len(tx.v) for tx in txs), dtype=np.int64, count=n) == N_PCA
+    table = _raw_table(txs, right_length)
     amounts = table[:, N_PCA]
-    amounts[:] = [tx.amount for tx in txs]
     present = [
         bool(tx.transaction_id and tx.card_id and tx.HasField("event_time") and tx.HasField("amount")) for tx in txs
     ]
@@ -256,6 +244,21 @@ def checked_feature_matrix(
             errors[i] = exc
     good = table if not errors else np.delete(table, list(errors), axis=0)
     return good[:, columns].astype(np.float32), errors
+
+
+def _raw_table(txs: Sequence[Transaction], right_length: np.ndarray) -> np.ndarray:
+    """The table ``[V1..V28, Amount]`` (float64) of transactions; a row whose ``v`` has the wrong length stays 0."""
+    n = len(txs)
+    table = np.zeros((n, N_PCA + 1), dtype=np.float64)
+    if right_length.all():
+        values = itertools.chain.from_iterable(tx.v for tx in txs)
+        table[:, :N_PCA] = np.fromiter(values, dtype=np.float64, count=n * N_PCA).reshape(n, N_PCA)
+    else:
+        kept = np.flatnonzero(right_length)
+        values = itertools.chain.from_iterable(txs[i].v for i in kept.tolist())
+        table[kept, :N_PCA] = np.fromiter(values, dtype=np.float64, count=len(kept) * N_PCA).reshape(-1, N_PCA)
+    table[:, N_PCA] = [tx.amount for tx in txs]
+    return table
 
 
 def invalid_feature_rows(matrix: np.ndarray, names: Sequence[str]) -> dict[int, InvalidTransaction]:
