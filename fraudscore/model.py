@@ -142,10 +142,19 @@ def load(base: Path, version: int | None = None) -> LoadedModel:
     return LoadedModel(path)
 
 
+def top_k(feature_errors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of ``[n, F]`` feature errors: the indices of the k largest, their shares of the row's
+    error (float64), and whether the row has any error at all (a perfect reconstruction has no contributors).
+    """
+    order = np.argsort(feature_errors, axis=1)[:, ::-1][:, :k]
+    totals = feature_errors.sum(axis=1)
+    picked = np.take_along_axis(feature_errors, order, axis=1).astype(np.float64)
+    return order, picked / np.where(totals > 0, totals, 1.0).astype(np.float64)[:, None], totals > 0
+
+
 def top_contributions(feature_errors: np.ndarray, names: Sequence[str], k: int = 3) -> list[tuple[str, float]]:
-    """The k features with the largest share of one row's reconstruction error."""
-    total = float(np.sum(feature_errors))
-    if total <= 0.0:
+    """The k features with the largest share of one row's reconstruction error (:func:`top_k` of one row)."""
+    order, shares, has_error = top_k(np.asarray(feature_errors)[None, :], k)
+    if not has_error[0]:
         return []
-    order = np.argsort(feature_errors)[::-1][:k]
-    return [(names[i], float(feature_errors[i]) / total) for i in order]
+    return [(names[i], share) for i, share in zip(order[0].tolist(), shares[0].tolist(), strict=True)]

@@ -17,10 +17,10 @@ from typing import NamedTuple
 import numpy as np
 
 from fraudscore import schema
-from fraudscore.model import LoadedModel, Scores
+from fraudscore.model import LoadedModel, Scores, top_k
 from fraudscore.schema import InvalidTransaction
 from fraudscore.v1 import scorer_pb2 as pb
-from scorer.responses import TOP_K, top_k
+from scorer.responses import TOP_K
 
 # The wire types of the byte fields (see scorer.proto): little-endian whatever the machine.
 FLOAT32 = np.dtype("<f4")

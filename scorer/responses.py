@@ -3,9 +3,8 @@
 Per-row numpy work costs ~30 µs a row, more than gRPC's own cost of a call,
 so each model call's outputs are converted once, vectorized, into plain Python
 rows (``outcomes``), on the batcher's worker thread; a handler then only
-copies values into its message. ``top_k`` gives exactly what
-``fraudscore.model.top_contributions`` gives row by row (a unit test holds
-them equal).
+copies values into its message. Top features come from
+``fraudscore.model.top_k``, the batch form of ``top_contributions``.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fraudscore.model import LoadedModel, Scores
+from fraudscore.model import LoadedModel, Scores, top_k
 from fraudscore.schema import InvalidTransaction
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1.transaction_pb2 import Transaction
@@ -31,14 +30,6 @@ class Outcome(NamedTuple):
     is_anomaly: bool
     out_of_range: int
     top: list[tuple[str, float]]
-
-
-def top_k(feature_errors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: indices of the k largest errors, their shares of the row's error, and whether it has any."""
-    order = np.argsort(feature_errors, axis=1)[:, ::-1][:, :k]
-    totals = feature_errors.sum(axis=1)
-    picked = np.take_along_axis(feature_errors, order, axis=1).astype(np.float64)
-    return order, picked / np.where(totals > 0, totals, 1.0).astype(np.float64)[:, None], totals > 0
 
 
 def _columns(model: LoadedModel, scores: Scores, k: int) -> tuple[list[Any], ...]:

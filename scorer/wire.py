@@ -17,11 +17,11 @@ import numpy as np
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FileDescriptor
 
-from fraudscore.model import LoadedModel, Scores
+from fraudscore.model import LoadedModel, Scores, top_k
 from fraudscore.schema import InvalidTransaction
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1.transaction_pb2 import Transaction
-from scorer.responses import TOP_K, names_of, top_k
+from scorer.responses import TOP_K, names_of
 
 _PACKAGE = pb.DESCRIPTOR.package
 _SCORE_FIELDS = [

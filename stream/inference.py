@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.coders import StrUtf8Coder
 from apache_beam.ml.inference.base import ModelHandler, ModelMetadata, RunInference
 from apache_beam.transforms import trigger, userstate, window
@@ -122,12 +121,6 @@ def localize(version_uri: str) -> Path:
 def load_version(uri: str) -> fmodel.LoadedModel:
     """Loads one version directory (local or on any Beam filesystem)."""
     return fmodel.LoadedModel(localize(uri))
-
-
-def _feature_columns(names: Sequence[str]) -> list[int]:
-    """For each model feature, its column in ``[V1..V28, amount]`` (found through schema.feature_value)."""
-    probe = Transaction(v=[float(i) for i in range(schema.N_PCA)], amount=float(schema.N_PCA))
-    return [int(schema.feature_value(probe, name)) for name in names]
 
 
 class _VersionPoller:
@@ -213,9 +206,7 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[ScoredTransaction]:
         model = self._current(model)
-        columns = _feature_columns(model.features)
-        raw = np.array([[*tx.v, tx.amount] for tx in batch], dtype=np.float32)
-        scores = model.score(raw[:, columns])
+        scores = model.score(schema.feature_matrix(batch, model.features))
         # Python scalars once per batch (tolist), metrics once per batch: per-element numpy indexing and
         # metric calls were a large share of a replay's CPU.
         errors = [float(e) for e in scores.reconstruction_error.tolist()]
@@ -225,6 +216,12 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
         metrics.scored_batch(errors, anomalies, out_of_range)
         now = time.time()
         metrics.stage_lags("scored", (now - t for t in event_times))
+        order, shares, has_error = fmodel.top_k(scores.feature_errors, self._top_k)
+        names = model.features
+        top_features = [
+            tuple((names[j], share) for j, share in zip(cols, row_shares, strict=True)) if has else ()
+            for cols, row_shares, has in zip(order.tolist(), shares.tolist(), has_error.tolist(), strict=True)
+        ]
         name, version, threshold = model.card.name, model.version, model.threshold
         return [
             ScoredTransaction(
@@ -235,7 +232,7 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
                 amount=float(tx.amount),
                 reconstruction_error=errors[i],
                 is_anomaly=anomalies[i],
-                top_features=tuple(fmodel.top_contributions(scores.feature_errors[i], model.features, self._top_k)),
+                top_features=top_features[i],
                 out_of_range=out_of_range[i],
                 model_name=name,
                 model_version=version,
