@@ -13,22 +13,14 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.utils import shared
 
 from fraudscore.config import Resources
 from stream.case import Case
 from stream.cases_store import DEFAULT_BUCKETS, CaseStore
+from stream.clients import per_process
 
 METRICS_NAMESPACE = "fraudscore"
 DEFAULT_BATCH_SIZE = 500
-
-# One CaseStore (Bigtable client) per process and table set, shared by every instance of the DoFn:
-# the DirectRunner re-creates DoFns per bundle, and a new Bigtable client per setup() cost a gRPC
-# channel each time. Shared makes it once per process (thread-safe) but keeps only weak references
-# (plus one to whatever was acquired last, process-wide), so the store is pinned here for the
-# process's lifetime: otherwise it could be collected between two bundles and re-made.
-_SHARED_STORE = shared.Shared()
-_PINNED: list[CaseStore] = []
 
 
 class _WriteCasesFn(beam.DoFn):  # type: ignore[misc]
@@ -59,13 +51,12 @@ class _WriteCasesFn(beam.DoFn):  # type: ignore[misc]
         if self._store_factory is not None:
             self._store = self._store_factory()
             return
-        tag = f"{self._project}/{self._instance}/{self._resources!r}/{self._buckets}"
-        self._store = _SHARED_STORE.acquire(self._new_store, tag=tag)
+        # One CaseStore (Bigtable client) per process and table set (see stream.clients).
+        tag = f"case-store/{self._project}/{self._instance}/{self._resources!r}/{self._buckets}"
+        self._store = per_process(tag, self._new_store)
 
     def _new_store(self) -> CaseStore:
-        store = CaseStore(self._project, self._instance, self._resources, buckets=self._buckets)
-        _PINNED.append(store)
-        return store
+        return CaseStore(self._project, self._instance, self._resources, buckets=self._buckets)
 
     def start_bundle(self) -> None:
         self._batch = []

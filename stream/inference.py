@@ -51,6 +51,7 @@ from fraudscore import model as fmodel
 from fraudscore import schema
 from fraudscore.v1.transaction_pb2 import Transaction
 from stream import metrics
+from stream.clients import per_process
 from stream.parse import DeadLetter, event_seconds
 
 _LOG = logging.getLogger(__name__)
@@ -155,9 +156,6 @@ class _VersionPoller:
             return self._swapped
 
 
-_POLLERS: dict[str, _VersionPoller] = {}
-
-
 class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.LoadedModel]):
     """Loads a fraudscore model version and scores batches of Transactions."""
 
@@ -195,9 +193,9 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
         """``model``, or a newer complete version found by polling (``refresh_s``)."""
         if self._refresh_s is None:
             return model
-        return _POLLERS.setdefault(self._model_base, _VersionPoller(self._model_base)).current(
-            model, self._refresh_s, self._clock
-        )
+        base = self._model_base
+        poller = per_process(f"model-poller/{base}", lambda: _VersionPoller(base))
+        return poller.current(model, self._refresh_s, self._clock)
 
     def run_inference(
         self,

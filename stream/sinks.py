@@ -17,11 +17,11 @@ from concurrent.futures import Future
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.utils import shared
 
 from fraudscore.config import Resources
 from stream import metrics
 from stream.case import Case
+from stream.clients import per_process
 from stream.parse import DeadLetter
 
 PUBLISH_TIMEOUT_S = 60.0
@@ -43,28 +43,10 @@ def dead_letter_message(dead: DeadLetter) -> tuple[bytes, dict[str, str]]:
     return dead.payload, dead.dlq_attributes()
 
 
-class _Box:
-    """A weak-referenceable holder (shared.Shared keeps weak references)."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    def publish(self, topic: str, data: bytes, **attributes: str) -> Future[str]:
-        return self.client.publish(topic, data, **attributes)  # type: ignore[no-any-return]
-
-
-def _new_publisher() -> _Box:
+def _new_publisher() -> Any:
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
-    box = _Box(pubsub_v1.PublisherClient())
-    _PINNED.append(box)
-    return box
-
-
-_SHARED_CLIENT = shared.Shared()
-# Shared holds weak references (and a strong one only to the last thing acquired, process-wide, which
-# the Bigtable store's acquire replaces): pinned so the client is not collected and re-made between bundles.
-_PINNED: list[_Box] = []
+    return pubsub_v1.PublisherClient()
 
 
 def _alert_lag(case: Case) -> None:
@@ -89,7 +71,7 @@ class _PublishFn(beam.DoFn):
     def setup(self) -> None:
         # One client per process, shared by every instance of the DoFn: the DirectRunner re-creates
         # DoFns per bundle, and a new PublisherClient each time cost ~7% of the streaming job's CPU.
-        self._client = _SHARED_CLIENT.acquire(_new_publisher)
+        self._client = per_process("pubsub-publisher", _new_publisher)
 
     def start_bundle(self) -> None:
         self._pending = []
