@@ -34,8 +34,6 @@ windows path; a card case's reasons and window are those of the first window tha
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +47,7 @@ from stream import metrics
 from stream.case import Case
 from stream.inference import ScoredTransaction
 from stream.rules import RuleConfig, window_cases
-from stream.windows import WindowConfig, summarize
+from stream.windows import WindowConfig, summarize, window_starts
 
 
 @dataclass
@@ -71,15 +69,9 @@ class CardState:
         self.emitted = {k: t for k, t in self.emitted.items() if t > self.watermark}
 
 
-def window_starts(event_time: float, windows: WindowConfig) -> list[int]:
-    """Starts of the sliding windows [start, start + size) holding ``event_time``, oldest first."""
-    last = math.floor(event_time / windows.period_s) * windows.period_s
-    return list(range(last - windows.size_s + windows.period_s, last + 1, windows.period_s))
-
-
 def last_close(event_time: float, windows: WindowConfig) -> float:
     """When the last window holding ``event_time`` closes for good (its end + allowed lateness)."""
-    return window_starts(event_time, windows)[-1] + windows.size_s + windows.allowed_lateness_s
+    return window_starts(event_time, windows.size_s, windows.period_s)[-1] + windows.size_s + windows.allowed_lateness_s
 
 
 _STATE = userstate.ReadModifyWriteStateSpec("card", PickleCoder())
@@ -106,7 +98,7 @@ class _CardStateFn(beam.DoFn):  # type: ignore[misc]
         c = self._windows
         open_starts = [
             start
-            for start in window_starts(s.event_time, c)
+            for start in window_starts(s.event_time, c.size_s, c.period_s)
             if start + c.size_s + c.allowed_lateness_s > card.watermark
         ]
         if open_starts:
@@ -125,8 +117,7 @@ class _CardStateFn(beam.DoFn):  # type: ignore[misc]
             if case.case_id in card.emitted:
                 continue
             card.emitted[case.case_id] = case.event_time.timestamp() + self._rules.dedupe_ttl_s
-            metrics.flagged(case.reasons)
-            metrics.stage_lag("case", time.time() - case.event_time.timestamp())
+            metrics.case_emitted(case.reasons, case.event_time.timestamp())
             yield case
 
     @userstate.on_timer(_CLEANUP)

@@ -13,6 +13,7 @@ distributions are integers: errors are recorded in millionths, lags in ms.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 
 from apache_beam.metrics import Metrics
@@ -126,6 +127,12 @@ def flagged(reasons: tuple[str, ...]) -> None:
     for reason in reasons:
         FLAGGED.labels(reason).inc()
         _inc(f"flagged_{reason}")
+
+
+def case_emitted(reasons: tuple[str, ...], event_seconds: float) -> None:
+    """A case passed de-duplication: counted by reason, with its event-time lag at this stage."""
+    flagged(reasons)
+    stage_lag("case", time.time() - event_seconds)
 
 
 def alerts_published(n: int) -> None:

@@ -30,7 +30,6 @@ Bigtable row.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -139,8 +138,7 @@ class _DedupeFn(beam.DoFn):
             return
         seen.write(True)
         expiry.set(timestamp + self._ttl)
-        metrics.flagged(case.reasons)
-        metrics.stage_lag("case", time.time() - case.event_time.timestamp())
+        metrics.case_emitted(case.reasons, case.event_time.timestamp())
         yield case
 
     @userstate.on_timer(_EXPIRY)
@@ -169,8 +167,7 @@ def _first_case(element: tuple[str, Iterable[Case]]) -> Iterator[Case]:
     first = next(it)
     for _ in it:
         metrics.duplicate_case()
-    metrics.flagged(first.reasons)
-    metrics.stage_lag("case", time.time() - first.event_time.timestamp())
+    metrics.case_emitted(first.reasons, first.event_time.timestamp())
     yield first
 
 

@@ -97,6 +97,12 @@ def summarize(
     )
 
 
+def window_starts(event_time: float, size_s: int, period_s: int) -> list[int]:
+    """Starts of the sliding windows [start, start + size) holding ``event_time``, oldest first."""
+    last = math.floor(event_time / period_s) * period_s
+    return list(range(last - size_s + period_s, last + 1, period_s))
+
+
 def sliding_windows(
     element: tuple[str, Iterable[ScoredTransaction]],
     size_s: int,
@@ -113,8 +119,7 @@ def sliding_windows(
     # Per window, its members by transaction id (a later duplicate replaces an earlier one, as in summarize).
     by_start: dict[int, dict[str, ScoredTransaction]] = {}
     for s in scored:
-        last = math.floor(s.event_time / period_s) * period_s
-        for start in range(last, last - size_s, -period_s):
+        for start in window_starts(s.event_time, size_s, period_s):
             members = by_start.get(start)
             if members is None:
                 members = by_start[start] = {}
