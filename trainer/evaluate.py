@@ -140,17 +140,20 @@ def plots(
     import matplotlib.pyplot as plt
     from sklearn.metrics import precision_recall_curve, roc_curve
 
+    def save(fig: Any, ax: Any, name: str) -> str:
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        return name
+
     files = []
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for name, s in scores.items():
         precision, recall, _ = precision_recall_curve(test_labels, s)
         ax.plot(recall, precision, label=name)
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, test split", xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "pr_curve.png", dpi=110)
-    files.append("pr_curve.png")
-    plt.close(fig)
+    files.append(save(fig, ax, "pr_curve.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for name, s in scores.items():
@@ -158,11 +161,7 @@ def plots(
         ax.plot(fpr, tpr, label=name)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test split")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "roc_curve.png", dpi=110)
-    files.append("roc_curve.png")
-    plt.close(fig)
+    files.append(save(fig, ax, "roc_curve.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     positive = ae_errors[ae_errors > 0]
@@ -175,11 +174,7 @@ def plots(
     ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
     ax.set(xscale="log", yscale="log", xlabel="reconstruction error", ylabel="transactions")
     ax.set_title("Autoencoder reconstruction error by class, test split")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "error_histogram.png", dpi=110)
-    files.append("error_histogram.png")
-    plt.close(fig)
+    files.append(save(fig, ax, "error_histogram.png"))
     return files
 
 
