@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fraudscore.config import Resources
+from fraudscore.emulators import close_bigtable_client
 from stream.case import Case
 
 DEFAULT_BUCKETS = 8
@@ -214,10 +215,7 @@ class CaseStore:
 
     def close(self) -> None:
         """Closes the gRPC clients too: the legacy client's close() only closes its HTTP session."""
-        data_client = getattr(self._client, "_table_data_client", None)
-        if data_client is not None:
-            data_client.close()  # also stops its thread pool
-        self._client.close()
+        close_bigtable_client(self._client)
 
     def __enter__(self) -> CaseStore:
         return self
