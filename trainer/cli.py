@@ -16,7 +16,12 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig(data=Path("-"))
-    parser.add_argument("--data", required=True, type=Path, help="CSV in the Kaggle creditcard.csv schema")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="CSV in the Kaggle creditcard.csv schema (.csv, .csv.gz or Kaggle's .zip)",
+    )
     parser.add_argument("--out", type=Path, default=Path("models"), help="directory of model bases (default: models)")
     parser.add_argument("--name", default="creditcard", help="model name; versions go to OUT/NAME/<n>/")
     parser.add_argument(

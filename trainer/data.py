@@ -1,5 +1,9 @@
 """Reading a transactions CSV for training: Kaggle's creditcard.csv or the generator's output.
 
+The file may be plain, gzip-compressed (``.csv.gz``) or Kaggle's ``.zip``
+download (see :mod:`fraudscore.csvfiles`); its fingerprint is the hash of the
+file as given.
+
 Columns are taken by header name, in any order; extra columns are ignored.
 A row that cannot be used (wrong number of fields, a value that is not a
 number, a non-finite value, a Class other than 0/1) is dropped and counted;
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fraudscore import features
+from fraudscore import csvfiles, features
 from trainer.config import DataError
 
 if TYPE_CHECKING:
@@ -65,8 +69,10 @@ def file_sha256(path: Path) -> str:
 
 def read_header(path: Path) -> list[str]:
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with csvfiles.open_text(path) as f:
             header = next(csv.reader(f), None)
+    except csvfiles.CsvFileError as exc:
+        raise DataError(str(exc)) from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
@@ -105,19 +111,26 @@ def load_csv(
 
     parse = pacsv.ParseOptions(invalid_row_handler=on_invalid_row)
     read = pacsv.ReadOptions(block_size=16 << 20)
+
+    def read_table(column_type: pa.DataType) -> pa.Table:
+        convert = pacsv.ConvertOptions(include_columns=wanted, column_types=dict.fromkeys(wanted, column_type))
+        try:
+            with csvfiles.open_binary(path) as f:
+                return pacsv.read_csv(f, read_options=read, parse_options=parse, convert_options=convert)
+        except csvfiles.CsvFileError as exc:
+            raise DataError(str(exc)) from None
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
     try:
         # Fast path: every wanted column parses as a number (or is empty -> null).
-        convert = pacsv.ConvertOptions(include_columns=wanted, column_types=dict.fromkeys(wanted, pa.float64()))
-        table = pacsv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
-        frame = table.to_pandas()
+        frame = read_table(pa.float64()).to_pandas()
     except pa.ArrowInvalid:
         # Some value is not a number: read text and coerce, so such rows are dropped and counted, not fatal.
         import pandas as pd
 
         shape_errors.clear()
-        convert = pacsv.ConvertOptions(include_columns=wanted, column_types=dict.fromkeys(wanted, pa.string()))
-        table = pacsv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
-        frame = table.to_pandas()
+        frame = read_table(pa.string()).to_pandas()
         for name in wanted:
             frame[name] = pd.to_numeric(frame[name].str.strip(), errors="coerce")
     frame = frame[wanted]

@@ -10,8 +10,11 @@ import pandas as pd
 import pytest
 
 from fraudscore import features
+from tests.unit.csv_forms import BAD_CASES, assert_one_line_naming, bad_archives, write_forms
 from trainer.config import DataError
 from trainer.data import ROW_SHAPE, load_csv
+
+REAL_SAMPLE = Path(__file__).resolve().parents[3] / "samples" / "creditcard-real-dev.csv.gz"
 
 
 def frame(rows: int = 50, seed: int = 0) -> pd.DataFrame:
@@ -107,3 +110,29 @@ def test_kaggle_quoting(tmp_path: Path) -> None:
     loaded = load_csv(path)
     assert loaded.bad_rows == 0 and len(loaded.frame) == 30
     assert loaded.frame[features.LABEL].tolist() == df[features.LABEL].tolist()
+
+
+def test_csv_gz_and_zip_give_the_same_frame_and_hash_the_file_as_given(tmp_path: Path) -> None:
+    plain = tmp_path / "t.csv"
+    frame(80).to_csv(plain, index=False)
+    forms = write_forms(plain)
+    expected = load_csv(plain).frame
+    for path in forms[1:]:
+        loaded = load_csv(path)
+        pd.testing.assert_frame_equal(loaded.frame, expected)
+        assert loaded.has_labels and loaded.rows_read == 80
+        assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_unreadable_archive_is_a_one_line_data_error(tmp_path: Path, case: str) -> None:
+    path, reason = bad_archives(tmp_path, frame(20).to_csv(index=False).encode())[case]
+    with pytest.raises(DataError) as err:
+        load_csv(path)
+    assert_one_line_naming(str(err.value), path, reason)
+
+
+def test_shipped_real_sample_loads_from_gzip() -> None:
+    loaded = load_csv(REAL_SAMPLE)
+    assert (loaded.rows_read, len(loaded.frame), loaded.bad_rows) == (14_380, 14_380, 0)
+    assert int(loaded.frame[features.LABEL].sum()) == 43
