@@ -9,7 +9,8 @@ features that account for most of the reconstruction error. CSV rows are
 parsed by fraudscore.schema and sent with ScoreBatch (with ``--columns``: as one
 float32 matrix per call with ScoreColumns, in the model's feature order from
 GetModelInfo); a row that cannot be parsed is reported with its row number and
-skipped, the rest are scored.
+skipped, the rest are scored. The CSV may be plain, ``.csv.gz`` or Kaggle's
+``.zip`` (:mod:`fraudscore.csvfiles`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import grpc
 
-from fraudscore import schema
+from fraudscore import csvfiles, schema
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
 from fraudscore.v1.transaction_pb2 import Transaction
@@ -37,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default="127.0.0.1:50051", help="scorer address (default %(default)s)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--json", help="one transaction in proto3 JSON form")
-    source.add_argument("--csv", type=Path, help="a CSV in the Kaggle creditcard.csv schema")
+    source.add_argument(
+        "--csv", type=Path, help="a CSV in the Kaggle creditcard.csv schema (.csv, .csv.gz or Kaggle's .zip)"
+    )
     parser.add_argument("--limit", type=int, help="score at most this many CSV rows")
     parser.add_argument(
         "--batch-size", type=int, default=500, help="rows per ScoreBatch/ScoreColumns call (default %(default)s)"
@@ -75,7 +78,7 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
 
 def _csv_transactions(path: Path, limit: int | None) -> Iterator[Transaction | str]:
     """Transactions of the file, or an error line for a row that cannot be parsed."""
-    with path.open(newline="") as f:
+    with csvfiles.open_text(path) as f:
         for number, row in enumerate(itertools.islice(csv.DictReader(f), limit), start=1):
             try:
                 yield schema.from_csv_row(row, row_number=number)
@@ -102,6 +105,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"fraudscore score: invalid transaction: {exc}", file=sys.stderr)
     except grpc.RpcError as exc:
         print(f"fraudscore score: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+    except csvfiles.CsvFileError as exc:
+        print(f"fraudscore score: {exc}", file=sys.stderr)
+    except UnicodeDecodeError as exc:
+        print(f"fraudscore score: {args.csv}: not UTF-8 text ({exc.reason}); expected a CSV file", file=sys.stderr)
     except OSError as exc:
         print(f"fraudscore score: {exc}", file=sys.stderr)
     return 1

@@ -17,7 +17,6 @@ field instead.
 from __future__ import annotations
 
 import csv
-import io
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -25,10 +24,11 @@ from datetime import datetime
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.transforms.window import TimestampedValue
 
-from fraudscore import schema
+from fraudscore import csvfiles, schema
 from fraudscore.v1.transaction_pb2 import Transaction
 from stream import metrics
 
@@ -114,7 +114,12 @@ class ParseTransactions(beam.PTransform):
 
 
 class _ParseCsvFn(beam.DoFn):
-    """One readable CSV file in (Kaggle or generated schema); Transactions and DeadLetters out."""
+    """One readable CSV file in (Kaggle or generated schema); Transactions and DeadLetters out.
+
+    The file may be plain, ``.csv.gz`` or Kaggle's ``.zip`` (:mod:`fraudscore.csvfiles`). A file
+    that cannot be read (an unreadable archive, not UTF-8, damage part-way through) becomes one
+    DeadLetter with field ``<file>`` and code ``unreadable_file``, after any rows read before it.
+    """
 
     def __init__(self, epoch: datetime, clock: Callable[[], float] = time.time) -> None:
         self._epoch = epoch
@@ -122,26 +127,41 @@ class _ParseCsvFn(beam.DoFn):
 
     def process(self, readable: Any) -> Iterator[Any]:
         name = readable.metadata.path
-        with readable.open() as raw:
-            reader = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
-            for row_number, row in enumerate(reader, start=1):
-                attributes = {"source": name, "row": str(row_number)}
-                try:
-                    tx = schema.from_csv_row(row, row_number=row_number, epoch=self._epoch)
-                except schema.InvalidTransaction as exc:
-                    metrics.dead_letter("invalid_field")
-                    payload = ",".join("" if v is None else str(v) for v in row.values()).encode("utf-8")
-                    yield beam.pvalue.TaggedOutput(
-                        DEAD_LETTERS, DeadLetter(payload, attributes, "parse", exc.field, exc.reason)
-                    )
-                    continue
-                seconds = event_seconds(tx)
-                metrics.parsed(self._clock() - seconds)
-                yield TimestampedValue(tx, seconds)
+        row_number = 0
+        try:
+            # Beam decompresses nothing here: csvfiles does, so .gz and .zip are read alike everywhere.
+            with (
+                readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as raw,
+                csvfiles.open_text(name, raw) as text,
+            ):
+                for row_number, row in enumerate(csv.DictReader(text), start=1):
+                    yield from self._row(name, row_number, row)
+        except (csvfiles.CsvFileError, UnicodeDecodeError, csv.Error) as exc:
+            reason = str(exc) if isinstance(exc, csvfiles.CsvFileError) else f"{name}: not a readable CSV file ({exc})"
+            metrics.dead_letter("unreadable_file")
+            attributes = {"source": name, "row": str(row_number + 1)}
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTERS, DeadLetter(b"", attributes, "parse", "<file>", reason, "unreadable_file")
+            )
+
+    def _row(self, name: str, row_number: int, row: dict[str, str | None]) -> Iterator[Any]:
+        attributes = {"source": name, "row": str(row_number)}
+        try:
+            tx = schema.from_csv_row(row, row_number=row_number, epoch=self._epoch)
+        except schema.InvalidTransaction as exc:
+            metrics.dead_letter("invalid_field")
+            payload = ",".join("" if v is None else str(v) for v in row.values()).encode("utf-8")
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTERS, DeadLetter(payload, attributes, "parse", exc.field, exc.reason)
+            )
+            return
+        seconds = event_seconds(tx)
+        metrics.parsed(self._clock() - seconds)
+        yield TimestampedValue(tx, seconds)
 
 
 class ParseCsvFiles(beam.PTransform):
-    """PCollection[ReadableFile] of CSVs -> {transactions, dead_letters}, like ParseTransactions."""
+    """PCollection[ReadableFile] of CSVs (.csv, .csv.gz, .zip) -> {transactions, dead_letters}."""
 
     def __init__(self, epoch: datetime = schema.DEFAULT_EPOCH, clock: Callable[[], float] = time.time) -> None:
         super().__init__()

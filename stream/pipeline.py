@@ -11,7 +11,7 @@
     all DeadLetters -> PublishDeadLetters (transactions-dlq)
 
 Streaming and replay share every step but the source: replay reads Kaggle or
-generated CSVs (``.csv``) or JSON lines (anything else) as a bounded
+generated CSVs (``.csv``, ``.csv.gz``, Kaggle's ``.zip``) or JSON lines (anything else) as a bounded
 pipeline and scores with the model version current at launch.
 """
 
@@ -28,7 +28,7 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
-from fraudscore import schema
+from fraudscore import csvfiles, schema
 from fraudscore.config import DEFAULT_PROJECT, Resources
 from stream.cases_sink import WriteCases
 from stream.inference import ScoreTransactions, latest_version_uri
@@ -73,7 +73,11 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         help="alias of --transactions-subscription",
     )
-    parser.add_argument("--replay", metavar="FILE", help="bounded run over a CSV or JSON-lines file (glob allowed)")
+    parser.add_argument(
+        "--replay",
+        metavar="FILE",
+        help="bounded run over a CSV (.csv, .csv.gz, .zip) or JSON-lines file (glob allowed)",
+    )
     parser.add_argument("--epoch", default=schema.DEFAULT_EPOCH.isoformat(), help="event time of CSV Time=0")
     parser.add_argument("--window-size", type=int, default=w.size_s, help="card window size, seconds")
     parser.add_argument("--window-period", type=int, default=w.period_s, help="card window period, seconds")
@@ -156,7 +160,7 @@ class ReplayTransactions(beam.PTransform):
         self._epoch = epoch
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
-        if self._pattern.lower().endswith(".csv"):
+        if csvfiles.is_csv_name(self._pattern):
             return (
                 pbegin
                 | "MatchFiles" >> fileio.MatchFiles(self._pattern)

@@ -1,5 +1,7 @@
 """``fraudscore publish``: replay a CSV of transactions into the Pub/Sub transactions topic.
 
+The CSV may be plain, ``.csv.gz`` or Kaggle's ``.zip`` (:mod:`fraudscore.csvfiles`).
+
 Each valid row becomes one message: the Transaction's proto3 JSON as the body
 (:func:`fraudscore.schema.to_json`), with ``transaction_id``, ``card_id`` and
 ``event_time`` (RFC 3339) as attributes.
@@ -34,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fraudscore import features
+from fraudscore import csvfiles, features
 
 if TYPE_CHECKING:
     from fraudscore.v1.transaction_pb2 import Transaction
@@ -47,7 +49,7 @@ _RATE_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
 class PublishError(Exception):
-    """The input cannot be replayed (missing file, not a CSV, missing columns)."""
+    """The input cannot be replayed (missing file, not a CSV, an unreadable archive, missing columns)."""
 
 
 # --- pacing and time mapping ------------------------------------------------------------
@@ -139,10 +141,18 @@ def open_csv(path: Path) -> tuple[Any, csv.DictReader[str]]:
         raise PublishError(f"{path}: no such file")
     if not path.is_file():
         raise PublishError(f"{path}: not a file")
-    handle = path.open(newline="", encoding="utf-8")
+    try:
+        handle = csvfiles.open_text(path)
+    except csvfiles.CsvFileError as exc:
+        raise PublishError(str(exc)) from None
+    except OSError as exc:
+        raise PublishError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         reader = csv.DictReader(handle)
         header = reader.fieldnames
+    except csvfiles.CsvFileError as exc:
+        handle.close()
+        raise PublishError(str(exc)) from None
     except (UnicodeDecodeError, csv.Error) as exc:
         handle.close()
         raise PublishError(f"{path}: not a readable CSV file ({exc})") from None
@@ -158,9 +168,12 @@ def open_csv(path: Path) -> tuple[Any, csv.DictReader[str]]:
 
 
 def count_rows(path: Path) -> int:
-    """Data rows in the file (newlines minus the header), for the progress bar's total."""
-    with path.open("rb") as handle:
-        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    """Data rows in the file (newlines minus the header, decompressed), for the progress bar's total."""
+    try:
+        with csvfiles.open_binary(path) as handle:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    except csvfiles.CsvFileError as exc:
+        raise PublishError(str(exc)) from None
     return max(lines - 1, 0)
 
 
@@ -188,6 +201,8 @@ def read_transactions(
             return
         except (UnicodeDecodeError, csv.Error) as exc:
             raise PublishError(f"row {number + 1}: not readable as CSV text ({exc})") from None
+        except csvfiles.CsvFileError as exc:  # damage part-way through an archive
+            raise PublishError(f"{exc} (after row {number})") from None
         number += 1
         stats.rows += 1
         try:
@@ -370,7 +385,7 @@ def run(config: PublishConfig, publisher: Any, *, now: datetime | None = None) -
 
     handle, reader = open_csv(config.data)
     anchor = config.start or now or datetime.now(UTC)
-    prefix = config.id_prefix or f"{config.data.stem}-{anchor:%Y%m%dT%H%M%S}"
+    prefix = config.id_prefix or f"{csvfiles.stem(config.data)}-{anchor:%Y%m%dT%H%M%S}"
     stats = ReadStats()
     total = count_rows(config.data)
     if config.limit is not None:

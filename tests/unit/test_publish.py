@@ -19,11 +19,13 @@ from stream.publish import (
     PublishError,
     ReadStats,
     _publish_paced,
+    count_rows,
     open_csv,
     parse_rate,
     publish_transactions,
     read_transactions,
 )
+from tests.unit.csv_forms import BAD_CASES, assert_one_line_naming, bad_archives, write_forms
 
 ANCHOR = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
 
@@ -193,7 +195,7 @@ def test_open_csv_rejects_unreadable_files(tmp_path: Path) -> None:
     short = _write(tmp_path / "short.csv", ["Time", *features.PCA_FEATURES[:-1]], [])
     with pytest.raises(PublishError, match=r"missing columns V28, Amount"):
         open_csv(short)
-    binary = tmp_path / "data.csv.gz"
+    binary = tmp_path / "data.csv"
     binary.write_bytes(b"\x1f\x8b\x08\x00\xff\xfe\x00\x01" * 50)
     with pytest.raises(PublishError, match="not a readable CSV file"):
         open_csv(binary)
@@ -213,3 +215,46 @@ def test_open_csv_accepts_columns_in_any_order(tmp_path: Path) -> None:
         handle.close()
     out = list(read_transactions(rows, anchor=ANCHOR, speedup=1.0, id_prefix="x", stats=ReadStats()))
     assert out[0][0].amount == 1.0
+
+
+def _replayed(path: Path) -> list[tuple[str, float]]:
+    handle, reader = open_csv(path)
+    try:
+        items = read_transactions(reader, anchor=ANCHOR, speedup=1.0, id_prefix="x", stats=ReadStats())
+        return [(tx.SerializeToString().hex(), offset) for tx, offset in items]
+    finally:
+        handle.close()
+
+
+def _kaggle_rows(n: int) -> list[list[str]]:
+    return [
+        [str(i * 1.5), *[f"{(i * j) % 7 - 3.25:g}" for j in range(28)], f"{i % 50}.5", str(int(i % 9 == 0))]
+        for i in range(n)
+    ]
+
+
+def test_csv_gz_and_zip_replay_the_same_transactions(tmp_path: Path) -> None:
+    header = [features.TIME, *features.PCA_FEATURES, features.AMOUNT, "Class"]
+    plain = _write(tmp_path / "t.csv", header, _kaggle_rows(30))
+    expected = _replayed(plain)
+    assert len(expected) == 30
+    for path in write_forms(plain)[1:]:
+        assert _replayed(path) == expected, path
+        assert count_rows(path) == 30
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_unreadable_archive_is_a_one_line_publish_error(tmp_path: Path, case: str) -> None:
+    path, reason = bad_archives(tmp_path)[case]
+    with pytest.raises(PublishError) as err:
+        open_csv(path)
+    assert_one_line_naming(str(err.value), path, reason)
+
+
+def test_damage_part_way_through_a_gzip_is_a_publish_error(tmp_path: Path) -> None:
+    header = [features.TIME, *features.PCA_FEATURES, features.AMOUNT]
+    plain = _write(tmp_path / "big.csv", header, [row[:-1] for row in _kaggle_rows(20_000)])
+    gz = write_forms(plain)[1]
+    gz.write_bytes(gz.read_bytes()[: gz.stat().st_size // 2])
+    with pytest.raises(PublishError, match=r"big\.csv\.gz: not a readable gzip file .* \(after row \d+\)"):
+        _replayed(gz)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import TimestampedValue
@@ -14,6 +16,7 @@ from apache_beam.transforms.window import TimestampedValue
 from fraudscore import schema
 from fraudscore.v1.transaction_pb2 import Transaction
 from stream.parse import DEAD_LETTERS, DeadLetter, _ParseCsvFn, _ParseJsonFn, event_seconds, json_line_message
+from tests.unit.csv_forms import BAD_CASES, bad_archives, write_forms
 
 NOW = 1_800_000_100.0
 
@@ -85,11 +88,12 @@ def test_json_lines_become_messages() -> None:
 class _Readable:
     """The two things _ParseCsvFn uses of fileio.ReadableFile."""
 
-    def __init__(self, text: str) -> None:
-        self._data = text.encode()
-        self.metadata = type("Meta", (), {"path": "mem.csv"})()
+    def __init__(self, text: str | bytes, path: str = "mem.csv") -> None:
+        self._data = text.encode() if isinstance(text, str) else text
+        self.metadata = type("Meta", (), {"path": path})()
 
-    def open(self) -> io.BytesIO:
+    def open(self, compression_type: str) -> io.BytesIO:
+        assert compression_type == CompressionTypes.UNCOMPRESSED  # fraudscore.csvfiles decompresses
         return io.BytesIO(self._data)
 
 
@@ -107,3 +111,27 @@ def test_csv_rows_parse_and_bad_rows_are_dead_letters() -> None:
     letter = dead(outputs[1:])
     assert (letter.field, letter.attributes["row"]) == ("Amount", "2")
     assert b"abc" in letter.payload
+
+
+def _parsed(readable: _Readable) -> list[Any]:
+    return list(_ParseCsvFn(schema.DEFAULT_EPOCH, clock=lambda: NOW).process(readable))
+
+
+def test_csv_gz_and_zip_replay_the_same_transactions(tmp_path: Path) -> None:
+    header = ",".join(["Time", *(f"V{i}" for i in range(1, 29)), "Amount", "Class"])
+    rows = [",".join([str(t), *[f"{(t * j) % 5 - 2:g}" for j in range(28)], f"{t}.25", "0"]) for t in range(20)]
+    plain = tmp_path / "t.csv"
+    plain.write_text("\n".join([header, *rows]) + "\n")
+    expected = [(o.value, o.timestamp) for o in _parsed(_Readable(plain.read_bytes(), str(plain)))]
+    assert len(expected) == 20
+    for path in write_forms(plain)[1:]:
+        assert [(o.value, o.timestamp) for o in _parsed(_Readable(path.read_bytes(), str(path)))] == expected
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_unreadable_archive_is_one_dead_letter_naming_the_file(tmp_path: Path, case: str) -> None:
+    path, reason = bad_archives(tmp_path)[case]
+    letter = dead(_parsed(_Readable(path.read_bytes(), str(path))))
+    assert (letter.stage, letter.field, letter.code) == ("parse", "<file>", "unreadable_file")
+    assert letter.reason.startswith(str(path)) and reason in letter.reason and "\n" not in letter.reason
+    assert letter.attributes["source"] == str(path)
