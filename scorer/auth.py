@@ -1,7 +1,13 @@
 """Transport security: optional bearer token, TLS and mutual TLS.
 
-The token guards the FraudScorer service only; health checks and reflection
-stay open so load balancers and grpcurl-style tools work without a secret.
+The token guards the FraudScorer service, and with ``--auth-reflection`` server
+reflection too. Health checks stay open: load balancers and Kubernetes probes
+carry no secret, and a health status tells nothing about the data. Prometheus
+``/metrics`` is a separate plain-HTTP port the token does not cover (bind it to
+a private address or turn it off with ``--metrics-port -1``).
+
+The token is checked before the request is parsed: a caller without it gets
+UNAUTHENTICATED whatever bytes it sends, and never reaches the protobuf parser.
 """
 
 from __future__ import annotations
@@ -15,13 +21,18 @@ import grpc
 from scorer.config import TlsConfig
 
 PROTECTED_PREFIX = "/fraudscore.v1.FraudScorer/"
+REFLECTION_PREFIX = "/grpc.reflection.v1alpha.ServerReflection/"
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects FraudScorer calls without ``authorization: Bearer <token>`` with UNAUTHENTICATED."""
+    """Rejects calls without ``authorization: Bearer <token>`` with UNAUTHENTICATED.
 
-    def __init__(self, token: str) -> None:
+    Guards FraudScorer, and server reflection when ``reflection`` is true; health stays open.
+    """
+
+    def __init__(self, token: str, *, reflection: bool = False) -> None:
         self._expected = f"Bearer {token}".encode()
+        self._prefixes = (PROTECTED_PREFIX, REFLECTION_PREFIX) if reflection else (PROTECTED_PREFIX,)
 
     async def intercept_service(
         self,
@@ -29,24 +40,31 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         method = handler_call_details.method
-        if not method.startswith(PROTECTED_PREFIX):
+        if not method.startswith(self._prefixes):
             return await continuation(handler_call_details)
         metadata = dict(handler_call_details.invocation_metadata or ())
         given = metadata.get("authorization")
+        handler = await continuation(handler_call_details)
+        if handler is None:  # no such method: UNIMPLEMENTED, as without a token check
+            return handler
         if given is None:
-            return _deny(await continuation(handler_call_details), "authorization: missing bearer token")
+            return _deny(handler, "authorization: missing bearer token")
         if not hmac.compare_digest(str(given).encode(), self._expected):
-            return _deny(await continuation(handler_call_details), "authorization: invalid bearer token")
-        return await continuation(handler_call_details)
+            return _deny(handler, "authorization: invalid bearer token")
+        return handler
 
 
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as ``handler`` that aborts with UNAUTHENTICATED."""
+    """A handler of the same shape as ``handler`` that aborts with UNAUTHENTICATED.
+
+    It has no request deserializer: the request stays raw bytes, unparsed, so
+    garbage from an unauthenticated caller is refused as such, not as a parse error.
+    """
 
     async def abort(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    des, ser = handler.request_deserializer, handler.response_serializer
+    des, ser = None, handler.response_serializer
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(abort, des, ser)
     if handler.request_streaming:

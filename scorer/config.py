@@ -52,6 +52,8 @@ class ServeConfig:
     drain_delay_s: float = 0.0
     tls: TlsConfig | None = None
     token: str | None = field(default=None, repr=False)
+    # With a token: require it for server reflection too (health stays open for probes).
+    auth_reflection: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, env: Mapping[str, str]) -> ServeConfig:
@@ -69,6 +71,8 @@ class ServeConfig:
         token = _read(args.token_file, "--token-file").decode().strip() if args.token_file else env.get(TOKEN_ENV)
         if token is not None and not token:
             raise ConfigError(f"empty bearer token ({'--token-file' if args.token_file else TOKEN_ENV})")
+        if args.auth_reflection and token is None:
+            raise ConfigError(f"--auth-reflection needs a bearer token (--token-file or {TOKEN_ENV})")
         if args.max_batch < 1 or args.max_wait_ms < 0:
             raise ConfigError("--max-batch must be >= 1 and --max-wait-ms >= 0")
         return cls(
@@ -84,6 +88,7 @@ class ServeConfig:
             drain_delay_s=args.drain_delay,
             tls=tls,
             token=token,
+            auth_reflection=args.auth_reflection,
         )
 
 
@@ -121,6 +126,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mutual TLS)")
     parser.add_argument(
         "--token-file", help="file holding a bearer token clients must send (else env FRAUDSCORE_TOKEN)"
+    )
+    parser.add_argument(
+        "--auth-reflection",
+        action="store_true",
+        help="require the bearer token for server reflection too (health checks stay open)",
     )
 
 

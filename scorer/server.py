@@ -75,7 +75,7 @@ async def start(config: ServeConfig) -> RunningServer:
     metrics = ScorerMetrics()
     registry = ModelRegistry(config.model_base, metrics, keep=config.keep_versions)
     scorer = _row_scorer(config.batch, metrics)
-    interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
+    interceptors = [BearerTokenInterceptor(config.token, reflection=config.auth_reflection)] if config.token else []
     limit = config.max_message_bytes
     options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
     server = grpc.aio.server(interceptors=interceptors, options=options)

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
@@ -129,5 +130,45 @@ def test_plain_tls_without_client_certificates(request: pytest.FixtureRequest, c
         server.wait_serving()
         with _tls_channel(server.target, certs, None) as channel:
             assert _score(channel, tx).transaction_id == tx.transaction_id
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("method", ["Score", "ScoreBatch", "ScoreColumns", "GetModelInfo"])
+def test_unauthenticated_garbage_is_refused_before_it_is_parsed(mtls_server, certs, method) -> None:
+    with _tls_channel(mtls_server.target, certs, "client") as channel:
+        # No serializers: the bytes go out as they are (not a valid protobuf message).
+        call = channel.unary_unary(f"/fraudscore.v1.FraudScorer/{method}")
+        with pytest.raises(grpc.RpcError) as caught:
+            call(b"\xff\xff\xff\xff garbage", timeout=10)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert caught.value.details() == "authorization: missing bearer token"
+        stream = channel.stream_stream("/fraudscore.v1.FraudScorer/ScoreStream")
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stream(iter([b"\x0a\x05abc"]), timeout=10))
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _list_services(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()) -> set[str]:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    (reply,) = stub.ServerReflectionInfo(iter([request]), timeout=10, metadata=metadata)
+    return {s.name for s in reply.list_services_response.service}
+
+
+def test_reflection_is_open_by_default_and_needs_the_token_with_auth_reflection(
+    request: pytest.FixtureRequest, mtls_server, certs
+) -> None:
+    with _tls_channel(mtls_server.target, certs, "client") as channel:
+        assert "fraudscore.v1.FraudScorer" in _list_services(channel)  # --token-file alone: reflection open
+    server = ServerThread(config(source_model(request), token=TOKEN, auth_reflection=True))
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            with pytest.raises(grpc.RpcError) as caught:
+                _list_services(channel)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "fraudscore.v1.FraudScorer" in _list_services(channel, (("authorization", f"Bearer {TOKEN}"),))
+            # Health stays open for probes, token or not.
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
     finally:
         server.close()

@@ -96,6 +96,7 @@ def test_token_file_wins_and_empty_token_is_refused(tmp_path: Path) -> None:
         (("--tls-client-ca", "ca.pem"), "--tls-client-ca needs"),
         (("--max-batch", "0"), "--max-batch"),
         (("--token-file", "/nonexistent/token"), "--token-file: cannot read"),
+        (("--auth-reflection",), "--auth-reflection needs a bearer token"),
     ],
 )
 def test_bad_flags_are_refused_naming_the_flag(argv: tuple[str, ...], message: str) -> None:
