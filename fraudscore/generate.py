@@ -1,44 +1,74 @@
-"""Synthetic card transactions in the Kaggle creditcard.csv schema.
+"""Synthetic card transactions that behave like the real ones, in the Kaggle creditcard.csv schema.
 
 Kaggle's creditcard.csv cannot be downloaded here, so this module makes a
 stand-in with the same columns (Time, V1..V28, Amount, Class) plus the
-card_id and merchant_id the streaming job windows on.
+card_id and merchant_id the streaming job windows on. Its distribution is
+calibrated on the shipped real sample (:data:`SAMPLE`, 14,380 rows of the
+ULB / Worldline data, 43 frauds): different seeds are different draws of one
+distribution, so one can train on seed 0 and test on seed 1.
 
 How the data is made, and why:
 
-* A fixed "world" (seeded by :data:`WORLD_SEED`, independent of the caller's
-  seed) holds everything that defines the distribution: a random nonlinear
-  map from a low-dimensional latent space to 28 dimensions, the PCA rotation
-  that decorrelates its output, and the fraud pattern. Different seeds are
-  therefore different samples of one distribution: train on seed 0, test on
-  seed 1.
-* Normal V1..V28 are ``tanh``-MLP images of a heavy-tailed (Student-t) latent
-  plus heavy-tailed noise, rotated onto their principal axes and scaled to the
-  per-feature standard deviations of the real file. Like real PCA components
-  they are centred and uncorrelated, but the trailing components are nonlinear
-  functions of the leading ones: PCA with few components cannot reconstruct
-  them, a small autoencoder can.
-* Frauds are normal draws shifted along the directions in which real frauds
-  differ most (V14, V12, V10, V17, V4, V11, V3, ...), with a strength that
-  varies per burst and per transaction, so weak frauds overlap the normals.
-  They arrive in bursts of 1-6 transactions on one card within 10 minutes.
-* Amount is log-normal (median ~22, mean ~88) and correlated with V7, V20
-  (positively) and V2 (negatively) as in the real data; fraud amounts mix
-  small "test" charges with typical and large ones.
-* Time spans two days with a day/night intensity cycle.
+* **Normal V1..V28** are drawn from the real normals' per-feature marginals:
+  each feature is its empirical quantile function, read at a standard-normal
+  score (linear between 81 knots evenly spaced in score, the outer knots being
+  the sample's min and max; beyond them the tail continues with the slope from
+  score 3 to the last knot, so a 284,807-row file reaches a little past the
+  sample's extremes, as a bigger real file would).
+* The scores of one row are a **t copula with identity correlation**:
+  independent Gaussians times one random scale per row. So the features are
+  uncorrelated and full rank, like the real V's (PCA components of the
+  confidential features), but not independent: a row extreme in one feature is
+  often extreme in several, as in the real normals (5.3% of them have >= 3 of
+  28 features outside their central 98%, against 1.6% if independent). The
+  copula's degrees of freedom (7.2) are fitted to that: the variance across
+  rows of the number of such extreme features. This is what makes Isolation
+  Forest stumble on real data (independent features would make it look far
+  better than PCA; on the real sample it is far worse). The sample's own V
+  correlations, up to 0.50 between V12 and V14, come from its time mix (two
+  thirds of it is the first four hours; its uniform part over both days has a
+  median |r| of 0.02, and the full file is exactly uncorrelated by construction).
+* **Amount** is its own empirical quantile function read at a score that
+  joins the same copula: its correlation with each V's score is the real one
+  (V2 -0.48, V5 -0.34, V6 0.20, V20 0.18, ...), and each card has a spending
+  habit (:data:`CARD_AMOUNT_SHARE` of the score's variance). The real
+  raw-Amount correlation with V7 (0.39) lives only in a few huge amounts and is
+  not reproduced.
+* **Frauds** are the real frauds, jittered: each burst picks one real fraud as
+  its pattern, and each of its transactions is that fraud's V1..V28 plus
+  Gaussian noise of :data:`FRAUD_JITTER` times each feature's normal standard
+  deviation, and its amount times a log-normal factor (many real fraud amounts
+  are 1.00 test charges). So the shifts (V14, V12, V17, V10 down; V11, V4 up;
+  ...) and their co-occurrence are the real ones. Frauds arrive in bursts of
+  1-6 transactions on one card within 10 minutes.
+* Time spans two days with a day/night intensity cycle; card and merchant ids
+  are skewed (a few busy cards and merchants): the per-card rules need them,
+  and the real sample has none.
+
+The calibration (quantile knots, the copula's degrees of freedom, Amount's
+correlations, the real fraud rows) lives in ``generate_calibration.json`` beside this module, written by
+``python scripts/calibrate_generator.py`` from :data:`SAMPLE` with
+:func:`calibrate`; a unit test checks that the file is exactly what
+:func:`calibrate` computes from the sample, so the sample stays the one source
+of truth. Why a file and not the sample at generation time (which would take
+~50 ms): the generator must work where the sample is not, e.g. an installed
+package or the Docker image, which copies only the Python packages (the
+file is package data, declared in pyproject.toml).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,7 +79,6 @@ if TYPE_CHECKING:  # pandas is imported where used: `fraudscore --help` stays fa
 
 DEFAULT_ROWS = 284_807
 DEFAULT_FRAUD_RATE = 0.00172
-WORLD_SEED = 20_130_901
 DURATION_S = 172_800  # two days, like the Kaggle file
 BURST_WINDOW_S = 600
 # Relative day/night swing of the transaction rate; frauds follow the clock
@@ -60,110 +89,204 @@ MAX_CARDS = 5_000
 MAX_MERCHANTS = 1_000
 V_DECIMALS = 6  # V values keep 6 decimals: short text, exact round trip through CSV
 
-# Standard deviations of V1..V28 in Kaggle's creditcard.csv (its describe() table).
-KAGGLE_V_STD = np.array(
-    [
-        1.958696, 1.651309, 1.516255, 1.415869, 1.380247, 1.332271, 1.237094, 1.194353, 1.098632, 1.088850,
-        1.020713, 0.999201, 0.995274, 0.958596, 0.915316, 0.876253, 0.849337, 0.838176, 0.814041, 0.770925,
-        0.734524, 0.725702, 0.624460, 0.605647, 0.521278, 0.482227, 0.403632, 0.330083,
-    ]
-)  # fmt: skip
+# The real sample the generator is calibrated on (relative to the repository root) and the calibration file.
+SAMPLE = Path("samples/creditcard-real-dev.csv.gz")
+CALIBRATION_FILE = Path(__file__).with_name("generate_calibration.json")
+SCORE_KNOTS = 81  # quantile knots per feature, evenly spaced in standard-normal score
+TAIL_SCORE = 3.0  # beyond the outer knots the tail continues with the slope from this score on
+SIGNIFICANT_DIGITS = 7  # of the numbers in the calibration file
+EXTREME_SHARE = 0.02  # a feature is "extreme" in a row outside its central 98%
+MAX_TAIL_DOF = 1_000.0  # t copula degrees of freedom at which the copula counts as Gaussian
 
-# Direction of the fraud shift in units of each feature's std: the features
-# whose means differ most between real frauds and normals, with their signs.
-FRAUD_PATTERN: dict[str, float] = {
-    "V14": -1.0, "V12": -0.9, "V10": -0.85, "V17": -0.9, "V4": 0.85, "V11": 0.8, "V3": -0.75,
-    "V16": -0.6, "V7": -0.5, "V2": 0.4, "V1": -0.35, "V9": -0.4, "V18": -0.35, "V5": -0.3,
-}  # fmt: skip
-
-# Fraud shift strength per burst ~ Gamma(shape, scale): on average 7.5 stds
-# along FRAUD_PATTERN (real frauds' V14 mean is ~7 stds below the normals'),
-# with a long weak side that hides among the heavy-tailed normals.
-FRAUD_STRENGTH_SHAPE = 2.5
-FRAUD_STRENGTH_SCALE = 3.0
-
-# Amount: log-normal-like with the real file's median 22 and mean 88. A pure
-# log-normal would need sigma = sqrt(2 ln 4) = 1.67; the V-driven part of
-# log(Amount) has lighter shoulders than a Gaussian, so sigma is set a little
-# higher (measured: mean 87, quartiles 6 and 69 vs the real 5.6 and 77).
-MAX_AMOUNT = 25_691.16  # the real file's largest amount
-AMOUNT_LOG_MEDIAN = float(np.log(22.0))
-AMOUNT_LOG_SIGMA = 1.8
-# On top of that, each card has a spending habit: a log-amount offset.
-CARD_AMOUNT_SIGMA = 0.4
-# Weights of the standardized V7, V20, V2 in log(Amount).
-AMOUNT_LOADINGS: dict[str, float] = {"V7": 0.45, "V20": 0.40, "V2": -0.60}
+# Share of Amount's score variance that is the card's spending habit.
+CARD_AMOUNT_SHARE = 0.15
+# Frauds: per-feature Gaussian jitter around the real fraud they copy, in units of
+# the feature's normal standard deviation, and the log-normal sigma of their amount.
+# Two transactions of a burst are then 0.35 apart (RMS over the V's); each real
+# fraud's nearest other real fraud is at median 0.5, and 8 of 43 have an exact twin.
+FRAUD_JITTER = 0.25
+FRAUD_AMOUNT_JITTER = 0.1
 
 BURST_SIZES = np.arange(1, 7)
 BURST_SIZE_P = np.array([0.35, 0.25, 0.15, 0.12, 0.08, 0.05])
 
-_LATENT_DIM = 6
-_LATENT_DF = 4.0
-_TAIL_WEIGHT = 0.5
-_NOISE = 0.08  # std of the off-manifold noise in raw units (the manifold spans ~0.7)
-_HIDDEN = 48
+_COLUMNS = (*features.PCA_FEATURES, features.AMOUNT)
 _N_V = len(features.PCA_FEATURES)
 
 
-@dataclass(frozen=True)
-class _World:
-    """Everything that defines the distribution; the same for every seed."""
+# ---- calibration -------------------------------------------------------------
 
-    w1: np.ndarray  # latent -> hidden
-    b1: np.ndarray
-    w2: np.ndarray  # hidden -> 28
-    noise: float
-    w3: np.ndarray  # latent -> 28 through softplus: the one-sided, heavy-tailed part
-    mean: np.ndarray  # of the raw 28-d output, on a reference sample
-    rotation: np.ndarray  # principal axes, by decreasing variance
-    scale: np.ndarray  # KAGGLE_V_STD / std along each axis
-    fraud_direction: np.ndarray  # in V units
-    amount_centre: float = 0.0  # median and std of _amount_signal on the reference sample
-    amount_spread: float = 1.0
+
+def _round(values: Any) -> list[float]:
+    return [float(f"{v:.{SIGNIFICANT_DIGITS}g}") for v in np.asarray(values, dtype=np.float64)]
+
+
+def _normal_scores(x: np.ndarray) -> np.ndarray:
+    """Standard-normal scores of the (average) ranks."""
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+
+    return np.asarray(ndtri((rankdata(x) - 0.5) / len(x)))
+
+
+def _extremes_per_row_variance(dof: float, dims: int) -> float:
+    """Variance of the number of a row's ``dims`` features outside their central 98% under a ``dof`` t copula.
+
+    Given the row's shared scale W, each feature is outside independently with
+    probability p(W), so the count is Binomial(dims, p(W)) mixed over W
+    (integrated on 4,000 quantiles of the chi-square that makes W).
+    """
+    from scipy.special import chdtri, ndtr, stdtrit
+
+    cut = stdtrit(dof, 1.0 - EXTREME_SHARE / 2)
+    chi2 = chdtri(dof, (np.arange(4_000) + 0.5) / 4_000)  # upper quantiles; the order does not matter
+    p = 2.0 * ndtr(-cut * np.sqrt(chi2 / dof))
+    return float(dims * np.mean(p * (1 - p)) + dims**2 * np.var(p))
+
+
+def _tail_dof(v: np.ndarray) -> float:
+    """Degrees of freedom of the t copula whose rows have the real ones' co-occurrence of extremes.
+
+    Real normals are uncorrelated but not independent: a row extreme in one
+    feature is often extreme in several (huge amounts, unusual merchants). The
+    statistic is the variance, across rows, of the number of features outside
+    their central 98% (0.55 if independent); a t copula with identity
+    correlation keeps the features uncorrelated and matches it with one number.
+    """
+    from scipy.optimize import brentq
+    from scipy.special import ndtri
+
+    scores = np.column_stack([_normal_scores(column) for column in v.T])
+    target = float((np.abs(scores) > ndtri(1.0 - EXTREME_SHARE / 2)).sum(axis=1).var())
+    dims = v.shape[1]
+    if target <= _extremes_per_row_variance(MAX_TAIL_DOF, dims):
+        return MAX_TAIL_DOF
+    return float(brentq(lambda dof: _extremes_per_row_variance(dof, dims) - target, 1.0, MAX_TAIL_DOF, xtol=1e-6))
+
+
+def calibrate(frame: pd.DataFrame, *, source: str = str(SAMPLE), sha256: str = "") -> dict[str, Any]:
+    """The generator's calibration from a real labelled frame (Kaggle columns), as JSON-ready numbers."""
+    from scipy.special import ndtr, ndtri
+
+    is_fraud = frame[features.LABEL].to_numpy() == 1
+    normals, frauds = frame.loc[~is_fraud], frame.loc[is_fraud]
+    n = len(normals)
+    end = float(ndtri(1.0 - 0.5 / n))  # the score of the largest of n values (Hazen plotting position)
+    scores = np.linspace(-end, end, SCORE_KNOTS)
+    probabilities = ndtr(scores)
+    quantiles = {c: _round(np.quantile(normals[c].to_numpy(), probabilities, method="hazen")) for c in _COLUMNS}
+    amount_score = _normal_scores(normals[features.AMOUNT].to_numpy())
+    amount_corr = {
+        v: _round([np.corrcoef(amount_score, _normal_scores(normals[v].to_numpy()))[0, 1]])[0]
+        for v in features.PCA_FEATURES
+    }
+    return {
+        "tail_dof": _round([_tail_dof(normals[list(features.PCA_FEATURES)].to_numpy())])[0],
+        "source": source,
+        "sha256": sha256,
+        "normals": n,
+        "frauds": len(frauds),
+        "scores": _round(scores),
+        "quantiles": quantiles,
+        "normal_std": {v: _round([normals[v].std()])[0] for v in features.PCA_FEATURES},
+        "amount_score_correlation": amount_corr,
+        "fraud_rows": {c: _round(frauds[c].to_numpy()) for c in _COLUMNS},
+    }
+
+
+def calibrate_file(path: Path = SAMPLE) -> dict[str, Any]:
+    import pandas as pd
+
+    data = path.read_bytes()
+    frame = pd.read_csv(path)
+    return calibrate(frame, source=path.as_posix(), sha256=hashlib.sha256(data).hexdigest())
+
+
+def write_calibration(calibration: dict[str, Any], path: Path = CALIBRATION_FILE) -> None:
+    """One key per line, one feature's numbers per line: a readable, diffable file."""
+    lines = []
+    for key, value in calibration.items():
+        if isinstance(value, dict):
+            inner = ",\n".join(f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
+            lines.append(f"  {json.dumps(key)}: {{\n{inner}\n  }}")
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+    path.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+
+
+@dataclass(frozen=True)
+class _Calibration:
+    scores: np.ndarray  # (knots,)
+    quantiles: np.ndarray  # (knots, 29): V1..V28, Amount
+    tail_slopes: np.ndarray  # (2, 29): below the first knot, above the last
+    normal_std: np.ndarray  # (28,)
+    amount_loadings: np.ndarray  # (28,) Amount score on the independent V scores
+    fraud_rows: np.ndarray  # (real frauds, 29)
+    tail_dof: float  # of the t copula of the normals' scores
 
 
 @lru_cache(maxsize=1)
-def _world() -> _World:
-    rng = np.random.default_rng(WORLD_SEED)
-    # Large input weights make tanh saturate: the manifold is strongly curved.
-    w1 = rng.normal(0.0, 1.5, size=(_LATENT_DIM, _HIDDEN))
-    b1 = rng.normal(0.0, 0.8, size=_HIDDEN)
-    w2 = rng.normal(0.0, 1.0 / np.sqrt(_HIDDEN), size=(_HIDDEN, _N_V))
-    w3 = rng.normal(0.0, _TAIL_WEIGHT / np.sqrt(_LATENT_DIM), size=(_LATENT_DIM, _N_V))
-    partial = _World(w1, b1, w2, _NOISE, w3, np.zeros(_N_V), np.eye(_N_V), np.ones(_N_V), np.zeros(_N_V))
-    raw = _raw_normals(rng, 50_000, partial)
-    mean = raw.mean(axis=0)
-    eigval, eigvec = np.linalg.eigh(np.cov(raw - mean, rowvar=False))
-    order = np.argsort(eigval)[::-1]
-    rotation = eigvec[:, order]
-    # Fix each axis' sign so the skew is negative, as for most real V's.
-    projected = (raw - mean) @ rotation
-    rotation = rotation * np.where(((projected - projected.mean(0)) ** 3).mean(0) > 0, -1.0, 1.0)
-    scale = KAGGLE_V_STD / np.sqrt(eigval[order])
-    direction = np.zeros(_N_V)
-    for name, weight in FRAUD_PATTERN.items():
-        i = features.PCA_FEATURES.index(name)
-        direction[i] = weight * KAGGLE_V_STD[i]
-    world = _World(w1, b1, w2, partial.noise, w3, mean, rotation, scale, direction)
-    signal = _amount_signal(((raw - mean) @ rotation) * scale)
-    return replace(world, amount_centre=float(np.median(signal)), amount_spread=float(signal.std()))
+def _calibration() -> _Calibration:
+    raw = json.loads(CALIBRATION_FILE.read_text())
+    scores = np.array(raw["scores"])
+    quantiles = np.column_stack([raw["quantiles"][c] for c in _COLUMNS])
+    k = int(np.searchsorted(scores, TAIL_SCORE))
+    low = (quantiles[-k - 1] - quantiles[0]) / (scores[-k - 1] - scores[0])
+    high = (quantiles[-1] - quantiles[k]) / (scores[-1] - scores[k])
+    loadings = np.array([raw["amount_score_correlation"][v] for v in features.PCA_FEATURES])
+    if loadings @ loadings + CARD_AMOUNT_SHARE >= 1.0:
+        raise ValueError(f"{CALIBRATION_FILE}: Amount's correlations leave no room for its own noise")
+    return _Calibration(
+        scores=scores,
+        quantiles=quantiles,
+        tail_slopes=np.vstack([low, high]),
+        normal_std=np.array([raw["normal_std"][v] for v in features.PCA_FEATURES]),
+        amount_loadings=loadings,
+        fraud_rows=np.column_stack([raw["fraud_rows"][c] for c in _COLUMNS]),
+        tail_dof=float(raw["tail_dof"]),
+    )
 
 
-def _raw_normals(rng: np.random.Generator, n: int, world: _World) -> np.ndarray:
-    """Points on the curved manifold plus noise, before rotation and scaling."""
-    latent = rng.standard_t(_LATENT_DF, size=(n, _LATENT_DIM)) * np.sqrt((_LATENT_DF - 2) / _LATENT_DF)
-    out = np.tanh(latent @ world.w1 + world.b1) @ world.w2
-    # tanh saturates; softplus of the heavy-tailed latent grows without bound on
-    # one side, which gives the V's heavy tails and skew while keeping every
-    # normal row a function of its latent (on the manifold).
-    out += np.logaddexp(0.0, 1.5 * latent) @ world.w3
-    out += world.noise * rng.standard_t(4.0, size=(n, _N_V)) * np.sqrt(0.5)
+def _quantile(cal: _Calibration, column: int, z: np.ndarray) -> np.ndarray:
+    """Feature ``column``'s empirical quantile function at standard-normal scores ``z``, tails extended."""
+    s, q = cal.scores, cal.quantiles[:, column]
+    out = np.interp(z, s, q)
+    below, above = z < s[0], z > s[-1]
+    out[below] = q[0] + (z[below] - s[0]) * cal.tail_slopes[0, column]
+    out[above] = q[-1] + (z[above] - s[-1]) * cal.tail_slopes[1, column]
     return out
 
 
-def _normals(rng: np.random.Generator, n: int, world: _World) -> np.ndarray:
-    """V1..V28 of normal transactions: centred, uncorrelated, real stds."""
-    return ((_raw_normals(rng, n, world) - world.mean) @ world.rotation) * world.scale
+# ---- generation --------------------------------------------------------------
+
+
+def _normals(rng: np.random.Generator, card_habit: np.ndarray, cal: _Calibration) -> tuple[np.ndarray, np.ndarray]:
+    """V1..V28 and Amount of normal transactions; ``card_habit`` is each row's card score (standard normal).
+
+    The scores are a t copula: independent Gaussians times one scale per row
+    (so extremes co-occur in a row, as in the real data, while the features
+    stay uncorrelated), mapped to standard-normal scores for the quantile functions.
+    """
+    from scipy.special import ndtri, stdtr
+
+    n = len(card_habit)
+    g = rng.standard_normal((n, _N_V))
+    own = 1.0 - cal.amount_loadings @ cal.amount_loadings - CARD_AMOUNT_SHARE
+    amount_g = g @ cal.amount_loadings + np.sqrt(CARD_AMOUNT_SHARE) * card_habit
+    amount_g += np.sqrt(own) * rng.standard_normal(n)
+    scale = np.sqrt(cal.tail_dof / rng.chisquare(cal.tail_dof, size=n))
+    z = ndtri(stdtr(cal.tail_dof, np.column_stack([g, amount_g]) * scale[:, None]))
+    v = np.column_stack([_quantile(cal, i, z[:, i]) for i in range(_N_V)])
+    amount = _quantile(cal, _N_V, z[:, _N_V]).clip(min=0.0)
+    return v, amount
+
+
+def _frauds(rng: np.random.Generator, burst: np.ndarray, cal: _Calibration) -> tuple[np.ndarray, np.ndarray]:
+    """V1..V28 and Amount of frauds: each burst copies one real fraud, each transaction jittered."""
+    template = cal.fraud_rows[rng.integers(0, len(cal.fraud_rows), size=int(burst.max(initial=-1)) + 1)][burst]
+    v = template[:, :_N_V] + FRAUD_JITTER * cal.normal_std * rng.standard_normal((len(burst), _N_V))
+    amount = template[:, _N_V] * np.exp(FRAUD_AMOUNT_JITTER * rng.standard_normal(len(burst)))
+    return v, amount
 
 
 def _times(rng: np.random.Generator, n: int, swing: float = DAY_NIGHT_SWING) -> np.ndarray:
@@ -177,37 +300,6 @@ def _times(rng: np.random.Generator, n: int, swing: float = DAY_NIGHT_SWING) -> 
     cdf = np.concatenate([[0.0], np.cumsum((intensity[1:] + intensity[:-1]) / 2)])
     cdf /= cdf[-1]
     return np.floor(np.interp(rng.random(n), cdf, grid)).clip(0, DURATION_S - 1)
-
-
-def _amount_signal(v: np.ndarray) -> np.ndarray:
-    """The part of log(Amount) that V7, V20 and V2 explain (V's clipped at 4 stds)."""
-    signal = np.zeros(len(v))
-    for name, loading in AMOUNT_LOADINGS.items():
-        i = features.PCA_FEATURES.index(name)
-        signal += loading * np.clip(v[:, i] / KAGGLE_V_STD[i], -4, 4)
-    return signal
-
-
-def _amounts(rng: np.random.Generator, v: np.ndarray, card_offset: np.ndarray, world: _World) -> np.ndarray:
-    """Log-normal amounts of normal transactions, correlated with V7, V20, V2.
-
-    The V signal is centred and scaled on the world's reference sample so that
-    the loadings are the share of log(Amount)'s spread it carries, and the
-    median stays ~22 whatever the V's tails look like.
-    """
-    explained = np.sqrt(sum(w * w for w in AMOUNT_LOADINGS.values()))
-    z = (_amount_signal(v) - world.amount_centre) / world.amount_spread * explained
-    z += np.sqrt(1.0 - explained**2) * rng.standard_normal(len(v))
-    return np.exp(AMOUNT_LOG_MEDIAN + AMOUNT_LOG_SIGMA * z + card_offset).clip(max=MAX_AMOUNT)
-
-
-def _fraud_amounts(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Many small test charges, some typical and some large purchases."""
-    kind = rng.choice(3, size=n, p=[0.5, 0.3, 0.2])
-    small = rng.uniform(0.0, 3.0, size=n)
-    typical = np.exp(rng.normal(np.log(30.0), 1.0, size=n))
-    large = np.exp(rng.normal(np.log(400.0), 0.7, size=n))
-    return np.choose(kind, [small, typical, large])
 
 
 def _skewed_weights(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
@@ -251,19 +343,18 @@ def generate_frame(
     _check(rows, fraud_rate, cards, merchants)
     n_cards = default_cards(rows) if cards is None else cards
     n_merchants = default_merchants(rows) if merchants is None else merchants
-    world = _world()
+    cal = _calibration()
     rng = np.random.default_rng(seed)
     n_fraud = round(rows * fraud_rate)
     n_normal = rows - n_fraud
 
     card_weights = _skewed_weights(rng, n_cards, 1.0)
-    card_offset = rng.normal(0.0, CARD_AMOUNT_SIGMA, size=n_cards)  # spending habit
+    card_habit = rng.standard_normal(n_cards)  # spending habit, as a score
     merchant_weights = _skewed_weights(rng, n_merchants, 1.2)
 
     # Normal transactions.
-    v = _normals(rng, n_normal, world)
     card = rng.choice(n_cards, size=n_normal, p=card_weights)
-    amount = _amounts(rng, v, card_offset[card], world)
+    v, amount = _normals(rng, card_habit[card], cal)
     t = _times(rng, n_normal)
 
     # Frauds, in bursts on one card within BURST_WINDOW_S.
@@ -274,14 +365,7 @@ def generate_frame(
     offsets = rng.uniform(0, BURST_WINDOW_S, size=n_fraud)
     offsets[np.cumsum(sizes) - sizes] = 0.0  # each burst starts at its start time
     fraud_t = np.floor(np.minimum(burst_start[burst] + offsets, DURATION_S - 1))
-    # Strength varies per burst (the fraudster's pattern) and per transaction;
-    # weak ones sit inside the normal cloud. Frauds are also more dispersed
-    # than normals (x1.3), as in the real file.
-    burst_strength = rng.gamma(FRAUD_STRENGTH_SHAPE, FRAUD_STRENGTH_SCALE, size=len(sizes))
-    strength = burst_strength[burst] * np.exp(rng.normal(0.0, 0.25, size=n_fraud))
-    pattern_jitter = np.exp(rng.normal(0.0, 0.35, size=(len(sizes), _N_V)))[burst]
-    fraud_v = _normals(rng, n_fraud, world) * 1.3 + strength[:, None] * world.fraud_direction * pattern_jitter
-    fraud_amount = _fraud_amounts(rng, n_fraud)
+    fraud_v, fraud_amount = _frauds(rng, burst, cal)
 
     columns: dict[str, np.ndarray] = {features.TIME: np.concatenate([t, fraud_t])}
     all_v = np.round(np.concatenate([v, fraud_v]), V_DECIMALS)
