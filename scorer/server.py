@@ -24,13 +24,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from fraudscore.v1 import scorer_pb2, scorer_pb2_grpc
+from fraudscore.v1 import scorer_pb2
 from scorer.auth import BearerTokenInterceptor, server_credentials
 from scorer.batcher import DirectScorer, MicroBatcher, RowScorer
 from scorer.config import BatchConfig, ConfigError, ServeConfig, add_arguments
 from scorer.metrics import ScorerMetrics
 from scorer.registry import ModelRegistry
-from scorer.servicer import FraudScorerServicer
+from scorer.servicer import FraudScorerServicer, add_to_server
 
 log = logging.getLogger(__name__)
 __all__ = ["RunningServer", "add_arguments", "main", "serve", "start"]
@@ -79,9 +79,7 @@ async def start(config: ServeConfig) -> RunningServer:
     limit = config.max_message_bytes
     options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
     server = grpc.aio.server(interceptors=interceptors, options=options)
-    scorer_pb2_grpc.add_FraudScorerServicer_to_server(
-        FraudScorerServicer(registry, scorer, metrics, config.max_request_rows), server
-    )
+    add_to_server(FraudScorerServicer(registry, scorer, metrics, config.max_request_rows), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

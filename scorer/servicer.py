@@ -12,6 +12,7 @@ fraudscore/schema.py; the feature list and threshold from the model's card.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import NoReturn
 
@@ -24,10 +25,14 @@ from fraudscore.v1 import scorer_pb2_grpc
 from fraudscore.v1.transaction_pb2 import Transaction
 from scorer import columns
 from scorer.batcher import RowScorer, score_rows
+from scorer.decode import Malformed, parser
 from scorer.metrics import ScorerMetrics
 from scorer.registry import ModelRegistry, UnknownVersion
 from scorer.responses import fill
 from scorer.wire import ReplyEncoder
+
+log = logging.getLogger(__name__)
+SERVICE = pb.DESCRIPTOR.services_by_name["FraudScorer"].full_name
 
 
 class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
@@ -51,7 +56,11 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
                 await _abort(context, grpc.StatusCode.UNAVAILABLE, f"model_version: {exc}")
             await _abort(context, grpc.StatusCode.NOT_FOUND, f"model_version: {exc}")
 
-    async def _score_one(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+    async def _score_one(
+        self, method: str, request: pb.ScoreRequest | Malformed, context: grpc.aio.ServicerContext
+    ) -> pb.ScoreResponse:
+        if isinstance(request, Malformed):
+            await _reject(method, request, context)
         if not request.HasField("transaction"):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "transaction: missing")
         model = await self._model(request.model_version, context)
@@ -66,18 +75,20 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
             await _abort(context, grpc.StatusCode.INTERNAL, f"model version {model.version} failed: {exc}")
         return fill(pb.ScoreResponse(), request.transaction.transaction_id, model, outcome)
 
-    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
-        return await self._score_one(request, context)
+    async def Score(self, request: pb.ScoreRequest | Malformed, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        return await self._score_one("Score", request, context)
 
     async def ScoreStream(
-        self, request_iterator: AsyncIterator[pb.ScoreRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[pb.ScoreRequest | Malformed], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ScoreResponse]:
         async for request in request_iterator:
-            yield await self._score_one(request, context)
+            yield await self._score_one("ScoreStream", request, context)
 
     async def ScoreBatch(
-        self, request: pb.ScoreBatchRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ScoreBatchRequest | Malformed, context: grpc.aio.ServicerContext
     ) -> pb.ScoreBatchResponse:
+        if isinstance(request, Malformed):
+            await _reject("ScoreBatch", request, context)
         n = len(request.transactions)
         if n == 0:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "transactions: empty batch")
@@ -98,8 +109,10 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
         return self._encoder.batch_response(txs, errors, model, scores)
 
     async def ScoreColumns(
-        self, request: pb.ScoreColumnsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ScoreColumnsRequest | Malformed, context: grpc.aio.ServicerContext
     ) -> pb.ScoreColumnsResponse:
+        if isinstance(request, Malformed):
+            await _reject("ScoreColumns", request, context)
         try:
             columns.check_shape(request, self._max_rows)
         except columns.BadRequest as exc:
@@ -122,7 +135,11 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
         scores = score_rows(model, batch.rows, self._metrics) if len(batch.rows) else None
         return columns.encode(request, model, batch, scores)
 
-    async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
+    async def GetModelInfo(
+        self, request: pb.GetModelInfoRequest | Malformed, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInfo:
+        if isinstance(request, Malformed):
+            await _reject("GetModelInfo", request, context)
         model = await self._model(0, context)
         card = model.card
         return pb.ModelInfo(
@@ -137,6 +154,36 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
             ],
             loaded_versions=self._registry.loaded_versions,
         )
+
+
+def add_to_server(servicer: FraudScorerServicer, server: grpc.aio.Server) -> None:
+    """Registers the servicer like the generated ``add_FraudScorerServicer_to_server``, with request
+    deserializers that turn a malformed message into :class:`Malformed` instead of raising (see decode)."""
+    handlers = {
+        "Score": grpc.unary_unary_rpc_method_handler(
+            servicer.Score, parser(pb.ScoreRequest), pb.ScoreResponse.SerializeToString
+        ),
+        "ScoreBatch": grpc.unary_unary_rpc_method_handler(
+            servicer.ScoreBatch, parser(pb.ScoreBatchRequest), pb.ScoreBatchResponse.SerializeToString
+        ),
+        "ScoreStream": grpc.stream_stream_rpc_method_handler(
+            servicer.ScoreStream, parser(pb.ScoreRequest), pb.ScoreResponse.SerializeToString
+        ),
+        "ScoreColumns": grpc.unary_unary_rpc_method_handler(
+            servicer.ScoreColumns, parser(pb.ScoreColumnsRequest), pb.ScoreColumnsResponse.SerializeToString
+        ),
+        "GetModelInfo": grpc.unary_unary_rpc_method_handler(
+            servicer.GetModelInfo, parser(pb.GetModelInfoRequest), pb.ModelInfo.SerializeToString
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
+
+
+async def _reject(method: str, request: Malformed, context: grpc.aio.ServicerContext) -> NoReturn:
+    """INVALID_ARGUMENT for a request that could not be decoded, logged in one line (no traceback)."""
+    log.warning("%s from %s: rejected %s", method, context.peer(), request)
+    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(request))
 
 
 async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import urllib.request
 from collections.abc import Iterator
@@ -243,3 +244,55 @@ def test_score_stream_ends_at_a_bad_request_naming_the_field(stub, txs) -> None:
         next(replies)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details().startswith("transaction.v: expected 28 values")
+
+
+def _truncated(message) -> bytes:
+    return message.SerializeToString()[:-3]  # cut inside the last field
+
+
+# A Transaction whose packed `v` is 3 bytes long: not a whole number of doubles.
+_PACKED_V_3_BYTES = b"\x0a\x05\x32\x03abc"
+_GARBAGE = b"\xff\xff\xff\xff\xff"
+
+
+def _malformed_cases() -> list[tuple[str, bytes]]:
+    tx = Transaction(transaction_id="t-1", card_id="c-1", amount=1.0, v=[0.5] * 28)
+    tx.event_time.FromSeconds(1_700_000_000)
+    columns = pb.ScoreColumnsRequest(transaction_ids=["a"], feature_names=["V1"], values=b"\0" * 4, rows=1)
+    return [
+        ("Score", _GARBAGE),
+        ("Score", _truncated(pb.ScoreRequest(transaction=tx))),
+        ("Score", _PACKED_V_3_BYTES),
+        ("ScoreBatch", _GARBAGE),
+        ("ScoreBatch", _truncated(pb.ScoreBatchRequest(transactions=[tx, tx]))),
+        ("ScoreBatch", _PACKED_V_3_BYTES),
+        ("ScoreColumns", _GARBAGE),
+        ("ScoreColumns", _truncated(columns)),
+        ("GetModelInfo", _GARBAGE),
+    ]
+
+
+@pytest.mark.parametrize(("method", "data"), _malformed_cases())
+def test_malformed_protobuf_is_invalid_argument_with_one_log_line(server, stub, txs, caplog, method, data) -> None:
+    caplog.set_level("INFO")
+    with grpc.insecure_channel(server.target) as channel:
+        call = channel.unary_unary(f"/fraudscore.v1.FraudScorer/{method}")  # bytes as they are
+        code, details = _status(lambda: call(data, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("request: malformed protobuf, not a valid fraudscore.v1.")
+    records = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.name for r in records] == ["scorer.servicer"], [r.getMessage() for r in records]
+    assert records[0].exc_info is None and method in records[0].getMessage()
+    assert stub.Score(pb.ScoreRequest(transaction=txs[0]), timeout=10).transaction_id == txs[0].transaction_id
+
+
+def test_malformed_message_in_a_stream_ends_it_with_invalid_argument(server, txs, caplog) -> None:
+    with grpc.insecure_channel(server.target) as channel:
+        stream = channel.stream_stream("/fraudscore.v1.FraudScorer/ScoreStream")
+        replies = stream(iter([pb.ScoreRequest(transaction=txs[0]).SerializeToString(), _GARBAGE]), timeout=10)
+        assert pb.ScoreResponse.FromString(next(replies)).transaction_id == txs[0].transaction_id
+        with pytest.raises(grpc.RpcError) as caught:
+            next(replies)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("request: malformed protobuf, not a valid fraudscore.v1.ScoreRequest")
+    assert not [r for r in caplog.records if r.exc_info is not None]
