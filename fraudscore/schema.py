@@ -24,6 +24,12 @@ from fraudscore import features
 from fraudscore.v1.transaction_pb2 import Transaction
 
 N_PCA = len(features.PCA_FEATURES)
+# Magnitude bounds: a value beyond them is a producer bug, not a transaction, and is rejected naming the field
+# (it would otherwise be clipped by the model and scored). V1..V28 are PCA components of standardised data:
+# |V| stays under ~120 in the real Kaggle file, so 1e6 leaves four orders of magnitude. Amount is in the card's
+# currency (the real file's largest is 25,691.16); 1e9 leaves room for any currency. Inclusive bounds.
+MAX_ABS_V = 1e6
+MAX_AMOUNT = 1e9
 MAX_MESSAGE_BYTES = 64 * 1024
 # Kaggle's Time column counts seconds from the first transaction of the file;
 # rows are anchored at this instant unless the caller passes another epoch.
@@ -170,12 +176,20 @@ def validate(tx: Transaction) -> None:
     for i, value in enumerate(tx.v):
         if not math.isfinite(value):
             raise InvalidTransaction(f"v[{i}] (V{i + 1})", f"not a finite number: {value}")
+        if abs(value) > MAX_ABS_V:
+            raise InvalidTransaction(f"v[{i}] (V{i + 1})", _too_large(value, MAX_ABS_V))
     if not tx.HasField("amount"):
         raise InvalidTransaction("amount", "missing")
     if not math.isfinite(tx.amount):
         raise InvalidTransaction("amount", f"not a finite number: {tx.amount}")
     if tx.amount < 0:
         raise InvalidTransaction("amount", f"negative amount {tx.amount}")
+    if tx.amount > MAX_AMOUNT:
+        raise InvalidTransaction("amount", _too_large(tx.amount, MAX_AMOUNT))
+
+
+def _too_large(value: float, bound: float) -> str:
+    return f"magnitude {value:g} is above the limit {bound:g}"
 
 
 def to_json(tx: Transaction) -> bytes:
@@ -235,7 +249,8 @@ def checked_feature_matrix(
         bool(tx.transaction_id and tx.card_id and tx.HasField("event_time") and tx.HasField("amount")) for tx in txs
     ]
     with np.errstate(invalid="ignore"):
-        suspect = ~(right_length & np.asarray(present, dtype=bool) & np.isfinite(table).all(axis=1) & (amounts >= 0))
+        in_bounds = (np.abs(table[:, :N_PCA]) <= MAX_ABS_V).all(axis=1) & (amounts >= 0) & (amounts <= MAX_AMOUNT)
+        suspect = ~(right_length & np.asarray(present, dtype=bool) & np.isfinite(table).all(axis=1) & in_bounds)
     errors: dict[int, InvalidTransaction] = {}
     for i in np.flatnonzero(suspect).tolist():
         try:
@@ -264,21 +279,27 @@ def _raw_table(txs: Sequence[Transaction], right_length: np.ndarray) -> np.ndarr
 def invalid_feature_rows(matrix: np.ndarray, names: Sequence[str]) -> dict[int, InvalidTransaction]:
     """``validate``'s value rules over a feature matrix ``[n, len(names)]`` (columnar callers), in bulk.
 
-    A row fails on its first non-finite value (field: the feature's name) or
-    on a negative Amount, with ``validate``'s reasons; returns the errors by row.
+    A row fails on its first non-finite value (field: the feature's name), else
+    its first value beyond the magnitude bounds (|V| > MAX_ABS_V, Amount >
+    MAX_AMOUNT), else a negative Amount, with ``validate``'s reasons; returns the errors by row.
     """
     finite = np.isfinite(matrix)
-    bad = ~finite.all(axis=1)
     amount = list(names).index(features.AMOUNT) if features.AMOUNT in names else None
-    if amount is not None:
-        with np.errstate(invalid="ignore"):
-            bad |= matrix[:, amount] < 0
+    bounds = np.array([MAX_AMOUNT if name == features.AMOUNT else MAX_ABS_V for name in names], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        too_large = np.abs(matrix) > bounds
+        negative = matrix[:, amount] < 0 if amount is not None else np.zeros(len(matrix), dtype=bool)
+    bad = ~finite.all(axis=1) | too_large.any(axis=1) | negative
     errors: dict[int, InvalidTransaction] = {}
     for i in np.flatnonzero(bad).tolist():
         nonfinite = np.flatnonzero(~finite[i])
+        large = np.flatnonzero(too_large[i])
         if len(nonfinite):
             j = int(nonfinite[0])
             errors[i] = InvalidTransaction(names[j], f"not a finite number: {float(matrix[i, j])}")
+        elif len(large):
+            j = int(large[0])
+            errors[i] = InvalidTransaction(names[j], _too_large(float(matrix[i, j]), float(bounds[j])))
         else:
             errors[i] = InvalidTransaction(features.AMOUNT, f"negative amount {float(matrix[i, amount])}")
     return errors

@@ -5,15 +5,26 @@ runs; a deserializer that raises ends the call with UNKNOWN ("Unexpected
 DecodeError") and logs a traceback per call. These deserializers hand the
 handler a :class:`Malformed` instead, and the servicer answers it with
 INVALID_ARGUMENT naming the problem, in one log line.
+
+A known field sent with the wrong wire type (``model_version`` as a string)
+parses "fine" in protobuf: the value lands among the unknown fields and the
+field keeps its default. :func:`wire_error` finds it, so the request is
+refused naming the field instead of being scored without it. Fields this
+server does not know at all are ignored (protobuf's forward compatibility).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from fraudscore.schema import InvalidTransaction
+from fraudscore.v1.transaction_pb2 import Transaction
 
 M = TypeVar("M", bound=Message)
 
@@ -29,14 +40,72 @@ class Malformed:
         return f"{self.field}: {self.reason}"
 
 
-def parser(message: type[M]) -> Callable[[bytes], M | Malformed]:
-    """A request deserializer for ``message`` that returns Malformed instead of raising."""
+_WIRE_TYPES = {0: "varint", 1: "64-bit", 2: "length-delimited", 3: "group", 4: "group end", 5: "32-bit"}
+_TYPE_NAMES = {
+    value: name[len("TYPE_") :].lower()
+    for name, value in vars(FieldDescriptor).items()
+    if name.startswith("TYPE_") and isinstance(value, int)
+}
+
+
+def parser(message: type[M], *, skip: tuple[str, ...] = ()) -> Callable[[bytes], M | Malformed]:
+    """A request deserializer for ``message`` that returns Malformed instead of raising.
+
+    Also refuses a known field sent with the wrong wire type (see :func:`wire_error`).
+    Message fields named in ``skip`` are not searched (the caller checks them later).
+    """
     full_name = message.DESCRIPTOR.full_name
 
     def parse(data: bytes) -> M | Malformed:
         try:
-            return message.FromString(data)
+            parsed = message.FromString(data)
         except DecodeError:
             return Malformed("request", f"malformed protobuf, not a valid {full_name} ({len(data)} bytes)")
+        problem = wire_error(parsed, skip=skip)
+        return parsed if problem is None else problem
 
     return parse
+
+
+def wire_error(message: Message, prefix: str = "", *, skip: tuple[str, ...] = ()) -> Malformed | None:
+    """The first known field of ``message`` (or of a message inside it) sent with the wrong wire type."""
+    descriptor = message.DESCRIPTOR
+    for unknown in UnknownFieldSet(message):
+        field = descriptor.fields_by_number.get(unknown.field_number)
+        if field is not None:
+            got = _WIRE_TYPES.get(unknown.wire_type, str(unknown.wire_type))
+            kind = ("repeated " if field.is_repeated else "") + _type_name(field)
+            return Malformed(f"{prefix}{field.name}", f"wrong wire type: sent as {got}, the field is {kind}")
+    for field, value in message.ListFields():
+        if field.message_type is None or field.name in skip:
+            continue
+        if not field.is_repeated:
+            found = wire_error(value, f"{prefix}{field.name}.")
+        elif field.message_type.GetOptions().map_entry:
+            found = _first(wire_error(v, f"{prefix}{field.name}[{k!r}].") for k, v in value.items())
+        else:
+            found = _first(wire_error(v, f"{prefix}{field.name}[{i}].") for i, v in enumerate(value))
+        if found is not None:
+            return found
+    return None
+
+
+def row_wire_errors(txs: Sequence[Transaction]) -> dict[int, InvalidTransaction]:
+    """:func:`wire_error` of each row of a batch, as row errors (ScoreBatch reports them row by row)."""
+    errors: dict[int, InvalidTransaction] = {}
+    for i, tx in enumerate(txs):
+        # Transaction's only message field is event_time; both checked without a generic walk (per row).
+        problem = wire_error(tx) if len(UnknownFieldSet(tx)) or len(UnknownFieldSet(tx.event_time)) else None
+        if problem is not None:
+            errors[i] = InvalidTransaction(problem.field, problem.reason)
+    return errors
+
+
+def _type_name(field: FieldDescriptor) -> str:
+    if field.message_type is not None:
+        return str(field.message_type.full_name)
+    return _TYPE_NAMES.get(field.type, "value")
+
+
+def _first(found: Iterable[Malformed | None]) -> Malformed | None:
+    return next((f for f in found if f is not None), None)

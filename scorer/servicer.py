@@ -25,7 +25,7 @@ from fraudscore.v1 import scorer_pb2_grpc
 from fraudscore.v1.transaction_pb2 import Transaction
 from scorer import columns
 from scorer.batcher import RowScorer, score_rows
-from scorer.decode import Malformed, parser
+from scorer.decode import Malformed, parser, row_wire_errors
 from scorer.metrics import ScorerMetrics
 from scorer.registry import ModelRegistry, UnknownVersion
 from scorer.responses import fill
@@ -104,7 +104,13 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
 
     def _score_batch(self, txs: Sequence[Transaction], model: LoadedModel) -> pb.ScoreBatchResponse:
         """Validates every row, scores the good ones in one model call, answers row by row."""
-        rows, errors = schema.checked_feature_matrix(txs, model.features)
+        wire = row_wire_errors(txs)  # a field sent with the wrong wire type (the deserializer skips the rows)
+        if not wire:
+            rows, errors = schema.checked_feature_matrix(txs, model.features)
+        else:
+            kept = [i for i in range(len(txs)) if i not in wire]
+            rows, kept_errors = schema.checked_feature_matrix([txs[i] for i in kept], model.features)
+            errors = {**wire, **{kept[j]: exc for j, exc in kept_errors.items()}}
         scores = score_rows(model, rows, self._metrics) if len(rows) else None
         return self._encoder.batch_response(txs, errors, model, scores)
 
@@ -164,7 +170,9 @@ def add_to_server(servicer: FraudScorerServicer, server: grpc.aio.Server) -> Non
             servicer.Score, parser(pb.ScoreRequest), pb.ScoreResponse.SerializeToString
         ),
         "ScoreBatch": grpc.unary_unary_rpc_method_handler(
-            servicer.ScoreBatch, parser(pb.ScoreBatchRequest), pb.ScoreBatchResponse.SerializeToString
+            servicer.ScoreBatch,
+            parser(pb.ScoreBatchRequest, skip=("transactions",)),
+            pb.ScoreBatchResponse.SerializeToString,
         ),
         "ScoreStream": grpc.stream_stream_rpc_method_handler(
             servicer.ScoreStream, parser(pb.ScoreRequest), pb.ScoreResponse.SerializeToString

@@ -26,7 +26,14 @@ if _version_not_supported:
 
 
 class FraudScorerStub(object):
-    """Missing associated documentation comment in .proto file."""
+    """Requests are checked before scoring; a bad one gets INVALID_ARGUMENT naming the field:
+    - bytes that are not a valid message of the request type ("request: malformed protobuf ...");
+    - a known field sent with the wrong wire type (e.g. model_version as a string), which protobuf
+    would otherwise drop as an unknown field and score without; fields this server does not know
+    at all are ignored, as protobuf's forward compatibility wants;
+    - values outside the Transaction bounds (see transaction.proto: finite, |v| <= 1e6, 0 <= amount <= 1e9).
+    ScoreBatch and ScoreColumns report a bad row alone and score the others.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -62,7 +69,14 @@ class FraudScorerStub(object):
 
 
 class FraudScorerServicer(object):
-    """Missing associated documentation comment in .proto file."""
+    """Requests are checked before scoring; a bad one gets INVALID_ARGUMENT naming the field:
+    - bytes that are not a valid message of the request type ("request: malformed protobuf ...");
+    - a known field sent with the wrong wire type (e.g. model_version as a string), which protobuf
+    would otherwise drop as an unknown field and score without; fields this server does not know
+    at all are ignored, as protobuf's forward compatibility wants;
+    - values outside the Transaction bounds (see transaction.proto: finite, |v| <= 1e6, 0 <= amount <= 1e9).
+    ScoreBatch and ScoreColumns report a bad row alone and score the others.
+    """
 
     def Score(self, request, context):
         """Scores one transaction.
@@ -139,7 +153,14 @@ def add_FraudScorerServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class FraudScorer(object):
-    """Missing associated documentation comment in .proto file."""
+    """Requests are checked before scoring; a bad one gets INVALID_ARGUMENT naming the field:
+    - bytes that are not a valid message of the request type ("request: malformed protobuf ...");
+    - a known field sent with the wrong wire type (e.g. model_version as a string), which protobuf
+    would otherwise drop as an unknown field and score without; fields this server does not know
+    at all are ignored, as protobuf's forward compatibility wants;
+    - values outside the Transaction bounds (see transaction.proto: finite, |v| <= 1e6, 0 <= amount <= 1e9).
+    ScoreBatch and ScoreColumns report a bad row alone and score the others.
+    """
 
     @staticmethod
     def Score(request,

@@ -17,6 +17,7 @@ from fraudscore import schema
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
 from fraudscore.v1.transaction_pb2 import Transaction
+from scorer import columns
 from tests.integration.scorer_support import ServerThread, config, copy_base, source_model, transactions
 
 pytestmark = pytest.mark.integration
@@ -296,3 +297,72 @@ def test_malformed_message_in_a_stream_ends_it_with_invalid_argument(server, txs
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details().startswith("request: malformed protobuf, not a valid fraudscore.v1.ScoreRequest")
     assert not [r for r in caplog.records if r.exc_info is not None]
+
+
+def test_model_version_with_the_wrong_wire_type_is_refused_naming_it(server, txs) -> None:
+    good = pb.ScoreRequest(transaction=txs[0]).SerializeToString()
+    with grpc.insecure_channel(server.target) as channel:
+        call = channel.unary_unary("/fraudscore.v1.FraudScorer/Score")
+        # model_version (field 2, int64) sent length-delimited: protobuf alone would drop it and score.
+        code, details = _status(lambda: call(good + b"\x12\x0299", timeout=10))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details == "model_version: wrong wire type: sent as length-delimited, the field is int64"
+        columns_call = channel.unary_unary("/fraudscore.v1.FraudScorer/ScoreColumns")
+        request = pb.ScoreColumnsRequest(transaction_ids=["a"], feature_names=["V1"], values=b"\0" * 4, rows=1)
+        code, details = _status(lambda: columns_call(request.SerializeToString() + b"\x2a\x01\x02", timeout=10))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("model_version: wrong wire type")
+
+
+def test_absurd_magnitudes_are_refused_naming_the_field(stub, txs, offline) -> None:
+    code, details = _status(
+        lambda: stub.Score(pb.ScoreRequest(transaction=_modified(txs[0], v=[1e272] + [0.1] * 27)), timeout=10)
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details == "transaction.v[0] (V1): magnitude 1e+272 is above the limit 1e+06"
+    code, details = _status(lambda: stub.Score(pb.ScoreRequest(transaction=_modified(txs[0], amount=1e12)), timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("transaction.amount: magnitude 1e+12")
+    batch = [txs[0], _modified(txs[1], v=[0.1] * 27 + [-1e272]), txs[2]]
+    reply = stub.ScoreBatch(pb.ScoreBatchRequest(transactions=batch), timeout=10)
+    assert (reply.scored, reply.failed) == (2, 1)
+    assert (reply.results[1].error.field, reply.results[1].error.reason) == (
+        "v[27] (V28)",
+        "magnitude -1e+272 is above the limit 1e+06",
+    )
+    matrix = np.array([schema.feature_row(tx, offline.features) for tx in txs[:3]], dtype=np.float32)
+    matrix[1, list(offline.features).index("V3")] = 1e30
+    reply = stub.ScoreColumns(
+        columns.request_of([tx.transaction_id for tx in txs[:3]], offline.features, matrix), timeout=10
+    )
+    assert (reply.scored, reply.failed) == (2, 1)
+    assert (reply.errors[0].index, reply.errors[0].field) == (1, "V3")
+    assert reply.errors[0].reason.startswith("magnitude 1e+30 is above the limit")
+
+
+def test_batch_row_with_the_wrong_wire_type_fails_alone(server, txs) -> None:
+    def embedded(payload: bytes) -> bytes:  # field 1 (transactions), length-delimited
+        return b"\x0a" + _varint(len(payload)) + payload
+
+    rows = [tx.SerializeToString() for tx in txs[:3]]
+    rows[1] += b"\x28\x07"  # amount (a double) sent as a varint
+    with grpc.insecure_channel(server.target) as channel:
+        call = channel.unary_unary("/fraudscore.v1.FraudScorer/ScoreBatch")
+        reply = pb.ScoreBatchResponse.FromString(call(b"".join(embedded(r) for r in rows), timeout=10))
+    assert (reply.scored, reply.failed) == (2, 1)
+    error = reply.results[1].error
+    assert (error.index, error.field, error.reason) == (
+        1,
+        "amount",
+        "wrong wire type: sent as varint, the field is double",
+    )
+    assert [r.score.transaction_id for r in (reply.results[0], reply.results[2])] == [
+        txs[0].transaction_id,
+        txs[2].transaction_id,
+    ]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes([*out, n])
