@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainer.preprocessing import OUT_OF_RANGE, SCALED, STAT_MAX, STAT_MIN, make_preprocessing_fn
+from trainer.preprocessing import (
+    OUT_OF_RANGE,
+    SCALED,
+    STAT_CENTER,
+    STAT_MAX,
+    STAT_MIN,
+    STAT_SCALE,
+    make_preprocessing_fn,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -83,14 +91,20 @@ def analyze(
     log_features: Sequence[str],
     work_dir: str,
     beam_args: Sequence[str] = (),
+    *,
+    scaling: str = "minmax",
+    clip: bool = True,
 ) -> str:
     """Runs the analysis over ``train`` (the training normals) and returns the transform output dir."""
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
+    from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    source = write_input(train, names, work_dir)
-    out = _join(work_dir, TRANSFORM_DIR)
+    source = _join(work_dir, INPUT_FILE)
+    if not FileSystems.exists(source):  # one input file serves every preprocessing variant of a search
+        write_input(train, names, work_dir)
+    out = _join(work_dir, f"{TRANSFORM_DIR}-{scaling}-{'clip' if clip else 'noclip'}")
     args = list(beam_args)
     if not any(a.startswith("--runner") for a in args):
         args.append(f"--runner={DEFAULT_RUNNER}")
@@ -106,7 +120,7 @@ def analyze(
             | "ToListColumns" >> beam.FlatMap(_to_list_columns, list(names))
         )
         transform_fn = (batches, _adapter_config(names)) | "Analyze" >> tft_beam.AnalyzeDataset(
-            make_preprocessing_fn(names, log_features)
+            make_preprocessing_fn(names, log_features, scaling, clip)
         )
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out)
     return out
@@ -138,7 +152,8 @@ class Transformer:
             outside.append(out[OUT_OF_RANGE])
         return np.concatenate(scaled).astype(np.float32), np.concatenate(outside).astype(np.int32)
 
-    def statistics(self) -> tuple[np.ndarray, np.ndarray]:
-        """The analyzers' per-feature (min, max), read back from the transform graph."""
+    def statistics(self) -> dict[str, np.ndarray]:
+        """The analyzers' per-feature min, max, center and scale, read back from the transform graph."""
         out = self._call({n: np.zeros(1, np.float32) for n in self.names})
-        return out[STAT_MIN][0].astype(np.float64), out[STAT_MAX][0].astype(np.float64)
+        keys = {"min": STAT_MIN, "max": STAT_MAX, "center": STAT_CENTER, "scale": STAT_SCALE}
+        return {name: out[key][0].astype(np.float64) for name, key in keys.items()}

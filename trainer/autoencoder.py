@@ -1,17 +1,20 @@
 """The Keras dense autoencoder and its training loop.
 
-Shape in the seed's style (F-24-16-8-16-24-F by default; the seed's own
-F-20-10-7-10-20-F scored lower on validation, see ``trainer.config``); tanh
-hidden layers; inputs are min-max scaled to [0, 1], so the output layer is a
-sigmoid. The loss is the mean squared error, and a
-row's reconstruction error is exactly that: the mean over features of the
-squared error (``feature_errors`` keeps the per-feature terms). Training
-stops early on the validation normals' reconstruction loss and keeps the best
-weights; a seed makes a run repeatable (Keras seeds + TF op determinism).
+Shape, activation and scaling come from the config (the defaults are the
+model search's winner on real rows, see ``trainer.config`` and
+``trainer.search``). The output layer is a sigmoid when the input is
+bounded to [0, 1] (clipped min-max), linear otherwise. The loss is the mean
+squared error; a row's reconstruction error is the mean over features of the
+squared error, each divided by that feature's mean squared error on the
+training normals when the error is ``standardized`` (``feature_errors``
+keeps the per-feature terms). Training stops early on the validation
+normals' reconstruction loss and keeps the best weights; a seed makes a run
+repeatable (Keras seeds + TF op determinism).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,8 @@ from typing import Any
 import numpy as np
 
 MIN_DELTA = 1e-7
+# Smallest divisor of a feature's squared error, relative to the largest feature's (standardized errors).
+WEIGHT_FLOOR = 1e-6
 
 
 def set_determinism(seed: int) -> None:
@@ -64,14 +69,16 @@ def scalar_logger(log_dir: Path) -> Any:
     return ScalarLogger()
 
 
-def build(n_features: int, hidden: Sequence[int], activation: str, learning_rate: float) -> Any:
+def build(
+    n_features: int, hidden: Sequence[int], activation: str, learning_rate: float, output_activation: str = "sigmoid"
+) -> Any:
     import keras
 
     inputs = keras.Input(shape=(n_features,), name="scaled")
     h = inputs
     for i, units in enumerate(hidden):
         h = keras.layers.Dense(units, activation=activation, name=f"dense_{i}_{units}")(h)
-    outputs = keras.layers.Dense(n_features, activation="sigmoid", name="reconstruction")(h)
+    outputs = keras.layers.Dense(n_features, activation=output_activation, name="reconstruction")(h)
     model = keras.Model(inputs, outputs, name="autoencoder")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="mse")
     return model
@@ -98,6 +105,8 @@ def fit(
     ]
     if log_dir is not None:
         callbacks.append(scalar_logger(log_dir))
+    if verbose:
+        callbacks.append(epoch_reporter(epochs))
     history = model.fit(
         x_train,
         x_train,
@@ -106,7 +115,7 @@ def fit(
         batch_size=batch_size,
         shuffle=True,
         callbacks=callbacks,
-        verbose=1 if verbose else 0,
+        verbose=0,  # Keras' step bars become hundreds of lines in a log file: epoch_reporter instead
     )
     losses = [float(v) for v in history.history["loss"]]
     val_losses = [float(v) for v in history.history["val_loss"]]
@@ -120,10 +129,60 @@ def fit(
     }
 
 
-def errors(model: Any, x: np.ndarray, batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """(reconstruction error [n], squared error per feature [n, F]) of scaled rows ``x``."""
+def squared_errors(model: Any, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """Squared error per feature ``[n, F]`` of scaled rows ``x``, unweighted."""
     if len(x) == 0:
-        return np.zeros(0, np.float32), np.zeros((0, x.shape[1]), np.float32)
+        return np.zeros((0, x.shape[1]), np.float32)
     reconstructed = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
-    squared = np.square(reconstructed - x)
-    return squared.mean(axis=1), squared
+    return np.square(reconstructed - x)
+
+
+def error_weights(model: Any, x_train: np.ndarray, weighting: str) -> np.ndarray | None:
+    """Per-feature divisors of the squared error: the training normals' mean squared error, or None."""
+    if weighting == "none":
+        return None
+    mean_squared = squared_errors(model, x_train).mean(axis=0).astype(np.float64)
+    # A feature reconstructed perfectly (e.g. constant in training) must not divide by zero.
+    floor = max(float(mean_squared.max()) * WEIGHT_FLOOR, float(np.finfo(np.float32).tiny))
+    return np.maximum(mean_squared, floor).astype(np.float32)
+
+
+def errors(
+    model: Any, x: np.ndarray, weights: np.ndarray | None = None, batch_size: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
+    """(reconstruction error [n], error term per feature [n, F]) of scaled rows ``x``."""
+    terms = squared_errors(model, x, batch_size)
+    if weights is not None:
+        terms = terms / weights
+    return terms.mean(axis=1) if len(terms) else np.zeros(0, np.float32), terms
+
+
+def epoch_reporter(epochs: int) -> Any:
+    """One line per epoch on a log file, one live bar on a terminal (tqdm), instead of Keras' step bars."""
+    import keras
+    from tqdm import tqdm
+
+    class EpochReporter(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tty = sys.stderr.isatty()
+            self.bar = tqdm(total=epochs, unit="epoch", desc="[train] fit", file=sys.stderr) if self.tty else None
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            logs = logs or {}
+            loss, val = logs.get("loss", float("nan")), logs.get("val_loss", float("nan"))
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{loss:.4g}", val_loss=f"{val:.4g}", refresh=False)
+                self.bar.update(1)
+            else:
+                print(
+                    f"[train] epoch {epoch + 1}/{epochs} loss {loss:.5g} val_loss {val:.5g}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+            if self.bar is not None:
+                self.bar.close()
+
+    return EpochReporter()

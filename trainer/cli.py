@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from fraudscore import features
 from trainer.config import DEFAULT_HIDDEN, DEFAULT_LOG_FEATURES, ThresholdPolicy, TrainConfig, TrainError
@@ -37,7 +39,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(str(u) for u in DEFAULT_HIDDEN),
         help="hidden layer sizes, comma separated (default 24,16,8,16,24; the seed's was 20,10,7,10,20)",
     )
+    parser.add_argument(
+        "--activation", default=d.activation, choices=("tanh", "elu", "relu"), help="hidden-layer activation"
+    )
+    parser.add_argument(
+        "--scaling",
+        default=d.scaling,
+        choices=("minmax", "zscore"),
+        help="minmax: (x-min)/(max-min), the seed's; zscore: (x-mean)/sd; tf.Transform statistics of training normals",
+    )
+    parser.add_argument(
+        "--clip",
+        action=argparse.BooleanOptionalAction,
+        default=d.clip,
+        help="clip values outside the training range before scaling (--no-clip passes them through; "
+        "either way they are counted as out of range)",
+    )
+    parser.add_argument(
+        "--error-weighting",
+        default=d.error_weighting,
+        choices=("none", "standardized"),
+        help="standardized: divide each feature's squared error by its mean on the training normals",
+    )
     parser.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
+    search = parser.add_argument_group(
+        "model search", "choose the design by validation PR-AUC (needs the Class column; the test split is not used)"
+    )
+    search.add_argument(
+        "--search",
+        action="store_true",
+        help="search scaling, clipping, bottleneck, depth, activation and error weighting instead of the defaults",
+    )
+    search.add_argument(
+        "--search-trials", type=int, default=d.search_trials, help="designs to try (Optuna TPE sampler)"
+    )
+    search.add_argument(
+        "--search-seeds",
+        default=",".join(str(s) for s in d.search_seeds),
+        help="training seeds per design, comma separated; a design scores the mean validation PR-AUC over them",
+    )
+    search.add_argument(
+        "--search-space",
+        default=None,
+        help='JSON object replacing dimensions of the space, e.g. \'{"bottleneck": [16, 24], "depth": [1]}\' '
+        "(dimensions: scaling, clip, bottleneck, depth, activation, error_weighting), or @FILE with that JSON",
+    )
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed and data, same model")
     parser.add_argument(
         "--threshold-policy",
@@ -101,6 +147,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise TrainError(f"--min-pr-auc {args.min_pr_auc}: must be in [0, 1]")
     if not 0.0 <= args.max_bad_fraction <= 1.0:
         raise TrainError(f"--max-bad-fraction {args.max_bad_fraction}: must be in [0, 1]")
+    if args.search_trials <= 0:
+        raise TrainError(f"--search-trials {args.search_trials}: must be positive")
+    try:
+        seeds = tuple(int(s) for s in args.search_seeds.split(",") if s.strip())
+    except ValueError:
+        raise TrainError(f"--search-seeds {args.search_seeds!r}: expected comma-separated integers, e.g. 0,1") from None
+    if not seeds:
+        raise TrainError("--search-seeds: at least one seed is needed")
     return TrainConfig(
         data=args.data,
         model_base=args.model_base or args.out / args.name,
@@ -108,6 +162,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         hidden=hidden,
+        activation=args.activation,
+        scaling=args.scaling,
+        clip=args.clip,
+        error_weighting=args.error_weighting,
+        search=args.search,
+        search_trials=args.search_trials,
+        search_seeds=seeds,
+        search_space=_search_space(args.search_space),
         patience=args.patience,
         seed=args.seed,
         log_features=(features.AMOUNT,) if args.amount_scale == "log" else (),
@@ -120,6 +182,26 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         baselines=not args.no_baselines,
         verbose=not args.quiet,
     )
+
+
+def _search_space(text: str | None) -> dict[str, list[Any]] | None:
+    """The --search-space JSON (inline or @FILE); its dimensions are checked by trainer.search.SearchSpace."""
+    if text is None:
+        return None
+    source = "--search-space"
+    if text.startswith("@"):
+        source = text[1:]
+        try:
+            text = Path(source).read_text()
+        except OSError as exc:
+            raise TrainError(f"--search-space {source}: cannot read: {exc.strerror or exc}") from None
+    try:
+        space = json.loads(text)
+    except ValueError as exc:
+        raise TrainError(f"{source}: not valid JSON: {exc}") from None
+    if not isinstance(space, dict):
+        raise TrainError(f"{source}: expected a JSON object of dimension -> list of choices")
+    return space
 
 
 def main(args: argparse.Namespace) -> int:

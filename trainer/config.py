@@ -25,6 +25,11 @@ from fraudscore.features import MODEL_FEATURES
 # batch 1024, up to 150 epochs, Amount log-scaled: 0.891 / 0.890 against 0.878 / 0.828 for the seed's
 # 20-10-7 (lr 1e-3, batch 256, 60 epochs, linear Amount; 0.827 with log Amount). Relu was worse (0.74).
 DEFAULT_HIDDEN: tuple[int, ...] = (24, 16, 8, 16, 24)
+DEFAULT_ACTIVATION = "tanh"
+DEFAULT_SCALING = "minmax"
+DEFAULT_CLIP = True
+DEFAULT_ERROR_WEIGHTING = "none"
+ERROR_WEIGHTINGS = ("none", "standardized")
 DEFAULT_BUDGET_PERCENT = 0.2
 DEFAULT_LOG_FEATURES: tuple[str, ...] = (features.AMOUNT,)
 
@@ -107,7 +112,18 @@ class TrainConfig:
     batch_size: int = 1024
     learning_rate: float = 3e-3
     hidden: tuple[int, ...] = DEFAULT_HIDDEN
-    activation: str = "tanh"
+    activation: str = DEFAULT_ACTIVATION
+    scaling: str = DEFAULT_SCALING  # "minmax" or "zscore" (trainer.preprocessing)
+    clip: bool = DEFAULT_CLIP  # clip values outside the training range before scaling
+    # "none": the error is the mean squared error of the scaled row; "standardized": each feature's squared
+    # error is divided by its mean over the training normals first, so a feature the model reconstructs
+    # closely on normal traffic weighs as much as a noisy one (a diagonal Mahalanobis distance of the residual).
+    error_weighting: str = DEFAULT_ERROR_WEIGHTING
+    # Model search (trainer.search): off by default; the defaults above are its winner on the shipped real sample.
+    search: bool = False
+    search_trials: int = 24
+    search_seeds: tuple[int, ...] = (0, 1, 2)
+    search_space: dict[str, list[Any]] | None = None  # overrides of trainer.search.SearchSpace fields
     patience: int = 5
     seed: int = 42
     features: tuple[str, ...] = MODEL_FEATURES
@@ -132,6 +148,17 @@ class TrainConfig:
     def name(self) -> str:
         return self.model_base.name
 
+    @property
+    def output_activation(self) -> str:
+        """Sigmoid when the scaled input is bounded to [0, 1] (clipped min-max), else linear."""
+        return "sigmoid" if self.scaling == "minmax" and self.clip else "linear"
+
+    def describe(self) -> str:
+        """One line naming the model design, e.g. ``zscore noclip 29-24-29 tanh error:none``."""
+        layers = "-".join(str(u) for u in (len(self.features), *self.hidden, len(self.features)))
+        clip = "clip" if self.clip else "noclip"
+        return f"{self.scaling} {clip} {layers} {self.activation} error:{self.error_weighting}"
+
 
 @dataclass
 class TrainResult:
@@ -144,3 +171,4 @@ class TrainResult:
     timings: dict[str, float]
     autoencoder: Any = None  # keras.Model, in memory
     transform_dir: Path | None = None  # the tf.Transform output, if the work dir was kept
+    error_weights: Any = None  # np.ndarray [F] of per-feature error divisors, None when errors are unweighted

@@ -5,8 +5,8 @@ precision-recall step curve), precision/recall/F1 and the confusion matrix
 at the calibrated threshold, and the seed book's table (frauds caught / false
 positives by threshold). Two baselines are fitted on the same scaled
 training normals in the same run and scored on the same split: scikit-learn's
-Isolation Forest and PCA reconstruction error with as many components as the
-autoencoder's bottleneck.
+Isolation Forest and PCA reconstruction error with its component count
+chosen on validation.
 
 :func:`offline_scores` recomputes a version's errors the trainer's way (the
 Keras model and the transform kept under ``assets.extra/``, numpy error
@@ -94,9 +94,19 @@ class Baseline:
 
 
 def baselines(
-    x_train: np.ndarray, x_val: np.ndarray, x_test: np.ndarray, *, components: int, seed: int
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    x_test: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    seed: int,
 ) -> list[Baseline]:
-    """Isolation Forest and PCA reconstruction error, fitted on the scaled training normals."""
+    """Isolation Forest and PCA reconstruction error, fitted on the scaled training normals.
+
+    PCA's component count is chosen like the autoencoder's design: by validation PR-AUC (every count from 1
+    to F-1), never by the test split. A fixed small count would be a straw man on real data, whose V1..V28
+    are already principal components.
+    """
     import time
 
     from sklearn.decomposition import PCA
@@ -115,14 +125,20 @@ def baselines(
         )
     )
     start = time.perf_counter()
-    pca = PCA(n_components=min(components, x_train.shape[1]), random_state=seed).fit(x_train)
+    pca = PCA(n_components=x_train.shape[1] - 1, random_state=seed).fit(x_train)
 
-    def pca_error(x: np.ndarray) -> np.ndarray:
+    def pca_error(x: np.ndarray, k: int) -> np.ndarray:
         if len(x) == 0:
             return np.zeros(0)
-        return np.mean(np.square(pca.inverse_transform(pca.transform(x)) - x), axis=1)
+        centred = x - pca.mean_
+        basis = pca.components_[:k]
+        return np.mean(np.square(centred - (centred @ basis.T) @ basis), axis=1)
 
-    out.append(Baseline(f"pca_{pca.n_components_}", pca_error(x_val), pca_error(x_test), time.perf_counter() - start))
+    by_k = {k: ranking(pca_error(x_val, k), y_val).get("pr_auc", float("nan")) for k in range(1, pca.n_components_ + 1)}
+    best_k = max(by_k, key=lambda k: np.nan_to_num(by_k[k], nan=-1.0))
+    out.append(
+        Baseline(f"pca_{best_k}", pca_error(x_val, best_k), pca_error(x_test, best_k), time.perf_counter() - start)
+    )
     return out
 
 
@@ -176,6 +192,28 @@ def plots(
     ax.set_title("Autoencoder reconstruction error by class, test split")
     files.append(save(fig, ax, "error_histogram.png"))
     return files
+
+
+def search_plot(out_dir: Path, search: dict[str, Any]) -> str:
+    """Every search trial's validation PR-AUC per seed (dots) and mean (bar), best first; returns the file name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = [t for t in search["trials"] if t["validation_pr_auc"]]
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(trials) + 1.5))
+    for i, t in enumerate(trials):
+        colour = {"complete": "tab:blue", "pruned": "tab:grey", "failed": "tab:red"}[t["state"]]
+        ax.barh(i, t["validation_pr_auc_mean"], color=colour, alpha=0.35)
+        ax.plot(t["validation_pr_auc"], [i] * len(t["validation_pr_auc"]), "o", color=colour, markersize=3)
+    ax.set_yticks(range(len(trials)), [f"{t['design']} ({t['state']})" for t in trials], fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel="validation PR-AUC (dots: seeds, bar: mean)", xlim=(0, 1), title="Model search, best first")
+    fig.tight_layout()
+    fig.savefig(out_dir / "search.png", dpi=110)
+    plt.close(fig)
+    return "search.png"
 
 
 def _fmt(v: Any) -> str:
@@ -246,11 +284,29 @@ def markdown(report: dict[str, Any]) -> str:
             f"Test alert rate at the threshold: {report['metrics'].get('alert_rate', 0.0):.4%}.",
             "",
         ]
+    if report.get("search"):
+        s = report["search"]
+        lines += [
+            "## Model search (validation only)",
+            "",
+            f"{len(s['trials'])} trials of {s['designs_in_space']} designs in the space, ranked by {s['criterion']}; "
+            f"exported: the winner's seed {s['exported_seed']}.",
+            "",
+            "| trial | design | state | validation PR-AUC per seed | mean | sd |",
+            "| ---: | --- | --- | --- | ---: | ---: |",
+        ]
+        for t in s["trials"]:
+            seeds = ", ".join(f"{p:.3f}" for p in t["validation_pr_auc"])
+            lines.append(
+                f"| {t['trial']} | {t['design']} | {t['state']} | {seeds} | "
+                f"{_fmt(t['validation_pr_auc_mean'])} | {_fmt(t['validation_pr_auc_sd'])} |"
+            )
+        lines.append("")
     tr = report["training"]
     lines += [
         "## Training",
         "",
-        f"Autoencoder {tr['layers']}, {tr['activation']}, Adam lr {tr['learning_rate']}, batch {tr['batch_size']}, "
+        f"Autoencoder {tr['design']}, Adam lr {tr['learning_rate']}, batch {tr['batch_size']}, "
         f"seed {tr['seed']}: {tr['epochs_run']} epochs, best epoch {tr['best_epoch']} "
         f"(validation-normal loss {tr['best_val_loss']:.3g}); TensorBoard logs `{tr['tensorboard_dir']}`.",
         "",
@@ -271,7 +327,7 @@ class OfflineScores:
 
 
 @functools.lru_cache(maxsize=4)
-def _offline_model(version_dir: str) -> tuple[Any, Any]:
+def _offline_model(version_dir: str) -> tuple[Any, Any, np.ndarray | None]:
     import keras
 
     from fraudscore.model import ModelCard
@@ -280,7 +336,9 @@ def _offline_model(version_dir: str) -> tuple[Any, Any]:
 
     extra = Path(version_dir) / EXTRA_DIR
     card = ModelCard.read(Path(version_dir))
-    return keras.models.load_model(extra / KERAS_FILE), Transformer(str(extra / TRANSFORM_COPY), card.features)
+    divisors = (card.raw.get("error") or {}).get("divisors")
+    weights = None if divisors is None else np.asarray(divisors, np.float32)
+    return keras.models.load_model(extra / KERAS_FILE), Transformer(str(extra / TRANSFORM_COPY), card.features), weights
 
 
 def offline_scores(
@@ -291,11 +349,11 @@ def offline_scores(
 
     from trainer import autoencoder
 
-    model, transformer = _offline_model(str(Path(version_dir).resolve()))
+    model, transformer, weights = _offline_model(str(Path(version_dir).resolve()))
     if not isinstance(frame, pd.DataFrame):
         frame = pd.DataFrame(np.asarray(frame, np.float32), columns=list(features or transformer.names))
     scaled, outside = transformer.transform(frame)
-    errors, feature_errors = autoencoder.errors(model, scaled)
+    errors, feature_errors = autoencoder.errors(model, scaled, weights)
     return OfflineScores(errors, feature_errors, outside)
 
 

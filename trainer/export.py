@@ -46,8 +46,13 @@ class ExportError(TrainError):
     """The exported model could not be written or does not score like the trained one."""
 
 
-def build_module(autoencoder: Any, transform_dir: str, names: Sequence[str], threshold: float) -> Any:
-    """The servable: raw features -> tf.Transform layer -> autoencoder -> errors and flags."""
+def build_module(
+    autoencoder: Any, transform_dir: str, names: Sequence[str], threshold: float, weights: np.ndarray | None = None
+) -> Any:
+    """The servable: raw features -> tf.Transform layer -> autoencoder -> errors and flags.
+
+    ``weights`` (standardized errors) divide each feature's squared error, as ``trainer.autoencoder.errors`` does.
+    """
     import tensorflow as tf
     import tensorflow_transform as tft
 
@@ -59,17 +64,19 @@ def build_module(autoencoder: Any, transform_dir: str, names: Sequence[str], thr
             self.autoencoder = autoencoder
             self.transform_layer = tft.TFTransformOutput(transform_dir).transform_features_layer()
             self.threshold = tf.Variable(threshold, dtype=tf.float32, trainable=False, name="threshold")
+            divisors = np.ones(len(names), np.float32) if weights is None else np.asarray(weights, np.float32)
+            self.error_divisors = tf.Variable(divisors, trainable=False, name="error_divisors")
 
         @tf.function(input_signature=[{n: tf.TensorSpec([None], tf.float32, name=n) for n in names}])
         def serve(self, raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
             transformed = self.transform_layer(raw)
             scaled = transformed[SCALED]
             reconstructed = self.autoencoder(scaled, training=False)
-            squared = tf.square(reconstructed - scaled)
-            error = tf.reduce_mean(squared, axis=1)
+            terms = tf.square(reconstructed - scaled) / self.error_divisors
+            error = tf.reduce_mean(terms, axis=1)
             return {
                 "reconstruction_error": error,
-                "feature_errors": squared,
+                "feature_errors": terms,
                 "is_anomaly": error > self.threshold,
                 "out_of_range_count": tf.cast(transformed[OUT_OF_RANGE], tf.int32),
             }
@@ -128,6 +135,7 @@ def export(
     transform_dir: str,
     names: Sequence[str],
     threshold: float,
+    weights: np.ndarray | None,
     check_rows: np.ndarray,
     check_errors: np.ndarray,
     write_extras: Callable[[Path, int], dict[str, Any]],
@@ -142,7 +150,7 @@ def export(
     base.mkdir(parents=True, exist_ok=True)
     tmp = base / f".tmp-{uuid.uuid4().hex[:12]}"
     try:
-        module = build_module(autoencoder, transform_dir, names, threshold)
+        module = build_module(autoencoder, transform_dir, names, threshold, weights)
         tf.saved_model.save(module, str(tmp), signatures={SIGNATURE: module.serve.get_concrete_function()})
         extra = tmp / EXTRA_DIR
         extra.mkdir(exist_ok=True)

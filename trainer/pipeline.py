@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 
 from trainer import analyze as analyze_mod
 from trainer import autoencoder, calibrate, data, evaluate, export, split
+from trainer import search as search_mod
 from trainer.config import QualityGateError, TrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
@@ -84,17 +86,102 @@ def check_quality(metrics: dict[str, float], min_pr_auc: float | None) -> None:
 
 
 def _statistics(transformer: analyze_mod.Transformer, config: TrainConfig) -> dict[str, dict[str, Any]]:
-    lo, hi = transformer.statistics()
+    stats = transformer.statistics()
     out: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(config.features):
         logged = name in config.log_features
-        entry: dict[str, Any] = {"min": float(lo[i]), "max": float(hi[i]), "space": "signed_log1p" if logged else "raw"}
+        lo, hi = stats["min"][i], stats["max"][i]
+        entry: dict[str, Any] = {
+            "min": float(lo),
+            "max": float(hi),
+            "center": float(stats["center"][i]),
+            "scale": float(stats["scale"][i]),
+            "space": "signed_log1p" if logged else "raw",
+        }
         if logged:  # the same bounds in the raw unit, for people reading the card
-            entry["raw_min"] = float(np.sign(lo[i]) * np.expm1(abs(lo[i])))
-            entry["raw_max"] = float(np.sign(hi[i]) * np.expm1(abs(hi[i])))
-        entry["zero_range"] = bool(hi[i] <= lo[i])
+            entry["raw_min"] = float(np.sign(lo) * np.expm1(abs(lo)))
+            entry["raw_max"] = float(np.sign(hi) * np.expm1(abs(hi)))
+        entry["zero_range"] = bool(hi <= lo)
         out[name] = entry
     return out
+
+
+@dataclass
+class Candidate:
+    """One trained design: its config (seed included), model, transform and validation errors."""
+
+    config: TrainConfig
+    model: Any
+    history: dict[str, Any]
+    transform_dir: str
+    transformer: analyze_mod.Transformer
+    x_train: np.ndarray
+    x_val: np.ndarray
+    weights: np.ndarray | None
+    val_errors: np.ndarray
+    tensorboard_dir: Path | None
+
+
+class Fitter:
+    """Trains a config on the training normals; one tf.Transform analysis per preprocessing variant.
+
+    It holds the training normals and the validation split only: the test split is transformed after the
+    design is chosen, in :func:`run`.
+    """
+
+    def __init__(self, parts: split.Splits, y_val: np.ndarray | None, work_dir: str, started: datetime) -> None:
+        self.train, self.validation, self.y_val = parts.train, parts.validation, y_val
+        self.work_dir, self.started = work_dir, started
+        self._analyses: dict[tuple[Any, ...], tuple[str, analyze_mod.Transformer, np.ndarray, np.ndarray]] = {}
+
+    def analysis(self, config: TrainConfig) -> tuple[str, analyze_mod.Transformer, np.ndarray, np.ndarray]:
+        key = (config.scaling, config.clip, config.log_features)
+        if key not in self._analyses:
+            transform_dir = analyze_mod.analyze(
+                self.train,
+                config.features,
+                config.log_features,
+                self.work_dir,
+                config.beam_args,
+                scaling=config.scaling,
+                clip=config.clip,
+            )
+            transformer = analyze_mod.Transformer(transform_dir, config.features)
+            x_train, _ = transformer.transform(self.train)
+            x_val, _ = transformer.transform(self.validation)
+            self._analyses[key] = (transform_dir, transformer, x_train, x_val)
+        return self._analyses[key]
+
+    def __call__(self, config: TrainConfig, *, log_progress: bool = False) -> Candidate:
+        transform_dir, transformer, x_train, x_val = self.analysis(config)
+        val_normal = x_val if self.y_val is None else x_val[self.y_val == 0]
+        tb_dir = None
+        if log_progress:
+            run_name = f"{self.started:%Y%m%d-%H%M%S}-seed{config.seed}"
+            tb_dir = (config.tensorboard_dir or config.model_base.parent.parent / "runs" / config.name) / run_name
+        autoencoder.set_determinism(config.seed)
+        model = autoencoder.build(
+            len(config.features), config.hidden, config.activation, config.learning_rate, config.output_activation
+        )
+        history = autoencoder.fit(
+            model,
+            x_train,
+            val_normal,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            patience=config.patience,
+            log_dir=tb_dir,
+            verbose=config.verbose and log_progress,
+        )
+        weights = autoencoder.error_weights(model, x_train, config.error_weighting)
+        val_errors, _ = autoencoder.errors(model, x_val, weights)
+        return Candidate(
+            config, model, history, transform_dir, transformer, x_train, x_val, weights, val_errors, tb_dir
+        )
+
+
+def _pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    return evaluate.ranking(scores, labels).get("pr_auc", float("nan"))
 
 
 def run(config: TrainConfig) -> TrainResult:
@@ -107,6 +194,11 @@ def run(config: TrainConfig) -> TrainResult:
         log.warning("dropped %d bad rows of %d: %s", loaded.bad_rows, loaded.rows_read, loaded.bad_by_column)
     has_labels = loaded.has_labels
     policy = config.threshold_policy.resolve(has_labels)  # fail early on a policy the data cannot support
+    if config.search and not has_labels:
+        raise search_mod.SearchError(
+            f"{config.data}: --search ranks designs by validation PR-AUC and needs the Class column, which this "
+            "file lacks; train without --search (the shipped default design, alert-budget threshold)"
+        )
     with stage("split", "time-ordered train/validation/test"):
         parts = split.split(loaded.frame, has_labels)
         sizes = parts.sizes(has_labels)
@@ -115,39 +207,33 @@ def run(config: TrainConfig) -> TrainResult:
     work_dir = config.work_dir or tempfile.mkdtemp(prefix="fraudscore-train-")
     keep_work_dir = config.work_dir is not None or config.keep_work_dir
     try:
-        with stage("analyze", f"tf.Transform statistics over {len(parts.train)} training normals"):
-            transform_dir = analyze_mod.analyze(
-                parts.train, config.features, config.log_features, work_dir, config.beam_args
-            )
-            transformer = analyze_mod.Transformer(transform_dir, config.features)
-            statistics = _statistics(transformer, config)
-            x_train, _ = transformer.transform(parts.train)
-            x_val, _ = transformer.transform(parts.validation)
-            x_test, oor_test = transformer.transform(parts.test)
-        val_normal = x_val if y_val is None else x_val[y_val == 0]
+        fitter = Fitter(parts, y_val, work_dir, started)
+        search_report: dict[str, Any] | None = None
+        if config.search:
+            what = f"{config.search_trials} trials x {len(config.search_seeds)} seeds, by validation PR-AUC"
+            with stage("search", what):
+                outcome = search_mod.search(config, fitter, y_val, _pr_auc)
+                search_report = outcome.report()
+                chosen = outcome.best
+                config = chosen.config
+            if config.verbose:
+                print(f"[train] search winner: {config.describe()} seed {config.seed}", file=sys.stderr, flush=True)
+        else:
+            with stage("analyze", f"tf.Transform statistics over {len(parts.train)} training normals"):
+                fitter.analysis(config)
+            with stage("fit", f"{config.describe()} on {len(parts.train)} training normals"):
+                chosen = fitter(config, log_progress=True)
+        model, weights, val_errors = chosen.model, chosen.weights, chosen.val_errors
+        transformer, transform_dir, history = chosen.transformer, chosen.transform_dir, chosen.history
+        statistics = _statistics(transformer, config)
+        x_test, oor_test = transformer.transform(parts.test)  # only now: the design is fixed
 
-        run_name = f"{started:%Y%m%d-%H%M%S}-seed{config.seed}"
-        tb_dir = (config.tensorboard_dir or config.model_base.parent.parent / "runs" / config.name) / run_name
-        with stage("fit", f"autoencoder on {len(x_train)} rows, validation normals {len(val_normal)}"):
-            autoencoder.set_determinism(config.seed)
-            model = autoencoder.build(len(config.features), config.hidden, config.activation, config.learning_rate)
-            history = autoencoder.fit(
-                model,
-                x_train,
-                val_normal,
-                epochs=config.epochs,
-                batch_size=config.batch_size,
-                patience=config.patience,
-                log_dir=tb_dir,
-                verbose=config.verbose,
-            )
         with stage("calibrate", f"threshold by {policy} on validation"):
-            val_errors, _ = autoencoder.errors(model, x_val)
-            test_errors, _ = autoencoder.errors(model, x_test)
+            test_errors, _ = autoencoder.errors(model, x_test, weights)
             threshold = calibrate.calibrate(val_errors, y_val, policy)
 
         with stage("evaluate", "test split, baselines, report"):
-            report = _evaluate(config, parts.train, x_train, x_val, x_test, y_val, y_test, val_errors, test_errors)
+            report = _evaluate(config, chosen, x_test, y_val, y_test, test_errors)
             report["metrics"]["test_out_of_range_rows"] = int(np.sum(oor_test > 0))
             t_metrics = report["metrics"]
             if y_test is not None:
@@ -160,12 +246,18 @@ def run(config: TrainConfig) -> TrainResult:
             "layers": "-".join(str(u) for u in (len(config.features), *config.hidden, len(config.features))),
             "hidden": list(config.hidden),
             "activation": config.activation,
+            "output_activation": config.output_activation,
+            "scaling": config.scaling,
+            "clip": config.clip,
+            "error_weighting": config.error_weighting,
+            "design": config.describe(),
+            "chosen_by": "model search (--search)" if search_report else "defaults (the search's winner on real rows)",
             "learning_rate": config.learning_rate,
             "batch_size": config.batch_size,
             "max_epochs": config.epochs,
             "patience": config.patience,
             "seed": config.seed,
-            "tensorboard_dir": str(tb_dir),
+            "tensorboard_dir": str(chosen.tensorboard_dir) if chosen.tensorboard_dir else None,
             **{k: v for k, v in history.items() if k not in ("loss", "val_loss")},
             "loss_history": history["loss"],
             "val_loss_history": history["val_loss"],
@@ -178,6 +270,12 @@ def run(config: TrainConfig) -> TrainResult:
             training=training,
             timings=stage.timings,
         )
+        if search_report is not None:
+            report["search"] = search_report
+        error = {
+            "weighting": config.error_weighting,
+            "divisors": None if weights is None else [float(w) for w in weights],
+        }
         check_rows = parts.validation[list(config.features)].to_numpy(np.float32)[:CHECK_ROWS]
 
         def write_extras(tmp: Path, version: int) -> dict[str, Any]:
@@ -188,8 +286,10 @@ def run(config: TrainConfig) -> TrainResult:
             if config.plots and y_test is not None:
                 scores = {"autoencoder": test_errors, **report.pop("_baseline_scores", {})}
                 report["plots"] = evaluate.plots(report_dir, y_test, scores, test_errors, threshold.value)
+                if search_report is not None:
+                    report["plots"].append(evaluate.search_plot(report_dir, search_report))
             report.pop("_baseline_scores", None)
-            card = _card(config, version, report, statistics, started)
+            card = _card(config, version, report, statistics, error, started)
             (report_dir / "report.json").write_text(_json(report))
             (report_dir / "report.md").write_text(evaluate.markdown(report))
             return card
@@ -201,6 +301,7 @@ def run(config: TrainConfig) -> TrainResult:
                 transform_dir=transform_dir,
                 names=config.features,
                 threshold=threshold.value,
+                weights=weights,
                 check_rows=check_rows,
                 check_errors=val_errors[:CHECK_ROWS],
                 write_extras=write_extras,
@@ -217,6 +318,7 @@ def run(config: TrainConfig) -> TrainResult:
             timings=dict(stage.timings),
             autoencoder=model,
             transform_dir=Path(transform_dir) if keep_work_dir else None,
+            error_weights=weights,
         )
     finally:
         if not keep_work_dir:
@@ -225,13 +327,10 @@ def run(config: TrainConfig) -> TrainResult:
 
 def _evaluate(
     config: TrainConfig,
-    train_frame: Any,
-    x_train: np.ndarray,
-    x_val: np.ndarray,
+    chosen: Candidate,
     x_test: np.ndarray,
     y_val: np.ndarray | None,
     y_test: np.ndarray | None,
-    val_errors: np.ndarray,
     test_errors: np.ndarray,
 ) -> dict[str, Any]:
     report: dict[str, Any] = {"metrics": {}, "models": {}}
@@ -239,14 +338,14 @@ def _evaluate(
         return report
     ae = evaluate.ranking(test_errors, y_test)
     report["metrics"].update(ae)
-    report["metrics"]["validation_pr_auc"] = evaluate.ranking(val_errors, y_val).get("pr_auc", float("nan"))
+    report["metrics"]["validation_pr_auc"] = _pr_auc(chosen.val_errors, y_val)
     report["models"]["autoencoder"] = {**ae, "validation_pr_auc": report["metrics"]["validation_pr_auc"]}
     if config.baselines:
         scores = {}
-        for b in evaluate.baselines(x_train, x_val, x_test, components=min(config.hidden), seed=config.seed):
+        for b in evaluate.baselines(chosen.x_train, chosen.x_val, x_test, y_val, seed=config.seed):
             report["models"][b.name] = {
                 **evaluate.ranking(b.test_scores, y_test),
-                "validation_pr_auc": evaluate.ranking(b.validation_scores, y_val).get("pr_auc", float("nan")),
+                "validation_pr_auc": _pr_auc(b.validation_scores, y_val),
                 "fit_seconds": b.seconds,
             }
             scores[b.name] = b.test_scores
@@ -274,6 +373,7 @@ def _card(
     version: int,
     report: dict[str, Any],
     statistics: dict[str, Any],
+    error: dict[str, Any],
     started: datetime,
 ) -> dict[str, Any]:
     from fraudscore.model import OUTPUTS, SIGNATURE
@@ -288,14 +388,28 @@ def _card(
             "name": SIGNATURE,
             "inputs": {n: "float32 [None] raw value" for n in config.features},
             "outputs": list(OUTPUTS),
-            "reconstruction_error": "mean over features of the squared error of the min-max scaled input",
+            "reconstruction_error": (
+                "mean over features of the squared error of the scaled input"
+                + (", each divided by its mean over the training normals" if error["divisors"] else "")
+            ),
         },
         "preprocessing": {
-            "scaling": "min-max with tf.Transform full-pass statistics of the training normals, clipped to [0, 1]",
+            "scaling": config.scaling,
+            "scaling_how": (
+                "(x - min) / (max - min)" if config.scaling == "minmax" else "(x - mean) / standard deviation"
+            )
+            + " with tf.Transform full-pass statistics of the training normals",
+            "clip": config.clip,
+            "out_of_range": (
+                "clipped to the training range before scaling, and counted"
+                if config.clip
+                else "passed through unclipped, and counted (out_of_range_count)"
+            ),
             "log_features": list(config.log_features),
             "log": "signed log1p before scaling",
             "zero_range": "scaled to 0; any other value counts as out of range",
         },
+        "error": error,
         "threshold": report["threshold"],
         "metrics": metrics,
         "metrics_split": "test",

@@ -32,6 +32,7 @@ def rows_with_outliers(train_csv: Path, n: int = 1500) -> pd.DataFrame:
     frame = pd.read_csv(train_csv).iloc[:n]
     wild = frame.iloc[:40].copy()
     wild[["V1", "V4", "Amount"]] *= 40.0
+    wild[["V1", "V4"]] += 1000.0  # real V features stay within about +-120: surely out of range
     return pd.concat([frame, wild], ignore_index=True)
 
 
@@ -41,7 +42,7 @@ def test_signature_on_raw_rows_equals_keras_on_offline_transformed_rows(
     frame = rows_with_outliers(train_csv)
     assert train_result.transform_dir is not None
     scaled, outside = analyze.Transformer(str(train_result.transform_dir), FEATURES).transform(frame)
-    expected, expected_per_feature = autoencoder.errors(train_result.autoencoder, scaled)
+    expected, expected_per_feature = autoencoder.errors(train_result.autoencoder, scaled, train_result.error_weights)
 
     got = trained_model.score(frame[FEATURES].to_numpy())
     np.testing.assert_allclose(got.reconstruction_error, expected, rtol=1e-5, atol=1e-7)
@@ -120,7 +121,8 @@ def test_statistics_do_not_change_when_test_and_fraud_rows_change(
 
     train = split.split(changed, True).train
     out = analyze.analyze(train, FEATURES, ("Amount",), str(tmp_path))
-    lo, hi = analyze.Transformer(out, FEATURES).statistics()
+    stats = analyze.Transformer(out, FEATURES).statistics()
+    lo, hi = stats["min"], stats["max"]
     card = json.loads((trained_model.path / CARD_FILE).read_text())
     card_lo, card_hi = card_bounds(card)
     np.testing.assert_allclose(lo, card_lo, rtol=1e-6)
@@ -181,7 +183,7 @@ def test_export_is_atomic_for_a_polling_reader(train_result: TrainResult, train_
     rows = frame[FEATURES].to_numpy(np.float32)
     assert train_result.transform_dir is not None
     scaled, _ = analyze.Transformer(str(train_result.transform_dir), FEATURES).transform(frame)
-    check_errors, _ = autoencoder.errors(train_result.autoencoder, scaled)
+    check_errors, _ = autoencoder.errors(train_result.autoencoder, scaled, train_result.error_weights)
     seen: list[tuple[str, frozenset[str]]] = []
     stop = threading.Event()
 
@@ -211,6 +213,7 @@ def test_export_is_atomic_for_a_polling_reader(train_result: TrainResult, train_
                 transform_dir=str(train_result.transform_dir),
                 names=FEATURES,
                 threshold=float(train_result.card["threshold"]["value"]),
+                weights=train_result.error_weights,
                 check_rows=rows,
                 check_errors=check_errors,
                 write_extras=extras,
