@@ -7,6 +7,7 @@ registry) so that tests can run several servers in one process.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -104,8 +105,16 @@ class ScorerMetrics:
         self.out_of_range.inc(out_of_range)
         observe_many(self.reconstruction_error, np.asarray(errors, dtype=np.float64))
 
-    def _finish(self, method: str, context: grpc.aio.ServicerContext, start: float, failed: bool) -> None:
+    def _finish(
+        self, method: str, context: grpc.aio.ServicerContext, start: float, failed: bool, cancelled: bool = False
+    ) -> None:
         code = context.code()
+        if code is None and cancelled:
+            # grpc.aio cancels the handler when the deadline passes or the client goes away; the
+            # client sees DEADLINE_EXCEEDED or CANCELLED, and so should the dashboard (not UNKNOWN).
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
         if code is None:
             code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
         # labels() costs a few µs a call; the per-(method, code) children are cached.
@@ -121,16 +130,22 @@ class ScorerMetrics:
         latency.observe(time.perf_counter() - start)
 
     def unary(self, method: str, call: Callable[[Any, Any], Awaitable[T]]) -> Callable[[Any, Any], Awaitable[T]]:
-        """Wraps a unary handler: counts it by final status code and times it."""
+        """Wraps a unary handler: counts it by final status code and times it.
+
+        A handler cancelled by grpc counts as DEADLINE_EXCEEDED if its deadline has passed, else CANCELLED.
+        """
 
         async def wrapped(request: Any, context: Any) -> T:
-            start, failed = time.perf_counter(), True
+            start, failed, cancelled = time.perf_counter(), True, False
             try:
                 result = await call(request, context)
                 failed = False
                 return result
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
             finally:
-                self._finish(method, context, start, failed)
+                self._finish(method, context, start, failed, cancelled)
 
         return wrapped
 
@@ -140,12 +155,15 @@ class ScorerMetrics:
         """Wraps a streaming handler the same way (the latency is the stream's lifetime)."""
 
         async def wrapped(requests: Any, context: Any) -> AsyncIterator[T]:
-            start, failed = time.perf_counter(), True
+            start, failed, cancelled = time.perf_counter(), True, False
             try:
                 async for item in call(requests, context):
                     yield item
                 failed = False
+            except (asyncio.CancelledError, GeneratorExit):
+                cancelled = True
+                raise
             finally:
-                self._finish(method, context, start, failed)
+                self._finish(method, context, start, failed, cancelled)
 
         return wrapped

@@ -143,6 +143,14 @@ def test_deadline_is_honoured_and_the_server_keeps_serving(base: Path, tx) -> No
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert stub.Score(pb.ScoreRequest(transaction=tx), timeout=5).model_version == 1
             assert len(stub.ScoreBatch(big, timeout=30).results) == 10_000
+        # A call cut short by its deadline is not a server error on the dashboard.
+        codes = {
+            s.labels["code"]
+            for metric in server.running.metrics.requests.collect()
+            for s in metric.samples
+            if s.name.endswith("_total")
+        }
+        assert "UNKNOWN" not in codes, codes
     finally:
         server.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -118,3 +119,62 @@ def test_tls_files_are_read(tmp_path: Path) -> None:
         b"k.pem",
         b"ca.pem",
     )
+
+
+def test_deadline_exceeded_and_cancelled_calls_are_counted_by_their_code() -> None:
+    """On a real grpc.aio server on loopback: grpc cancels the handler, the counter says why."""
+    metrics = ScorerMetrics()
+
+    def count(method: str, code: str) -> float:
+        return float(metrics.requests.labels(method=method, code=code)._value.get())
+
+    async def main() -> None:
+        started = asyncio.Event()
+
+        async def slow(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            started.set()
+            await asyncio.sleep(30)
+            return b""
+
+        async def slow_stream(requests: object, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+            started.set()
+            await asyncio.sleep(30)
+            yield b""
+
+        handlers = {
+            "Slow": grpc.unary_unary_rpc_method_handler(metrics.unary("Slow", slow)),
+            "SlowStream": grpc.stream_stream_rpc_method_handler(metrics.stream("SlowStream", slow_stream)),
+        }
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Slow", handlers),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                unary = channel.unary_unary("/test.Slow/Slow")
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await unary(b"", timeout=0.3)
+                assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                for method, open_call in (
+                    ("Slow", lambda: unary(b"", timeout=30)),
+                    ("SlowStream", lambda: channel.stream_stream("/test.Slow/SlowStream")(iter([b""]), timeout=30)),
+                ):
+                    started.clear()
+                    call = open_call()
+                    await started.wait()
+                    call.cancel()
+                    for _ in range(100):  # the server learns of the cancellation a moment later
+                        if count(method, "CANCELLED"):
+                            break
+                        await asyncio.sleep(0.02)
+                for _ in range(100):
+                    if count("Slow", "DEADLINE_EXCEEDED"):
+                        break
+                    await asyncio.sleep(0.02)
+        finally:
+            await server.stop(None)
+
+    asyncio.run(main())
+    assert count("Slow", "DEADLINE_EXCEEDED") == 1
+    assert count("Slow", "CANCELLED") == 1 and count("SlowStream", "CANCELLED") == 1
+    assert count("Slow", "UNKNOWN") == 0 and count("SlowStream", "UNKNOWN") == 0
