@@ -33,7 +33,7 @@ from scorer.registry import ModelRegistry
 from scorer.servicer import FraudScorerServicer, add_to_server
 
 log = logging.getLogger(__name__)
-__all__ = ["RunningServer", "add_arguments", "main", "serve", "start"]
+__all__ = ["RunningServer", "StartupError", "add_arguments", "main", "serve", "start"]
 SERVICE = scorer_pb2.DESCRIPTOR.services_by_name["FraudScorer"].full_name
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -70,14 +70,27 @@ class RunningServer:
                     await task
 
 
+class StartupError(RuntimeError):
+    """A port that cannot be opened; the message names the flag and the address."""
+
+
 async def start(config: ServeConfig) -> RunningServer:
-    """Opens the port (health NOT_SERVING) and starts loading and watching models."""
+    """Opens the port (health NOT_SERVING) and starts loading and watching models.
+
+    Raises StartupError, having started nothing, when the gRPC or the metrics port cannot be opened.
+    """
     metrics = ScorerMetrics()
     registry = ModelRegistry(config.model_base, metrics, keep=config.keep_versions)
     scorer = _row_scorer(config.batch, metrics)
     interceptors = [BearerTokenInterceptor(config.token, reflection=config.auth_reflection)] if config.token else []
     limit = config.max_message_bytes
-    options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+    options = [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        # gRPC sets SO_REUSEPORT by default: a second `serve` on the same port would bind too, and the
+        # two would share the traffic silently. Without it, a port in use is an error at start-up.
+        ("grpc.so_reuseport", 0),
+    ]
     server = grpc.aio.server(interceptors=interceptors, options=options)
     add_to_server(FraudScorerServicer(registry, scorer, metrics, config.max_request_rows), server)
     health_servicer = health.aio.HealthServicer()
@@ -85,16 +98,30 @@ async def start(config: ServeConfig) -> RunningServer:
     reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     for name in ("", SERVICE):
         await health_servicer.set(name, NOT_SERVING)
-    address = f"{config.host}:{config.port}"
-    if config.tls:
-        port = server.add_secure_port(address, server_credentials(config.tls))
-    else:
-        port = server.add_insecure_port(address)
-    await server.start()
-    await scorer.start()
+    # Both ports are opened before anything starts, so a port in use fails start-up cleanly.
     metrics_port, stop_metrics = None, None
     if config.metrics_port is not None:
-        metrics_port, stop_metrics = metrics.serve_http(config.metrics_port, config.host)
+        try:
+            metrics_port, stop_metrics = metrics.serve_http(config.metrics_port, config.host)
+        except OSError as exc:
+            raise StartupError(
+                f"--metrics-port {config.metrics_port}: cannot listen on {config.host}:{config.metrics_port}"
+                f" ({exc.strerror or exc})"
+            ) from None
+    address = f"{config.host}:{config.port}"
+    try:
+        if config.tls:
+            port = server.add_secure_port(address, server_credentials(config.tls))
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:
+        if stop_metrics:
+            stop_metrics()
+        raise StartupError(
+            f"--port {config.port}: cannot listen on {address} (in use, e.g. by another fraudscore serve?)"
+        ) from None
+    await server.start()
+    await scorer.start()
     watcher = asyncio.create_task(_watch_models(config, registry, health_servicer), name="model-watcher")
     log.info(
         "listening on %s:%d (%s), metrics on %s", config.host, port, "TLS" if config.tls else "plaintext", metrics_port
@@ -156,5 +183,9 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except StartupError as exc:
+        print(f"fraudscore serve: {exc}", file=sys.stderr)
+        return 1
     return 0

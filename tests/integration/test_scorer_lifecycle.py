@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -193,3 +194,42 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(base: Path, tmp_path: 
             proc.kill()
             proc.wait()
         log.close()
+
+
+def _serve(base: Path, *flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fraudscore.cli", "serve", "--model-base", str(base), *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _startup_failure(proc: subprocess.Popen[str]) -> str:
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, (out, err)
+    assert "LISTENING" not in out
+    assert "Traceback" not in err and "Event loop is closed" not in err, err
+    return err
+
+
+def test_second_serve_on_the_same_grpc_port_fails_at_startup(base: Path) -> None:
+    first = ServerThread(config(base))
+    try:
+        err = _startup_failure(_serve(base, "--port", str(first.port), "--metrics-port", "-1"))
+        assert f"fraudscore serve: --port {first.port}: cannot listen on 127.0.0.1:{first.port}" in err
+        assert first.health() in (SERVING, NOT_SERVING)  # the first one is untouched
+    finally:
+        first.close()
+
+
+def test_metrics_port_in_use_fails_at_startup(base: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = _startup_failure(_serve(base, "--port", "0", "--metrics-port", str(port)))
+    assert f"fraudscore serve: --metrics-port {port}: cannot listen on 127.0.0.1:{port} (Address already in use)" in err
