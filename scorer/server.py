@@ -3,8 +3,10 @@
 Start-up: the port opens at once with health NOT_SERVING; the newest model
 loads on a thread, then health turns SERVING. A poller loads newer versions
 as they appear (see registry). On SIGTERM/SIGINT the server drains: health
-NOT_SERVING, optionally a short delay so load balancers notice, then it stops
-accepting calls, lets in-flight calls finish within the grace period, and exits 0.
+NOT_SERVING; calls are served as usual for the drain delay (at least
+drain.SETTLE_S) so load balancers notice and calls already sent are taken;
+then new calls get UNAVAILABLE, health Watch streams end, in-flight calls
+finish within the grace period, and the process exits 0 (see scorer/drain.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,6 +30,7 @@ from fraudscore.v1 import scorer_pb2
 from scorer.auth import BearerTokenInterceptor, server_credentials
 from scorer.batcher import DirectScorer, MicroBatcher, RowScorer
 from scorer.config import BatchConfig, ConfigError, ServeConfig, add_arguments
+from scorer.drain import SETTLE_S, CallGate, HealthServicer
 from scorer.metrics import ScorerMetrics
 from scorer.registry import ModelRegistry
 from scorer.servicer import FraudScorerServicer, add_to_server
@@ -46,21 +49,40 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     metrics_port: int | None
-    health: health.aio.HealthServicer
+    health: HealthServicer
     registry: ModelRegistry
     metrics: ScorerMetrics
     scorer: RowScorer
     tasks: list[asyncio.Task[None]]
     stop_metrics: Callable[[], None] | None
+    gate: CallGate = field(default_factory=CallGate)
+    _drained: asyncio.Future[None] | None = field(default=None, init=False)
 
     async def drain(self) -> None:
+        if self._drained is not None:  # idempotent: a second call waits for the first
+            await asyncio.shield(self._drained)
+            return
+        self._drained = asyncio.get_running_loop().create_future()
+        try:
+            await self._drain()
+        finally:
+            self._drained.set_result(None)
+
+    async def _drain(self) -> None:
         await self.health.enter_graceful_shutdown()
-        if self.config.drain_delay_s > 0:
-            await asyncio.sleep(self.config.drain_delay_s)
+        # Serve as usual meanwhile: load balancers see NOT_SERVING, calls already sent reach their handler.
+        await asyncio.sleep(max(self.config.drain_delay_s, SETTLE_S))
+        self.gate.close()
+        self.health.end_watches()
         for task in self.tasks:
             task.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.grace_s
+        if not await self.gate.wait_idle(self.config.grace_s):
+            log.warning("%d calls still in flight after the grace period; cancelling them", self.gate.in_flight)
         try:
-            await self.server.stop(self.config.grace_s)
+            # Nothing of ours is in flight now: stopping the core server cancels only calls that arrived since.
+            await self.server.stop(max(0.0, deadline - loop.time()))
         finally:
             await self.scorer.stop()
             if self.stop_metrics:
@@ -92,8 +114,9 @@ async def start(config: ServeConfig) -> RunningServer:
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(interceptors=interceptors, options=options)
-    add_to_server(FraudScorerServicer(registry, scorer, metrics, config.max_request_rows), server)
-    health_servicer = health.aio.HealthServicer()
+    gate = CallGate()
+    add_to_server(FraudScorerServicer(registry, scorer, metrics, config.max_request_rows, gate), server)
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     for name in ("", SERVICE):
@@ -127,7 +150,7 @@ async def start(config: ServeConfig) -> RunningServer:
         "listening on %s:%d (%s), metrics on %s", config.host, port, "TLS" if config.tls else "plaintext", metrics_port
     )
     return RunningServer(
-        config, server, port, metrics_port, health_servicer, registry, metrics, scorer, [watcher], stop_metrics
+        config, server, port, metrics_port, health_servicer, registry, metrics, scorer, [watcher], stop_metrics, gate
     )
 
 

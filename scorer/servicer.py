@@ -26,6 +26,7 @@ from fraudscore.v1.transaction_pb2 import Transaction
 from scorer import columns
 from scorer.batcher import RowScorer, score_rows
 from scorer.decode import Malformed, parser, row_wire_errors
+from scorer.drain import CallGate
 from scorer.metrics import ScorerMetrics
 from scorer.registry import ModelRegistry, UnknownVersion
 from scorer.responses import fill
@@ -36,17 +37,26 @@ SERVICE = pb.DESCRIPTOR.services_by_name["FraudScorer"].full_name
 
 
 class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
-    def __init__(self, registry: ModelRegistry, scorer: RowScorer, metrics: ScorerMetrics, max_rows: int) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        scorer: RowScorer,
+        metrics: ScorerMetrics,
+        max_rows: int,
+        gate: CallGate | None = None,
+    ) -> None:
         self._registry = registry
         self._scorer = scorer
         self._metrics = metrics
         self._max_rows = max_rows
         self._encoder = ReplyEncoder()
-        self.Score = metrics.unary("Score", self.Score)  # type: ignore[method-assign,assignment]
-        self.ScoreBatch = metrics.unary("ScoreBatch", self.ScoreBatch)  # type: ignore[method-assign,assignment]
-        self.ScoreStream = metrics.stream("ScoreStream", self.ScoreStream)  # type: ignore[method-assign,assignment]
-        self.ScoreColumns = metrics.unary("ScoreColumns", self.ScoreColumns)  # type: ignore[method-assign,assignment]
-        self.GetModelInfo = metrics.unary("GetModelInfo", self.GetModelInfo)  # type: ignore[method-assign,assignment]
+        # The gate (shutdown: in-flight count, refusal) inside the metrics wrapper, so refusals are counted.
+        self.gate = gate = gate or CallGate()
+        self.Score = metrics.unary("Score", gate.unary(self.Score))  # type: ignore[method-assign,assignment]
+        self.ScoreBatch = metrics.unary("ScoreBatch", gate.unary(self.ScoreBatch))  # type: ignore[method-assign,assignment]
+        self.ScoreStream = metrics.stream("ScoreStream", gate.stream(self.ScoreStream))  # type: ignore[method-assign,assignment]
+        self.ScoreColumns = metrics.unary("ScoreColumns", gate.unary(self.ScoreColumns))  # type: ignore[method-assign,assignment]
+        self.GetModelInfo = metrics.unary("GetModelInfo", gate.unary(self.GetModelInfo))  # type: ignore[method-assign,assignment]
 
     async def _model(self, version: int, context: grpc.aio.ServicerContext) -> LoadedModel:
         try:
