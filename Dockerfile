@@ -36,6 +36,8 @@ RUN groupadd --system --gid 10001 fraud \
     && mkdir -p /app/models /app/data \
     && chown -R fraud:fraud /app
 COPY --from=builder /opt/venv /opt/venv
+# The real sample (2 MB, samples/README.md) the compose trainer trains the default model on.
+COPY --chown=fraud:fraud samples/README.md samples/creditcard-real-dev.csv.gz /app/samples/
 USER fraud
 WORKDIR /app
 # Models and generated data live on volumes (docker-compose.yml, deploy/k8s).

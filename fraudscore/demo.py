@@ -5,8 +5,11 @@ Starts, in order, each as a child process of its own with its log under
 
 1. the Pub/Sub and Bigtable emulators, and the project's topics,
    subscriptions and tables (:mod:`fraudscore.emulators`);
-2. when ``<model base>`` holds no model: generated training data and
-   ``fraudscore train`` (the default model, with its evaluation report);
+2. unless the newest model under ``<model base>`` was trained on the demo's
+   training data (by default the shipped real sample,
+   ``samples/creditcard-real-dev.csv.gz``; compared by sha256 with the model
+   card's ``data.sha256``): ``fraudscore train`` on it with the trainer's
+   defaults, as a new model version (the default model, with its report);
 3. ``fraudscore serve`` (gRPC scorer) and ``fraudscore stream`` (the Beam job);
 4. ``fraudscore publish`` replaying a separately generated sample with a small
    share of fraud bursts at a modest rate, restarted when it reaches the end;
@@ -15,13 +18,15 @@ Starts, in order, each as a child process of its own with its log under
 Then it prints one status block and watches the children. Ctrl-C or SIGTERM
 stops every process it started, newest first, by process group (each child
 runs in its own session, so a terminal's Ctrl-C reaches only this launcher),
-and leaves the data directory ready for the next run: generated data, the
-Prometheus database and the model are reused, logs are rewritten.
+and leaves the data directory ready for the next run: the generated stream
+file, the Prometheus database and the model are reused, logs are rewritten.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -46,6 +51,9 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS_DIR = ROOT / "deploy/prometheus"
+# The default model is trained on real transactions (samples/README.md gives their provenance); the publisher
+# still replays generated ones, which have the card ids and bursts the per-card rules need.
+TRAIN_DATA = ROOT / "samples/creditcard-real-dev.csv.gz"
 MODEL_NAME = "creditcard"
 STOP_GRACE_S = 15.0  # the scorer drains within its own --grace (10 s) of SIGINT
 READY_TIMEOUT_S = 300.0  # TensorFlow import and model load on 2 busy cores
@@ -72,7 +80,7 @@ class DemoConfig:
     scorer_metrics_port: int = 9464
     stream_metrics_port: int = 9465
     prometheus_port: int = 9090
-    train_rows: int = 100_000
+    train_data: Path = TRAIN_DATA
     stream_rows: int = 100_000
     fraud_rate: float = 0.01  # in bursts of 1-6 per card (fraudscore.generate)
     rate: float = 50.0
@@ -89,10 +97,6 @@ class DemoConfig:
     def stream_csv(self) -> Path:
         return self.data_dir / "stream-sparse-cards.csv"
 
-    @property
-    def train_csv(self) -> Path:
-        return self.data_dir / "train.csv"
-
     @classmethod
     def from_args(cls, args: argparse.Namespace, env: Mapping[str, str]) -> DemoConfig:
         resources = Resources.from_env(env)
@@ -105,7 +109,7 @@ class DemoConfig:
             scorer_metrics_port=args.scorer_metrics_port,
             stream_metrics_port=args.stream_metrics_port,
             prometheus_port=args.prometheus_port,
-            train_rows=args.train_rows,
+            train_data=Path(args.train_data),
             stream_rows=args.stream_rows,
             fraud_rate=args.fraud_rate,
             rate=args.rate,
@@ -118,14 +122,23 @@ class DemoConfig:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = DemoConfig()
     parser.add_argument("--data-dir", default=str(d.data_dir), help="logs, generated data, Prometheus (%(default)s)")
-    parser.add_argument("--model-base", default=str(d.model_base), help="model versions; trained here if empty")
+    parser.add_argument(
+        "--model-base",
+        default=str(d.model_base),
+        help="model versions; a new one is trained here unless the newest was trained on --train-data (%(default)s)",
+    )
+    parser.add_argument(
+        "--train-data",
+        default=str(d.train_data),
+        help="labelled CSV (.csv, .csv.gz, Kaggle .zip) the default model is trained on, with the trainer's "
+        "defaults (default: the shipped real sample, %(default)s)",
+    )
     parser.add_argument("--pubsub-port", type=int, default=d.pubsub_port, help="Pub/Sub emulator port, 0 = free")
     parser.add_argument("--bigtable-port", type=int, default=d.bigtable_port, help="Bigtable emulator port, 0 = free")
     parser.add_argument("--scorer-port", type=int, default=d.scorer_port, help="gRPC scorer port (%(default)s)")
     parser.add_argument("--scorer-metrics-port", type=int, default=d.scorer_metrics_port, help="scorer /metrics")
     parser.add_argument("--stream-metrics-port", type=int, default=d.stream_metrics_port, help="stream /metrics")
     parser.add_argument("--prometheus-port", type=int, default=d.prometheus_port, help="Prometheus (%(default)s)")
-    parser.add_argument("--train-rows", type=int, default=d.train_rows, help="generated rows for a default model")
     parser.add_argument("--stream-rows", type=int, default=d.stream_rows, help="generated rows the publisher replays")
     parser.add_argument("--fraud-rate", type=float, default=d.fraud_rate, help="fraud share of the replayed rows")
     parser.add_argument("--rate", type=float, default=d.rate, help="transactions per second published (%(default)s)")
@@ -218,6 +231,7 @@ class Demo:
         from fraudscore.emulators import Emulators, create_resources
 
         c = self.config
+        check_train_data(c)  # before anything starts: a missing sample is a one-line error, not a failed child
         c.logs.mkdir(parents=True, exist_ok=True)
         self._check_ports()
         emulator_config = EmulatorConfig(host=c.host, pubsub_port=c.pubsub_port, bigtable_port=c.bigtable_port)
@@ -344,14 +358,14 @@ class Demo:
         from fraudscore.model import latest_version
 
         c = self.config
-        if latest_version(c.model_base) is not None:
+        reason = training_reason(c)
+        if reason is None:
             return
-        self._ensure_csv(c.train_csv, c.train_rows, seed=0, fraud_rate=0.00172)
-        print(f"no model under {c.model_base}: training the default model (log {c.logs / 'train.log'})", flush=True)
-        self._run_to_end("train", _fraudscore("train", "--data", str(c.train_csv), "--model-base", str(c.model_base)))
+        print(f"{reason}: training the default model on {c.train_data} (log {c.logs / 'train.log'})", flush=True)
+        self._run_to_end("train", _fraudscore("train", "--data", str(c.train_data), "--model-base", str(c.model_base)))
         version = latest_version(c.model_base)
-        if version is None:
-            raise DemoError(f"training finished but {c.model_base} holds no complete model version")
+        if version is None or training_reason(c) is not None:
+            raise DemoError(f"training finished but {c.model_base} holds no complete model trained on {c.train_data}")
         report = c.model_base / str(version) / "report" / "report.md"
         print(f"trained {c.model_base} v{version}" + (f"; evaluation report {report}" if report.is_file() else ""))
 
@@ -470,6 +484,54 @@ class Demo:
         return "\n".join(lines)
 
 
+def check_train_data(config: DemoConfig) -> None:
+    """A one-line :class:`DemoError` when the training data is not a file."""
+    path = config.train_data
+    if path.is_file():
+        return
+    if path == TRAIN_DATA:
+        raise DemoError(
+            f"the shipped real sample is missing: expected {path} (samples/ of the source checkout; "
+            "`git checkout samples/` restores it), or pass --train-data PATH"
+        )
+    raise DemoError(f"--train-data {path}: no such file")
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of the file's bytes, as the trainer records it in the model card's ``data.sha256``."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def training_reason(config: DemoConfig) -> str | None:
+    """Why the demo must train a model first, or None when the newest model is the one for ``train_data``.
+
+    The model lives in ``--model-base`` (``models/creditcard``), not in the data dir, so versioning the data dir's
+    name would not stop a model that an older demo trained on generated data (``.cache/demo/train.csv``) from being
+    served as if it were the real-data model. What identifies a model's training data is the sha256 of the exact
+    file that the trainer records in the model card (``data.sha256``): a model trained on exactly this file, by
+    the demo or by hand, is reused; one trained on anything else (generated data, another file, an older copy of
+    the sample) or whose card says nothing gets a new version trained on top of it. Nothing is deleted: the
+    scorer and the stream serve the newest version, and the old one stays for comparison or rollback.
+    """
+    from fraudscore.model import CARD_FILE, latest_version
+
+    version = latest_version(config.model_base)
+    if version is None:
+        return f"no model under {config.model_base}"
+    try:
+        data = json.loads((config.model_base / str(version) / CARD_FILE).read_text())["data"]
+        trained_on, source = str(data["sha256"]), str(data.get("path", "unknown data"))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # unreadable card, or no data.sha256 in it
+        trained_on, source = "", "data its card does not name"
+    if trained_on == file_sha256(config.train_data):
+        return None
+    return f"{config.model_base} v{version} was trained on {source}, not on {config.train_data} (sha256 differs)"
+
+
 def write_prometheus_config(config: DemoConfig) -> Path:
     """deploy/prometheus/prometheus.yml with the demo's ports and an absolute rules path, in the data dir."""
     source = config.prometheus_config
@@ -537,4 +599,14 @@ def main(args: argparse.Namespace) -> int:
     return code
 
 
-__all__ = ["Demo", "DemoConfig", "DemoError", "add_arguments", "main", "write_prometheus_config"]
+__all__ = [
+    "TRAIN_DATA",
+    "Demo",
+    "DemoConfig",
+    "DemoError",
+    "add_arguments",
+    "check_train_data",
+    "main",
+    "training_reason",
+    "write_prometheus_config",
+]

@@ -1,7 +1,10 @@
 """``fraudscore demo`` (what ``make run`` runs) end to end, as a user would drive it.
 
-Starts the demo as a subprocess on free ports with an existing model (the
-training path is the trainer's own test), waits for its status block, then
+Starts the demo as a subprocess on free ports with an existing model, and
+``--train-data`` naming the file that model was trained on so that the demo
+reuses it (the training path is the trainer's own test; the choice of the
+default training data is in tests/unit/test_deploy_demo.py), waits for its
+status block, then
 uses the commands the block prints: ``fraudscore cases list`` until a case
 exists and ``fraudscore score`` by hand. Ctrl-C (SIGINT) must then stop every
 process the demo started, exit 0, free every port and release the data
@@ -90,13 +93,15 @@ def _wait_for_line(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeo
 
 
 @pytest.fixture
-def demo(tmp_path: Path, trained_model_base: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, dict[str, int]]]:
+def demo(
+    tmp_path: Path, trained_model_base: Path, train_csv: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], Path, dict[str, int]]]:
     ports = {name: _free_port() for name in ("scorer", "scorer_metrics", "stream_metrics", "prometheus")}
     data_dir = tmp_path / "demo"
     out = tmp_path / "demo.out"
     argv = [
         sys.executable, "-m", "fraudscore.cli", "demo",
-        "--data-dir", str(data_dir), "--model-base", str(trained_model_base),
+        "--data-dir", str(data_dir), "--model-base", str(trained_model_base), "--train-data", str(train_csv),
         "--pubsub-port", "0", "--bigtable-port", "0",
         "--scorer-port", str(ports["scorer"]), "--scorer-metrics-port", str(ports["scorer_metrics"]),
         "--stream-metrics-port", str(ports["stream_metrics"]), "--prometheus-port", str(ports["prometheus"]),
@@ -165,5 +170,6 @@ def test_demo_runs_cases_appear_scorer_answers_and_ctrl_c_stops_everything(
     assert all(_port_free(port) for port in ports.values()), ports
     text = out.read_text()
     assert "stopped; data dir" in text and "killing it" not in text, text[-4000:]
+    assert "training the default model" not in text, "a model trained on --train-data (same sha256) is reused"
     # Prometheus released its database: the next run can open the same data directory.
     assert not (tmp_path / "demo" / "prometheus" / "lock").exists()

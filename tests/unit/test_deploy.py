@@ -339,6 +339,21 @@ def test_dockerfile_is_multi_stage_and_runs_as_non_root() -> None:
         assert f"COPY {package} " in text, package
 
 
+def test_compose_trainer_trains_on_the_real_sample_the_image_carries() -> None:
+    """The one-shot trainer trains on the shipped real sample, which the image holds (and only that of samples/)."""
+    sample = "samples/creditcard-real-dev.csv.gz"
+    assert (ROOT / sample).is_file()
+    command = " ".join(_compose()["services"]["trainer"]["command"])
+    assert f"fraudscore train --data {sample} --model-base models/creditcard" in command
+    assert "generate" not in command
+    final = (ROOT / "Dockerfile").read_text().split("\nFROM ")[-1]
+    copied = re.search(r"^COPY (?:--chown=\S+ )?(.*) /app/samples/$", final, flags=re.MULTILINE)
+    assert copied and sample in copied.group(1).split(), "the final stage copies the sample into /app/samples"
+    assert re.search(r"^WORKDIR /app$", final, flags=re.MULTILINE), "the trainer's relative path starts at /app"
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert f"!{sample}" in ignore and "!samples/" not in ignore, "the build context lets in the sample, nothing more"
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Dataflow
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import shutil
 import signal
@@ -15,8 +17,22 @@ from pathlib import Path
 import pytest
 import yaml
 
+import fraudscore.demo as demo_module
 from fraudscore.cli import build_parser
-from fraudscore.demo import Child, Demo, DemoConfig, DemoError, write_prometheus_config
+from fraudscore.demo import (
+    TRAIN_DATA,
+    Child,
+    Demo,
+    DemoConfig,
+    DemoError,
+    _fraudscore,
+    check_train_data,
+    file_sha256,
+    training_reason,
+    write_prometheus_config,
+)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _config(argv: list[str]) -> DemoConfig:
@@ -34,6 +50,86 @@ def test_env_names_the_project() -> None:
     args = build_parser("demo").parse_args(["demo"])
     config = DemoConfig.from_args(args, env={"FRAUDSCORE_PROJECT": "other-project"})
     assert config.resources.project == "other-project"
+
+
+def test_default_training_data_is_the_shipped_real_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = REPO / "samples/creditcard-real-dev.csv.gz"
+    monkeypatch.chdir(tmp_path)  # an absolute path from the package's location: any working directory
+    assert sample == TRAIN_DATA and TRAIN_DATA.is_absolute() and TRAIN_DATA.is_file()
+    assert DemoConfig().train_data == sample and _config([]).train_data == sample
+    assert _config(["--train-data", "x.csv.gz"]).train_data == Path("x.csv.gz")
+    with gzip.open(sample, "rt") as f:
+        header = f.readline().strip().split(",")
+        rows = sum(1 for _ in f)
+    assert header[0] == "Time" and header[-2:] == ["Amount", "Class"] and rows == 14_380
+    check_train_data(DemoConfig())  # no error
+
+
+def test_default_model_is_trained_on_the_sample_with_the_trainers_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No generated training data: one `fraudscore train --data <sample> --model-base <base>`, no other flag."""
+    base = tmp_path / "models" / "creditcard"
+    demo = Demo(DemoConfig(data_dir=tmp_path / "demo", model_base=base), threading.Event())
+    ran: list[tuple[str, list[str]]] = []
+
+    def run_to_end(name: str, argv: list[str]) -> None:
+        ran.append((name, argv))
+        _fake_version(base, 1, sha256=file_sha256(TRAIN_DATA), path=str(TRAIN_DATA))
+
+    monkeypatch.setattr(demo, "_run_to_end", run_to_end)
+    demo._ensure_model()
+    assert ran == [("train", _fraudscore("train", "--data", str(TRAIN_DATA), "--model-base", str(base)))]
+    ran.clear()
+    demo._ensure_model()  # the model now matches: reused
+    assert ran == []
+
+
+def _fake_version(base: Path, version: int, **data: str) -> None:
+    """A version directory ``list_versions`` counts as complete, its card naming its training data."""
+    target = base / str(version)
+    target.mkdir(parents=True)
+    (target / "saved_model.pb").write_bytes(b"")
+    (target / "model_card.json").write_text(json.dumps({"name": "creditcard", "version": version, "data": data}))
+
+
+def test_a_model_trained_on_other_data_is_not_reused_as_the_real_data_model(tmp_path: Path) -> None:
+    base = tmp_path / "creditcard"
+    config = DemoConfig(data_dir=tmp_path / "demo", model_base=base)
+    assert training_reason(config) == f"no model under {base}"
+    # What an older demo left behind: a model trained on generated data in the data dir.
+    _fake_version(base, 1, sha256="0" * 64, path=".cache/demo/train.csv")
+    reason = training_reason(config)
+    assert reason is not None and f"{base} v1 was trained on .cache/demo/train.csv" in reason
+    _fake_version(base, 2, path="no sha256 recorded")
+    assert training_reason(config) is not None
+    # The newest version was trained on exactly this file (whoever trained it): reused.
+    _fake_version(base, 3, sha256=file_sha256(TRAIN_DATA), path="anywhere/creditcard-real-dev.csv.gz")
+    assert training_reason(config) is None
+    other = tmp_path / "other.csv"
+    other.write_text("Time,Amount,Class\n0,1,0\n")
+    assert training_reason(DemoConfig(model_base=base, train_data=other)) is not None
+
+
+def test_missing_training_data_is_a_one_line_error_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "samples" / "creditcard-real-dev.csv.gz"
+    with pytest.raises(DemoError, match=f"^--train-data {missing}: no such file$"):
+        check_train_data(DemoConfig(train_data=missing))
+    # The shipped sample itself gone: `fraudscore demo` says where it was expected and how to override it.
+    monkeypatch.setattr(demo_module, "TRAIN_DATA", missing)
+    args = build_parser("demo").parse_args(
+        ["demo", "--data-dir", str(tmp_path / "demo"), "--model-base", str(tmp_path / "models"),
+         "--train-data", str(missing)]
+    )  # fmt: skip
+    assert demo_module.main(args) == 1
+    out, err = capsys.readouterr()
+    assert err == (
+        f"fraudscore demo: the shipped real sample is missing: expected {missing} (samples/ of the source checkout; "
+        "`git checkout samples/` restores it), or pass --train-data PATH\n"
+    )
+    assert "starting" not in out and not (tmp_path / "demo").exists(), out
 
 
 def test_prometheus_config_gets_the_demo_ports_and_passes_promtool(tmp_path: Path) -> None:
