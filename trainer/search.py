@@ -200,13 +200,14 @@ def search(
                 if kept is None or pr > kept[0]:
                     kept = (pr, candidate)
                 ot.report(pr, step)
-                if ot.should_prune():
+                if step < len(seeds) - 1 and ot.should_prune():  # after the last seed there is nothing to save
                     trial.state = "pruned"
                     raise optuna.TrialPruned()
         except optuna.TrialPruned:
             raise
         except Exception as exc:  # one bad design must not end the search; it is reported with its reason
-            trial.state, trial.reason = "failed", f"{type(exc).__name__}: {exc}"
+            first_line = next(iter(str(exc).strip().splitlines()), "")  # one line: the CLI error is one line
+            trial.state, trial.reason = "failed", f"{type(exc).__name__}: {first_line}"
             log.warning("search trial %d (%s) failed: %s", trial.number, trial.design, trial.reason)
             return float("nan")
         finally:
@@ -216,7 +217,7 @@ def search(
             best.update(candidate=kept[1], trial=trial, pr=trial.mean)
         return trial.mean
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is logged above, with its reason
     study = optuna.create_study(
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=base.seed, n_startup_trials=min(8, base.search_trials)),
