@@ -65,3 +65,61 @@ def test_quality_gate() -> None:
         check_quality({"pr_auc": 0.7999}, 0.8)
     with pytest.raises(QualityGateError, match="needs labels"):
         check_quality({}, 0.1)
+
+
+def test_design_and_search_flags() -> None:
+    config = parse(
+        "--scaling", "zscore", "--no-clip", "--error-weighting", "standardized", "--activation", "elu",
+        "--search", "--search-trials", "5", "--search-seeds", " 3, 1 ,4 ", "--search-space", '{"depth": [1, 2]}',
+    )  # fmt: skip
+    assert (config.scaling, config.clip, config.error_weighting, config.activation) == (
+        "zscore",
+        False,
+        "standardized",
+        "elu",
+    )
+    assert config.search and config.search_trials == 5 and config.search_seeds == (3, 1, 4)
+    assert config.search_space == {"depth": [1, 2]}
+    assert parse("--clip").clip is True
+    defaults = parse()
+    assert not defaults.search and defaults.search_space is None
+    assert defaults.search_seeds == TrainConfig(data=Path("x")).search_seeds
+
+
+def test_search_space_from_a_file(tmp_path: Path) -> None:
+    space = tmp_path / "space.json"
+    space.write_text('{"bottleneck": [16, 24], "clip": [false]}\n')
+    assert parse("--search-space", f"@{space}").search_space == {"bottleneck": [16, 24], "clip": [False]}
+    with pytest.raises(TrainError, match=rf"--search-space {tmp_path}/absent.json: cannot read: No such file"):
+        parse("--search-space", f"@{tmp_path}/absent.json")
+    space.write_text("bottleneck: [16]\n")
+    with pytest.raises(TrainError, match=rf"^{space}: not valid JSON: "):
+        parse("--search-space", f"@{space}")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--search-seeds", "0,x"], r"--search-seeds '0,x': expected comma-separated integers, e.g. 0,1"),
+        (["--search-seeds", "0.5"], r"--search-seeds '0.5': expected comma-separated integers"),
+        (["--search-seeds", ","], r"--search-seeds: at least one seed is needed"),
+        (["--search-seeds", ""], r"--search-seeds: at least one seed is needed"),
+        (["--search-trials", "0"], r"--search-trials 0: must be positive"),
+        (["--search-trials", "-3"], r"--search-trials -3: must be positive"),
+        (["--search-space", '{"depth": [1]'], r"^--search-space: not valid JSON: "),
+        (["--search-space", "[1, 2]"], r"^--search-space: expected a JSON object of dimension -> list of choices"),
+    ],
+)
+def test_bad_search_flags_name_the_flag(argv: list[str], message: str) -> None:
+    with pytest.raises(TrainError, match=message) as info:
+        parse(*argv)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "argv", [["--scaling", "robust"], ["--error-weighting", "mahalanobis"], ["--activation", "gelu"]]
+)
+def test_unknown_design_choices_are_argparse_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse(*argv)
+    assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
