@@ -6,11 +6,8 @@ the stage split from the model card, and the evaluation (autoencoder against
 the Isolation Forest and PCA baselines fitted in the same run) into
 bench/results/train.json, then prints a table.
 
-``python -m bench.train --compare`` is the evidence behind the trainer's
-defaults: on the same split it runs the tf.Transform analysis with and
-without log1p on Amount, fits several autoencoder variants and records each
-one's validation PR-AUC (the selection criterion; test figures for
-information) into bench/results/train_choices.json.
+The trainer's design is chosen on real rows by ``fraudscore train --search``
+(see ``bench.quality``); this benchmark measures cost, not quality choice.
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -109,141 +105,15 @@ def print_train(r: dict[str, Any]) -> None:
     print("  seed book (57,108 validation rows, 246 frauds): 112 caught / 1 FP at 1.1; 124 / 22 FP at 0.8")
 
 
-WIDE = (24, 16, 8, 16, 24)
-VARIANTS: list[dict[str, Any]] = [
-    {"name": "seed 20-10-7 tanh lr1e-3 b256, log Amount", "log": True},
-    {"name": "seed 20-10-7 tanh lr1e-3 b256, linear Amount", "log": False},
-    {"name": "relu lr1e-3 b256, linear Amount", "log": False, "activation": "relu"},
-    {"name": "tanh lr3e-3 b256, linear Amount", "log": False, "learning_rate": 3e-3},
-    {
-        "name": "tanh lr3e-3 b1024 150ep, linear Amount",
-        "log": False,
-        "learning_rate": 3e-3,
-        "batch_size": 1024,
-        "epochs": 150,
-    },
-    {"name": "24-16-8 tanh lr3e-3 b256, log Amount", "log": True, "learning_rate": 3e-3, "hidden": WIDE},
-    {"name": "24-16-8 tanh lr3e-3 b256, linear Amount", "log": False, "learning_rate": 3e-3, "hidden": WIDE},
-    {
-        "name": "24-16-8 tanh lr3e-3 b1024 150ep, log Amount",
-        "log": True,
-        "learning_rate": 3e-3,
-        "batch_size": 1024,
-        "epochs": 150,
-        "hidden": WIDE,
-    },
-    {
-        "name": "24-16-8 tanh lr3e-3 b1024 150ep, linear Amount",
-        "log": False,
-        "learning_rate": 3e-3,
-        "batch_size": 1024,
-        "epochs": 150,
-        "hidden": WIDE,
-    },
-]
-
-
-def compare(data: Path, names: list[str] | None, train_seed: int) -> dict[str, Any]:
-    """Fits each variant on one split; analysis once per Amount scaling."""
-    import numpy as np
-
-    from trainer import analyze, autoencoder, evaluate, split
-    from trainer import data as data_mod
-    from trainer.config import TrainConfig
-
-    base = TrainConfig(data=data, verbose=False, seed=train_seed)
-    loaded = data_mod.load_csv(data, base.features)
-    parts = split.split(loaded.frame, True)
-    y_val, y_test = split.labels(parts.validation, True), split.labels(parts.test, True)
-    assert y_val is not None and y_test is not None
-    arrays: dict[bool, tuple[Any, Any, Any]] = {}
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for log in (True, False):
-            work = f"{tmp}/{int(log)}"
-            Path(work).mkdir()
-            start = time.perf_counter()
-            out = analyze.analyze(parts.train, base.features, base.log_features if log else (), work)
-            t = analyze.Transformer(out, base.features)
-            arrays[log] = (t.transform(parts.train)[0], t.transform(parts.validation)[0], t.transform(parts.test)[0])
-            print(f"analysis log={log}: {time.perf_counter() - start:.1f} s", flush=True)
-        for v in VARIANTS:
-            if names and v["name"] not in names:
-                continue
-            cfg = replace(
-                base, **{k: v[k] for k in ("activation", "learning_rate", "batch_size", "hidden", "epochs") if k in v}
-            )
-            x_train, x_val, x_test = arrays[v["log"]]
-            autoencoder.set_determinism(cfg.seed)
-            model = autoencoder.build(len(cfg.features), cfg.hidden, cfg.activation, cfg.learning_rate)
-            start = time.perf_counter()
-            hist = autoencoder.fit(
-                model,
-                x_train,
-                x_val[y_val == 0],
-                epochs=cfg.epochs,
-                batch_size=cfg.batch_size,
-                patience=cfg.patience,
-                log_dir=None,
-                verbose=False,
-            )
-            fit_s = time.perf_counter() - start
-            val = evaluate.ranking(autoencoder.errors(model, x_val)[0], y_val)
-            test = evaluate.ranking(autoencoder.errors(model, x_test)[0], y_test)
-            row = {
-                **{k: (list(x) if isinstance(x, tuple) else x) for k, x in v.items()},
-                "validation_pr_auc": val["pr_auc"],
-                "validation_roc_auc": val["roc_auc"],
-                "test_pr_auc": test["pr_auc"],
-                "epochs_run": hist["epochs_run"],
-                "best_epoch": hist["best_epoch"],
-                "fit_seconds": fit_s,
-            }
-            results.append(row)
-            print(
-                f"{v['name']:<32} val PR-AUC {row['validation_pr_auc']:.4f}  test {row['test_pr_auc']:.4f}  "
-                f"epochs {row['epochs_run']} (best {row['best_epoch']})  {fit_s:.0f} s",
-                flush=True,
-            )
-        pca = evaluate.baselines(*arrays[True], components=min(base.hidden), seed=base.seed)
-    for b in pca:
-        print(
-            f"{b.name:<32} val PR-AUC {evaluate.ranking(b.validation_scores, y_val)['pr_auc']:.4f}  "
-            f"test {evaluate.ranking(b.test_scores, y_test)['pr_auc']:.4f}"
-        )
-    return {
-        "rows": len(loaded.frame),
-        "variants": results,
-        "baselines": {
-            b.name: {
-                "validation_pr_auc": evaluate.ranking(b.validation_scores, y_val)["pr_auc"],
-                "test_pr_auc": evaluate.ranking(b.test_scores, y_test)["pr_auc"],
-            }
-            for b in pca
-        },
-        "selection": "highest validation PR-AUC; test PR-AUC shown for information only",
-        "amount_log1p_validation_pr_auc": next((r["validation_pr_auc"] for r in results if r["log"]), np.nan),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=ROWS, help="generated rows (default: Kaggle's 284,807)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
-    parser.add_argument("--compare", action="store_true", help="compare Amount scaling and model variants instead")
-    parser.add_argument("--variant", action="append", help="with --compare: only these variant names")
-    parser.add_argument("--train-seed", type=int, default=42, help="with --compare: the training seed")
     parser.add_argument("--output", default=None, help="result file name under bench/results/")
     parser.add_argument("train_args", nargs="*", help="extra flags for `fraudscore train` (after --)")
     args = parser.parse_args(argv)
     data = dataset(args.rows, args.seed)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    if args.compare:
-        result = compare(data, args.variant, args.train_seed)
-        out = RESULTS / (args.output or "train_choices.json")
-        out.write_text(json.dumps({**result, "train_seed": args.train_seed}, indent=2) + "\n")
-        print(f"-> {out}")
-        return 0
     result = bench_train(data, args.train_args)
     out = RESULTS / (args.output or "train.json")
     out.write_text(json.dumps(result, indent=2) + "\n")

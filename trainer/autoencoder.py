@@ -69,16 +69,53 @@ def scalar_logger(log_dir: Path) -> Any:
     return ScalarLogger()
 
 
+def pca_basis(x_train: np.ndarray, components: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean [F], principal axes [k, F]) of the scaled training normals, to start a linear path from."""
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=min(components, x_train.shape[1] - 1), random_state=seed).fit(x_train)
+    return pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
+
+
 def build(
-    n_features: int, hidden: Sequence[int], activation: str, learning_rate: float, output_activation: str = "sigmoid"
+    n_features: int,
+    hidden: Sequence[int],
+    activation: str,
+    learning_rate: float,
+    output_activation: str = "sigmoid",
+    pca: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Any:
+    """A dense autoencoder; with ``pca`` (mean, axes), one with a linear path that starts as PCA.
+
+    The linear path is an encoder ``x -> k`` and a decoder ``k -> F`` initialised to the training normals'
+    principal axes, so the untrained model already reconstructs like PCA with ``k`` components; ``hidden``
+    are then the layers of a nonlinear correction from the code to the output, initialised to add nothing,
+    which training fits to what PCA misses. Plain SGD does not find the minor principal directions on real
+    card rows (their variance is tiny next to the rest), and those directions are where frauds stand out.
+    """
     import keras
 
     inputs = keras.Input(shape=(n_features,), name="scaled")
-    h = inputs
-    for i, units in enumerate(hidden):
-        h = keras.layers.Dense(units, activation=activation, name=f"dense_{i}_{units}")(h)
-    outputs = keras.layers.Dense(n_features, activation=output_activation, name="reconstruction")(h)
+    if pca is None:
+        h = inputs
+        for i, units in enumerate(hidden):
+            h = keras.layers.Dense(units, activation=activation, name=f"dense_{i}_{units}")(h)
+        outputs = keras.layers.Dense(n_features, activation=output_activation, name="reconstruction")(h)
+    else:
+        mean, axes = pca
+        encoder = keras.layers.Dense(len(axes), name=f"pca_encoder_{len(axes)}")
+        decoder = keras.layers.Dense(n_features, name="pca_decoder")
+        code = encoder(inputs)
+        linear = decoder(code)
+        h = code
+        for i, units in enumerate(hidden):
+            h = keras.layers.Dense(units, activation=activation, name=f"correction_{i}_{units}")(h)
+        correction = keras.layers.Dense(
+            n_features, kernel_initializer="zeros", bias_initializer="zeros", name="correction"
+        )(h)
+        outputs = keras.layers.Add(name="reconstruction")([linear, correction])
+        encoder.set_weights([axes.T, -mean @ axes.T])
+        decoder.set_weights([axes, mean])
     model = keras.Model(inputs, outputs, name="autoencoder")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="mse")
     return model

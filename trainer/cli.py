@@ -61,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("none", "standardized"),
         help="standardized: divide each feature's squared error by its mean on the training normals",
     )
+    parser.add_argument(
+        "--pca-components",
+        type=int,
+        default=d.pca_components,
+        help="> 0: a linear path of this many units started at the training normals' principal axes, with --hidden "
+        "as its nonlinear correction; 0: a plain dense autoencoder",
+    )
     parser.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
     search = parser.add_argument_group(
         "model search", "choose the design by validation PR-AUC (needs the Class column; the test split is not used)"
@@ -82,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--search-space",
         default=None,
         help='JSON object replacing dimensions of the space, e.g. \'{"bottleneck": [16, 24], "depth": [1]}\' '
-        "(dimensions: scaling, clip, bottleneck, depth, activation, error_weighting), or @FILE with that JSON",
+        "(dimensions: scaling, clip, bottleneck, depth, activation, error_weighting, pca_start), or @FILE",
     )
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed and data, same model")
     parser.add_argument(
@@ -95,8 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--amount-scale",
         choices=("linear", "log"),
         default="log" if DEFAULT_LOG_FEATURES else "linear",
-        help="min-max scale Amount as is (linear) or after a signed log1p (log); "
-        "default chosen by validation PR-AUC, see bench/results/train_choices.json",
+        help="min-max scale Amount as is (linear) or after a signed log1p (log); default: log (heavy-tailed amounts)",
     )
     parser.add_argument(
         "--min-pr-auc",
@@ -147,6 +153,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise TrainError(f"--min-pr-auc {args.min_pr_auc}: must be in [0, 1]")
     if not 0.0 <= args.max_bad_fraction <= 1.0:
         raise TrainError(f"--max-bad-fraction {args.max_bad_fraction}: must be in [0, 1]")
+    if not 0 <= args.pca_components < len(features.MODEL_FEATURES):
+        raise TrainError(f"--pca-components {args.pca_components}: must be in [0, {len(features.MODEL_FEATURES) - 1}]")
     if args.search_trials <= 0:
         raise TrainError(f"--search-trials {args.search_trials}: must be positive")
     try:
@@ -166,6 +174,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         scaling=args.scaling,
         clip=args.clip,
         error_weighting=args.error_weighting,
+        pca_components=args.pca_components,
         search=args.search,
         search_trials=args.search_trials,
         search_seeds=seeds,

@@ -29,6 +29,7 @@ DEFAULT_ACTIVATION = "tanh"
 DEFAULT_SCALING = "minmax"
 DEFAULT_CLIP = True
 DEFAULT_ERROR_WEIGHTING = "none"
+DEFAULT_PCA_COMPONENTS = 0
 ERROR_WEIGHTINGS = ("none", "standardized")
 DEFAULT_BUDGET_PERCENT = 0.2
 DEFAULT_LOG_FEATURES: tuple[str, ...] = (features.AMOUNT,)
@@ -119,6 +120,9 @@ class TrainConfig:
     # error is divided by its mean over the training normals first, so a feature the model reconstructs
     # closely on normal traffic weighs as much as a noisy one (a diagonal Mahalanobis distance of the residual).
     error_weighting: str = DEFAULT_ERROR_WEIGHTING
+    # > 0: the autoencoder gets a linear path of this many units started at the training normals' principal
+    # axes, and ``hidden`` becomes its nonlinear correction (trainer.autoencoder.build); 0: a plain dense one.
+    pca_components: int = DEFAULT_PCA_COMPONENTS
     # Model search (trainer.search): off by default; the defaults above are its winner on the shipped real sample.
     search: bool = False
     search_trials: int = 24
@@ -151,11 +155,15 @@ class TrainConfig:
     @property
     def output_activation(self) -> str:
         """Sigmoid when the scaled input is bounded to [0, 1] (clipped min-max), else linear."""
-        return "sigmoid" if self.scaling == "minmax" and self.clip else "linear"
+        return "sigmoid" if self.scaling == "minmax" and self.clip and not self.pca_components else "linear"
 
     def describe(self) -> str:
         """One line naming the model design, e.g. ``zscore noclip 29-24-29 tanh error:none``."""
-        layers = "-".join(str(u) for u in (len(self.features), *self.hidden, len(self.features)))
+        if self.pca_components:
+            correction = "-".join(str(u) for u in self.hidden) or "none"
+            layers = f"{len(self.features)}-pca{self.pca_components}-{len(self.features)} + correction {correction}"
+        else:
+            layers = "-".join(str(u) for u in (len(self.features), *self.hidden, len(self.features)))
         clip = "clip" if self.clip else "noclip"
         return f"{self.scaling} {clip} {layers} {self.activation} error:{self.error_weighting}"
 

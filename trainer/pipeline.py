@@ -160,8 +160,9 @@ class Fitter:
             run_name = f"{self.started:%Y%m%d-%H%M%S}-seed{config.seed}"
             tb_dir = (config.tensorboard_dir or config.model_base.parent.parent / "runs" / config.name) / run_name
         autoencoder.set_determinism(config.seed)
+        pca = autoencoder.pca_basis(x_train, config.pca_components, config.seed) if config.pca_components else None
         model = autoencoder.build(
-            len(config.features), config.hidden, config.activation, config.learning_rate, config.output_activation
+            len(config.features), config.hidden, config.activation, config.learning_rate, config.output_activation, pca
         )
         history = autoencoder.fit(
             model,
@@ -250,6 +251,7 @@ def run(config: TrainConfig) -> TrainResult:
             "scaling": config.scaling,
             "clip": config.clip,
             "error_weighting": config.error_weighting,
+            "pca_components": config.pca_components,
             "design": config.describe(),
             "chosen_by": "model search (--search)" if search_report else "defaults (the search's winner on real rows)",
             "learning_rate": config.learning_rate,

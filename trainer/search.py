@@ -37,6 +37,10 @@ from trainer.config import TrainConfig, TrainError
 log = logging.getLogger(__name__)
 
 
+# Width of each layer of the nonlinear correction of a PCA-started autoencoder (at least the feature count).
+CORRECTION_WIDTH = 32
+
+
 class SearchError(TrainError):
     """The search cannot run (no labels, an empty or malformed space) or produced no usable model."""
 
@@ -51,6 +55,9 @@ class SearchSpace:
     depth: tuple[int, ...] = (1, 2, 3)
     activation: tuple[str, ...] = ("tanh", "elu", "relu")
     error_weighting: tuple[str, ...] = ("standardized", "none")
+    # True: a linear path of `bottleneck` units started at PCA plus a nonlinear correction of `depth` layers
+    # (trainer.autoencoder.build); False: a plain dense autoencoder shrinking to `bottleneck` in `depth` layers.
+    pca_start: tuple[bool, ...] = (True, False)
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, list[Any]] | None) -> SearchSpace:
@@ -150,13 +157,20 @@ class Outcome:
 
 
 def design_config(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
+    n = len(base.features)
+    if params["pca_start"]:
+        pca_components = min(params["bottleneck"], n - 1)
+        hidden: tuple[int, ...] = (max(CORRECTION_WIDTH, n),) * params["depth"]
+    else:
+        pca_components, hidden = 0, hidden_layers(n, params["bottleneck"], params["depth"])
     return replace(
         base,
         scaling=params["scaling"],
         clip=params["clip"],
-        hidden=hidden_layers(len(base.features), params["bottleneck"], params["depth"]),
+        hidden=hidden,
         activation=params["activation"],
         error_weighting=params["error_weighting"],
+        pca_components=pca_components,
     )
 
 

@@ -40,6 +40,7 @@ SPACE = {
     "scaling": ["minmax", "zscore"],
     "clip": [False],
     "error_weighting": ["none"],
+    "pca_start": [False],
 }
 ROW_ID = "_row"
 

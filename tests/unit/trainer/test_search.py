@@ -36,7 +36,13 @@ def base(**overrides: Any) -> TrainConfig:
         "search": True,
         "search_trials": 6,
         "search_seeds": (0, 1, 2),
-        "search_space": {"bottleneck": [4, 8, 16], "depth": [1], "activation": ["tanh"], "scaling": ["minmax"]},
+        "search_space": {
+            "bottleneck": [4, 8, 16],
+            "depth": [1],
+            "activation": ["tanh"],
+            "scaling": ["minmax"],
+            "pca_start": [False],
+        },
         "verbose": False,
     }
     settings.update(overrides)
@@ -61,14 +67,14 @@ class ScoredFit:
 
 def test_no_overrides_is_the_default_space() -> None:
     assert SearchSpace.from_overrides(None) == SearchSpace() == SearchSpace.from_overrides({})
-    assert SearchSpace().size == 2 * 2 * 7 * 3 * 3 * 2
+    assert SearchSpace().size == 2 * 2 * 7 * 3 * 3 * 2 * 2
 
 
 def test_overrides_replace_only_their_dimensions() -> None:
     space = SearchSpace.from_overrides({"bottleneck": [6, 12], "clip": [False], "scaling": ["zscore"]})
     assert space.bottleneck == (6, 12) and space.clip == (False,) and space.scaling == ("zscore",)
     assert space.depth == SearchSpace().depth and space.activation == SearchSpace().activation
-    assert space.size == 2 * 1 * 1 * 3 * 3 * 2
+    assert space.size == 2 * 1 * 1 * 3 * 3 * 2 * 2
 
 
 @pytest.mark.parametrize(
@@ -253,6 +259,7 @@ def test_design_config_applies_every_dimension() -> None:
         "depth": 2,
         "activation": "elu",
         "error_weighting": "standardized",
+        "pca_start": False,
     }
     config = search_mod.design_config(base(), params)
     assert (config.scaling, config.clip, config.activation, config.error_weighting) == (
@@ -263,3 +270,20 @@ def test_design_config_applies_every_dimension() -> None:
     )
     assert config.hidden == (20, 12, 20) and config.output_activation == "linear"
     assert config.describe() == "zscore noclip 29-20-12-20-29 elu error:standardized"
+    assert config.pca_components == 0
+
+
+def test_design_config_with_a_pca_start_uses_the_bottleneck_as_the_linear_path() -> None:
+    params = {
+        "scaling": "minmax",
+        "clip": True,
+        "bottleneck": 40,  # capped at F - 1
+        "depth": 2,
+        "activation": "tanh",
+        "error_weighting": "none",
+        "pca_start": True,
+    }
+    config = search_mod.design_config(base(), params)
+    assert config.pca_components == 28 and config.hidden == (32, 32)
+    assert config.output_activation == "linear"  # a PCA path is not bounded to [0, 1], even for clipped min-max
+    assert config.describe() == "minmax clip 29-pca28-29 + correction 32-32 tanh error:none"
