@@ -1,6 +1,6 @@
 """CardStateCases: the card rules and their cases' de-duplication in one stateful DoFn keyed by card.
 
-The Beam-windows path (:class:`stream.windows.CardWindows` + :class:`stream.rules.DedupeCases`)
+The Beam-windows path (:class:`stream.windows.CardWindows` + :class:`stream.flag_cases.DedupeCases`)
 puts each transaction in size/period sliding windows, each with an early-firing and an end-of-window
 timer, and keeps a "seen" flag and an expiry timer per case id. On the Python DirectRunner that is
 ~20 timers per card, and the runner re-scans its pending timers and re-creates DoFns for every
@@ -26,7 +26,7 @@ transaction of a card with no retained state is not recognised as late; it is st
 in the windows holding it.
 
 Card cases are for non-anomalous members only, so they never share a case id with a TX_ANOMALY
-case; those take their own, lighter path (:class:`stream.rules.FlagCases`): on the DirectRunner a
+case; those take their own, lighter path (:class:`stream.flag_cases.FlagCases`): on the DirectRunner a
 stateful step runs its bundles one at a time, newest first, and TX_ANOMALY alerts must not queue
 behind every transaction of every card. The outputs are the same cases, one per transaction, as the
 windows path; a card case's reasons and window are those of the first window that flagged it.
@@ -44,8 +44,7 @@ from apache_beam.transforms import userstate
 from apache_beam.utils.timestamp import Timestamp
 
 from stream import metrics
-from stream.case import Case
-from stream.inference import ScoredTransaction
+from stream.records import Case, ScoredTransaction
 from stream.rules import RuleConfig, window_cases
 from stream.windows import WindowConfig, summarize, window_starts
 

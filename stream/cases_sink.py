@@ -15,9 +15,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from fraudscore.config import Resources
-from stream.case import Case
 from stream.cases_store import DEFAULT_BUCKETS, CaseStore
 from stream.clients import per_process
+from stream.records import Case
 
 METRICS_NAMESPACE = "fraudscore"
 DEFAULT_BATCH_SIZE = 500

@@ -41,7 +41,7 @@ from typing import Any
 
 from fraudscore.config import Resources
 from fraudscore.emulators import close_bigtable_client
-from stream.case import Case
+from stream.records import Case
 
 DEFAULT_BUCKETS = 8
 FRAUD = "fraud"

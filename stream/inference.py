@@ -35,7 +35,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,29 +51,12 @@ from fraudscore import schema
 from fraudscore.v1.transaction_pb2 import Transaction
 from stream import metrics
 from stream.clients import per_process
-from stream.parse import DeadLetter, event_seconds
+from stream.parse import event_seconds
+from stream.records import DeadLetter, ScoredTransaction
 
 _LOG = logging.getLogger(__name__)
 SCORED = "scored"
 DEAD_LETTERS = "dead_letters"
-
-
-@dataclass(frozen=True)
-class ScoredTransaction:
-    """A transaction with its model outputs: what windows, flag rules and cases need."""
-
-    transaction_id: str
-    card_id: str
-    merchant_id: str
-    event_time: float  # seconds since the epoch (UTC)
-    amount: float
-    reconstruction_error: float
-    is_anomaly: bool
-    top_features: tuple[tuple[str, float], ...]
-    out_of_range: int
-    model_name: str
-    model_version: int
-    threshold: float
 
 
 def _is_remote(uri: str) -> bool:

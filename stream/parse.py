@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -31,35 +30,10 @@ from apache_beam.transforms.window import TimestampedValue
 from fraudscore import csvfiles, schema
 from fraudscore.v1.transaction_pb2 import Transaction
 from stream import metrics
+from stream.records import DeadLetter
 
 TRANSACTIONS = "transactions"
 DEAD_LETTERS = "dead_letters"
-
-# Pub/Sub limits attribute values to 1024 bytes; reasons are cut to fit.
-_MAX_ATTRIBUTE_CHARS = 900
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """Something that could not be parsed or scored, with everything needed to replay it."""
-
-    payload: bytes
-    attributes: Mapping[str, str]
-    stage: str  # "parse" or "score"
-    field: str
-    reason: str
-    code: str = "invalid_field"  # low-cardinality label for metrics
-
-    def dlq_attributes(self) -> dict[str, str]:
-        """The original attributes plus why, for the dead-letter topic."""
-        attrs = {str(k): str(v) for k, v in self.attributes.items()}
-        attrs.update(
-            dlq_stage=self.stage,
-            dlq_field=self.field[:_MAX_ATTRIBUTE_CHARS],
-            dlq_reason=self.reason[:_MAX_ATTRIBUTE_CHARS],
-            dlq_code=self.code,
-        )
-        return attrs
 
 
 def reason_code(exc: schema.InvalidTransaction) -> str:

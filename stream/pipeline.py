@@ -31,9 +31,10 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 from fraudscore import csvfiles, schema
 from fraudscore.config import DEFAULT_PROJECT, Resources
 from stream.cases_sink import WriteCases
+from stream.flag_cases import AGGREGATIONS, FlagCases
 from stream.inference import ScoreTransactions, latest_version_uri
 from stream.parse import ParseCsvFiles, ParseTransactions, json_line_message
-from stream.rules import AGGREGATIONS, FlagCases, RuleConfig
+from stream.rules import RuleConfig, add_rule_arguments, rule_thresholds
 from stream.sinks import PublishAlerts, PublishDeadLetters
 from stream.windows import WindowConfig
 
@@ -84,8 +85,7 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--early-fire", type=int, default=w.early_fire_s, help="early firing delay, seconds")
     parser.add_argument("--early-fire-count", type=int, default=w.early_fire_count, help="early firing after N txs")
     parser.add_argument("--allowed-lateness", type=int, default=w.allowed_lateness_s, help="seconds")
-    parser.add_argument("--burst-min-anomalies", type=int, default=r.burst_min_anomalies, help="CARD_BURST rule")
-    parser.add_argument("--velocity-min-count", type=int, default=r.velocity_min_count, help="CARD_VELOCITY rule")
+    add_rule_arguments(parser, r)
     parser.add_argument("--dedupe-ttl", type=int, default=r.dedupe_ttl_s, help="seconds a case id is remembered")
     parser.add_argument("--model-watch", type=float, default=10.0, help="seconds between checks for a new model")
     parser.add_argument(
@@ -122,11 +122,7 @@ def config_from_args(args: argparse.Namespace) -> StreamConfig:
             early_fire_count=args.early_fire_count,
             allowed_lateness_s=args.allowed_lateness,
         ),
-        rules=RuleConfig(
-            burst_min_anomalies=args.burst_min_anomalies,
-            velocity_min_count=args.velocity_min_count,
-            dedupe_ttl_s=args.dedupe_ttl,
-        ),
+        rules=RuleConfig(**rule_thresholds(args), dedupe_ttl_s=args.dedupe_ttl),
         replay=args.replay,
         epoch=datetime.fromisoformat(args.epoch),
         model_refresh_s=args.model_watch,

@@ -1,66 +1,136 @@
-"""FlagCases: the flag rules, and one case per flagged transaction.
+"""The flag rules: one table from which the rule checks, the CLI flags and the README table are built.
 
-Reason codes (stream/case.py):
+Reason codes:
 
-- ``TX_ANOMALY``    the transaction's reconstruction error is above the model
-                    card's threshold. Emitted straight from scoring, without
-                    waiting for any window.
-- ``CARD_BURST``    the card has at least ``burst_min_anomalies`` anomalous
-                    transactions in one window.
-- ``CARD_VELOCITY`` the card has at least ``velocity_min_count`` transactions
-                    in one window.
+- ``TX_ANOMALY``  the transaction's reconstruction error is above the model card's threshold
+  (its threshold is the model's, not a flag). Emitted straight from scoring, without waiting
+  for any window.
+- the card rules of :data:`CARD_RULES`, each a predicate over one card's window aggregates
+  and the :class:`RuleConfig` field holding its threshold.
 
-How card-level reasons attach to transactions: a case is always one
-transaction (case id = transaction id, so Bigtable writes are idempotent).
-When a card window meets a card rule, every *non-anomalous* transaction of
-that card in the window becomes a case with the card reason(s), the window
-bounds and the window's aggregates. The anomalous ones already are
-TX_ANOMALY cases. So a burst yields the frauds the model caught plus the
-card's normal-looking transactions around them, which are the ones a
-per-transaction model misses.
+How card-level reasons attach to transactions: a case is always one transaction (case id =
+transaction id, so Bigtable writes are idempotent). When a card window meets a card rule, every
+*non-anomalous* transaction of that card in the window becomes a case with the card reason(s),
+the window bounds and the window's aggregates. The anomalous ones already are TX_ANOMALY cases.
+So a burst yields the frauds the model caught plus the card's normal-looking transactions around
+them, which are the ones a per-transaction model misses.
 
-One alert per case: the same transaction appears in up to size/period
-overlapping windows and in every early, on-time and late firing of each.
-:class:`DedupeCases` keeps, per case id, a "seen" flag in keyed state that an
-event-time timer clears ``dedupe_ttl_s`` after the case's timestamp; only the
-first emission passes to the sinks. A case's reasons are those of that first
-emission. If the state is lost (job replaced), a repeat rewrites the same
-Bigtable row.
+A new card rule is one :class:`CardRule` entry in :data:`CARD_RULES` and one ``int`` field of
+:class:`RuleConfig` named by it: ``fraudscore stream`` gets its flag, every aggregation path
+(:mod:`stream.card_state`, :mod:`stream.windows`, replay) applies it through
+:func:`window_reasons` / :meth:`RuleConfig.flags_window`, and ``python -m stream.rules`` prints
+the README's rules table (a unit test checks the README against it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import argparse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-import apache_beam as beam
-from apache_beam.coders import BooleanCoder
-from apache_beam.transforms import userstate, window
-from apache_beam.utils.timestamp import Duration
+from stream.records import CardWindow, Case, ScoredTransaction
 
-from stream import metrics
-from stream.case import CARD_BURST, CARD_VELOCITY, TX_ANOMALY, Case
-from stream.inference import ScoredTransaction
-from stream.windows import CardWindow, CardWindows, WindowConfig
+TX_ANOMALY = "TX_ANOMALY"
+TX_ANOMALY_RULE = (
+    "the transaction's reconstruction error is above the model card's threshold; emitted straight from scoring, "
+    "no window wait"
+)
+
+
+@dataclass(frozen=True)
+class CardRule:
+    """A card rule: ``holds(count, anomalies, threshold)`` over one card window's aggregates.
+
+    The threshold is ``RuleConfig.<config_field>``. The predicate takes the two aggregates a
+    bounded replay counts before it summarizes a window (:func:`stream.windows.sliding_windows`'s
+    ``keep``), as plain ints: a call per window of every transaction, so no record is built for it.
+    A rule over another aggregate (amount sum, max error) adds that argument here, in
+    :func:`window_reasons` and in ``sliding_windows``.
+    """
+
+    reason: str
+    config_field: str
+    holds: Callable[[int, int, int], bool]
+    doc: str  # the README's wording; ``{flag}`` and ``{default}`` are filled in
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.config_field.replace("_", "-")
+
+
+CARD_BURST = "CARD_BURST"
+CARD_VELOCITY = "CARD_VELOCITY"
+
+CARD_RULES: tuple[CardRule, ...] = (
+    CardRule(
+        CARD_BURST,
+        "burst_min_anomalies",
+        lambda count, anomalies, n: anomalies >= n,
+        "at least `{flag}` ({default}) anomalous transactions of one card in a window",
+    ),
+    CardRule(
+        CARD_VELOCITY,
+        "velocity_min_count",
+        lambda count, anomalies, n: count >= n,
+        "at least `{flag}` ({default}) transactions of one card in a window",
+    ),
+)
+REASONS: tuple[str, ...] = (TX_ANOMALY, *(rule.reason for rule in CARD_RULES))
 
 
 @dataclass(frozen=True)
 class RuleConfig:
-    """Thresholds of the card-level rules (the per-transaction one is the model card's)."""
+    """Thresholds of the card rules (one field per :data:`CARD_RULES` entry) and the de-dup TTL."""
 
     burst_min_anomalies: int = 2
     velocity_min_count: int = 6
     dedupe_ttl_s: int = 3600
 
     def __post_init__(self) -> None:
-        if self.burst_min_anomalies < 1 or self.velocity_min_count < 1 or self.dedupe_ttl_s <= 0:
+        if any(self.threshold(rule) < 1 for rule in CARD_RULES) or self.dedupe_ttl_s <= 0:
             raise ValueError("rule thresholds must be >= 1 and the dedupe TTL > 0")
 
+    def threshold(self, rule: CardRule) -> int:
+        return int(getattr(self, rule.config_field))
+
+    def checks(self) -> tuple[tuple[str, Callable[[int, int, int], bool], int], ...]:
+        """``(reason, holds, threshold)`` of each card rule, in :data:`CARD_RULES` order."""
+        return tuple((rule.reason, rule.holds, self.threshold(rule)) for rule in CARD_RULES)
+
     def flags_window(self, count: int, anomalies: int) -> bool:
-        """Whether a card window with these aggregates meets a card rule (as window_reasons decides)."""
-        return anomalies >= self.burst_min_anomalies or count >= self.velocity_min_count
+        """Whether a card window with these aggregates meets a card rule (:func:`window_reasons` is not empty)."""
+        for rule in CARD_RULES:  # noqa: SIM110 (a loop, not any(): this runs for every window of a replay)
+            if rule.holds(count, anomalies, getattr(self, rule.config_field)):
+                return True
+        return False
+
+
+def window_reasons(w: CardWindow, rules: RuleConfig) -> tuple[str, ...]:
+    """The card rules a window meets, in :data:`CARD_RULES` order."""
+    return tuple(reason for reason, holds, n in rules.checks() if holds(w.count, w.anomalies, n))
+
+
+def add_rule_arguments(parser: argparse.ArgumentParser, defaults: RuleConfig) -> None:
+    """One ``--<config-field>`` flag per card rule."""
+    for rule in CARD_RULES:
+        parser.add_argument(
+            rule.flag, dest=rule.config_field, type=int, default=defaults.threshold(rule), help=f"{rule.reason} rule"
+        )
+
+
+def rule_thresholds(args: argparse.Namespace) -> dict[str, int]:
+    """The card rules' ``RuleConfig`` fields from flags added by :func:`add_rule_arguments`."""
+    return {rule.config_field: getattr(args, rule.config_field) for rule in CARD_RULES}
+
+
+def markdown_table(defaults: RuleConfig | None = None) -> str:
+    """The README's rules table."""
+    defaults = defaults or RuleConfig()
+    lines = ["| reason | rule |", "| --- | --- |", f"| `{TX_ANOMALY}` | {TX_ANOMALY_RULE} |"]
+    for rule in CARD_RULES:
+        lines.append(f"| `{rule.reason}` | {rule.doc.format(flag=rule.flag, default=defaults.threshold(rule))} |")
+    return "\n".join(lines)
 
 
 def _utc(seconds: float) -> datetime:
@@ -97,17 +167,8 @@ def keyed_transaction_cases(s: ScoredTransaction) -> Iterator[tuple[str, Case]]:
         yield case.case_id, case
 
 
-def window_reasons(w: CardWindow, rules: RuleConfig) -> tuple[str, ...]:
-    reasons = []
-    if w.anomalies >= rules.burst_min_anomalies:
-        reasons.append(CARD_BURST)
-    if w.count >= rules.velocity_min_count:
-        reasons.append(CARD_VELOCITY)
-    return tuple(reasons)
-
-
 def window_cases(w: CardWindow, rules: RuleConfig) -> Iterator[Case]:
-    """CARD_BURST / CARD_VELOCITY: a case for each non-anomalous transaction of a flagged card window."""
+    """The card rules' cases: one for each non-anomalous transaction of a flagged card window."""
     reasons = window_reasons(w, rules)
     if reasons:
         for member in w.members:
@@ -115,137 +176,5 @@ def window_cases(w: CardWindow, rules: RuleConfig) -> Iterator[Case]:
                 yield _case(member, reasons, w)
 
 
-_SEEN = userstate.ReadModifyWriteStateSpec("seen", BooleanCoder())
-_EXPIRY = userstate.TimerSpec("expiry", userstate.TimeDomain.WATERMARK)
-_SEEN_PARAM = beam.DoFn.StateParam(_SEEN)
-_EXPIRY_PARAM = beam.DoFn.TimerParam(_EXPIRY)
-
-
-class _DedupeFn(beam.DoFn):
-    def __init__(self, ttl_s: int) -> None:
-        self._ttl = Duration(seconds=ttl_s)
-
-    def process(
-        self,
-        element: tuple[str, Case],
-        timestamp: Any = beam.DoFn.TimestampParam,
-        seen: Any = _SEEN_PARAM,
-        expiry: Any = _EXPIRY_PARAM,
-    ) -> Iterator[Case]:
-        _, case = element
-        if seen.read():
-            metrics.duplicate_case()
-            return
-        seen.write(True)
-        expiry.set(timestamp + self._ttl)
-        metrics.case_emitted(case.reasons, case.event_time.timestamp())
-        yield case
-
-    @userstate.on_timer(_EXPIRY)
-    def expire(self, seen: Any = _SEEN_PARAM) -> None:
-        seen.clear()
-
-
-class DedupeCases(beam.PTransform):
-    """Passes only the first case per case id (within ``ttl_s`` of event time)."""
-
-    def __init__(self, ttl_s: int) -> None:
-        super().__init__()
-        self._ttl_s = ttl_s
-
-    def expand(self, cases: beam.PCollection) -> beam.PCollection:
-        return (
-            cases
-            | "KeyByCaseId" >> beam.Map(lambda c: (c.case_id, c))
-            | "FirstPerCase" >> beam.ParDo(_DedupeFn(self._ttl_s)).with_input_types(tuple[str, Any])
-        )
-
-
-def _first_case(element: tuple[str, Iterable[Case]]) -> Iterator[Case]:
-    _, cases = element
-    it = iter(cases)
-    first = next(it)
-    for _ in it:
-        metrics.duplicate_case()
-    metrics.case_emitted(first.reasons, first.event_time.timestamp())
-    yield first
-
-
-class FirstCasePerId(beam.PTransform):
-    """Bounded DedupeCases: the first case per case id, by grouping instead of keyed state.
-
-    In a bounded run the batch runner feeds a stateful DoFn all of a key's elements before any timer,
-    so the TTL never clears a flag and DedupeCases passes exactly the first case of each id, which is
-    what a GroupByKey (arrival order kept) and taking the first value also does. Keyed state on the
-    FnApiRunner measures every cached value with objsize, a walk over all loaded modules per call,
-    which cost more than the rest of case handling in a replay.
-    """
-
-    def expand(self, cases: beam.PCollection) -> beam.PCollection:
-        return (
-            cases
-            | "KeyByCaseId" >> beam.Map(lambda c: (c.case_id, c))
-            | "GroupByCaseId" >> beam.GroupByKey()
-            | "FirstPerCase" >> beam.FlatMap(_first_case)
-        )
-
-
-# How card windows are computed in streaming: one stateful DoFn per card with one timer
-# (stream.card_state, the default) or Beam sliding windows with triggers + DedupeCases. Bounded
-# replay always sweeps each card's windows in memory (stream.windows.sliding_windows).
-AGGREGATIONS = ("state", "windows")
-
-
-class FlagCases(beam.PTransform):
-    """PCollection[ScoredTransaction] -> PCollection[Case], at most one per transaction."""
-
-    def __init__(
-        self,
-        windows: WindowConfig | None = None,
-        rules: RuleConfig | None = None,
-        *,
-        streaming: bool = True,
-        aggregation: str = "state",
-    ) -> None:
-        super().__init__()
-        if aggregation not in AGGREGATIONS:
-            raise ValueError(f"card aggregation {aggregation!r}: expected one of {', '.join(AGGREGATIONS)}")
-        self._windows = windows or WindowConfig()
-        self._rules = rules or RuleConfig()
-        self._streaming = streaming
-        self._aggregation = aggregation
-
-    def expand(self, scored: beam.PCollection) -> beam.PCollection:
-        rules = self._rules
-        if self._streaming and self._aggregation == "state":
-            from stream.card_state import CardStateCases  # imports this module
-
-            # TX_ANOMALY cases get their own de-dup step, not queued behind the card state (which sees
-            # every transaction): their ids never meet card cases' (those are non-anomalous ones). Made
-            # and keyed in one step: the DirectRunner pays a fixed cost per step and bundle of <= 10
-            # messages, which is most of the job's CPU. ``scored`` is in the global window already.
-            tx_first = (
-                scored
-                | "TxAnomalyByCaseId" >> beam.FlatMap(keyed_transaction_cases)
-                | "FirstPerCase" >> beam.ParDo(_DedupeFn(rules.dedupe_ttl_s)).with_input_types(tuple[str, Any])
-            )
-            return (
-                tx_first,
-                scored | "CardStateCases" >> CardStateCases(self._windows, rules),
-            ) | "AllCases" >> beam.Flatten()
-        tx_cases = (
-            scored
-            | "TxAnomaly" >> beam.FlatMap(transaction_cases)
-            | "TxCasesGlobal" >> beam.WindowInto(window.GlobalWindows())
-        )
-        card_cases = (
-            scored
-            | "CardWindows"
-            >> CardWindows(
-                self._windows, streaming=self._streaming, keep=None if self._streaming else rules.flags_window
-            )
-            | "CardRules" >> beam.FlatMap(window_cases, rules)
-            | "CardCasesGlobal" >> beam.WindowInto(window.GlobalWindows())
-        )
-        dedupe = DedupeCases(rules.dedupe_ttl_s) if self._streaming else FirstCasePerId()
-        return (tx_cases, card_cases) | "AllCases" >> beam.Flatten() | "DedupeCases" >> dedupe
+if __name__ == "__main__":
+    print(markdown_table())

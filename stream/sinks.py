@@ -20,9 +20,8 @@ import apache_beam as beam
 
 from fraudscore.config import Resources
 from stream import metrics
-from stream.case import Case
 from stream.clients import per_process
-from stream.parse import DeadLetter
+from stream.records import Case, DeadLetter
 
 PUBLISH_TIMEOUT_S = 60.0
 

@@ -25,7 +25,7 @@ import apache_beam as beam
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
-from stream.inference import ScoredTransaction
+from stream.records import CardWindow, ScoredTransaction
 
 
 @dataclass(frozen=True)
@@ -49,31 +49,6 @@ class WindowConfig:
         if self.early_fire_count:
             early = trigger.AfterAny(early, trigger.AfterCount(self.early_fire_count))
         return trigger.AfterWatermark(early=early, late=trigger.AfterCount(1))
-
-
-@dataclass(frozen=True)
-class CardWindow:
-    """One firing of one card's window: the aggregates and the transactions behind them."""
-
-    card_id: str
-    window_start: float  # seconds since the epoch
-    window_end: float
-    count: int
-    amount_sum: float
-    mean_error: float
-    max_error: float
-    anomalies: int
-    members: tuple[ScoredTransaction, ...]
-    timing: str  # EARLY, ON_TIME, LATE
-
-    def stats(self) -> dict[str, float]:
-        return {
-            "count": float(self.count),
-            "amount_sum": self.amount_sum,
-            "mean_error": self.mean_error,
-            "max_error": self.max_error,
-            "anomalies": float(self.anomalies),
-        }
 
 
 def summarize(

@@ -18,8 +18,9 @@ import pytest
 
 from fraudscore.cli import main as cli_main
 from fraudscore.config import Resources
-from stream.case import TX_ANOMALY, Case
 from stream.cases_store import CaseStore
+from stream.records import Case
+from stream.rules import TX_ANOMALY
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,9 @@ import pytest
 
 from fraudscore.config import Resources
 from fraudscore.emulators import close_bigtable_client
-from stream.case import CARD_BURST, TX_ANOMALY, Case
 from stream.cases_store import FRAUD, LEGIT, CaseNotFound, CaseStore, bucket_of
+from stream.records import Case
+from stream.rules import CARD_BURST, TX_ANOMALY
 
 pytestmark = pytest.mark.integration
 

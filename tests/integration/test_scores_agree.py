@@ -38,7 +38,8 @@ from fraudscore.generate import generate_frame, write_csv
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
 from fraudscore.v1.transaction_pb2 import Transaction
-from stream.case import TX_ANOMALY, Case
+from stream.records import Case
+from stream.rules import TX_ANOMALY
 from tests.integration.scorer_support import ServerThread, config, copy_base
 
 pytestmark = pytest.mark.integration

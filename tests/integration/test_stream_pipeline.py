@@ -35,8 +35,8 @@ from fraudscore.config import Resources
 from fraudscore.generate import generate_frame
 from fraudscore.processes import stop_group
 from fraudscore.v1.transaction_pb2 import Transaction
-from stream.case import CARD_BURST, CARD_VELOCITY, TX_ANOMALY, Case
-from stream.rules import RuleConfig
+from stream.records import Case
+from stream.rules import CARD_BURST, CARD_VELOCITY, TX_ANOMALY, RuleConfig
 from tests.integration.scorer_support import add_version, copy_base
 
 ROOT = Path(__file__).resolve().parents[2]

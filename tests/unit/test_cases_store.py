@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 import pytest
 
 from fraudscore.config import Resources
-from stream.case import TX_ANOMALY, Case
 from stream.cases_store import (
     _decisions,
     bucket_of,
@@ -21,6 +20,8 @@ from stream.cases_store import (
     id_key,
     time_key,
 )
+from stream.records import Case
+from stream.rules import TX_ANOMALY
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -15,7 +15,8 @@ from apache_beam.transforms.window import TimestampedValue
 
 from fraudscore import schema
 from fraudscore.v1.transaction_pb2 import Transaction
-from stream.parse import DEAD_LETTERS, DeadLetter, _ParseCsvFn, _ParseJsonFn, event_seconds, json_line_message
+from stream.parse import DEAD_LETTERS, _ParseCsvFn, _ParseJsonFn, event_seconds, json_line_message
+from stream.records import DeadLetter
 from tests.unit.csv_forms import BAD_CASES, bad_archives, write_forms
 
 NOW = 1_800_000_100.0

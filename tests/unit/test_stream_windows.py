@@ -12,9 +12,9 @@ from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from stream.case import CARD_BURST, CARD_VELOCITY, TX_ANOMALY
-from stream.inference import ScoredTransaction
-from stream.rules import AGGREGATIONS, FlagCases, RuleConfig, window_cases
+from stream.flag_cases import AGGREGATIONS, FlagCases
+from stream.records import ScoredTransaction
+from stream.rules import CARD_BURST, CARD_VELOCITY, TX_ANOMALY, RuleConfig, window_cases
 from stream.windows import CardWindows, WindowConfig, summarize
 
 WINDOWS = WindowConfig(size_s=600, period_s=60, early_fire_s=1, allowed_lateness_s=120)

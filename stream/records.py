@@ -1,0 +1,150 @@
+"""The records the stream job passes between its steps, at the bottom of ``stream/``.
+
+Every step of the job imports its records from here and nothing else from its
+neighbours, so no step imports another one for a dataclass::
+
+    ParseTransactions  -> Transaction (fraudscore.v1) | DeadLetter
+    ScoreTransactions  -> ScoredTransaction            | DeadLetter
+    CardWindows / card_state -> CardWindow (aggregates of one card's window)
+    FlagCases          -> Case (written to Bigtable, published as an alert)
+
+This module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+# Pub/Sub limits attribute values to 1024 bytes; reasons are cut to fit.
+_MAX_ATTRIBUTE_CHARS = 900
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Something that could not be parsed or scored, with everything needed to replay it."""
+
+    payload: bytes
+    attributes: Mapping[str, str]
+    stage: str  # "parse" or "score"
+    field: str
+    reason: str
+    code: str = "invalid_field"  # low-cardinality label for metrics
+
+    def dlq_attributes(self) -> dict[str, str]:
+        """The original attributes plus why, for the dead-letter topic."""
+        attrs = {str(k): str(v) for k, v in self.attributes.items()}
+        attrs.update(
+            dlq_stage=self.stage,
+            dlq_field=self.field[:_MAX_ATTRIBUTE_CHARS],
+            dlq_reason=self.reason[:_MAX_ATTRIBUTE_CHARS],
+            dlq_code=self.code,
+        )
+        return attrs
+
+
+@dataclass(frozen=True)
+class ScoredTransaction:
+    """A transaction with its model outputs: what windows, flag rules and cases need."""
+
+    transaction_id: str
+    card_id: str
+    merchant_id: str
+    event_time: float  # seconds since the epoch (UTC)
+    amount: float
+    reconstruction_error: float
+    is_anomaly: bool
+    top_features: tuple[tuple[str, float], ...]
+    out_of_range: int
+    model_name: str
+    model_version: int
+    threshold: float
+
+
+@dataclass(frozen=True)
+class CardWindow:
+    """One firing of one card's window: the aggregates and the transactions behind them."""
+
+    card_id: str
+    window_start: float  # seconds since the epoch
+    window_end: float
+    count: int
+    amount_sum: float
+    mean_error: float
+    max_error: float
+    anomalies: int
+    members: tuple[ScoredTransaction, ...]
+    timing: str  # EARLY, ON_TIME, LATE
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "count": float(self.count),
+            "amount_sum": self.amount_sum,
+            "mean_error": self.mean_error,
+            "max_error": self.max_error,
+            "anomalies": float(self.anomalies),
+        }
+
+
+@dataclass(frozen=True)
+class Case:
+    """A fraud candidate: what the stream writes to Bigtable and publishes as an alert.
+
+    Shared by the pipeline (which creates cases), the case store (Bigtable rows) and the alert
+    sink (JSON on the alerts topic). ``case_id`` is deterministic so writes are idempotent;
+    ``reasons`` are reason codes of :mod:`stream.rules`.
+    """
+
+    transaction_id: str
+    card_id: str
+    merchant_id: str
+    event_time: datetime  # timezone-aware UTC
+    amount: float
+    reconstruction_error: float
+    threshold: float
+    model_version: int
+    reasons: tuple[str, ...]
+    top_features: tuple[tuple[str, float], ...] = ()
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    # Window aggregates behind card-level reasons (count, amount_sum, max_error, anomalies).
+    window_stats: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def case_id(self) -> str:
+        return self.transaction_id
+
+    def to_json_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["case_id"] = self.case_id
+        data["event_time"] = self.event_time.isoformat()
+        data["window_start"] = self.window_start.isoformat() if self.window_start else None
+        data["window_end"] = self.window_end.isoformat() if self.window_end else None
+        data["reasons"] = list(self.reasons)
+        data["top_features"] = [{"name": n, "share": s} for n, s in self.top_features]
+        return data
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> Case:
+        return cls(
+            transaction_id=data["transaction_id"],
+            card_id=data["card_id"],
+            merchant_id=data.get("merchant_id", ""),
+            event_time=datetime.fromisoformat(data["event_time"]),
+            amount=float(data["amount"]),
+            reconstruction_error=float(data["reconstruction_error"]),
+            threshold=float(data["threshold"]),
+            model_version=int(data["model_version"]),
+            reasons=tuple(data["reasons"]),
+            top_features=tuple((f["name"], float(f["share"])) for f in data.get("top_features", [])),
+            window_start=datetime.fromisoformat(data["window_start"]) if data.get("window_start") else None,
+            window_end=datetime.fromisoformat(data["window_end"]) if data.get("window_end") else None,
+            window_stats={k: float(v) for k, v in data.get("window_stats", {}).items()},
+        )
+
+    def to_alert(self) -> bytes:
+        """The JSON published on the alerts topic."""
+        return json.dumps(self.to_json_dict(), sort_keys=True).encode("utf-8")

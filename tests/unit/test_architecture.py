@@ -1,0 +1,123 @@
+"""The dependency rules of docs/architecture.md, checked on the source (every import, function-level ones included).
+
+- no import cycle among the project's modules;
+- no runtime module (trainer/, stream/, scorer/, fraudscore/ outside fraudscore/dev/) imports a
+  development tool (fraudscore.dev).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("fraudscore", "stream", "scorer", "trainer")
+GENERATED = "fraudscore.v1"
+DEV = "fraudscore.dev"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_modules() -> dict[str, Path]:
+    modules = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            name = _module_name(path)
+            if name != GENERATED and not name.startswith(GENERATED + "."):
+                modules[name] = path
+    return modules
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """The project modules ``name`` imports anywhere in its source (module level, functions, TYPE_CHECKING)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            # ``from pkg import mod`` imports the module pkg.mod; ``from mod import name`` the module mod.
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
+        for target in targets:
+            if target == GENERATED or target.startswith(GENERATED + "."):
+                continue  # generated protobuf code imports nothing of the project's
+            while target and target not in known:  # ``import a.b.c`` of a non-module attribute: its module
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = project_modules()
+    known = set(modules)
+    return {name: imports_of(name, path, known) for name, path in modules.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_graph_sees_function_level_and_relative_imports() -> None:
+    graph = import_graph()
+    assert "stream.pipeline" in graph["stream.cli"]  # imported inside cli.main only
+    assert "stream.records" in graph["stream.rules"]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_among_the_project_modules() -> None:
+    graph = import_graph()
+    found = [
+        [f"{m} -> {', '.join(sorted(graph[m] & set(component)))}" for m in component] for component in cycles(graph)
+    ]
+    assert found == [], "modules importing each other (move the shared part down a layer): " + repr(found)
+
+
+def test_no_runtime_module_imports_a_development_tool() -> None:
+    offenders = {
+        name: sorted(t for t in targets if t == DEV or t.startswith(DEV + "."))
+        for name, targets in import_graph().items()
+        if not (name == DEV or name.startswith(DEV + ".")) and name != "fraudscore.cli"
+    }
+    assert {name: dev for name, dev in offenders.items() if dev} == {}
