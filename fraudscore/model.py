@@ -13,7 +13,10 @@ graph is inside) and returns:
 - ``out_of_range_count``    int32   ``[None]``     features clipped to the training range
 
 The scorer and the stream read the feature list and threshold from here and
-keep no copies of their own.
+keep no copies of their own. Both score through :meth:`LoadedModel.score`,
+which uses the LiteRT fast path compiled from this same SavedModel at load time
+(``fraudscore.fastpath``) when it agrees with TensorFlow, and TensorFlow
+otherwise.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from fraudscore.fastpath import Compiler
 
 CARD_FILE = "model_card.json"
 SIGNATURE = "serving_default"
@@ -95,10 +101,17 @@ def latest_version(base: Path) -> int | None:
 
 
 class LoadedModel:
-    """One loaded version; ``score`` is thread-safe (a TF concrete function)."""
+    """One loaded version; ``score`` is thread-safe.
 
-    def __init__(self, version_dir: Path) -> None:
+    ``fast_path`` says what scores: LiteRT compiled from the SavedModel, or TensorFlow when the
+    fast path is off, failed to compile or disagreed with TensorFlow on the load-time check.
+    ``compiler`` builds the fast path (tests inject failing or wrong ones).
+    """
+
+    def __init__(self, version_dir: Path, *, compiler: Compiler | None = None) -> None:
         import tensorflow as tf  # heavy: imported only where a model is loaded
+
+        from fraudscore import fastpath
 
         self.path = version_dir
         self.card = ModelCard.read(version_dir)
@@ -108,6 +121,16 @@ class LoadedModel:
         except Exception as exc:  # TF raises many types for a broken SavedModel
             raise ModelError(f"{version_dir}: cannot load SavedModel: {exc}") from exc
         self._tf = tf
+        self._fast, self.fast_path = fastpath.prepare(
+            self._module,
+            self._fn,
+            self.card.features,
+            threshold=self.card.threshold,
+            statistics=self.card.raw.get("statistics"),
+            reference=self._score_tf,
+            compiler=compiler or fastpath.compile_litert,
+            label=f"model {self.card.name} version {self.card.version}",
+        )
 
     @property
     def version(self) -> int:
@@ -123,12 +146,21 @@ class LoadedModel:
 
     def score(self, rows: np.ndarray) -> Scores:
         """Scores raw feature rows ``[n, F]`` in ``features`` order."""
-        rows = np.asarray(rows, dtype=np.float32)
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
         if rows.ndim != 2 or rows.shape[1] != len(self.features):
             raise ModelError(f"expected rows of shape [n, {len(self.features)}], got {list(rows.shape)}")
+        out = self._fast(rows) if self._fast is not None else self._score_tf(rows)
+        return Scores(*(out[name] for name in OUTPUTS))
+
+    def score_tensorflow(self, rows: np.ndarray) -> Scores:
+        """Scores with the SavedModel's signature in TensorFlow, never the fast path (for checks)."""
+        out = self._score_tf(np.ascontiguousarray(rows, dtype=np.float32))
+        return Scores(*(out[name] for name in OUTPUTS))
+
+    def _score_tf(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         inputs = {name: self._tf.constant(rows[:, i]) for i, name in enumerate(self.features)}
         out = self._fn(**inputs)
-        return Scores(*(out[name].numpy() for name in OUTPUTS))
+        return {name: out[name].numpy() for name in OUTPUTS}
 
 
 def load(base: Path, version: int | None = None) -> LoadedModel:

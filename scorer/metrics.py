@@ -76,6 +76,11 @@ class ScorerMetrics:
         self.model_info = Gauge(
             "fraudscore_model_info", "1 for the model version being served", ["model", "version"], registry=r
         )
+        self.fast_path = Gauge(
+            "fraudscore_model_fast_path",
+            "1 if the served version scores with the LiteRT fast path, 0 if with TensorFlow (fast path refused or off)",
+            registry=r,
+        )
         self.reload_failures = Counter(
             "fraudscore_model_reload_failures", "model versions refused (load or smoke score failed)", registry=r
         )
@@ -94,10 +99,11 @@ class ScorerMetrics:
 
         return int(server.server_port), stop
 
-    def served(self, model: str, version: int) -> None:
-        """Marks ``version`` as the one served (the gauge is 1 only for it)."""
+    def served(self, model: str, version: int, fast_path: bool = False) -> None:
+        """Marks ``version`` as the one served (the gauge is 1 only for it), and what it scores with."""
         self.model_info.clear()
         self.model_info.labels(model=model, version=str(version)).set(1)
+        self.fast_path.set(1 if fast_path else 0)
 
     def record_scores(self, errors: Any, anomalies: int, out_of_range: int) -> None:
         self.scored.inc(len(errors))

@@ -138,5 +138,11 @@ class ModelRegistry:
         self._loaded = loaded
         self._current = model
         self._metrics.reloads.inc()
-        self._metrics.served(model.card.name, model.version)
-        log.info("serving model %s version %d (threshold %.6g)", model.card.name, model.version, model.threshold)
+        self._metrics.served(model.card.name, model.version, model.fast_path.enabled)
+        log.info(
+            "serving model %s version %d (threshold %.6g) with %s",
+            model.card.name,
+            model.version,
+            model.threshold,
+            model.fast_path.runtime,
+        )

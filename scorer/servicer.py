@@ -169,6 +169,8 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
                 pb.RefusedVersion(version=v, reason=reason) for v, reason in sorted(self._registry.refused.items())
             ],
             loaded_versions=self._registry.loaded_versions,
+            runtime=model.fast_path.runtime,
+            runtime_detail=model.fast_path.detail,
         )
 
 

@@ -128,7 +128,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "threshold", "threshold_policy", "features", "metrics", "refused_versions", "loaded_versions")
+    __slots__ = ("name", "version", "threshold", "threshold_policy", "features", "metrics", "refused_versions", "loaded_versions", "runtime", "runtime_detail")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +144,8 @@ class ModelInfo(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     REFUSED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     LOADED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_DETAIL_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     threshold: float
@@ -152,7 +154,9 @@ class ModelInfo(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     refused_versions: _containers.RepeatedCompositeFieldContainer[RefusedVersion]
     loaded_versions: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., threshold: _Optional[float] = ..., threshold_policy: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., refused_versions: _Optional[_Iterable[_Union[RefusedVersion, _Mapping]]] = ..., loaded_versions: _Optional[_Iterable[int]] = ...) -> None: ...
+    runtime: str
+    runtime_detail: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., threshold: _Optional[float] = ..., threshold_policy: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., refused_versions: _Optional[_Iterable[_Union[RefusedVersion, _Mapping]]] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., runtime: _Optional[str] = ..., runtime_detail: _Optional[str] = ...) -> None: ...
 
 class RefusedVersion(_message.Message):
     __slots__ = ("version", "reason")

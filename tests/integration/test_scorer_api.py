@@ -107,6 +107,9 @@ def test_get_model_info_comes_from_the_card(stub, offline) -> None:
     assert tuple(info.features) == card.features
     assert dict(info.metrics) == pytest.approx(card.metrics)
     assert list(info.loaded_versions) == [card.version] and not info.refused_versions
+    # The trained model compiles to the LiteRT fast path and passes its load-time check against TensorFlow.
+    assert offline.fast_path.runtime == info.runtime == "litert"
+    assert "agrees with TensorFlow" in info.runtime_detail
 
 
 def _status(call) -> tuple[grpc.StatusCode, str]:

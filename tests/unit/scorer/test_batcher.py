@@ -10,16 +10,18 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fraudscore.fastpath import LITERT, TENSORFLOW, FastPath
 from fraudscore.model import Scores
-from scorer.batcher import DirectScorer, MicroBatcher
+from scorer.batcher import INLINE_MAX_ROWS, DirectScorer, MicroBatcher
 from scorer.metrics import ScorerMetrics
 
 
 class FakeModel:
     """Error = sum of the row + offset; records the size of every call."""
 
-    def __init__(self, offset: float = 0.0, version: int = 1, fail: bool = False) -> None:
+    def __init__(self, offset: float = 0.0, version: int = 1, fail: bool = False, fast: bool = False) -> None:
         self.offset, self.version, self.fail = offset, version, fail
+        self.fast_path = FastPath(LITERT if fast else TENSORFLOW, "fake")
         self.features = ("V1", "V2", "Amount")
         self.threshold = 1.0
         self.path = Path(str(version))
@@ -132,3 +134,15 @@ def test_batch_sizes_are_recorded() -> None:
     run(_score_many(MicroBatcher(metrics, max_batch=4, max_wait_s=0.05), [FakeModel()], 10))
     assert metrics.batch_size._sum.get() == 10
     assert metrics.scored._value.get() == 10
+
+
+def test_small_batches_of_a_fast_path_model_are_scored_on_the_event_loop() -> None:
+    model = FakeModel(fast=True)
+    out = run(_score_many(MicroBatcher(ScorerMetrics(), max_batch=256, max_wait_s=0.05), [model], 3))
+    assert [o.reconstruction_error for o in out] == [0.0, 1.0, 2.0]
+    assert model.threads == {threading.main_thread().name}
+
+    big = FakeModel(fast=True)
+    n = INLINE_MAX_ROWS + 1
+    out = run(_score_many(MicroBatcher(ScorerMetrics(), max_batch=n, max_wait_s=0.5, idle_gap_s=0.5), [big], n))
+    assert big.calls == [n] and threading.main_thread().name not in big.threads
