@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from fraudscore.processes import stop_group
+from fraudscore.dev.processes import free_port, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "stream.json"
@@ -45,7 +44,7 @@ def _cpu() -> float:
 
 def model_rows_per_s(model_base: Path, batch: int = 512, seconds: float = 3.0) -> float:
     from fraudscore import model as fmodel
-    from fraudscore.generate import generate_frame
+    from fraudscore.dev.generate import generate_frame
 
     loaded = fmodel.load(model_base)
     rows = generate_frame(batch, seed=3)[list(loaded.features)].to_numpy(np.float32)
@@ -67,12 +66,6 @@ def replay(model_base: Path, csv: Path, res: Any) -> tuple[float, float]:
     return time.perf_counter() - wall, _cpu() - cpu
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _metric(port: int, name: str) -> float:
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
@@ -92,7 +85,7 @@ def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 def _transactions(n: int, seed: int, prefix: str) -> list[Any]:
     from fraudscore import schema
-    from fraudscore.generate import generate_frame
+    from fraudscore.dev.generate import generate_frame
 
     # A large card population: seconds of traffic hold about one transaction per card, as in production.
     frame = generate_frame(n, fraud_rate=0.05, seed=seed, cards=max(n, 1))
@@ -275,8 +268,9 @@ def main() -> int:
         parser.error("--only-replay and --skip-replay leave nothing to run")
 
     from fraudscore.config import EmulatorConfig, Resources
-    from fraudscore.emulators import Emulators, create_resources, with_suffix
-    from fraudscore.generate import generate_frame, write_csv
+    from fraudscore.dev.emulators import Emulators, with_suffix
+    from fraudscore.dev.generate import generate_frame, write_csv
+    from fraudscore.resources import create_resources
 
     work = ROOT / ".cache" / "bench-stream"
     work.mkdir(parents=True, exist_ok=True)
@@ -316,7 +310,7 @@ def main() -> int:
 
         bare_res = with_suffix(Resources(), "bench-bare")
         create_resources(bare_res)
-        port = _free_port()
+        port = free_port()
         bare_argv = [sys.executable, "-m", "bench.stream", "--bare-reader",
                      bare_res.subscription_path(bare_res.transactions_subscription), str(port)]  # fmt: skip
         t_bare = drain_time(bare_argv, port, "bench_bare_messages_total", bare_res, args.backlog, work / "bare.log")
@@ -324,7 +318,7 @@ def main() -> int:
         for aggregation in aggregations:
             job_res = with_suffix(Resources(), f"bench-job-{aggregation}")
             create_resources(job_res)
-            port = _free_port()
+            port = free_port()
             t_job = drain_time(
                 stream_argv(job_res, port, aggregation), port, "fraudscore_stream_transactions_total", job_res,
                 args.backlog, work / f"job-{aggregation}.log",
@@ -338,7 +332,7 @@ def main() -> int:
         for rate, aggregation in runs:
             lat_res = with_suffix(Resources(), f"bench-latency-{int(rate)}-{aggregation}")
             create_resources(lat_res)
-            port = _free_port()
+            port = free_port()
             results.setdefault(f"latency_tx_anomaly_{int(rate)}_per_s", {})[aggregation] = latency(
                 stream_argv(lat_res, port, aggregation), port, lat_res, args.latency_seconds, rate,
                 work / f"latency-{aggregation}.log",

@@ -32,7 +32,7 @@ GOAL_RSS_GB = 4.0
 
 
 def dataset(rows: int, seed: int) -> Path:
-    from fraudscore.generate import DEFAULT_FRAUD_RATE, generate_frame, write_csv
+    from fraudscore.dev.generate import DEFAULT_FRAUD_RATE, generate_frame, write_csv
 
     path = CACHE / f"generated-{rows}-seed{seed}.csv"
     if not path.exists():

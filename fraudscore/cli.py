@@ -15,15 +15,18 @@ from collections.abc import Sequence
 
 # name -> (module, one-line help shown by `fraudscore --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "generate": ("fraudscore.generate", "write synthetic transactions in the Kaggle creditcard.csv schema"),
-    "emulators": ("fraudscore.emulators", "run the local Pub/Sub and Bigtable emulators with the project's resources"),
+    "generate": ("fraudscore.dev.generate", "write synthetic transactions in the Kaggle creditcard.csv schema"),
+    "emulators": (
+        "fraudscore.dev.emulators",
+        "run the local Pub/Sub and Bigtable emulators with the project's resources",
+    ),
     "train": ("trainer.cli", "fit tf.Transform statistics and the autoencoder; export a versioned model and report"),
     "serve": ("scorer.server", "serve the newest model over gRPC (Score, ScoreBatch, ScoreStream, GetModelInfo)"),
     "score": ("scorer.client", "score transactions by hand against a running `fraudscore serve`"),
     "stream": ("stream.cli", "run the Beam job: Pub/Sub -> score -> per-card windows -> Bigtable cases + alerts"),
-    "publish": ("stream.publish", "replay a CSV of transactions into the Pub/Sub transactions topic"),
-    "cases": ("stream.cases", "list, show and label flagged cases stored in Bigtable"),
-    "demo": ("fraudscore.demo", "everything at once on local emulators: train, serve, stream, publish, Prometheus"),
+    "publish": ("fraudscore.dev.publish", "replay a CSV of transactions into the Pub/Sub transactions topic"),
+    "cases": ("stream.cases.cli", "list, show and label flagged cases stored in Bigtable"),
+    "demo": ("fraudscore.dev.demo", "everything at once on local emulators: train, serve, stream, publish, Prometheus"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Writes fraudscore/generate_calibration.json from the shipped real sample.
+"""Writes fraudscore/dev/generate_calibration.json from the shipped real sample.
 
 Run from the repository root after the sample changes:
 ``python scripts/calibrate_generator.py``. A unit test checks that the
@@ -7,7 +7,7 @@ committed file is exactly what this computes.
 
 from __future__ import annotations
 
-from fraudscore import generate
+from fraudscore.dev import generate
 
 
 def main() -> int:

@@ -30,7 +30,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 
 from fraudscore import csvfiles, schema
 from fraudscore.config import DEFAULT_PROJECT, Resources
-from stream.cases_sink import WriteCases
+from stream.cases.sink import WriteCases
 from stream.flag_cases import AGGREGATIONS, FlagCases
 from stream.inference import ScoreTransactions, latest_version_uri
 from stream.parse import ParseCsvFiles, ParseTransactions, json_line_message

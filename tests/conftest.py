@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from fraudscore.generate import generate_frame, write_csv
+from fraudscore.dev.generate import generate_frame, write_csv
 from trainer.config import TrainConfig, TrainResult
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ fi
 
 FRAUDSCORE_PROJECT="$PROJECT" FRAUDSCORE_BIGTABLE_INSTANCE="$INSTANCE" "$PYTHON" - <<'PY'
 from fraudscore.config import Resources
-from fraudscore.emulators import create_resources, describe_resources
+from fraudscore.resources import create_resources, describe_resources
 
 resources = Resources.from_env()
 report = create_resources(resources)

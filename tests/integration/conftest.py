@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from fraudscore.config import EmulatorConfig, Resources
-from fraudscore.emulators import Emulators, create_resources, with_suffix
+from fraudscore.dev.emulators import Emulators, with_suffix
+from fraudscore.resources import create_resources
 
 HERE = Path(__file__).resolve().parent
 

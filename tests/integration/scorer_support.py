@@ -84,20 +84,6 @@ def copy_base(source: Path, target: Path) -> Path:
     return target
 
 
-def add_version(base: Path, source: int, version: int) -> Path:
-    """Publishes a copy of ``source`` as ``version`` the way the trainer does: temp dir, then rename."""
-    import json
-
-    tmp = base / f".tmp-{version}"
-    shutil.copytree(base / str(source), tmp)
-    card_path = tmp / "model_card.json"
-    card = json.loads(card_path.read_text())
-    card["version"] = version
-    card_path.write_text(json.dumps(card))
-    tmp.rename(base / str(version))
-    return base / str(version)
-
-
 def transactions(csv_path: Path, n: int) -> list[Transaction]:
     with csv_path.open(newline="") as f:
         return [schema.from_csv_row(row, row_number=i) for i, row in enumerate(itertools.islice(csv.DictReader(f), n))]

@@ -18,7 +18,7 @@ import pytest
 
 from fraudscore.cli import main as cli_main
 from fraudscore.config import Resources
-from stream.cases_store import CaseStore
+from stream.cases.store import CaseStore
 from stream.records import Case
 from stream.rules import TX_ANOMALY
 

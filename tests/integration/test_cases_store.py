@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from fraudscore.config import Resources
-from fraudscore.emulators import close_bigtable_client
-from stream.cases_store import FRAUD, LEGIT, CaseNotFound, CaseStore, bucket_of
+from fraudscore.resources import close_bigtable_client
+from stream.cases.store import FRAUD, LEGIT, CaseNotFound, CaseStore, bucket_of
 from stream.records import Case
 from stream.rules import CARD_BURST, TX_ANOMALY
 
@@ -133,7 +133,7 @@ def test_write_cases_transform_writes_through_beam(store: CaseStore, unique_reso
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.testing.test_pipeline import TestPipeline
 
-    from stream.cases_sink import WriteCases
+    from stream.cases.sink import WriteCases
 
     cases = [make_case(i, f"card-{i % 5}", T0 + timedelta(seconds=i)) for i in range(30)]
     pipeline = TestPipeline()

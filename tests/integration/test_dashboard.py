@@ -30,9 +30,9 @@ import pytest
 import yaml
 
 from fraudscore.config import Resources
-from fraudscore.demo import DemoConfig, write_prometheus_config
-from fraudscore.emulators import Emulators
-from fraudscore.processes import stop_group
+from fraudscore.dev.demo import DemoConfig, write_prometheus_config
+from fraudscore.dev.emulators import Emulators
+from fraudscore.dev.processes import free_port, stop_group
 from tests.deploy_support import dashboard_queries, rule_expressions, variable_queries
 
 pytestmark = pytest.mark.integration
@@ -48,14 +48,6 @@ MUST_HAVE_DATA = (
     "Transactions / s by outcome",
     "Scorer requests / s by status",
 )
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -141,7 +133,7 @@ def _wait(what: str, check: Callable[[], bool], deadline: float, procs: Procs) -
 def running_system(
     tmp_path: Path, emulators: Emulators, unique_resources: Resources, trained_model_base: Path
 ) -> Iterator[tuple[PromAPI, Procs]]:
-    from fraudscore.generate import generate_frame, write_csv
+    from fraudscore.dev.generate import generate_frame, write_csv
 
     prometheus = shutil.which("prometheus")
     assert prometheus, "Debian's prometheus is not installed (make setup)"
@@ -151,10 +143,10 @@ def running_system(
     procs = Procs(logs, env)
     config = DemoConfig(
         data_dir=tmp_path,
-        scorer_port=_free_port(),
-        scorer_metrics_port=_free_port(),
-        stream_metrics_port=_free_port(),
-        prometheus_port=_free_port(),
+        scorer_port=free_port(),
+        scorer_metrics_port=free_port(),
+        stream_metrics_port=free_port(),
+        prometheus_port=free_port(),
     )
     # deploy/prometheus/prometheus.yml with these ports (the demo's own rewrite), scraped every second.
     prom_config = write_prometheus_config(config)

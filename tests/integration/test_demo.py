@@ -26,17 +26,14 @@ from pathlib import Path
 
 import pytest
 
+from fraudscore.dev.processes import free_port
+from tests.support import phase
+
 pytestmark = pytest.mark.integration
 
 START_TIMEOUT_S = 300.0  # emulators, TensorFlow in the scorer and the stream, Prometheus, on 2 shared cores
 CASES_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 90.0  # each child gets at most 15 s; they stop one after another
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _port_free(port: int) -> bool:
@@ -96,7 +93,7 @@ def _wait_for_line(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeo
 def demo(
     tmp_path: Path, trained_model_base: Path, train_csv: Path
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path, dict[str, int]]]:
-    ports = {name: _free_port() for name in ("scorer", "scorer_metrics", "stream_metrics", "prometheus")}
+    ports = {name: free_port() for name in ("scorer", "scorer_metrics", "stream_metrics", "prometheus")}
     data_dir = tmp_path / "demo"
     out = tmp_path / "demo.out"
     argv = [
@@ -133,43 +130,46 @@ def test_demo_runs_cases_appear_scorer_answers_and_ctrl_c_stops_everything(
     demo: tuple[subprocess.Popen[bytes], Path, dict[str, int]], tmp_path: Path
 ) -> None:
     proc, out, ports = demo
-    _wait_for_line(out, r"^fraudscore demo is running$", proc, START_TIMEOUT_S)
-    exports = _wait_for_line(out, r"export PUBSUB_EMULATOR_HOST=(\S+) BIGTABLE_EMULATOR_HOST=(\S+)", proc, 5)
-    env = {**os.environ, "PUBSUB_EMULATOR_HOST": exports.group(1), "BIGTABLE_EMULATOR_HOST": exports.group(2)}
-    children = _descendants(proc.pid)
-    # Emulators (2), scorer, stream, publisher, Prometheus at least.
-    assert len(children) >= 6, children
+    with phase("start: the demo runs with its children"):
+        _wait_for_line(out, r"^fraudscore demo is running$", proc, START_TIMEOUT_S)
+        exports = _wait_for_line(out, r"export PUBSUB_EMULATOR_HOST=(\S+) BIGTABLE_EMULATOR_HOST=(\S+)", proc, 5)
+        env = {**os.environ, "PUBSUB_EMULATOR_HOST": exports.group(1), "BIGTABLE_EMULATOR_HOST": exports.group(2)}
+        children = _descendants(proc.pid)
+        # Emulators (2), scorer, stream, publisher, Prometheus at least.
+        assert len(children) >= 6, children
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "fraudscore.cli", *args]
         return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
 
-    # The commands the status block prints: list cases (until one exists) and score by hand.
-    deadline = time.monotonic() + CASES_TIMEOUT_S
-    cases: list[dict[str, object]] = []
-    while not cases:
-        assert proc.poll() is None, out.read_text()[-4000:]
-        listed = cli("cases", "list", "--since", "1h", "--json")
-        assert listed.returncode == 0, listed.stderr
-        cases = json.loads(listed.stdout)
-        if not cases:
-            assert time.monotonic() < deadline, f"no case within {CASES_TIMEOUT_S:.0f} s\n{out.read_text()[-4000:]}"
-            time.sleep(3.0)
-    assert cases[0]["reasons"] and cases[0]["transaction_id"]
-    stream_csv = tmp_path / "demo" / "stream-sparse-cards.csv"
-    scored = cli("score", "--target", f"127.0.0.1:{ports['scorer']}", "--csv", str(stream_csv), "--limit", "3")
-    assert scored.returncode == 0, scored.stderr
-    assert len(scored.stdout.strip().splitlines()) == 3, scored.stdout
+    with phase("cases appear, the scorer answers"):
+        # The commands the status block prints: list cases (until one exists) and score by hand.
+        deadline = time.monotonic() + CASES_TIMEOUT_S
+        cases: list[dict[str, object]] = []
+        while not cases:
+            assert proc.poll() is None, out.read_text()[-4000:]
+            listed = cli("cases", "list", "--since", "1h", "--json")
+            assert listed.returncode == 0, listed.stderr
+            cases = json.loads(listed.stdout)
+            if not cases:
+                assert time.monotonic() < deadline, f"no case within {CASES_TIMEOUT_S:.0f} s\n{out.read_text()[-4000:]}"
+                time.sleep(3.0)
+        assert cases[0]["reasons"] and cases[0]["transaction_id"]
+        stream_csv = tmp_path / "demo" / "stream-sparse-cards.csv"
+        scored = cli("score", "--target", f"127.0.0.1:{ports['scorer']}", "--csv", str(stream_csv), "--limit", "3")
+        assert scored.returncode == 0, scored.stderr
+        assert len(scored.stdout.strip().splitlines()) == 3, scored.stdout
 
-    # Ctrl-C: everything stops, cleanly, in bounded time.
-    children |= _descendants(proc.pid)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(STOP_TIMEOUT_S) == 0, out.read_text()[-4000:]
-    stray = {pid for pid in children if _alive(pid)}
-    assert not stray, f"processes left behind: {stray}"
-    assert all(_port_free(port) for port in ports.values()), ports
-    text = out.read_text()
-    assert "stopped; data dir" in text and "killing it" not in text, text[-4000:]
-    assert "training the default model" not in text, "a model trained on --train-data (same sha256) is reused"
-    # Prometheus released its database: the next run can open the same data directory.
-    assert not (tmp_path / "demo" / "prometheus" / "lock").exists()
+    with phase("Ctrl-C stops everything"):
+        # Ctrl-C: everything stops, cleanly, in bounded time.
+        children |= _descendants(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(STOP_TIMEOUT_S) == 0, out.read_text()[-4000:]
+        stray = {pid for pid in children if _alive(pid)}
+        assert not stray, f"processes left behind: {stray}"
+        assert all(_port_free(port) for port in ports.values()), ports
+        text = out.read_text()
+        assert "stopped; data dir" in text and "killing it" not in text, text[-4000:]
+        assert "training the default model" not in text, "a model trained on --train-data (same sha256) is reused"
+        # Prometheus released its database: the next run can open the same data directory.
+        assert not (tmp_path / "demo" / "prometheus" / "lock").exists()

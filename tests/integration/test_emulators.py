@@ -24,16 +24,14 @@ from google.cloud.bigtable import column_family as cf
 from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 
 from fraudscore.config import ColumnFamily, EmulatorConfig, Resources
-from fraudscore.emulators import (
+from fraudscore.dev.emulators import (
     BIGTABLE_ENV,
     PUBSUB_ENV,
     Emulators,
     EmulatorStartError,
-    close_bigtable_client,
-    create_resources,
-    gc_rule,
     with_suffix,
 )
+from fraudscore.resources import close_bigtable_client, create_resources, gc_rule
 
 pytestmark = [
     pytest.mark.integration,
@@ -221,7 +219,7 @@ def test_exception_inside_with_block_still_stops() -> None:
 def test_atexit_stops_emulators_a_program_forgot() -> None:
     program = (
         "from fraudscore.config import EmulatorConfig\n"
-        "from fraudscore.emulators import Emulators\n"
+        "from fraudscore.dev.emulators import Emulators\n"
         "emulators = Emulators(EmulatorConfig(pubsub_port=0, bigtable_port=0)).start()\n"
         "print(*emulators.pids)\n"
     )
@@ -237,7 +235,7 @@ def test_emulators_exit_when_their_launcher_is_killed() -> None:
     program = (
         "import sys, time\n"
         "from fraudscore.config import EmulatorConfig\n"
-        "from fraudscore.emulators import Emulators\n"
+        "from fraudscore.dev.emulators import Emulators\n"
         "emulators = Emulators(EmulatorConfig(pubsub_port=0, bigtable_port=0)).start()\n"
         "print(*emulators.pids, flush=True)\n"
         "time.sleep(120)\n"

@@ -14,10 +14,10 @@ import pytest
 
 from fraudscore import features
 from fraudscore.config import Resources
-from fraudscore.generate import generate_frame, write_csv
+from fraudscore.dev.generate import generate_frame, write_csv
+from fraudscore.dev.publish import PublishConfig, make_publisher, run
 from fraudscore.schema import parse_json
 from fraudscore.v1.transaction_pb2 import Transaction
-from stream.publish import PublishConfig, make_publisher, run
 
 pytestmark = pytest.mark.integration
 

@@ -24,13 +24,13 @@ from tests.integration.scorer_support import (
     NOT_SERVING,
     SERVING,
     ServerThread,
-    add_version,
     config,
     copy_base,
     source_model,
     transactions,
     wait_for,
 )
+from tests.support import copy_version
 
 pytestmark = pytest.mark.integration
 SERVICE = "fraudscore.v1.FraudScorer"
@@ -99,7 +99,7 @@ def test_hot_reload_under_load_has_no_failed_requests_and_refuses_a_broken_versi
 
             workers = [asyncio.create_task(worker()) for _ in range(8)]
             await until(lambda: len(versions) >= 100)
-            await asyncio.to_thread(add_version, base, 1, 2)
+            await asyncio.to_thread(copy_version, base, 1, 2)
             await until(lambda: versions[-1] == 2)
             broken = base / ".tmp-3"
             shutil.copytree(base / "2", broken)

@@ -34,7 +34,7 @@ import pytest
 from fraudscore import model as model_lib
 from fraudscore import schema
 from fraudscore.config import Resources
-from fraudscore.generate import generate_frame, write_csv
+from fraudscore.dev.generate import generate_frame, write_csv
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
 from fraudscore.v1.transaction_pb2 import Transaction
@@ -67,7 +67,7 @@ def _replay_argv(csv_path: Path, model_base: Path, res: Resources) -> list[str]:
 
 
 def _read_stored(res: Resources) -> dict[str, Case]:
-    from stream.cases_store import CaseStore
+    from stream.cases.store import CaseStore
 
     with CaseStore(res.project, res.bigtable_instance, res) as store:
         found = store.list_since(schema.DEFAULT_EPOCH - timedelta(days=1), limit=10_000)

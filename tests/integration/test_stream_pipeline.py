@@ -14,8 +14,8 @@ shared by the checks, because starting it costs ~20 s here:
 
 from __future__ import annotations
 
+import itertools
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -32,12 +32,13 @@ import pytest
 from fraudscore import model as fmodel
 from fraudscore import schema
 from fraudscore.config import Resources
-from fraudscore.generate import generate_frame
-from fraudscore.processes import stop_group
+from fraudscore.dev.generate import generate_frame
+from fraudscore.dev.processes import free_port, stop_group
 from fraudscore.v1.transaction_pb2 import Transaction
 from stream.records import Case
 from stream.rules import CARD_BURST, CARD_VELOCITY, TX_ANOMALY, RuleConfig
-from tests.integration.scorer_support import add_version, copy_base
+from tests.integration.scorer_support import copy_base
+from tests.support import copy_version, phase
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = RuleConfig(burst_min_anomalies=2, velocity_min_count=6)
@@ -147,6 +148,17 @@ class Puller:
             self.messages.extend(m.message for m in response.received_messages)
         return self.messages
 
+    def settle(self, quiet_s: float, timeout: float) -> list[Any]:
+        """Polls until no new message has come for ``quiet_s`` seconds."""
+        deadline = time.monotonic() + timeout
+        seen, quiet_since = len(self.messages), time.monotonic()
+        while time.monotonic() - quiet_since < quiet_s:
+            assert time.monotonic() < deadline, f"messages still arriving after {timeout:.0f} s"
+            if len(self.poll()) != seen:
+                seen, quiet_since = len(self.messages), time.monotonic()
+            time.sleep(0.5)
+        return self.messages
+
     def until(self, done: Any, timeout: float, what: str, log: Path | None = None) -> list[Any]:
         deadline = time.monotonic() + timeout
         while not done(self.poll()):
@@ -166,17 +178,11 @@ def alerts_by_case(messages: list[Any]) -> dict[str, list[Case]]:
 
 
 def stored_cases(res: Resources) -> dict[str, tuple[str, ...]]:
-    from stream.cases_store import CaseStore
+    from stream.cases.store import CaseStore
 
     with CaseStore(res.project, res.bigtable_instance, res) as store:
         found = store.list_since(datetime.now(UTC) - timedelta(days=1), limit=10_000)
     return {s.case.case_id: s.case.reasons for s in found}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def resource_flags(res: Resources) -> list[str]:
@@ -228,6 +234,26 @@ def wait_for_metrics(job: dict[str, Any], needle: str, timeout: float) -> str:
         time.sleep(0.5)
 
 
+def wait_for_model(job: dict[str, Any], res: Resources, probe: Transaction, needle: str) -> None:
+    """Publishes a copy of a normal transaction, on a card of its own, each second until /metrics has ``needle``.
+
+    The job looks for a new model version only when a batch arrives, at most every --model-watch
+    seconds; a lone normal transaction on a new card makes no case.
+    """
+    deadline = time.monotonic() + RESULT_TIMEOUT_S
+    for i in itertools.count():
+        tx = Transaction()
+        tx.CopyFrom(probe)
+        tx.transaction_id, tx.card_id = f"probe-{i}", f"probe-card-{i}"
+        publish(res, [tx_message(tx)])
+        try:
+            wait_for_metrics(job, needle, 1.0)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+
+
 # --- the test -----------------------------------------------------------------------------------
 
 
@@ -238,100 +264,110 @@ def test_stream_end_to_end(
     v1 = fmodel.load(model_base)
     wait_for_metrics(stream_job, "fraudscore_stream_transactions_total", STARTUP_TIMEOUT_S)  # the job is up
 
-    # Phase one: good transactions, malformed messages between them, then duplicates of some good ones.
-    one = scenario("p1", datetime.now(UTC), seed=11)
-    expected = expected_cases(one.transactions, v1)
-    assert any(r != (TX_ANOMALY,) for r in expected.values()), "scenario must exercise a card rule"
-    messages = [tx_message(tx) for tx in one.transactions]
-    bad = [(body, {"origin": f"bad-{field}"}) for field, body in one.malformed.items()]
-    bad.append((b"x" * (schema.MAX_MESSAGE_BYTES + 10), {"origin": "bad-oversized"}))
-    for i, item in enumerate(bad):
-        messages.insert(3 * i + 1, item)
-    publish(res, messages)
-    publish(res, [tx_message(tx) for tx in one.transactions[-10:]])  # redelivered duplicates
+    with phase("one: transactions, malformed messages, duplicates"):
+        # Phase one: good transactions, malformed messages between them, then duplicates of some good ones.
+        one = scenario("p1", datetime.now(UTC), seed=11)
+        expected = expected_cases(one.transactions, v1)
+        assert any(r != (TX_ANOMALY,) for r in expected.values()), "scenario must exercise a card rule"
+        messages = [tx_message(tx) for tx in one.transactions]
+        bad = [(body, {"origin": f"bad-{field}"}) for field, body in one.malformed.items()]
+        bad.append((b"x" * (schema.MAX_MESSAGE_BYTES + 10), {"origin": "bad-oversized"}))
+        for i, item in enumerate(bad):
+            messages.insert(3 * i + 1, item)
+        publish(res, messages)
+        publish(res, [tx_message(tx) for tx in one.transactions[-10:]])  # redelivered duplicates
 
-    alerts = Puller(res, res.alerts_subscription)
-    alerts.until(
-        lambda ms: len(alerts_by_case(ms)) >= len(expected), RESULT_TIMEOUT_S, "phase one alerts", stream_job["log"]
-    )
-    dlq = Puller(res, res.dlq_subscription).until(lambda ms: len(ms) >= len(bad), 30, "dead letters", stream_job["log"])
-    time.sleep(3)  # room for any (wrong) extra alert from later firings to show up
-    by_case = alerts_by_case(alerts.poll())
+        alerts = Puller(res, res.alerts_subscription)
+        alerts.until(
+            lambda ms: len(alerts_by_case(ms)) >= len(expected), RESULT_TIMEOUT_S, "phase one alerts", stream_job["log"]
+        )
+        dlq = Puller(res, res.dlq_subscription).until(
+            lambda ms: len(ms) >= len(bad), 30, "dead letters", stream_job["log"]
+        )
+        alerts.settle(3, RESULT_TIMEOUT_S)  # room for any (wrong) extra alert from later firings to show up
+        by_case = alerts_by_case(alerts.messages)
 
-    assert set(by_case) == set(expected)
-    assert all(len(v) == 1 for v in by_case.values()), "one alert per case"
-    for case_id, reasons in expected.items():
-        if reasons == (TX_ANOMALY,):
-            assert by_case[case_id][0].reasons == reasons
-        else:  # card-level: the first firing's card reasons, never TX_ANOMALY
-            assert set(by_case[case_id][0].reasons) <= {CARD_BURST, CARD_VELOCITY}
-    # Scores agree with the offline LoadedModel score of the same transaction.
-    txs = {tx.transaction_id: tx for tx in one.transactions}
-    ids = sorted(by_case)
-    offline = v1.score(np.array([schema.feature_row(txs[i], v1.features) for i in ids])).reconstruction_error
-    online = [by_case[i][0].reconstruction_error for i in ids]
-    np.testing.assert_allclose(online, offline, rtol=1e-5, atol=1e-7)
-    from trainer.evaluate import offline_errors  # the trainer's own evaluation path
+        assert set(by_case) == set(expected)
+        assert all(len(v) == 1 for v in by_case.values()), "one alert per case"
+        for case_id, reasons in expected.items():
+            if reasons == (TX_ANOMALY,):
+                assert by_case[case_id][0].reasons == reasons
+            else:  # card-level: the first firing's card reasons, never TX_ANOMALY
+                assert set(by_case[case_id][0].reasons) <= {CARD_BURST, CARD_VELOCITY}
+        # Scores agree with the offline LoadedModel score of the same transaction.
+        txs = {tx.transaction_id: tx for tx in one.transactions}
+        ids = sorted(by_case)
+        offline = v1.score(np.array([schema.feature_row(txs[i], v1.features) for i in ids])).reconstruction_error
+        online = [by_case[i][0].reconstruction_error for i in ids]
+        np.testing.assert_allclose(online, offline, rtol=1e-5, atol=1e-7)
+        from trainer.evaluate import offline_errors  # the trainer's own evaluation path
 
-    rows = np.array([schema.feature_row(txs[i], v1.features) for i in ids])
-    np.testing.assert_allclose(online, offline_errors(rows, model_base / str(v1.version)), rtol=1e-4, atol=1e-6)
-    assert {c.model_version for v in by_case.values() for c in v} == {v1.version}
+        rows = np.array([schema.feature_row(txs[i], v1.features) for i in ids])
+        np.testing.assert_allclose(online, offline_errors(rows, model_base / str(v1.version)), rtol=1e-4, atol=1e-6)
+        assert {c.model_version for v in by_case.values() for c in v} == {v1.version}
 
-    # Dead letters: original payloads with field and reason; good messages around them were scored.
-    by_origin = {m.attributes["origin"]: m for m in dlq}
-    assert len(dlq) == len(bad)
-    for field, body in one.malformed.items():
-        letter = by_origin[f"bad-{field}"]
-        assert letter.data == body
-        assert letter.attributes["dlq_field"] == field and letter.attributes["dlq_reason"]
-    assert by_origin["bad-oversized"].attributes["dlq_code"] == "oversized"
+        # Dead letters: original payloads with field and reason; good messages around them were scored.
+        by_origin = {m.attributes["origin"]: m for m in dlq}
+        assert len(dlq) == len(bad)
+        for field, body in one.malformed.items():
+            letter = by_origin[f"bad-{field}"]
+            assert letter.data == body
+            assert letter.attributes["dlq_field"] == field and letter.attributes["dlq_reason"]
+        assert by_origin["bad-oversized"].attributes["dlq_code"] == "oversized"
 
-    # Bigtable holds exactly the expected cases.
-    assert set(stored_cases(res)) == set(expected)
+        # Bigtable holds exactly the expected cases.
+        assert set(stored_cases(res)) == set(expected)
 
-    # Prometheus names the dashboard relies on.
-    text = wait_for_metrics(
-        stream_job, f'fraudscore_model_info{{model="{v1.card.name}",version="{v1.version}"}} 1.0', 10
-    )
-    for name in (
-        "fraudscore_stream_transactions_total",
-        "fraudscore_stream_flagged_total",
-        "fraudscore_stream_dead_letters_total",
-        "fraudscore_reconstruction_error_bucket",
-        "fraudscore_stream_event_lag_seconds_bucket",
-    ):
-        assert name in text
+        # Prometheus names the dashboard relies on.
+        text = wait_for_metrics(
+            stream_job, f'fraudscore_model_info{{model="{v1.card.name}",version="{v1.version}"}} 1.0', 10
+        )
+        for name in (
+            "fraudscore_stream_transactions_total",
+            "fraudscore_stream_flagged_total",
+            "fraudscore_stream_dead_letters_total",
+            "fraudscore_reconstruction_error_bucket",
+            "fraudscore_stream_event_lag_seconds_bucket",
+        ):
+            assert name in text
 
-    # Phase two: a new model version appears; the job scores with it without a restart.
-    add_version(model_base, v1.version, v1.version + 1)
-    time.sleep(3)  # > --model-watch: the next batch checks the model base and loads the new version
-    two = scenario("p2", datetime.now(UTC), seed=12)
-    v2 = fmodel.load(model_base)
-    expected_two = {k: v for k, v in expected_cases(two.transactions, v2).items() if v == (TX_ANOMALY,)}
-    publish(res, [tx_message(tx) for tx in two.transactions])
-    alerts.until(
-        lambda ms: set(expected_two) <= set(alerts_by_case(ms)), RESULT_TIMEOUT_S, "phase two alerts", stream_job["log"]
-    )
-    assert {alerts_by_case(alerts.messages)[i][0].model_version for i in expected_two} == {v2.version}
-    wait_for_metrics(stream_job, f'fraudscore_model_info{{model="{v2.card.name}",version="{v2.version}"}} 1.0', 10)
+    with phase("two: a new model version without a restart"):
+        # Phase two: a new model version appears; the job scores with it without a restart.
+        copy_version(model_base, v1.version, v1.version + 1)
+        v2 = fmodel.load(model_base)
+        probe = next(tx for tx in one.transactions if tx.transaction_id not in expected)  # not anomalous
+        v2_info = f'fraudscore_model_info{{model="{v2.card.name}",version="{v2.version}"}} 1.0'
+        wait_for_model(stream_job, res, probe, v2_info)
+        two = scenario("p2", datetime.now(UTC), seed=12)
+        expected_two = {k: v for k, v in expected_cases(two.transactions, v2).items() if v == (TX_ANOMALY,)}
+        publish(res, [tx_message(tx) for tx in two.transactions])
+        alerts.until(
+            lambda ms: set(expected_two) <= set(alerts_by_case(ms)),
+            RESULT_TIMEOUT_S,
+            "phase two alerts",
+            stream_job["log"],
+        )
+        assert {alerts_by_case(alerts.messages)[i][0].model_version for i in expected_two} == {v2.version}
+        wait_for_metrics(stream_job, f'fraudscore_model_info{{model="{v2.card.name}",version="{v2.version}"}} 1.0', 10)
 
-    # Replay of phase one's input (JSON lines, duplicates included) gives the same cases.
-    replay_res = _replay_resources(res)
-    lines = tmp_path / "phase1.jsonl"
-    lines.write_bytes(b"\n".join(data for data, _ in messages) + b"\n")
-    _run_replay(lines, model_base, v1.version, replay_res)
-    streamed = {k: v for k, v in stored_cases(res).items() if k.startswith("p1-")}
-    replayed = stored_cases(replay_res)
-    assert set(replayed) == set(streamed) == set(expected)
-    assert {k for k, v in replayed.items() if v == (TX_ANOMALY,)} == {
-        k for k, v in streamed.items() if v == (TX_ANOMALY,)
-    }
+    with phase("three: replay of phase one"):
+        # Replay of phase one's input (JSON lines, duplicates included) gives the same cases.
+        replay_res = _replay_resources(res)
+        lines = tmp_path / "phase1.jsonl"
+        lines.write_bytes(b"\n".join(data for data, _ in messages) + b"\n")
+        _run_replay(lines, model_base, v1.version, replay_res)
+        streamed = {k: v for k, v in stored_cases(res).items() if k.startswith("p1-")}
+        replayed = stored_cases(replay_res)
+        assert set(replayed) == set(streamed) == set(expected)
+        assert {k for k, v in replayed.items() if v == (TX_ANOMALY,)} == {
+            k for k, v in streamed.items() if v == (TX_ANOMALY,)
+        }
 
 
 def _replay_resources(res: Resources) -> Resources:
     from dataclasses import replace
 
-    from fraudscore.emulators import create_resources
+    from fraudscore.resources import create_resources
 
     fresh = replace(
         res,

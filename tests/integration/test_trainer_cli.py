@@ -11,7 +11,7 @@ import pytest
 
 from fraudscore import features
 from fraudscore.cli import main as fraudscore_main
-from fraudscore.generate import generate_frame, write_csv
+from fraudscore.dev.generate import generate_frame, write_csv
 from fraudscore.model import CARD_FILE, load
 from trainer.config import TrainResult
 

@@ -1,4 +1,4 @@
-"""Unit checks of fraudscore/demo.py's pieces: its config, its Prometheus config, its child processes."""
+"""Unit checks of fraudscore/dev/demo.py's pieces: its config, its Prometheus config, its child processes."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import fraudscore.demo as demo_module
+import fraudscore.dev.demo as demo_module
 from fraudscore.cli import build_parser
-from fraudscore.demo import (
+from fraudscore.dev.demo import (
     TRAIN_DATA,
     Child,
     Demo,

@@ -1,4 +1,4 @@
-"""The parts of fraudscore.emulators that need no running emulator (the rest: tests/integration)."""
+"""The parts of fraudscore.dev.emulators that need no running emulator (the rest: tests/integration)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,17 @@ import pytest
 from google.cloud.bigtable import column_family as cf
 
 from fraudscore.config import ColumnFamily, EmulatorConfig, Resources
-from fraudscore.emulators import (
+from fraudscore.dev.emulators import (
     BIGTABLE_ENV,
     PUBSUB_ENV,
     EmulatorError,
     EmulatorNotFound,
     Emulators,
     EmulatorStartError,
-    describe_resources,
-    gc_rule,
     restore_env,
     with_suffix,
 )
+from fraudscore.resources import describe_resources, gc_rule
 
 # Bigtable table ids: [_a-zA-Z0-9][-_.a-zA-Z0-9]*, at most 50 characters.
 TABLE_ID = re.compile(r"[_a-zA-Z0-9][-_.a-zA-Z0-9]{0,49}")

@@ -1,4 +1,4 @@
-"""Tests for the synthetic transaction generator (fraudscore/generate.py)."""
+"""Tests for the synthetic transaction generator (fraudscore/dev/generate.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from fraudscore import cli, features, schema
-from fraudscore.generate import (
+from fraudscore.dev.generate import (
     BURST_WINDOW_S,
     CALIBRATION_FILE,
     DURATION_S,

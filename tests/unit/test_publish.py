@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from fraudscore import features
-from fraudscore.schema import parse_json
-from stream.publish import (
+from fraudscore.dev.publish import (
     Pacer,
     PublishError,
     ReadStats,
@@ -25,6 +24,7 @@ from stream.publish import (
     publish_transactions,
     read_transactions,
 )
+from fraudscore.schema import parse_json
 from tests.unit.csv_forms import BAD_CASES, assert_one_line_naming, bad_archives, write_forms
 
 ANCHOR = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)

@@ -78,14 +78,3 @@ def build_fake_model(
     (tmp / "model_card.json").write_text(json.dumps(card))
     tmp.rename(target)
     return target
-
-
-def copy_version(base: Path, source: int, target: int, **card_changes: object) -> Path:
-    """Copies version ``source`` to ``target`` with the card's version rewritten (a hot-reload candidate)."""
-    tmp = base / f".tmp-{target}"
-    shutil.copytree(base / str(source), tmp)
-    card = json.loads((tmp / "model_card.json").read_text())
-    card.update({"version": target, **card_changes})
-    (tmp / "model_card.json").write_text(json.dumps(card))
-    tmp.rename(base / str(target))
-    return base / str(target)

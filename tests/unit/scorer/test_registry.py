@@ -11,7 +11,8 @@ import pytest
 from fraudscore.model import LoadedModel
 from scorer.metrics import ScorerMetrics
 from scorer.registry import MAX_LOAD_ATTEMPTS, ModelRegistry, UnknownVersion
-from tests.unit.scorer.fake_model import build_fake_model, copy_version
+from tests.support import copy_version
+from tests.unit.scorer.fake_model import build_fake_model
 
 
 @pytest.fixture(scope="module")

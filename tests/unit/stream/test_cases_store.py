@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import pytest
 
 from fraudscore.config import Resources
-from stream.cases_store import (
+from stream.cases.store import (
     _decisions,
     bucket_of,
     card_prefix,
@@ -131,7 +131,7 @@ def test_write_cases_batches_every_case_and_counts_metrics() -> None:
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.testing.test_pipeline import TestPipeline
 
-    from stream.cases_sink import WriteCases
+    from stream.cases.sink import WriteCases
 
     FakeStore.batches, FakeStore.closed = [], 0
     cases = [make_case(f"tx-{i}", f"card-{i % 4}", T0 + timedelta(seconds=i)) for i in range(23)]

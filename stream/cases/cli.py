@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from stream.cases_store import CaseStore, StoredCase
+    from stream.cases.store import CaseStore, StoredCase
 
 DEFAULT_LIMIT = 50
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from fraudscore.config import Resources
-    from stream.cases_store import CaseNotFound, CaseStore
+    from stream.cases.store import CaseNotFound, CaseStore
 
     resources = Resources.from_env()
     project = args.project or resources.project

@@ -34,23 +34,19 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, Literal
 
-from fraudscore.config import DEFAULT_PROJECT, ColumnFamily, EmulatorConfig, Resources
-from fraudscore.processes import signal_group, stop_group
-
-if TYPE_CHECKING:
-    from google.cloud.bigtable.column_family import GarbageCollectionRule
+from fraudscore.config import DEFAULT_PROJECT, EmulatorConfig, Resources
+from fraudscore.dev.processes import free_port, signal_group, stop_group
+from fraudscore.resources import create_resources, describe_resources
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +55,6 @@ BACKENDS: tuple[Backend, ...] = ("binaries", "gcloud")
 PUBSUB_ENV = "PUBSUB_EMULATOR_HOST"
 BIGTABLE_ENV = "BIGTABLE_EMULATOR_HOST"
 # pstest rejects a subscription with ack_deadline_seconds=0, which the Python client sends by default.
-ACK_DEADLINE_SECONDS = 60
 STARTUP_TIMEOUT = {"binaries": 30.0, "gcloud": 120.0}  # the Java Pub/Sub emulator is slow to start
 STOP_GRACE_SECONDS = 5.0
 _LISTENING = b"LISTENING "
@@ -224,13 +219,6 @@ def _wait_group_gone(pgid: int, timeout: float) -> bool:
     return True
 
 
-def _free_port(host: str) -> int:
-    """A port nobody listens on now (for gcloud, which cannot take port 0); racy by nature."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def _probe_pubsub(address: str, project: str, timeout: float) -> None:
     """A real ListTopics call (a TCP connect alone says nothing about the server being ready)."""
     import grpc
@@ -340,7 +328,7 @@ class Emulators:
             argv = [str(self._binary(name)), "--addr", f"{host}:{port}", "--exit-on-stdin-eof"]
             return EmulatorProcess(name, argv, stdin_lifeline=True)
         gcloud = shutil.which("gcloud") or "gcloud"
-        address = f"{host}:{port or _free_port(host)}"
+        address = f"{host}:{port or free_port(host)}"
         argv = [gcloud, "beta", "emulators", name, "start", f"--host-port={address}"]
         if name == "pubsub":
             argv.append(f"--project={self.project}")
@@ -421,115 +409,7 @@ def restore_env(previous: dict[str, str | None], environ: MutableMapping[str, st
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Resources
-
-
-@dataclass
-class ResourceReport:
-    """What :func:`create_resources` did, by resource path."""
-
-    created: list[str] = field(default_factory=list)
-    existing: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)  # column families whose GC rule was changed
-
-
-def gc_rule(family: ColumnFamily) -> GarbageCollectionRule:
-    """The family's Bigtable GC rule.
-
-    Both settings are limits, so a cell goes as soon as it breaks either (a union):
-    beyond ``max_versions`` newer versions, or older than ``max_age_days``.
-    """
-    from datetime import timedelta
-
-    from google.cloud.bigtable import column_family as cf
-
-    versions = cf.MaxVersionsGCRule(family.max_versions)
-    if family.max_age_days is None:
-        return versions
-    return cf.GCRuleUnion([versions, cf.MaxAgeGCRule(timedelta(days=family.max_age_days))])
-
-
-def create_resources(resources: Resources, *, ack_deadline_seconds: int = ACK_DEADLINE_SECONDS) -> ResourceReport:
-    """Creates the topics, their subscriptions and the Bigtable tables; idempotent.
-
-    Uses only the official clients, which find the emulators through the
-    environment (:meth:`Emulators.exported_env`) or else talk to Google Cloud
-    with Application Default Credentials. The Bigtable instance must exist
-    (any name does on the emulator). Existing tables get missing column
-    families added and GC rules brought up to date.
-    """
-    report = ResourceReport()
-    _create_pubsub(resources, ack_deadline_seconds, report)
-    _create_bigtable(resources, report)
-    return report
-
-
-def _create_pubsub(resources: Resources, ack_deadline_seconds: int, report: ResourceReport) -> None:
-    from google.api_core.exceptions import AlreadyExists
-    from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
-
-    with PublisherClient() as publisher, SubscriberClient() as subscriber:
-        for topic, subscription in resources.topic_subscriptions.items():
-            topic_path = resources.topic_path(topic)
-            try:
-                publisher.create_topic(request={"name": topic_path})
-                report.created.append(topic_path)
-            except AlreadyExists:
-                report.existing.append(topic_path)
-            sub_path = resources.subscription_path(subscription)
-            try:
-                subscriber.create_subscription(
-                    request={"name": sub_path, "topic": topic_path, "ack_deadline_seconds": ack_deadline_seconds}
-                )
-                report.created.append(sub_path)
-            except AlreadyExists:
-                report.existing.append(sub_path)
-
-
-def _create_bigtable(resources: Resources, report: ResourceReport) -> None:
-    from google.api_core.exceptions import AlreadyExists
-    from google.cloud import bigtable
-
-    # The client warns "Connecting to Bigtable emulator" whenever it builds a channel; here that is the point.
-    warnings.filterwarnings("ignore", message="Connecting to Bigtable emulator", category=RuntimeWarning)
-    client = bigtable.Client(project=resources.project, admin=True)
-    try:
-        instance = client.instance(resources.bigtable_instance)
-        for name, families in resources.tables.items():
-            table = instance.table(name)
-            wanted = {family.name: gc_rule(family) for family in families}
-            try:
-                table.create(column_families=wanted)
-                report.created.append(table.name)
-                continue
-            except AlreadyExists:
-                report.existing.append(table.name)
-            current = table.list_column_families()
-            for family_name, rule in wanted.items():
-                family = table.column_family(family_name, gc_rule=rule)
-                if family_name not in current:
-                    family.create()
-                    report.created.append(f"{table.name}/columnFamilies/{family_name}")
-                elif current[family_name].gc_rule != rule:
-                    family.update()
-                    report.updated.append(f"{table.name}/columnFamilies/{family_name}")
-    finally:
-        close_bigtable_client(client)
-
-
-def close_bigtable_client(client: Any) -> None:
-    """Closes a ``google.cloud.bigtable.Client`` completely.
-
-    google-cloud-bigtable 2.50's ``Client.close()`` closes only its HTTP session; the gRPC clients it
-    builds lazily (the data client also runs a thread pool) would stay open in a long-lived process.
-    """
-    data_client = getattr(client, "_table_data_client", None)
-    if data_client is not None:
-        data_client.close()
-    admin_client = getattr(client, "_table_admin_client", None)
-    if admin_client is not None:
-        admin_client.transport.close()
-    client.close()
+# Resources for one test or run
 
 
 def with_suffix(resources: Resources, suffix: str) -> Resources:
@@ -546,19 +426,6 @@ def with_suffix(resources: Resources, suffix: str) -> Resources:
         cases_table=resources.cases_table + tail,
         cases_by_time_table=resources.cases_by_time_table + tail,
     )
-
-
-def describe_resources(resources: Resources) -> list[str]:
-    """One line per resource, for status output."""
-    lines = [f"topic {topic:<20} subscription {sub}" for topic, sub in resources.topic_subscriptions.items()]
-    for table, families in resources.tables.items():
-        described = ", ".join(
-            f"{f.name} (max {f.max_versions} version{'s' if f.max_versions != 1 else ''}"
-            + (f", {f.max_age_days} days)" if f.max_age_days is not None else ")")
-            for f in families
-        )
-        lines.append(f"table {resources.bigtable_instance}/{table}: {described}")
-    return lines
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Starts, in order, each as a child process of its own with its log under
 ``<data dir>/logs``:
 
 1. the Pub/Sub and Bigtable emulators, and the project's topics,
-   subscriptions and tables (:mod:`fraudscore.emulators`);
+   subscriptions and tables (:mod:`fraudscore.dev.emulators`);
 2. unless the newest model under ``<model base>`` was trained on the demo's
    training data (by default the shipped real sample,
    ``samples/creditcard-real-dev.csv.gz``; compared by sha256 with the model
@@ -45,11 +45,11 @@ from typing import IO, Any
 import yaml
 
 from fraudscore.config import EmulatorConfig, Resources
-from fraudscore.processes import group_alive, signal_group, stop_group
+from fraudscore.dev.processes import group_alive, signal_group, stop_group
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "deploy/prometheus"
 # The default model is trained on real transactions (samples/README.md gives their provenance); the publisher
 # still replays generated ones, which have the card ids and bursts the per-card rules need.
@@ -82,7 +82,7 @@ class DemoConfig:
     prometheus_port: int = 9090
     train_data: Path = TRAIN_DATA
     stream_rows: int = 100_000
-    fraud_rate: float = 0.01  # in bursts of 1-6 per card (fraudscore.generate)
+    fraud_rate: float = 0.01  # in bursts of 1-6 per card (fraudscore.dev.generate)
     rate: float = 50.0
     prometheus: bool = True
     publisher: bool = True
@@ -228,7 +228,8 @@ class Demo:
         self.replays = 0
 
     def run(self) -> int:
-        from fraudscore.emulators import Emulators, create_resources
+        from fraudscore.dev.emulators import Emulators
+        from fraudscore.resources import create_resources
 
         c = self.config
         check_train_data(c)  # before anything starts: a missing sample is a one-line error, not a failed child
@@ -389,7 +390,7 @@ class Demo:
         )
 
     def _start_publisher(self) -> None:
-        from fraudscore.generate import DURATION_S
+        from fraudscore.dev.generate import DURATION_S
 
         c = self.config
         # Play the file's two days so fast that it arrives at about --rate: per-card bursts stay bursts.

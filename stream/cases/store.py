@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fraudscore.config import Resources
-from fraudscore.emulators import close_bigtable_client
+from fraudscore.resources import close_bigtable_client
 from stream.records import Case
 
 DEFAULT_BUCKETS = 8

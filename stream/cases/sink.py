@@ -1,6 +1,6 @@
 """Beam sink for flagged cases: ``cases | WriteCases(project, instance, resources)``.
 
-Kept apart from :mod:`stream.cases_store` so the ``fraudscore cases`` command
+Kept apart from :mod:`stream.cases.store` so the ``fraudscore cases`` command
 does not import Beam. Writes go through :class:`CaseStore`, the one place that
 knows the row keys; they are idempotent, so Beam retrying a failed bundle
 rewrites the same cells instead of making second cases.
@@ -15,7 +15,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from fraudscore.config import Resources
-from stream.cases_store import DEFAULT_BUCKETS, CaseStore
+from stream.cases.store import DEFAULT_BUCKETS, CaseStore
 from stream.clients import per_process
 from stream.records import Case
 

@@ -1,4 +1,4 @@
-"""Child processes in their own process group (``start_new_session=True``): signalling and stopping.
+"""Child processes in their own process group (``start_new_session=True``): signalling and stopping; free ports.
 
 Shared by the emulator launcher, the demo, the benchmarks and the tests, which all start
 children this way so that one signal reaches a child and anything it spawned.
@@ -9,8 +9,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 from typing import Any
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now (for a child that cannot take port 0); racy by nature."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:

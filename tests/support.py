@@ -1,0 +1,33 @@
+"""Helpers shared by unit and integration tests (fixtures that need no running service)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def copy_version(base: Path, source: int, target: int, **card_changes: object) -> Path:
+    """Publishes a copy of version ``source`` as ``target`` the way the trainer does: temp dir, then rename.
+
+    The card's version is rewritten (plus ``card_changes``): a hot-reload candidate.
+    """
+    tmp = base / f".tmp-{target}"
+    shutil.copytree(base / str(source), tmp)
+    card_path = tmp / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card.update({"version": target, **card_changes})
+    card_path.write_text(json.dumps(card))
+    tmp.rename(base / str(target))
+    return base / str(target)
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Names the phase of a multi-phase test in the failure of any assertion inside it."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(f"phase {name!r} failed: {exc}") from exc
