@@ -204,7 +204,7 @@ def search_plot(out_dir: Path, search: dict[str, Any]) -> str:
     trials = [t for t in search["trials"] if t["validation_pr_auc"]]
     fig, ax = plt.subplots(figsize=(7, 0.32 * len(trials) + 1.5))
     for i, t in enumerate(trials):
-        colour = {"complete": "tab:blue", "pruned": "tab:grey", "failed": "tab:red"}[t["state"]]
+        colour = {"complete": "tab:blue", "pruned": "tab:grey"}.get(t["state"], "tab:red")
         ax.barh(i, t["validation_pr_auc_mean"], color=colour, alpha=0.35)
         ax.plot(t["validation_pr_auc"], [i] * len(t["validation_pr_auc"]), "o", color=colour, markersize=3)
     ax.set_yticks(range(len(trials)), [f"{t['design']} ({t['state']})" for t in trials], fontsize=7)

@@ -111,7 +111,7 @@ class Trial:
     number: int
     design: str
     params: dict[str, Any]
-    state: str = "complete"  # complete | pruned | failed
+    state: str = "complete"  # complete | pruned | failed | repeat (of an earlier trial, not trained again)
     validation_pr_auc: list[float] = field(default_factory=list)  # one per seed trained
     seconds: float = 0.0
     reason: str = ""
@@ -195,6 +195,7 @@ def search(
     if not seeds:
         raise SearchError("--search-seeds: at least one seed is needed")
     trials: list[Trial] = []
+    by_design: dict[str, Trial] = {}
     best: dict[str, Any] = {"candidate": None, "trial": None, "pr": -1.0}
 
     def objective(ot: optuna.Trial) -> float:
@@ -202,6 +203,14 @@ def search(
         config = design_config(base, params)
         trial = Trial(ot.number, config.describe(), params)
         trials.append(trial)
+        earlier = by_design.get(trial.design)
+        if earlier is not None:  # TPE proposes a design again: same seeds, same result, no need to train it twice
+            trial.state, trial.reason = "repeat", f"same design as trial {earlier.number}"
+            _progress(base, trial, len(trials))
+            if earlier.state == "pruned":
+                raise optuna.TrialPruned()
+            return earlier.mean
+        by_design[trial.design] = trial
         start = time.perf_counter()
         kept: tuple[float, Any] | None = None
         try:

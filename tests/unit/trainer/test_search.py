@@ -287,3 +287,12 @@ def test_design_config_with_a_pca_start_uses_the_bottleneck_as_the_linear_path()
     assert config.pca_components == 28 and config.hidden == (32, 32)
     assert config.output_activation == "linear"  # a PCA path is not bounded to [0, 1], even for clipped min-max
     assert config.describe() == "minmax clip 29-pca28-29 + correction 32-32 tanh error:none"
+
+
+def test_a_design_proposed_again_is_not_trained_again() -> None:
+    fit = ScoredFit({4: {0: 0.5, 1: 0.5, 2: 0.5}})
+    one_design = {**(base().search_space or {}), "bottleneck": [4], "clip": [True], "error_weighting": ["none"]}
+    outcome = search(base(search_trials=3, search_space=one_design), fit, Y_VAL, read_score)
+    assert [t.state for t in outcome.trials] == ["complete", "repeat", "repeat"]
+    assert all(t.reason == "same design as trial 0" for t in outcome.trials[1:])
+    assert len(fit.calls) == 3  # one design, trained once per seed
