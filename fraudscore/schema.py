@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -21,15 +22,10 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fraudscore import features
+from fraudscore.features import MAX_ABS_V, MAX_AMOUNT
 from fraudscore.v1.transaction_pb2 import Transaction
 
 N_PCA = len(features.PCA_FEATURES)
-# Magnitude bounds: a value beyond them is a producer bug, not a transaction, and is rejected naming the field
-# (it would otherwise be clipped by the model and scored). V1..V28 are PCA components of standardised data:
-# |V| stays under ~120 in the real Kaggle file, so 1e6 leaves four orders of magnitude. Amount is in the card's
-# currency (the real file's largest is 25,691.16); 1e9 leaves room for any currency. Inclusive bounds.
-MAX_ABS_V = 1e6
-MAX_AMOUNT = 1e9
 MAX_MESSAGE_BYTES = 64 * 1024
 # Kaggle's Time column counts seconds from the first transaction of the file;
 # rows are anchored at this instant unless the caller passes another epoch.
@@ -40,6 +36,17 @@ _KNOWN_JSON_KEYS = {f.name for f in _FIELDS} | {f.json_name for f in _FIELDS}
 _JSON_NAMES = {f.name: f.json_name for f in _FIELDS}
 # Fields a JSON message must carry; merchant_id and label are optional.
 _REQUIRED_JSON_FIELDS = ("transaction_id", "card_id", "event_time", "amount", "v")
+
+# The raw feature table of a batch of transactions has one column per row of features.FEATURES, in its order.
+_COLUMN = {f.name: i for i, f in enumerate(features.FEATURES)}
+_VECTOR_COLUMNS = [i for i, f in enumerate(features.FEATURES) if f.proto_field == "v"]
+_SCALAR_COLUMNS = [(i, attrgetter(f.proto_field)) for i, f in enumerate(features.FEATURES) if f.index is None]
+_BOUNDS = np.array([f.max_abs for f in features.FEATURES], dtype=np.float64)
+_CSV_ORDER = tuple(sorted(features.FEATURES, key=lambda f: f.index is not None))  # a bad Amount is named first
+_NON_NEGATIVE = np.array([f.non_negative for f in features.FEATURES], dtype=bool)
+# The ``v`` block is read in one pass: its features must be columns 0..N_PCA-1 at their own index.
+assert _VECTOR_COLUMNS == [features.FEATURES[i].index for i in _VECTOR_COLUMNS] == list(range(N_PCA))
+assert all(f.proto_field in ("v", *(field.name for field in _FIELDS)) for f in features.FEATURES)
 
 
 class InvalidTransaction(ValueError):
@@ -203,12 +210,14 @@ def to_json(tx: Transaction) -> bytes:
 
 
 def feature_value(tx: Transaction, name: str) -> float:
-    """The value of one model feature (``V1``..``V28`` or ``Amount``) of a transaction."""
+    """The value of one model feature (a row of ``features.FEATURES``) of a transaction."""
     (column,) = _feature_columns((name,))
-    if column == N_PCA:
-        return float(tx.amount)
-    if column < len(tx.v):
-        return float(tx.v[column])
+    feature = features.FEATURES[column]
+    value = getattr(tx, feature.proto_field)
+    if feature.index is None:
+        return float(value)
+    if feature.index < len(value):
+        return float(value[feature.index])
     raise InvalidTransaction(name, "model feature not present in the Transaction schema")
 
 
@@ -220,8 +229,8 @@ def feature_row(tx: Transaction, names: Sequence[str]) -> list[float]:
 def feature_matrix(txs: Sequence[Transaction], names: Sequence[str]) -> np.ndarray:
     """``feature_row`` of many validated transactions as a float32 ``[n, len(names)]`` array.
 
-    The same values as ``feature_row``, without its per-value lookups (~40 µs a
-    row), for servers that score thousands of rows a second.
+    The same values as ``feature_row``, without its per-value lookups, for
+    servers that score thousands of rows a second (cost: README, Benchmarks).
     """
     columns = _feature_columns(tuple(names))
     for tx in txs:
@@ -237,19 +246,18 @@ def checked_feature_matrix(
 
     Returns the feature matrix of the valid rows (in request order) and, by
     index, the error of each invalid one. The rules are checked in bulk (numpy
-    over all values, ~1 µs a row instead of ~3); only a row failing a check is
+    over all values, a third of ``validate``'s cost a row); only a row failing a check is
     run through ``validate`` itself, so its error is exactly ``validate``'s.
     """
     columns = _feature_columns(tuple(names))
     n = len(txs)
     right_length = np.fromiter((len(tx.v) for tx in txs), dtype=np.int64, count=n) == N_PCA
     table = _raw_table(txs, right_length)
-    amounts = table[:, N_PCA]
     present = [
         bool(tx.transaction_id and tx.card_id and tx.HasField("event_time") and tx.HasField("amount")) for tx in txs
     ]
     with np.errstate(invalid="ignore"):
-        in_bounds = (np.abs(table[:, :N_PCA]) <= MAX_ABS_V).all(axis=1) & (amounts >= 0) & (amounts <= MAX_AMOUNT)
+        in_bounds = (np.abs(table) <= _BOUNDS).all(axis=1) & (table[:, _NON_NEGATIVE] >= 0).all(axis=1)
         suspect = ~(right_length & np.asarray(present, dtype=bool) & np.isfinite(table).all(axis=1) & in_bounds)
     errors: dict[int, InvalidTransaction] = {}
     for i in np.flatnonzero(suspect).tolist():
@@ -262,9 +270,12 @@ def checked_feature_matrix(
 
 
 def _raw_table(txs: Sequence[Transaction], right_length: np.ndarray) -> np.ndarray:
-    """The table ``[V1..V28, Amount]`` (float64) of transactions; a row whose ``v`` has the wrong length stays 0."""
+    """The raw feature table (float64, a column per ``features.FEATURES`` row) of transactions.
+
+    The ``v`` block of a row whose ``v`` has the wrong length stays 0.
+    """
     n = len(txs)
-    table = np.zeros((n, N_PCA + 1), dtype=np.float64)
+    table = np.zeros((n, len(features.FEATURES)), dtype=np.float64)
     if right_length.all():
         values = itertools.chain.from_iterable(tx.v for tx in txs)
         table[:, :N_PCA] = np.fromiter(values, dtype=np.float64, count=n * N_PCA).reshape(n, N_PCA)
@@ -272,7 +283,8 @@ def _raw_table(txs: Sequence[Transaction], right_length: np.ndarray) -> np.ndarr
         kept = np.flatnonzero(right_length)
         values = itertools.chain.from_iterable(txs[i].v for i in kept.tolist())
         table[kept, :N_PCA] = np.fromiter(values, dtype=np.float64, count=len(kept) * N_PCA).reshape(-1, N_PCA)
-    table[:, N_PCA] = [tx.amount for tx in txs]
+    for column, value_of in _SCALAR_COLUMNS:
+        table[:, column] = list(map(value_of, txs))
     return table
 
 
@@ -285,7 +297,9 @@ def invalid_feature_rows(matrix: np.ndarray, names: Sequence[str]) -> dict[int, 
     """
     finite = np.isfinite(matrix)
     amount = list(names).index(features.AMOUNT) if features.AMOUNT in names else None
-    bounds = np.array([MAX_AMOUNT if name == features.AMOUNT else MAX_ABS_V for name in names], dtype=np.float64)
+    bounds = np.array(
+        [features.BY_NAME[name].max_abs if name in features.BY_NAME else MAX_ABS_V for name in names], dtype=np.float64
+    )
     with np.errstate(invalid="ignore"):
         too_large = np.abs(matrix) > bounds
         negative = matrix[:, amount] < 0 if amount is not None else np.zeros(len(matrix), dtype=bool)
@@ -307,16 +321,25 @@ def invalid_feature_rows(matrix: np.ndarray, names: Sequence[str]) -> dict[int, 
 
 @functools.lru_cache(maxsize=64)
 def _feature_columns(names: tuple[str, ...]) -> list[int]:
-    """Each feature's column in the table ``[V1..V28, Amount]`` built by feature_matrix."""
+    """Each feature's column in the raw feature table built by feature_matrix (``features.FEATURES`` order)."""
     columns = []
     for name in names:
-        if name == features.AMOUNT:
-            columns.append(N_PCA)
-        elif name.startswith("V") and name[1:].isdigit() and 1 <= int(name[1:]) <= N_PCA:
-            columns.append(int(name[1:]) - 1)
-        else:
+        if name not in _COLUMN:
             raise InvalidTransaction(name, "model feature not present in the Transaction schema")
+        columns.append(_COLUMN[name])
     return columns
+
+
+def _csv_features(row: Mapping[str, str | None]) -> dict[str, Any]:
+    """The Transaction fields of the feature table's columns: scalar ones first, then the repeated ``v``."""
+    fields: dict[str, Any] = {}
+    for f in _CSV_ORDER:
+        value = _csv_float(row, f.name)
+        if f.index is None:
+            fields[f.proto_field] = value
+        else:
+            fields.setdefault(f.proto_field, []).append(value)
+    return fields
 
 
 def from_csv_row(
@@ -339,8 +362,7 @@ def from_csv_row(
         transaction_id=_csv_text(row, features.TRANSACTION_ID) or f"{id_prefix}-{row_number}",
         card_id=_csv_text(row, features.CARD_ID) or f"card-{row_number % 10_000:05d}",
         merchant_id=_csv_text(row, features.MERCHANT_ID) or "unknown",
-        amount=_csv_float(row, features.AMOUNT),
-        v=[_csv_float(row, name) for name in features.PCA_FEATURES],
+        **_csv_features(row),
     )
     try:
         tx.event_time.FromDatetime(epoch + timedelta(seconds=time_s))

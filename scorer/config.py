@@ -1,7 +1,7 @@
 """Typed configuration of the scorer, built once by ``server.main`` from flags and env.
 
 Defaults come from ``bench/scorer.py`` on this machine (2 cores): a model call
-costs ~0.8 ms whatever its size, so the batcher waits at most a fraction of a
+costs about the same whatever its size (README, Benchmarks), so the batcher waits at most a fraction of a
 millisecond and lets batches grow naturally while a call is running.
 """
 

@@ -1,6 +1,6 @@
 """Turning one model call's arrays into response messages (pure helpers, no gRPC).
 
-Per-row numpy work costs ~30 µs a row, more than gRPC's own cost of a call,
+Per-row numpy work costs more than gRPC's own cost of a call (README, Benchmarks),
 so each model call's outputs are converted once, vectorized, into plain Python
 rows (``outcomes``), on the batcher's worker thread; a handler then only
 copies values into its message. Top features come from

@@ -1,7 +1,7 @@
 """ScoreBatch replies encoded in bulk by TensorFlow's ``encode_proto`` (C++), not message by message.
 
-A 1,000-row reply is 4,000 messages; filling them from Python costs ~2 µs a
-row in upb, more than the model call. ``tf.io.encode_proto`` serializes a
+A 1,000-row reply is 4,000 messages; filling them from Python in upb costs
+more than the model call (README, Benchmarks). ``tf.io.encode_proto`` serializes a
 whole column of messages from arrays in one op, given the messages'
 descriptors, so the reply is built in four ops and parsed back once.
 :func:`scorer.responses.batch_response` stays the plain-Python reference; a

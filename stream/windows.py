@@ -140,7 +140,7 @@ class CardWindows(beam.PTransform):
         if not self._streaming:
             # Bounded replay: everything is on time, so each window fires once. Grouping per card and
             # sweeping its sliding windows in memory gives the same windows as SlidingWindows + GroupByKey,
-            # which on the batch runner goes through Beam's per-key trigger driver, ~250x slower here.
+            # which on the batch runner goes through Beam's per-key trigger driver (much slower: README, Benchmarks).
             return (
                 keyed
                 | "GroupByCard" >> beam.GroupByKey()

@@ -110,7 +110,7 @@ FRAUD_AMOUNT_JITTER = 0.1
 BURST_SIZES = np.arange(1, 7)
 BURST_SIZE_P = np.array([0.35, 0.25, 0.15, 0.12, 0.08, 0.05])
 
-_COLUMNS = (*features.PCA_FEATURES, features.AMOUNT)
+_COLUMNS = features.MODEL_FEATURES  # one generated column per row of the feature table
 _N_V = len(features.PCA_FEATURES)
 
 
