@@ -9,7 +9,8 @@ against one model artifact:
   server on loopback;
 - the trainer's offline evaluation: ``trainer.evaluate.offline_errors`` on the CSV as ``trainer.data.load_csv``
   reads it (Keras model + tf.Transform outside the SavedModel);
-- the artifact itself: ``fraudscore.model.LoadedModel.score``.
+- the artifact itself: ``fraudscore.model.LoadedModel.score`` (the LiteRT fast path, which the stream and the
+  scorer use too), and ``score_tensorflow`` (the SavedModel's signature in TensorFlow) to rtol 1e-5.
 
 The stream persists only flagged transactions, so errors are compared on its cases; the anomaly flags are
 compared on every row (the stream's TX_ANOMALY cases must be exactly the rows the others call anomalous).
@@ -31,8 +32,8 @@ import grpc
 import numpy as np
 import pytest
 
+from fraudscore import fastpath, schema
 from fraudscore import model as model_lib
-from fraudscore import schema
 from fraudscore.config import Resources
 from fraudscore.dev.generate import generate_frame, write_csv
 from fraudscore.v1 import scorer_pb2 as pb
@@ -178,12 +179,25 @@ def test_stream_grpc_trainer_and_artifact_agree(
     ids = [tx.transaction_id for tx in txs]
     assert len(ids) == ROWS == len(set(ids))
 
-    # The artifact (LoadedModel) and the trainer's offline evaluation, on every row.
-    artifact = loaded.score(np.array([schema.feature_row(tx, loaded.features) for tx in txs]))
+    # The artifact (LoadedModel: its LiteRT fast path, the stream's and the scorer's too) and the trainer's
+    # offline evaluation, on every row.
+    assert loaded.fast_path.runtime == fastpath.LITERT, loaded.fast_path.detail
+    rows = np.array([schema.feature_row(tx, loaded.features) for tx in txs], np.float32)
+    artifact = loaded.score(rows)
     data = load_csv(data_csv, loaded.features)
     assert len(data.frame) == ROWS and data.bad_rows == 0
     trainer_errors = offline_errors(data.frame, loaded.path)
     np.testing.assert_allclose(trainer_errors, artifact.reconstruction_error, rtol=RTOL, atol=ATOL)
+
+    # The fast path against the SavedModel's signature in TensorFlow, as one batch and one row at a time.
+    tf_scores = loaded.score_tensorflow(rows)
+    np.testing.assert_allclose(artifact.reconstruction_error, tf_scores.reconstruction_error, rtol=RTOL)
+    np.testing.assert_allclose(trainer_errors, tf_scores.reconstruction_error, rtol=RTOL, atol=ATOL)
+    np.testing.assert_array_equal(artifact.out_of_range_count, tf_scores.out_of_range_count)
+    near = np.abs(tf_scores.reconstruction_error - loaded.threshold) <= RTOL * loaded.threshold
+    np.testing.assert_array_equal(artifact.is_anomaly[~near], tf_scores.is_anomaly[~near])
+    singles = np.concatenate([loaded.score(rows[i : i + 1]).reconstruction_error for i in range(0, ROWS, 7)])
+    np.testing.assert_allclose(singles, tf_scores.reconstruction_error[::7], rtol=RTOL)
 
     # gRPC ScoreBatch on every row.
     batch = scorer.ScoreBatch(pb.ScoreBatchRequest(transactions=txs), timeout=60)
@@ -194,6 +208,8 @@ def test_stream_grpc_trainer_and_artifact_agree(
         [by_batch[i].reconstruction_error for i in ids], artifact.reconstruction_error, rtol=RTOL, atol=ATOL
     )
     assert {r.model_version for r in by_batch.values()} == {loaded.version}
+    info = scorer.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+    assert info.runtime == fastpath.LITERT, info.runtime_detail
 
     # The anomaly flag: the artifact's, the scorer's, and the trainer's error against the card's threshold
     # (rows within float tolerance of the threshold are the only ones allowed to differ there).
