@@ -44,9 +44,27 @@ def scorer_table(d: dict[str, Any]) -> str:
             f"| {r['label']} | {r['concurrency']} | {r['calls_per_s']:,.0f} | {r['rows_per_s']:,.0f} "
             f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {ratio} | {p99} |"
         )
-    lines.append(f"| in-process signature, 1,000-row batches | | | {d['in_process_rows_per_s']:,.0f} | | | | |")
+    runtime = d.get("runtime", "tensorflow")
+    lines.append(
+        f"| in-process model.score ({runtime}), 1,000-row batches | | | {d['in_process_rows_per_s']:,.0f} | | | | |"
+    )
+    if "in_process_tensorflow_rows_per_s" in d:
+        lines.append(
+            f"| in-process TensorFlow signature, 1,000-row batches | | | {d['in_process_tensorflow_rows_per_s']:,.0f} "
+            "| | | | |"
+        )
     goals = "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in d["summary"]["goals"].items())
-    return "\n".join(lines) + f"\n\nGoals in this run: {goals}."
+    out = "\n".join(lines) + f"\n\nGoals in this run: {goals}."
+    calls = d.get("model_call_ms")
+    if calls:
+        sizes = list(next(iter(calls.values())))
+        out += "\n\n| one model call, ms | " + " | ".join(f"{n} rows" for n in sizes) + " |\n"
+        out += "| --- |" + " ---: |" * len(sizes) + "\n"
+        names = {"model.score": f"`LoadedModel.score` ({runtime})", "tensorflow": "TensorFlow signature"}
+        out += "\n".join(
+            f"| {names.get(k, k)} | " + " | ".join(f"{v[n]:.3f}" for n in sizes) + " |" for k, v in calls.items()
+        )
+    return out
 
 
 def stream_table(d: dict[str, Any]) -> str:
