@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 MIN_DELTA = 1e-7
+RESIDUAL = "residual"  # name of the output layer of a model that outputs x - reconstruction
 # Smallest divisor of a feature's squared error, relative to the largest feature's (standardized errors).
 WEIGHT_FLOOR = 1e-6
 
@@ -69,6 +70,17 @@ def scalar_logger(log_dir: Path) -> Any:
     return ScalarLogger()
 
 
+def outputs_residual(model: Any) -> bool:
+    """Whether ``model`` outputs the residual (PCA-coded) rather than the reconstruction (dense)."""
+    return bool(model.layers[-1].name == RESIDUAL)
+
+
+def residual(model: Any, x: Any, training: bool = False) -> Any:
+    """``x - reconstruction`` as a tensor, for either kind of model (used by the export's serving function)."""
+    out = model(x, training=training)
+    return out if outputs_residual(model) else x - out
+
+
 def pca_basis(x_train: np.ndarray, components: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(mean [F], principal axes [k, F]) of the scaled training normals, to start a linear path from."""
     from sklearn.decomposition import PCA
@@ -85,13 +97,16 @@ def build(
     output_activation: str = "sigmoid",
     pca: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Any:
-    """A dense autoencoder; with ``pca`` (mean, axes), one with a linear path that starts as PCA.
+    """A dense autoencoder (outputs the reconstruction); with ``pca`` (mean, axes), a PCA-coded one.
 
-    The linear path is an encoder ``x -> k`` and a decoder ``k -> F`` initialised to the training normals'
-    principal axes, so the untrained model already reconstructs like PCA with ``k`` components; ``hidden``
-    are then the layers of a nonlinear correction from the code to the output, initialised to add nothing,
-    which training fits to what PCA misses. Plain SGD does not find the minor principal directions on real
-    card rows (their variance is tiny next to the rest), and those directions are where frauds stand out.
+    The PCA-coded autoencoder's encoder is fixed to the training normals' ``k`` principal axes; its decoder
+    is PCA's linear reconstruction plus a nonlinear correction from the code (``hidden`` layers, started at
+    zero, the only trained part), which fits what PCA misses. Plain SGD does not find the minor principal
+    directions on real card rows (their variance is tiny next to the rest), and those directions are where
+    frauds stand out. It outputs the *residual* ``x - reconstruction``, computed as the projection of the
+    centred input on the minor axes minus the correction: reconstructing ``x`` (about 0.5) and subtracting
+    would leave residuals of 1e-4 with float32 rounding in their third digit, so two runtimes (TensorFlow,
+    LiteRT) would disagree on the score.
     """
     import keras
 
@@ -103,19 +118,23 @@ def build(
         outputs = keras.layers.Dense(n_features, activation=output_activation, name="reconstruction")(h)
     else:
         mean, axes = pca
-        encoder = keras.layers.Dense(len(axes), name=f"pca_encoder_{len(axes)}")
-        decoder = keras.layers.Dense(n_features, name="pca_decoder")
-        code = encoder(inputs)
-        linear = decoder(code)
+        axes64 = axes.astype(np.float64)
+        centre = keras.layers.Dense(n_features, trainable=False, name="centre")
+        encoder = keras.layers.Dense(len(axes), use_bias=False, trainable=False, name=f"pca_encoder_{len(axes)}")
+        minor = keras.layers.Dense(n_features, use_bias=False, trainable=False, name="minor_axes_projection")
+        centred = centre(inputs)
+        code = encoder(centred)
+        linear_residual = minor(centred)
         h = code
         for i, units in enumerate(hidden):
             h = keras.layers.Dense(units, activation=activation, name=f"correction_{i}_{units}")(h)
         correction = keras.layers.Dense(
             n_features, kernel_initializer="zeros", bias_initializer="zeros", name="correction"
         )(h)
-        outputs = keras.layers.Add(name="reconstruction")([linear, correction])
-        encoder.set_weights([axes.T, -mean @ axes.T])
-        decoder.set_weights([axes, mean])
+        outputs = keras.layers.Subtract(name=RESIDUAL)([linear_residual, correction])
+        centre.set_weights([np.eye(n_features, dtype=np.float32), -mean])
+        encoder.set_weights([axes.T])
+        minor.set_weights([(np.eye(n_features) - axes64.T @ axes64).astype(np.float32)])
     model = keras.Model(inputs, outputs, name="autoencoder")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="mse")
     return model
@@ -144,10 +163,14 @@ def fit(
         callbacks.append(scalar_logger(log_dir))
     if verbose:
         callbacks.append(epoch_reporter(epochs))
+
+    def target(x: np.ndarray) -> np.ndarray:  # the reconstruction should be x; a residual should be 0
+        return np.zeros_like(x) if outputs_residual(model) else x
+
     history = model.fit(
         x_train,
-        x_train,
-        validation_data=(x_val, x_val),
+        target(x_train),
+        validation_data=(x_val, target(x_val)),
         epochs=epochs,
         batch_size=batch_size,
         shuffle=True,
@@ -170,8 +193,8 @@ def squared_errors(model: Any, x: np.ndarray, batch_size: int = 8192) -> np.ndar
     """Squared error per feature ``[n, F]`` of scaled rows ``x``, unweighted."""
     if len(x) == 0:
         return np.zeros((0, x.shape[1]), np.float32)
-    reconstructed = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
-    return np.square(reconstructed - x)
+    out = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+    return np.square(out if outputs_residual(model) else out - x)
 
 
 def error_weights(model: Any, x_train: np.ndarray, weighting: str) -> np.ndarray | None:

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hidden",
         default=",".join(str(u) for u in DEFAULT_HIDDEN),
-        help="hidden layer sizes, comma separated (default 24,16,8,16,24; the seed's was 20,10,7,10,20)",
+        help="hidden layer sizes, comma separated: the correction's layers when --pca-components > 0, else the "
+        "dense autoencoder's (the seed's was 20,10,7,10,20 with --pca-components 0); default %(default)s",
     )
     parser.add_argument(
         "--activation", default=d.activation, choices=("tanh", "elu", "relu"), help="hidden-layer activation"

@@ -46,7 +46,10 @@ def test_signature_on_raw_rows_equals_keras_on_offline_transformed_rows(
 
     got = trained_model.score(frame[FEATURES].to_numpy())
     np.testing.assert_allclose(got.reconstruction_error, expected, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(got.feature_errors, expected_per_feature, rtol=1e-5, atol=1e-7)
+    # Per-feature terms share out the row's error (their sum is F x the mean): each agrees to 1e-5 of that sum
+    # (a tiny term of a PCA-coded model carries more relative rounding between runtimes than the sum does).
+    row_scale = expected[:, None] * len(FEATURES) * 1e-5 + 1e-7
+    assert np.all(np.abs(got.feature_errors - expected_per_feature) <= row_scale)
     np.testing.assert_array_equal(got.out_of_range_count, outside)
     assert (got.out_of_range_count[-40:] >= 1).all()  # the pushed rows are counted, not just clipped
     np.testing.assert_array_equal(got.is_anomaly, got.reconstruction_error > np.float32(trained_model.threshold))
