@@ -82,6 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--search-trials", type=int, default=d.search_trials, help="designs to try (Optuna TPE sampler)"
     )
     search.add_argument(
+        "--search-refine",
+        action=argparse.BooleanOptionalAction,
+        default=d.search_refine,
+        help="after the sampler's trials, try every design one step from the winner, while one wins (max 3 rounds)",
+    )
+    search.add_argument(
         "--search-seeds",
         default=",".join(str(s) for s in d.search_seeds),
         help="training seeds per design, comma separated; a design scores the mean validation PR-AUC over them",
@@ -178,6 +184,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         pca_components=args.pca_components,
         search=args.search,
         search_trials=args.search_trials,
+        search_refine=args.search_refine,
         search_seeds=seeds,
         search_space=_search_space(args.search_space),
         patience=args.patience,

@@ -125,8 +125,9 @@ class TrainConfig:
     pca_components: int = DEFAULT_PCA_COMPONENTS
     # Model search (trainer.search): off by default; the defaults above are its winner on the shipped real sample.
     search: bool = False
-    search_trials: int = 30
+    search_trials: int = 20
     search_seeds: tuple[int, ...] = (0, 1, 2)
+    search_refine: bool = True  # then try the winner's one-step neighbours (trainer.search)
     search_space: dict[str, list[Any]] | None = None  # overrides of trainer.search.SearchSpace fields
     patience: int = 5
     seed: int = 42

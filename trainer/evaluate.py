@@ -292,13 +292,13 @@ def markdown(report: dict[str, Any]) -> str:
             f"{len(s['trials'])} trials of {s['designs_in_space']} designs in the space, ranked by {s['criterion']}; "
             f"exported: the winner's seed {s['exported_seed']}.",
             "",
-            "| trial | design | state | validation PR-AUC per seed | mean | sd |",
-            "| ---: | --- | --- | --- | ---: | ---: |",
+            "| trial | phase | design | state | validation PR-AUC per seed | mean | sd |",
+            "| ---: | --- | --- | --- | --- | ---: | ---: |",
         ]
         for t in s["trials"]:
             seeds = ", ".join(f"{p:.3f}" for p in t["validation_pr_auc"])
             lines.append(
-                f"| {t['trial']} | {t['design']} | {t['state']} | {seeds} | "
+                f"| {t['trial']} | {t.get('phase', '')} | {t['design']} | {t['state']} | {seeds} | "
                 f"{_fmt(t['validation_pr_auc_mean'])} | {_fmt(t['validation_pr_auc_sd'])} |"
             )
         lines.append("")

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 # Width of each layer of the nonlinear correction of a PCA-started autoencoder (at least the feature count).
 CORRECTION_WIDTH = 32
+REFINE_ROUNDS = 3
 
 
 class SearchError(TrainError):
@@ -115,6 +116,7 @@ class Trial:
     validation_pr_auc: list[float] = field(default_factory=list)  # one per seed trained
     seconds: float = 0.0
     reason: str = ""
+    phase: str = "tpe"  # "tpe" (Optuna's sampler) or "refine around trial N" (a one-step neighbour of a winner)
 
     @property
     def mean(self) -> float:
@@ -134,6 +136,7 @@ class Trial:
             "validation_pr_auc_mean": self.mean,
             "validation_pr_auc_sd": self.sd,
             "seconds": round(self.seconds, 1),
+            "phase": self.phase,
             **({"reason": self.reason} if self.reason else {}),
         }
 
@@ -154,6 +157,16 @@ class Outcome:
             "exported_seed": self.best.config.seed,
             "trials": [t.as_row() for t in sorted(self.trials, key=lambda t: -np.nan_to_num(t.mean, nan=-1.0))],
         }
+
+
+def neighbours(params: dict[str, Any], space: SearchSpace) -> list[dict[str, Any]]:
+    """Every design of ``space`` that differs from ``params`` in exactly one dimension."""
+    out = []
+    for f in dataclasses.fields(space):
+        for value in getattr(space, f.name):
+            if value != params[f.name]:
+                out.append({**params, f.name: value})
+    return out
 
 
 def design_config(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
@@ -196,12 +209,13 @@ def search(
         raise SearchError("--search-seeds: at least one seed is needed")
     trials: list[Trial] = []
     by_design: dict[str, Trial] = {}
+    phase = {"name": "tpe"}
     best: dict[str, Any] = {"candidate": None, "trial": None, "pr": -1.0}
 
     def objective(ot: optuna.Trial) -> float:
         params = {f.name: ot.suggest_categorical(f.name, getattr(space, f.name)) for f in dataclasses.fields(space)}
         config = design_config(base, params)
-        trial = Trial(ot.number, config.describe(), params)
+        trial = Trial(ot.number, config.describe(), params, phase=phase["name"])
         trials.append(trial)
         earlier = by_design.get(trial.design)
         if earlier is not None:  # TPE proposes a design again: same seeds, same result, no need to train it twice
@@ -247,6 +261,22 @@ def search(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0),
     )
     study.optimize(objective, n_trials=base.search_trials, catch=())
+    # Refinement: TPE samples a 1,000-design space sparsely, so the winner's one-step neighbours (every
+    # design that differs from it in one dimension) are tried too, round after round while one wins.
+    for _ in range(REFINE_ROUNDS if base.search_refine else 0):
+        centre = best["trial"]
+        if centre is None:
+            break
+        todo = {design_config(base, n).describe(): n for n in neighbours(centre.params, space)}
+        todo = {d: n for d, n in todo.items() if d not in by_design}
+        if not todo:
+            break
+        for params in todo.values():
+            study.enqueue_trial(params)
+        phase["name"] = f"refine around trial {centre.number}"
+        study.optimize(objective, n_trials=len(todo), catch=())
+        if best["trial"] is centre:
+            break
     if best["candidate"] is None:
         reasons = "; ".join(f"trial {t.number} {t.state}: {t.reason}" for t in trials if t.reason)[:500]
         raise SearchError(f"the search produced no usable model in {len(trials)} trials ({reasons or 'all pruned'})")
@@ -258,7 +288,7 @@ def _progress(base: TrainConfig, trial: Trial, done: int) -> None:
         return
     prs = " ".join(f"{p:.3f}" for p in trial.validation_pr_auc)
     print(
-        f"[search] trial {done}/{base.search_trials} {trial.design}: "
+        f"[search] trial {done} ({trial.phase}) {trial.design}: "
         f"{trial.state}, validation PR-AUC {prs} (mean {trial.mean:.3f}) in {trial.seconds:.0f} s",
         file=sys.stderr,
         flush=True,

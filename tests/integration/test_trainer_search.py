@@ -88,6 +88,7 @@ def same_but_test(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult
             search_space=SPACE,
             search_trials=3,
             search_seeds=(0, 1),
+            search_refine=False,  # bounded time; refinement sees the same validation split (tests/unit)
             baselines=False,
             plots=False,
         )
@@ -139,7 +140,7 @@ def zscore_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     code = fraudscore_main(
         [
             "train", "--data", str(csv), "--model-base", str(base), "--work-dir", str(work),
-            "--search", "--search-space", json.dumps(NON_DEFAULT), "--search-trials", "1", "--search-seeds", "3",
+            "--search", "--search-space", json.dumps(NON_DEFAULT), "--search-trials", "1", "--search-seeds", "3", "--no-search-refine",
             "--epochs", "6", "--batch-size", "512", "--no-baselines", "--quiet",
         ]
     )  # fmt: skip
@@ -258,7 +259,7 @@ def test_a_search_where_every_design_diverges_exports_nothing(
     base = tmp_path / "models" / "m"
     space = {**SPACE, "bottleneck": [6], "scaling": ["zscore"], "activation": ["relu"]}
     code = train(
-        small_csv, base, "--search", "--search-space", json.dumps(space), "--search-trials", "2",
+        small_csv, base, "--search", "--search-space", json.dumps(space), "--search-trials", "2", "--no-search-refine",
         "--search-seeds", "0", "--learning-rate", "1e30", "--epochs", "2",
     )  # fmt: skip
     line = error_line(capsys.readouterr().err)

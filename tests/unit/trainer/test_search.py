@@ -36,6 +36,7 @@ def base(**overrides: Any) -> TrainConfig:
         "search": True,
         "search_trials": 6,
         "search_seeds": (0, 1, 2),
+        "search_refine": False,  # the refinement tests switch it on
         "search_space": {
             "bottleneck": [4, 8, 16],
             "depth": [1],
@@ -296,3 +297,36 @@ def test_a_design_proposed_again_is_not_trained_again() -> None:
     assert [t.state for t in outcome.trials] == ["complete", "repeat", "repeat"]
     assert all(t.reason == "same design as trial 0" for t in outcome.trials[1:])
     assert len(fit.calls) == 3  # one design, trained once per seed
+
+
+def test_refinement_tries_the_winners_neighbours_and_keeps_a_better_one() -> None:
+    # TPE gets one trial in a space of bottlenecks 4, 8, 16; whatever it draws, stepping to the best is refinement.
+    fit = ScoredFit(
+        {4: dict.fromkeys((0, 1, 2), 0.3), 8: dict.fromkeys((0, 1, 2), 0.5), 16: dict.fromkeys((0, 1, 2), 0.9)}
+    )
+    space = {**(base().search_space or {}), "clip": [True], "error_weighting": ["none"]}
+    outcome = search(base(search_trials=1, search_space=space, search_refine=True), fit, Y_VAL, read_score)
+    assert outcome.best.config.hidden == (16,)
+    assert outcome.trials[0].phase == "tpe"
+    assert all(t.phase.startswith("refine around trial") for t in outcome.trials[1:])
+    assert len({t.design for t in outcome.trials}) == len(outcome.trials) == 3  # no design trained twice
+
+
+def test_no_refinement_when_switched_off() -> None:
+    fit = ScoredFit(
+        {4: dict.fromkeys((0, 1, 2), 0.3), 8: dict.fromkeys((0, 1, 2), 0.5), 16: dict.fromkeys((0, 1, 2), 0.9)}
+    )
+    space = {**(base().search_space or {}), "clip": [True], "error_weighting": ["none"]}
+    outcome = search(base(search_trials=1, search_space=space, search_refine=False), fit, Y_VAL, read_score)
+    assert len(outcome.trials) == 1
+
+
+def test_neighbours_differ_in_exactly_one_dimension() -> None:
+    space = search_mod.SearchSpace()
+    params = {
+        f: getattr(space, f)[0]
+        for f in ("scaling", "clip", "bottleneck", "depth", "activation", "error_weighting", "pca_start")
+    }
+    found = search_mod.neighbours(params, space)
+    assert len(found) == sum(len(getattr(space, f)) - 1 for f in params)
+    assert all(sum(n[f] != params[f] for f in params) == 1 for n in found)
