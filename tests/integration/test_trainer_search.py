@@ -140,8 +140,8 @@ def zscore_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     code = fraudscore_main(
         [
             "train", "--data", str(csv), "--model-base", str(base), "--work-dir", str(work),
-            "--search", "--search-space", json.dumps(NON_DEFAULT), "--search-trials", "1", "--search-seeds", "3", "--no-search-refine",
-            "--epochs", "6", "--batch-size", "512", "--no-baselines", "--quiet",
+            "--search", "--search-space", json.dumps(NON_DEFAULT), "--search-trials", "1", "--search-seeds", "3",
+            "--no-search-refine", "--epochs", "6", "--batch-size", "512", "--no-baselines", "--quiet",
         ]
     )  # fmt: skip
     assert code == 0
