@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from fraudscore.model import OUTPUTS
+from fraudscore.artifact import OUTPUTS
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,14 @@
 Layout (TensorFlow Serving's): ``<model base>/<integer version>/`` holds one
 SavedModel plus ``model_card.json``; the trainer writes a version into a temp
 directory and renames it into place, so a directory named by an integer is
-complete. The serving signature ``serving_default`` takes one float32 ``[None]``
-tensor per raw feature (names from the card's ``features``; the tf.Transform
-graph is inside) and returns:
+complete (``fraudscore.versions`` says which directories are versions and
+states the one policy for loading them). :class:`ModelCard` is the card's only
+reader and writer: :data:`REQUIRED` names the keys every card has, and the
+trainer and the test fakes write it through :meth:`ModelCard.write`.
+
+The serving signature ``serving_default`` takes one float32 ``[None]`` tensor
+per raw feature (names from the card's ``features``; the tf.Transform graph is
+inside) and returns:
 
 - ``reconstruction_error``  float32 ``[None]``     the fraud score
 - ``feature_errors``        float32 ``[None, F]``  squared error per feature
@@ -22,19 +27,21 @@ otherwise.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fraudscore.artifact import CARD_FILE, OUTPUTS, SIGNATURE, Scores
+from fraudscore.versions import latest_version
+
 if TYPE_CHECKING:
     from fraudscore.fastpath import Compiler
 
-CARD_FILE = "model_card.json"
-SIGNATURE = "serving_default"
-OUTPUTS = ("reconstruction_error", "feature_errors", "is_anomaly", "out_of_range_count")
+# The keys every model card has ("a.b": key b of the object under key a); any others are the writer's own.
+REQUIRED = ("name", "version", "features", "threshold.value", "threshold.policy")
 
 
 class ModelError(RuntimeError):
@@ -52,52 +59,79 @@ class ModelCard:
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = CARD_FILE) -> ModelCard:
+        """The card of a card's JSON object; a missing required key or a wrong type is a :class:`ModelError`."""
+        if not isinstance(data, Mapping):
+            raise ModelError(f"{source}: malformed model card: a JSON object expected, got {type(data).__name__}")
+        missing = [key for key in REQUIRED if not _has(data, key)]
+        if missing:
+            raise ModelError(
+                f"{source}: malformed model card: missing required key(s) {', '.join(missing)} "
+                f"(required: {', '.join(REQUIRED)})"
+            )
+        try:
+            threshold = data["threshold"]
+            features = data["features"]
+            if isinstance(features, str) or not all(isinstance(f, str) for f in features):
+                raise TypeError(f"features must be a list of names, got {features!r}")
+            return cls(
+                name=str(data["name"]),
+                version=int(data["version"]),
+                features=tuple(features),
+                threshold=float(threshold["value"]),
+                threshold_policy=str(threshold["policy"]),
+                metrics={k: float(v) for k, v in (data.get("metrics") or {}).items() if isinstance(v, (int, float))},
+                raw=dict(data),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelError(f"{source}: malformed model card: {exc!r}") from exc
+
+    @classmethod
     def read(cls, version_dir: Path) -> ModelCard:
         path = version_dir / CARD_FILE
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise ModelError(f"{path}: cannot read model card: {exc}") from exc
-        try:
-            threshold = data["threshold"]
-            return cls(
-                name=str(data["name"]),
-                version=int(data["version"]),
-                features=tuple(data["features"]),
-                threshold=float(threshold["value"]),
-                threshold_policy=str(threshold["policy"]),
-                metrics={k: float(v) for k, v in data.get("metrics", {}).items() if isinstance(v, (int, float))},
-                raw=data,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{path}: malformed model card: {exc!r}") from exc
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card's JSON object: ``raw`` (the writer's other keys, in its order) with the typed fields set."""
+        data = dict(self.raw)
+        data.update(name=self.name, version=self.version, features=list(self.features))
+        threshold = dict(data.get("threshold") or {})
+        if threshold.get("value") != self.threshold:
+            threshold["value"] = self.threshold
+        threshold["policy"] = self.threshold_policy
+        data["threshold"] = threshold
+        metrics = dict(data.get("metrics") or {})
+        metrics.update({k: v for k, v in self.metrics.items() if metrics.get(k) != v})
+        data["metrics"] = metrics
+        return data
+
+    def write(self, version_dir: Path) -> Path:
+        """Writes ``model_card.json`` into a version directory (a temp dir, before its rename into place)."""
+        path = version_dir / CARD_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2, default=_plain) + "\n")
+        return path
 
 
-@dataclass(frozen=True)
-class Scores:
-    reconstruction_error: np.ndarray
-    feature_errors: np.ndarray
-    is_anomaly: np.ndarray
-    out_of_range_count: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.reconstruction_error.shape[0])
+def _has(data: Mapping[str, Any], dotted: str) -> bool:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
-def list_versions(base: Path) -> list[int]:
-    """Complete versions under a model base, oldest first (temp dirs are skipped)."""
-    if not base.is_dir():
-        return []
-    versions = []
-    for child in base.iterdir():
-        if child.name.isdigit() and (child / "saved_model.pb").is_file() and (child / CARD_FILE).is_file():
-            versions.append(int(child.name))
-    return sorted(versions)
-
-
-def latest_version(base: Path) -> int | None:
-    versions = list_versions(base)
-    return versions[-1] if versions else None
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars and arrays that slip into a card."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 class LoadedModel:

@@ -4,13 +4,11 @@ The registry loads the newest complete version under the model base, then
 ``poll()`` (run in a thread by the server) looks for newer ones. A candidate is
 loaded and smoke-scored *before* it becomes current; the swap is a single
 reference assignment, so a request that already holds a model finishes on it
-and no request ever sees a half-loaded one. A candidate that fails is
-refused, logged, counted (once per version) and listed by GetModelInfo, and
-the current model keeps serving. Like TF Serving (``max_num_load_retries``),
-a refused version is tried again, once per poll (so the backoff is the reload
-interval), :data:`MAX_LOAD_ATTEMPTS` times in all, then given up: a version
-copied in by hand, or by a tool that does not write atomically as the trainer
-does, can be seen half-written and must still load once it is complete.
+and no request ever sees a half-loaded one. Which versions count, and how a
+refused one is retried (once per poll, :data:`MAX_LOAD_ATTEMPTS` times in all,
+then given up), is the version policy of :mod:`fraudscore.versions`, shared with
+the stream; here a refused version is also counted (once per version) and listed
+by GetModelInfo, and the current model keeps serving.
 """
 
 from __future__ import annotations
@@ -23,15 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from fraudscore import model as model_lib
 from fraudscore import schema
 from fraudscore.model import LoadedModel, ModelError
 from fraudscore.v1.transaction_pb2 import Transaction
+from fraudscore.versions import MAX_LOAD_ATTEMPTS, VersionWatcher
 from scorer.metrics import ScorerMetrics
 
 log = logging.getLogger(__name__)
-# Attempts at loading one version before giving up on it (TF Serving's default max_num_load_retries is 5).
-MAX_LOAD_ATTEMPTS = 5
+__all__ = ["MAX_LOAD_ATTEMPTS", "ModelRegistry", "UnknownVersion", "smoke_test"]
 
 
 class UnknownVersion(ModelError):
@@ -70,10 +67,13 @@ class ModelRegistry:
         self._loader = loader
         self._current: LoadedModel | None = None
         self._loaded: dict[int, LoadedModel] = {}
-        # Versions that failed to load, with the reason (GetModelInfo lists them), and attempts so far.
-        self.refused: dict[int, str] = {}
-        self._attempts: dict[int, int] = {}
+        self._watcher = VersionWatcher(base, self._load_checked, on_refused=self._count_refusal)
         self._poll_lock = threading.Lock()
+
+    @property
+    def refused(self) -> dict[int, str]:
+        """Versions that failed to load, with the reason and attempts so far (GetModelInfo lists them)."""
+        return self._watcher.refused
 
     @property
     def current(self) -> LoadedModel | None:
@@ -98,37 +98,20 @@ class ModelRegistry:
     def poll(self) -> int | None:
         """Loads the newest acceptable version newer than the current one; returns it, or None."""
         with self._poll_lock:
-            current = self._current.version if self._current else 0
-            candidates = [
-                v
-                for v in model_lib.list_versions(self.base)
-                if v > current and self._attempts.get(v, 0) < MAX_LOAD_ATTEMPTS
-            ]
-            for version in reversed(candidates):
-                try:
-                    model = self._loader(self.base / str(version))
-                    smoke_test(model)
-                except Exception as exc:  # any failure refuses the version; the old one keeps serving
-                    self._refuse(version, exc)
-                    continue
-                self.refused.pop(version, None)
-                self._attempts.pop(version, None)
-                self._swap(model)
-                return version
-            return None
+            model = self._watcher.poll(self._current.version if self._current else 0)
+            if model is None:
+                return None
+            self._swap(model)
+            return model.version
 
-    def _refuse(self, version: int, exc: BaseException) -> None:
-        reason = str(exc) or type(exc).__name__
-        attempts = self._attempts[version] = self._attempts.get(version, 0) + 1
-        if attempts < MAX_LOAD_ATTEMPTS:
-            outcome = f"attempt {attempts} of {MAX_LOAD_ATTEMPTS}, tried again at the next poll"
-        else:
-            outcome = f"gave up after {MAX_LOAD_ATTEMPTS} attempts"
-        self.refused[version] = f"{reason} ({outcome})"
+    def _load_checked(self, uri: str) -> LoadedModel:
+        model = self._loader(Path(uri))
+        smoke_test(model)
+        return model
+
+    def _count_refusal(self, version: int, reason: str, attempts: int) -> None:
         if attempts == 1:
             self._metrics.reload_failures.inc()
-        level = logging.ERROR if attempts in (1, MAX_LOAD_ATTEMPTS) else logging.WARNING
-        log.log(level, "refused model version %d under %s: %s (%s)", version, self.base, reason, outcome)
 
     def _swap(self, model: LoadedModel) -> None:
         loaded = {**self._loaded, model.version: model}

@@ -9,9 +9,10 @@ Model updates without a restart, two ways (``--model-refresh``):
 
 - ``poll`` (default, every runner): the handler checks the model base at most
   every ``refresh_s`` seconds, from inside ``run_inference``, for a newer
-  *complete* version (``fraudscore.model.list_versions``' rule: an integer
-  directory with both ``saved_model.pb`` and the model card), loads it and
-  swaps it in; a version that fails to load is logged and skipped.
+  *complete* version, loads it and swaps it in, by the version policy of
+  ``fraudscore.versions`` shared with the scorer (an integer directory with both
+  ``saved_model.pb`` and the model card; a version that fails to load is retried
+  once per check, ``MAX_LOAD_ATTEMPTS`` times in all, then given up).
 - ``side-input``: RunInference's model-metadata side input, fed by
   :class:`WatchModelVersions`, a small PeriodicImpulse watcher emitting the
   newest complete version when its number grows. Not ``WatchFilePattern``: it
@@ -49,6 +50,7 @@ from apache_beam.utils.timestamp import Timestamp
 from fraudscore import model as fmodel
 from fraudscore import schema
 from fraudscore.v1.transaction_pb2 import Transaction
+from fraudscore.versions import VersionWatcher, latest_version_uri
 from stream import metrics
 from stream.clients import per_process
 from stream.parse import event_seconds
@@ -61,27 +63,6 @@ DEAD_LETTERS = "dead_letters"
 
 def _is_remote(uri: str) -> bool:
     return "://" in uri
-
-
-def latest_version_uri(model_base: str) -> str | None:
-    """The newest complete version directory under a model base, or None."""
-    if not _is_remote(model_base):
-        version = fmodel.latest_version(Path(model_base))
-        return None if version is None else str(Path(model_base) / str(version))
-    from apache_beam.io.filesystems import FileSystems
-
-    found: dict[str, set[str]] = {}
-    for pattern in (f"{model_base}/*/saved_model.pb", f"{model_base}/*/{fmodel.CARD_FILE}"):
-        for result in FileSystems.match([pattern]):
-            for meta in result.metadata_list:
-                directory, name = posixpath.split(meta.path)
-                found.setdefault(directory, set()).add(name)
-    complete = [
-        int(posixpath.basename(d))
-        for d, names in found.items()
-        if posixpath.basename(d).isdigit() and names == {"saved_model.pb", fmodel.CARD_FILE}
-    ]
-    return f"{model_base.rstrip('/')}/{max(complete)}" if complete else None
 
 
 def localize(version_uri: str) -> Path:
@@ -107,14 +88,14 @@ def load_version(uri: str) -> fmodel.LoadedModel:
 
 
 class _VersionPoller:
-    """Per process and model base: the newest version seen by polling.
+    """Per process and model base: the newest version seen by polling (``fraudscore.versions``' policy).
 
     Process-wide because runners re-create DoFns (and their handler copies) per bundle: state kept on
     the handler would reset and poll the model base on every batch.
     """
 
     def __init__(self, model_base: str) -> None:
-        self._model_base = model_base
+        self._watcher = VersionWatcher(model_base, load_version)
         self._lock = threading.Lock()
         self._last_check = float("-inf")
         self._swapped: fmodel.LoadedModel | None = None
@@ -125,14 +106,10 @@ class _VersionPoller:
             if clock() - self._last_check < refresh_s:
                 return in_use
             self._last_check = clock()
-            uri = latest_version_uri(self._model_base)
-            if uri is None or int(posixpath.basename(uri)) <= in_use.version:
+            found = self._watcher.poll(in_use.version)  # a refused version is logged there
+            if found is None:  # keep scoring with the model we have
                 return in_use
-            try:
-                self._swapped = load_version(uri)
-            except fmodel.ModelError as exc:  # keep scoring with the model we have
-                _LOG.error("new model version at %s not loaded: %s", uri, exc)
-                return in_use
+            self._swapped = found
             _LOG.info("switched to model version %d (threshold %g)", self._swapped.version, self._swapped.threshold)
             metrics.model_loaded(self._swapped.card.name, self._swapped.version)
             return self._swapped

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+from fraudscore.model import ModelCard
 
 
 def copy_version(base: Path, source: int, target: int, **card_changes: object) -> Path:
@@ -16,10 +17,7 @@ def copy_version(base: Path, source: int, target: int, **card_changes: object) -
     """
     tmp = base / f".tmp-{target}"
     shutil.copytree(base / str(source), tmp)
-    card_path = tmp / "model_card.json"
-    card = json.loads(card_path.read_text())
-    card.update({"version": target, **card_changes})
-    card_path.write_text(json.dumps(card))
+    ModelCard.from_dict({**ModelCard.read(tmp).to_dict(), "version": target, **card_changes}).write(tmp)
     tmp.rename(base / str(target))
     return base / str(target)
 

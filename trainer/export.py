@@ -18,7 +18,6 @@ first, the rename fails and the next number is tried.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import shutil
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from fraudscore.model import CARD_FILE, OUTPUTS, SIGNATURE
+from fraudscore.model import OUTPUTS, SIGNATURE, ModelCard
 from trainer.autoencoder import residual
 from trainer.config import TrainError
 from trainer.preprocessing import OUT_OF_RANGE, SCALED
@@ -99,15 +98,6 @@ def _copy_tree(src: str, dst: Path) -> None:
             tf.io.gfile.copy(os.path.join(root, name), str(target / name), overwrite=True)
 
 
-def _plain(value: Any) -> Any:
-    """JSON for numpy scalars and arrays that slip into a card."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
 def next_version(base: Path) -> int:
     """One more than the highest integer-named entry (complete or not), so no number is ever reused."""
     taken = [int(p.name) for p in base.iterdir() if p.name.isdigit()] if base.is_dir() else []
@@ -144,9 +134,9 @@ def export(
     weights: np.ndarray | None,
     check_rows: np.ndarray,
     check_errors: np.ndarray,
-    write_extras: Callable[[Path, int], dict[str, Any]],
+    write_extras: Callable[[Path, int], ModelCard],
 ) -> tuple[int, Path, dict[str, Any]]:
-    """Writes a new version under ``base``; returns (version, its dir, the card written).
+    """Writes a new version under ``base``; returns (version, its dir, the card written, as its JSON object).
 
     ``write_extras(tmp_dir, version)`` writes the report into the temp dir and returns the model card;
     it is called again if the version number has to change.
@@ -167,7 +157,7 @@ def export(
         for _ in range(MAX_RENAME_ATTEMPTS):
             version = next_version(base)
             card = write_extras(tmp, version)
-            (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, default=_plain) + "\n")
+            card.write(tmp)
             target = base / str(version)
             try:
                 os.rename(tmp, target)  # atomic on one filesystem; fails if target exists and is not empty
@@ -175,7 +165,7 @@ def export(
                 if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR):
                     continue  # another trainer took this number: try the next one
                 raise
-            return version, target, card
+            return version, target, card.to_dict()
         raise ExportError(f"could not claim a version number under {base} in {MAX_RENAME_ATTEMPTS} attempts")
     finally:
         if tmp.exists():

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from fraudscore.model import OUTPUTS, SIGNATURE, ModelCard
 from trainer import analyze as analyze_mod
 from trainer import autoencoder, calibrate, data, evaluate, export, split
 from trainer import search as search_mod
@@ -280,7 +281,7 @@ def run(config: TrainConfig) -> TrainResult:
         }
         check_rows = parts.validation[list(config.features)].to_numpy(np.float32)[:CHECK_ROWS]
 
-        def write_extras(tmp: Path, version: int) -> dict[str, Any]:
+        def write_extras(tmp: Path, version: int) -> ModelCard:
             report["version"] = version
             report["verdict"] = _verdict(report)
             report_dir = tmp / "report"
@@ -377,11 +378,10 @@ def _card(
     statistics: dict[str, Any],
     error: dict[str, Any],
     started: datetime,
-) -> dict[str, Any]:
-    from fraudscore.model import OUTPUTS, SIGNATURE
-
+) -> ModelCard:
+    """The model card's content; ``fraudscore.model.ModelCard`` checks its required keys and writes it."""
     metrics = {k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))}
-    return {
+    content = {
         "name": config.name,
         "version": version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -426,6 +426,7 @@ def _card(
         "libraries": library_versions(),
         "report": "report/report.md",
     }
+    return ModelCard.from_dict(content, source=f"model card of {config.name} version {version}")
 
 
 def _json(obj: Any) -> str:

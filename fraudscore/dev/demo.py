@@ -356,7 +356,7 @@ class Demo:
         tmp.rename(path)
 
     def _ensure_model(self) -> None:
-        from fraudscore.model import latest_version
+        from fraudscore.versions import latest_version
 
         c = self.config
         reason = training_reason(c)
@@ -457,7 +457,7 @@ class Demo:
             self.emulators.stop()
 
     def status(self) -> str:
-        from fraudscore.model import latest_version
+        from fraudscore.versions import latest_version
 
         c = self.config
         emu = self.emulators
@@ -518,7 +518,8 @@ def training_reason(config: DemoConfig) -> str | None:
     the sample) or whose card says nothing gets a new version trained on top of it. Nothing is deleted: the
     scorer and the stream serve the newest version, and the old one stays for comparison or rollback.
     """
-    from fraudscore.model import CARD_FILE, latest_version
+    from fraudscore.artifact import CARD_FILE
+    from fraudscore.versions import latest_version
 
     version = latest_version(config.model_base)
     if version is None:

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from fraudscore import features
-from fraudscore.model import CARD_FILE, LoadedModel, load
+from fraudscore.model import CARD_FILE, LoadedModel, ModelCard, load
 from trainer import analyze, autoencoder, data, export, split
 from trainer.config import TrainResult
 from trainer.evaluate import offline_errors, offline_scores
@@ -201,10 +201,10 @@ def test_export_is_atomic_for_a_polling_reader(train_result: TrainResult, train_
                         seen.append((d.name, snapshot(d)))
             time.sleep(0.001)
 
-    def extras(tmp: Path, version: int) -> dict:
+    def extras(tmp: Path, version: int) -> ModelCard:
         (tmp / "report").mkdir(exist_ok=True)
         (tmp / "report" / "report.md").write_text("stand-in\n")
-        return {**train_result.card, "version": version}
+        return ModelCard.from_dict({**train_result.card, "version": version})
 
     reader = threading.Thread(target=poll)
     reader.start()

@@ -8,7 +8,6 @@ the same outputs as the trainer's artifact. Integration tests use the real one.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fraudscore import features
+from fraudscore.model import SIGNATURE, ModelCard
 
 RANK = 4
 
@@ -67,14 +67,14 @@ def build_fake_model(
     target = base / str(version)
     tmp = base / f".tmp-{version}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
-    card = {
-        "name": base.name,
-        "version": version,
-        "features": list(names),
-        "threshold": {"value": threshold, "policy": "fake: fixed for tests"},
-        "metrics": {"roc_auc": 0.5, "pr_auc": 0.1},
-    }
-    (tmp / "model_card.json").write_text(json.dumps(card))
+    tf.saved_model.save(module, str(tmp), signatures={SIGNATURE: module.serve})
+    ModelCard(
+        name=base.name,
+        version=version,
+        features=tuple(names),
+        threshold=threshold,
+        threshold_policy="fake: fixed for tests",
+        metrics={"roc_auc": 0.5, "pr_auc": 0.1},
+    ).write(tmp)
     tmp.rename(target)
     return target
