@@ -44,7 +44,7 @@ from apache_beam.transforms import userstate
 from apache_beam.utils.timestamp import Timestamp
 
 from stream import metrics
-from stream.records import Case, ScoredTransaction
+from stream.records import Case, Release, ScoredTransaction
 from stream.rules import RuleConfig, window_cases
 from stream.windows import WindowConfig, summarize, window_starts
 
@@ -89,27 +89,33 @@ class _CardStateFn(beam.DoFn):  # type: ignore[misc]
         element: tuple[str, ScoredTransaction],
         state: Any = _STATE_PARAM,
         cleanup: Any = _CLEANUP_PARAM,
-    ) -> Iterator[Case]:
+    ) -> Iterator[Case | Release]:
         card_id, s = element
         card: CardState = state.read() or CardState()
-        if s.transaction_id in card.recent or s.transaction_id in card.emitted:
-            return  # a redelivery: it changes no window and its case, if any, is out already
+        # A redelivery (the card holds it already) changes no window, and its case, if any, is out already.
+        if s.transaction_id not in card.recent and s.transaction_id not in card.emitted:
+            yield from self._arrive(card_id, card, s)
+            state.write(card)
+            when = card.next_cleanup(self._windows)
+            if when is not None:
+                cleanup.set(Timestamp.of(when))
+        if s.ack_ids:  # after its cases, in the same bundle: released once the sink made them durable
+            yield Release(s.ack_ids)
+
+    def _arrive(self, card_id: str, card: CardState, s: ScoredTransaction) -> Iterator[Case]:
         c = self._windows
         open_starts = [
             start
             for start in window_starts(s.event_time, c.size_s, c.period_s)
             if start + c.size_s + c.allowed_lateness_s > card.watermark
         ]
-        if open_starts:
-            card.recent[s.transaction_id] = s
-            for start in open_starts:
-                members = [m for m in card.recent.values() if start <= m.event_time < start + c.size_s]
-                w = summarize(card_id, float(start), float(start + c.size_s), members, "EARLY")
-                yield from self._emit(card, window_cases(w, self._rules))
-        state.write(card)
-        when = card.next_cleanup(c)
-        if when is not None:
-            cleanup.set(Timestamp.of(when))
+        if not open_starts:
+            return
+        card.recent[s.transaction_id] = s
+        for start in open_starts:
+            members = [m for m in card.recent.values() if start <= m.event_time < start + c.size_s]
+            w = summarize(card_id, float(start), float(start + c.size_s), members, "EARLY")
+            yield from self._emit(card, window_cases(w, self._rules))
 
     def _emit(self, card: CardState, cases: Iterator[Case]) -> Iterator[Case]:
         for case in cases:
@@ -135,6 +141,10 @@ class _CardStateFn(beam.DoFn):  # type: ignore[misc]
         cleanup.set(Timestamp.of(when))
 
 
+def _by_card(s: ScoredTransaction) -> tuple[str, ScoredTransaction]:
+    return s.card_id, s
+
+
 class CardStateCases(beam.PTransform):  # type: ignore[misc]
     """PCollection[ScoredTransaction] -> PCollection[Case]: CARD_BURST/CARD_VELOCITY cases, each case id once."""
 
@@ -146,7 +156,8 @@ class CardStateCases(beam.PTransform):  # type: ignore[misc]
     def expand(self, scored: beam.PCollection) -> beam.PCollection:
         return (
             scored
-            | "KeyByCard" >> beam.Map(lambda s: (s.card_id, s))
-            # Typed input: a deterministic string coder for the state key.
-            | "CardState" >> beam.ParDo(_CardStateFn(self._windows, self._rules)).with_input_types(tuple[str, Any])
+            # Typed output: the state key gets a deterministic string coder (an untyped key gets
+            # FastPrimitivesCoder, which Beam warns may not be deterministic).
+            | "KeyByCard" >> beam.Map(_by_card).with_output_types(tuple[str, ScoredTransaction])
+            | "CardState" >> beam.ParDo(_CardStateFn(self._windows, self._rules))
         )

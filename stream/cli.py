@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import threading
+import time
+from typing import Any
 
 _LOG = logging.getLogger(__name__)
 DEFAULT_METRICS_PORT = 9465
@@ -74,15 +78,57 @@ def main(args: argparse.Namespace) -> int:
         _LOG.info("replay finished: %s", state)
         _print_counters(result)
         return 0 if str(state).endswith("DONE") else 1
-    _LOG.info("streaming job started; Ctrl-C stops it")
-    try:
-        state = result.wait_until_finish(duration=int(args.timeout * 1000) if args.timeout else None)
-    except KeyboardInterrupt:
-        state = None
-    if args.timeout or state is None:
-        result.cancel()
+    _LOG.info("streaming job started; SIGTERM or Ctrl-C stops it gracefully")
+    return _run_until_stopped(result, args.timeout)
+
+
+DRAIN_TIMEOUT_S = 60.0
+
+
+def _run_until_stopped(result: Any, timeout: float | None) -> int:
+    """Runs the streaming job until SIGTERM/SIGINT (or ``timeout``), then stops gracefully.
+
+    Graceful: no more pulls; everything pulled is finished and acknowledged (``stream.ingest``) within
+    DRAIN_TIMEOUT_S; then the runner is cancelled. Exit 0 when drained, 1 if messages were left
+    in flight (Pub/Sub redelivers them) or the job failed by itself.
+    """
+    from stream import ingest
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    finished = threading.Event()
+    failure: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            result.wait_until_finish()
+        except BaseException as exc:  # reported by the main thread
+            failure.append(exc)
+        finally:
+            finished.set()
+
+    threading.Thread(target=wait, name="wait-for-job", daemon=True).start()
+    deadline = time.monotonic() + timeout if timeout else float("inf")
+    while not (stop.is_set() or finished.is_set()) and time.monotonic() < deadline:
+        stop.wait(0.5)
+    if finished.is_set():
+        _LOG.error("the streaming job ended by itself: %s", failure[0] if failure else result.state)
+        return 1
+    _LOG.info("stopping: no more pulls, finishing what is in flight")
+    tracker = ingest.current()
+    drained = True
+    if tracker is not None:
+        tracker.stop_pulling()
+        drained = tracker.wait_idle(DRAIN_TIMEOUT_S)
+        _LOG.info(
+            "stopped pulling; %d message(s) acknowledged in all, %d left in flight",
+            tracker.acknowledged,
+            tracker.in_flight(),
+        )
+    result.cancel()
     _print_counters(result)
-    return 0
+    return 0 if drained else 1
 
 
 def _print_counters(result: object) -> None:

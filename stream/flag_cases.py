@@ -24,8 +24,8 @@ from apache_beam.utils.timestamp import Duration
 
 from stream import metrics
 from stream.card_state import CardStateCases
-from stream.records import Case
-from stream.rules import RuleConfig, keyed_transaction_cases, transaction_cases, window_cases
+from stream.records import Case, Release, ScoredTransaction
+from stream.rules import RuleConfig, transaction_cases, window_cases
 from stream.windows import CardWindows, WindowConfig
 
 _SEEN = userstate.ReadModifyWriteStateSpec("seen", BooleanCoder())
@@ -35,28 +35,51 @@ _EXPIRY_PARAM = beam.DoFn.TimerParam(_EXPIRY)
 
 
 class _DedupeFn(beam.DoFn):
+    """(case id, (case, ack ids)) -> the case if it is the first with its id, then a Release of the ack ids."""
+
     def __init__(self, ttl_s: int) -> None:
         self._ttl = Duration(seconds=ttl_s)
 
     def process(
         self,
-        element: tuple[str, Case],
+        element: tuple[str, tuple[Case, tuple[str, ...]]],
         timestamp: Any = beam.DoFn.TimestampParam,
         seen: Any = _SEEN_PARAM,
         expiry: Any = _EXPIRY_PARAM,
-    ) -> Iterator[Case]:
-        _, case = element
+    ) -> Iterator[Case | Release]:
+        _, (case, ack_ids) = element
         if seen.read():
             metrics.duplicate_case()
-            return
-        seen.write(True)
-        expiry.set(timestamp + self._ttl)
-        metrics.case_emitted(case.reasons, case.event_time.timestamp())
-        yield case
+        else:
+            seen.write(True)
+            expiry.set(timestamp + self._ttl)
+            metrics.case_emitted(case.reasons, case.event_time.timestamp())
+            yield case
+        if ack_ids:  # after the case, in the same bundle: released once the sink made it durable
+            yield Release(ack_ids)
 
     @userstate.on_timer(_EXPIRY)
     def expire(self, seen: Any = _SEEN_PARAM) -> None:
         seen.clear()
+
+
+def _keyed(case: Case) -> tuple[str, tuple[Case, tuple[str, ...]]]:
+    return case.case_id, (case, ())
+
+
+def _keyed_tx_cases(s: ScoredTransaction) -> Iterator[tuple[str, tuple[Case, tuple[str, ...]]]]:
+    """TX_ANOMALY cases keyed by case id with their message's ack ids (made and keyed in one step)."""
+    for case in transaction_cases(s):
+        yield case.case_id, (case, s.ack_ids)
+
+
+def _card_part_released(s: ScoredTransaction) -> Iterator[Release]:
+    """With Beam windows, a transaction's card part is done once scored: window firings come later."""
+    if s.ack_ids:
+        yield Release(s.ack_ids)
+
+
+_CASE_KEY = tuple[str, tuple[Case, tuple[str, ...]]]
 
 
 class DedupeCases(beam.PTransform):
@@ -69,8 +92,8 @@ class DedupeCases(beam.PTransform):
     def expand(self, cases: beam.PCollection) -> beam.PCollection:
         return (
             cases
-            | "KeyByCaseId" >> beam.Map(lambda c: (c.case_id, c))
-            | "FirstPerCase" >> beam.ParDo(_DedupeFn(self._ttl_s)).with_input_types(tuple[str, Any])
+            | "KeyByCaseId" >> beam.Map(_keyed).with_output_types(_CASE_KEY)
+            | "FirstPerCase" >> beam.ParDo(_DedupeFn(self._ttl_s))
         )
 
 
@@ -110,7 +133,11 @@ AGGREGATIONS = ("state", "windows")
 
 
 class FlagCases(beam.PTransform):
-    """PCollection[ScoredTransaction] -> PCollection[Case], at most one per transaction."""
+    """PCollection[ScoredTransaction] -> PCollection[Case | Release], at most one case per transaction.
+
+    In streaming, each transaction's ack ids (pulled ingest) follow its cases as :class:`Release`
+    markers in the same bundle; the sink releases them once those cases are durable.
+    """
 
     def __init__(
         self,
@@ -130,20 +157,27 @@ class FlagCases(beam.PTransform):
 
     def expand(self, scored: beam.PCollection) -> beam.PCollection:
         rules = self._rules
-        if self._streaming and self._aggregation == "state":
-            # TX_ANOMALY cases get their own de-dup step, not queued behind the card state (which sees
-            # every transaction): their ids never meet card cases' (those are non-anomalous ones). Made
-            # and keyed in one step: the DirectRunner pays a fixed cost per step and bundle of <= 10
-            # messages, which is most of the job's CPU. ``scored`` is in the global window already.
+        if self._streaming:
+            # TX_ANOMALY cases get their own de-dup step, not queued behind the card step (which sees every
+            # transaction): their ids never meet card cases' (those are non-anomalous ones). Made and keyed
+            # in one step: the DirectRunner pays a fixed cost per step and bundle.
             tx_first = (
                 scored
-                | "TxAnomalyByCaseId" >> beam.FlatMap(keyed_transaction_cases)
-                | "FirstPerCase" >> beam.ParDo(_DedupeFn(rules.dedupe_ttl_s)).with_input_types(tuple[str, Any])
+                | "TxAnomalyByCaseId" >> beam.FlatMap(_keyed_tx_cases).with_output_types(_CASE_KEY)
+                | "FirstPerCase" >> beam.ParDo(_DedupeFn(rules.dedupe_ttl_s))
             )
-            return (
-                tx_first,
-                scored | "CardStateCases" >> CardStateCases(self._windows, rules),
-            ) | "AllCases" >> beam.Flatten()
+            if self._aggregation == "state":
+                card = scored | "CardStateCases" >> CardStateCases(self._windows, rules)
+                return (tx_first, card) | "AllCases" >> beam.Flatten()
+            card_first = (
+                scored
+                | "CardWindows" >> CardWindows(self._windows, streaming=True)
+                | "CardRules" >> beam.FlatMap(window_cases, rules)
+                | "CardCasesGlobal" >> beam.WindowInto(window.GlobalWindows())
+                | "DedupeCases" >> DedupeCases(rules.dedupe_ttl_s)
+            )
+            card_done = scored | "CardPartDone" >> beam.FlatMap(_card_part_released)
+            return (tx_first, card_first, card_done) | "AllCases" >> beam.Flatten()
         tx_cases = (
             scored
             | "TxAnomaly" >> beam.FlatMap(transaction_cases)
@@ -151,12 +185,8 @@ class FlagCases(beam.PTransform):
         )
         card_cases = (
             scored
-            | "CardWindows"
-            >> CardWindows(
-                self._windows, streaming=self._streaming, keep=None if self._streaming else rules.flags_window
-            )
+            | "CardWindows" >> CardWindows(self._windows, streaming=False, keep=rules.flags_window)
             | "CardRules" >> beam.FlatMap(window_cases, rules)
             | "CardCasesGlobal" >> beam.WindowInto(window.GlobalWindows())
         )
-        dedupe = DedupeCases(rules.dedupe_ttl_s) if self._streaming else FirstCasePerId()
-        return (tx_cases, card_cases) | "AllCases" >> beam.Flatten() | "DedupeCases" >> dedupe
+        return (tx_cases, card_cases) | "AllCases" >> beam.Flatten() | "DedupeCases" >> FirstCasePerId()

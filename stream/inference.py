@@ -30,6 +30,7 @@ Dataflow): a remote version directory is copied to local disk before loading.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import posixpath
 import tempfile
@@ -51,7 +52,7 @@ from fraudscore import model as fmodel
 from fraudscore import schema
 from fraudscore.v1.transaction_pb2 import Transaction
 from fraudscore.versions import VersionWatcher, latest_version_uri
-from stream import metrics
+from stream import ingest, metrics
 from stream.clients import per_process
 from stream.parse import event_seconds
 from stream.records import DeadLetter, ScoredTransaction
@@ -253,8 +254,28 @@ def _failed_batch_to_dead_letters(failure: tuple[Sequence[Transaction], tuple[An
     for tx in batch:
         metrics.dead_letter("score_error", stage="score")
         yield DeadLetter(
-            schema.to_json(tx), {"transaction_id": tx.transaction_id}, "score", "<model>", message, "score_error"
+            schema.to_json(tx),
+            {"transaction_id": tx.transaction_id},
+            "score",
+            "<model>",
+            message,
+            "score_error",
+            ingest.take(tx.transaction_id),
         )
+
+
+def _with_event_time_and_acks(s: ScoredTransaction) -> TimestampedValue:
+    """Stamps a scored transaction with its event time and gives it its message's ack ids (pulled ingest).
+
+    An anomalous one owes a second part before its message is acknowledged: its TX_ANOMALY case,
+    which takes its own path to the sink (:mod:`stream.ingest`).
+    """
+    ack_ids = ingest.take(s.transaction_id)
+    if ack_ids:
+        if s.is_anomaly:
+            ingest.add_parts(ack_ids)
+        s = dataclasses.replace(s, ack_ids=ack_ids)
+    return TimestampedValue(s, s.event_time)
 
 
 class ScoreTransactions(beam.PTransform):
@@ -300,5 +321,5 @@ class ScoreTransactions(beam.PTransform):
         dead = failed.failed_inferences | "FailedToDeadLetters" >> beam.FlatMap(_failed_batch_to_dead_letters)
         # BatchElements emits each batch at the end of the global window, so outputs lose their
         # event time: stamp each scored transaction with its own again for the card windows.
-        restamped = scored | "EventTime" >> beam.Map(lambda s: TimestampedValue(s, s.event_time))
+        restamped = scored | "EventTime" >> beam.Map(_with_event_time_and_acks)
         return restamped, dead

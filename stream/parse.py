@@ -29,11 +29,12 @@ from apache_beam.transforms.window import TimestampedValue
 
 from fraudscore import csvfiles, schema
 from fraudscore.v1.transaction_pb2 import Transaction
-from stream import metrics
+from stream import ingest, metrics
 from stream.records import DeadLetter
 
 TRANSACTIONS = "transactions"
 DEAD_LETTERS = "dead_letters"
+SOURCE_MESSAGE_ID = "source_message_id"  # dead letters: the Pub/Sub message id of the original
 
 
 def reason_code(exc: schema.InvalidTransaction) -> str:
@@ -63,17 +64,23 @@ class _ParseJsonFn(beam.DoFn):
 
     def process(self, message: PubsubMessage) -> Iterator[Any]:
         attributes = dict(message.attributes or {})
+        ack_id = attributes.pop(ingest.ACK_ATTRIBUTE, "")
         try:
             tx = schema.parse_json(message.data)
         except schema.InvalidTransaction as exc:
             code = reason_code(exc)
             metrics.dead_letter(code)
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTERS, DeadLetter(message.data, attributes, "parse", exc.field, exc.reason, code)
+            if message.message_id:  # what a DLQ consumer de-duplicates a redelivered letter on
+                attributes[SOURCE_MESSAGE_ID] = message.message_id
+            letter = DeadLetter(
+                message.data, attributes, "parse", exc.field, exc.reason, code, (ack_id,) if ack_id else ()
             )
-            return
-        metrics.parsed(self._clock() - event_seconds(tx))
-        yield TimestampedValue(tx, event_seconds(tx))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, letter)
+        else:
+            if ack_id:
+                ingest.carry(tx.transaction_id, ack_id)
+            metrics.parsed(self._clock() - event_seconds(tx))
+            yield TimestampedValue(tx, event_seconds(tx))
 
 
 class ParseTransactions(beam.PTransform):

@@ -2,13 +2,16 @@
 
 ::
 
-    ReadTransactions | ReplayTransactions       PubsubMessage
+    PullTransactions (local) | ReadTransactions (Dataflow) | ReplayTransactions   PubsubMessage
       -> ParseTransactions                      Transaction (event-time stamped) | DeadLetter
       -> ScoreTransactions (RunInference)       ScoredTransaction                | DeadLetter
       -> FlagCases (TX_ANOMALY now -> DedupeCases; card rules: CardStateCases, one stateful
                     DoFn per card (default), or CardWindows -> DedupeCases with --card-aggregation=windows)
-      -> WriteCases (Bigtable) + PublishAlerts (fraud-alerts)
+      -> DeliverCases: claim + record (Bigtable, check-and-mutate), index, alert (fraud-alerts), alerted
     all DeadLetters -> PublishDeadLetters (transactions-dlq)
+
+With PullTransactions (runners that auto-acknowledge, i.e. the DirectRunner) a message is
+acknowledged by the sinks once its effects are durable (stream.ingest).
 
 Streaming and replay share every step but the source: replay reads Kaggle or
 generated CSVs (``.csv``, ``.csv.gz``, Kaggle's ``.zip``) or JSON lines (anything else) as a bounded
@@ -30,12 +33,13 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 
 from fraudscore import csvfiles, schema
 from fraudscore.config import DEFAULT_PROJECT, Resources
-from stream.cases.sink import WriteCases
+from stream.cases.sink import DeliverCases
 from stream.flag_cases import AGGREGATIONS, FlagCases
 from stream.inference import ScoreTransactions, latest_version_uri
+from stream.ingest import PullTransactions
 from stream.parse import ParseCsvFiles, ParseTransactions, json_line_message
 from stream.rules import RuleConfig, add_rule_arguments, rule_thresholds
-from stream.sinks import PublishAlerts, PublishDeadLetters
+from stream.sinks import PublishDeadLetters
 from stream.windows import WindowConfig
 
 _LOG = logging.getLogger(__name__)
@@ -56,6 +60,10 @@ class StreamConfig:
     max_batch_size: int = 512
     id_label: str | None = None  # Pub/Sub de-duplication attribute, where the runner supports it
     card_aggregation: str = "state"  # streaming card windows: "state" (stateful DoFn) or "windows" (Beam)
+    ingest: str = "auto"  # "pull" (ack once durable), "read" (ReadFromPubSub), "auto": read on Dataflow only
+
+
+INGESTS = ("auto", "pull", "read")
 
 
 def add_app_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +110,14 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
         help="streaming card windows: one stateful DoFn and timer per card, cases at once (state, default) or "
         "Beam sliding windows with early/on-time/late triggers and per-case de-duplication (windows)",
     )
+    parser.add_argument(
+        "--ingest",
+        choices=INGESTS,
+        default="auto",
+        help="how Pub/Sub is read: pull (acknowledge each message once its effects are durable; for runners "
+        "that acknowledge on read, like the DirectRunner), read (Beam's ReadFromPubSub, which acknowledges "
+        "after Dataflow's checkpoint), auto (read on Dataflow, pull elsewhere)",
+    )
     parser.add_argument("--max-batch-size", type=int, default=512, help="RunInference batch size limit")
     parser.add_argument(
         "--id-label", default=None, help="Pub/Sub attribute to de-duplicate on (Dataflow only; e.g. transaction_id)"
@@ -130,6 +146,7 @@ def config_from_args(args: argparse.Namespace) -> StreamConfig:
         max_batch_size=args.max_batch_size,
         id_label=args.id_label,
         card_aggregation=args.card_aggregation,
+        ingest=args.ingest,
     )
 
 
@@ -181,7 +198,10 @@ def build(pipeline: beam.Pipeline, config: StreamConfig) -> None:
         score = ScoreTransactions(config.model_base, version_uri=version_uri, max_batch_size=config.max_batch_size)
     else:
         subscription = res.subscription_path(res.transactions_subscription)
-        messages = pipeline | "ReadTransactions" >> ReadTransactions(subscription, config.id_label)
+        if config.ingest == "pull":
+            messages = pipeline | "PullTransactions" >> PullTransactions(subscription)
+        else:
+            messages = pipeline | "ReadTransactions" >> ReadTransactions(subscription, config.id_label)
         parsed = messages | "ParseTransactions" >> ParseTransactions()
         score = ScoreTransactions(
             config.model_base,
@@ -193,8 +213,7 @@ def build(pipeline: beam.Pipeline, config: StreamConfig) -> None:
     cases = scored | "FlagCases" >> FlagCases(
         config.windows, config.rules, streaming=not config.replay, aggregation=config.card_aggregation
     )
-    _ = cases | "WriteCases" >> WriteCases(res.project, res.bigtable_instance, res)
-    _ = cases | "PublishAlerts" >> PublishAlerts(res)
+    _ = cases | "DeliverCases" >> DeliverCases(res.project, res.bigtable_instance, res)
     _ = (
         (parsed.dead_letters, score_dead)
         | "AllDeadLetters" >> beam.Flatten()
@@ -218,6 +237,9 @@ def run_with(
         from apache_beam.options.pipeline_options import GoogleCloudOptions
 
         options.view_as(GoogleCloudOptions).project = config.resources.project
+    if config.ingest == "auto":
+        runner = str(options.view_as(StandardOptions).runner or "")
+        config = dataclasses.replace(config, ingest="read" if "Dataflow" in runner else "pull")
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, config)
     return pipeline.run()

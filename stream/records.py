@@ -33,6 +33,8 @@ class DeadLetter:
     field: str
     reason: str
     code: str = "invalid_field"  # low-cardinality label for metrics
+    # Pub/Sub ack ids to acknowledge once this letter is published (local pulled ingest only; never published).
+    ack_ids: tuple[str, ...] = ()
 
     def dlq_attributes(self) -> dict[str, str]:
         """The original attributes plus why, for the dead-letter topic."""
@@ -62,6 +64,20 @@ class ScoredTransaction:
     model_name: str
     model_version: int
     threshold: float
+    # Pub/Sub ack ids of the message(s) behind it (local pulled ingest only): acknowledged by the sinks
+    # once every effect of the transaction is durable (stream.ingest).
+    ack_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Release:
+    """A marker travelling with a step's cases: release these ack ids once the cases before it are durable.
+
+    Emitted in the same call as the cases it follows, so it reaches the sink in the same bundle, whose
+    ``finish_bundle`` makes the cases durable before it releases anything (:mod:`stream.ingest`).
+    """
+
+    ack_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True)

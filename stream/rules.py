@@ -161,12 +161,6 @@ def transaction_cases(s: ScoredTransaction) -> Iterator[Case]:
         yield _case(s, (TX_ANOMALY,))
 
 
-def keyed_transaction_cases(s: ScoredTransaction) -> Iterator[tuple[str, Case]]:
-    """TX_ANOMALY cases keyed by case id, ready for the de-dup step (one step, not three: see FlagCases)."""
-    for case in transaction_cases(s):
-        yield case.case_id, case
-
-
 def window_cases(w: CardWindow, rules: RuleConfig) -> Iterator[Case]:
     """The card rules' cases: one for each non-anomalous transaction of a flagged card window."""
     reasons = window_reasons(w, rules)

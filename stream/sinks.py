@@ -19,7 +19,7 @@ from typing import Any
 import apache_beam as beam
 
 from fraudscore.config import Resources
-from stream import metrics
+from stream import ingest, metrics
 from stream.clients import per_process
 from stream.records import Case, DeadLetter
 
@@ -42,7 +42,7 @@ def dead_letter_message(dead: DeadLetter) -> tuple[bytes, dict[str, str]]:
     return dead.payload, dead.dlq_attributes()
 
 
-def _new_publisher() -> Any:
+def new_publisher() -> Any:
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
     return pubsub_v1.PublisherClient()
@@ -70,7 +70,7 @@ class _PublishFn(beam.DoFn):
     def setup(self) -> None:
         # One client per process, shared by every instance of the DoFn: the DirectRunner re-creates
         # DoFns per bundle, and a new PublisherClient each time was a measurable share of the streaming job's CPU.
-        self._client = per_process("pubsub-publisher", _new_publisher)
+        self._client = per_process("pubsub-publisher", new_publisher)
 
     def start_bundle(self) -> None:
         self._pending = []
@@ -87,6 +87,8 @@ class _PublishFn(beam.DoFn):
                 self._on_each(element)
         if pending:
             self._on_published(len(pending))
+            # Published: the messages behind these elements may be acknowledged (pulled ingest).
+            ingest.release(a for _, element in pending for a in getattr(element, "ack_ids", ()))
 
     def teardown(self) -> None:
         self._client = None  # shared; its batches are flushed by finish_bundle's waits

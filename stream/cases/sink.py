@@ -1,4 +1,5 @@
-"""Beam sink for flagged cases: ``cases | WriteCases(project, instance, resources)``.
+"""Beam sinks for flagged cases: ``DeliverCases`` (the job's: rows, one alert per case, acknowledgements)
+and ``WriteCases`` (rows only).
 
 Kept apart from :mod:`stream.cases.store` so the ``fraudscore cases`` command
 does not import Beam. Writes go through :class:`CaseStore`, the one place that
@@ -8,16 +9,21 @@ rewrites the same cells instead of making second cases.
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from fraudscore.config import Resources
-from stream.cases.store import DEFAULT_BUCKETS, CaseStore
+from stream import ingest, metrics
+from stream.cases.store import CLAIM_LEASE_S, DEFAULT_BUCKETS, HELD, WON, CaseStore
 from stream.clients import per_process
-from stream.records import Case
+from stream.records import Case, Release
+from stream.sinks import PUBLISH_TIMEOUT_S, alert_message, new_publisher
 
 METRICS_NAMESPACE = "fraudscore"
 DEFAULT_BATCH_SIZE = 500
@@ -108,3 +114,138 @@ class WriteCases(beam.PTransform):  # type: ignore[misc]
 
     def expand(self, cases: beam.PCollection) -> beam.PCollection:
         return cases | "WriteCaseRows" >> beam.ParDo(self._fn)
+
+
+_CLAIM_THREADS = 8
+
+
+class _DeliverCasesFn(_WriteCasesFn):  # type: ignore[misc]
+    """Cases and Release markers in; each case's row, index and alert exactly once; then the releases.
+
+    Per batch (at most ``batch_size`` cases, and at the end of the bundle):
+
+    1. claim each case (:meth:`CaseStore.claim`: check-and-mutate on its row, writing the record);
+       cases whose alert is out already are dropped; a claim held by another live writer is asked
+       again until it is confirmed or its lease runs out (then taken over);
+    2. write the won cases' index rows;
+    3. publish their alerts (attribute ``case_id``) and wait for Pub/Sub's confirmations;
+    4. record ``alerted`` (the message id) on their rows.
+
+    Only after the bundle's last batch are its Release markers' ack ids released (stream.ingest).
+    A crash after 3 and before 4 is the one window that repeats an alert: the claim is then taken
+    over after its lease and the alert published again (a duplicate, never a loss).
+    """
+
+    def __init__(
+        self,
+        project: str,
+        instance: str,
+        resources: Resources,
+        buckets: int,
+        batch_size: int,
+        lease_s: float,
+        store_factory: Callable[[], Any] | None = None,
+        publisher_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        super().__init__(project, instance, resources, buckets, batch_size, store_factory)
+        self._topic = resources.topic_path(resources.alerts_topic)
+        self._lease_s = lease_s
+        self._publisher_factory = publisher_factory
+        self._publisher: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._cases: dict[str, Case] = {}
+        self._releases: list[str] = []
+        self._already = Metrics.counter(METRICS_NAMESPACE, "alerts_already_sent")
+        self._taken = Metrics.counter(METRICS_NAMESPACE, "alert_claims_waited")
+
+    def setup(self) -> None:
+        super().setup()
+        self._publisher = (self._publisher_factory or (lambda: per_process("pubsub-publisher", new_publisher)))()
+        self._pool = per_process("case-claims", lambda: ThreadPoolExecutor(_CLAIM_THREADS, "case-claim"))
+
+    def start_bundle(self) -> None:
+        self._cases = {}
+        self._releases = []
+
+    def process(self, element: Case | Release) -> None:
+        if isinstance(element, Release):
+            self._releases.extend(element.ack_ids)
+            return
+        self._cases.setdefault(element.case_id, element)
+        if len(self._cases) >= self._batch_size:
+            self._flush()
+
+    def finish_bundle(self) -> None:
+        self._flush()
+        releases, self._releases = self._releases, []
+        ingest.release(releases)
+
+    def _flush(self) -> None:
+        if not self._cases:
+            return
+        batch, self._cases = list(self._cases.values()), {}
+        token = uuid.uuid4().hex
+        won = self._claim(batch, token)
+        if not won:
+            return
+        self._store.write_index(won)
+        futures = []
+        for case in won:
+            data, attributes = alert_message(case)
+            # The claim behind the alert: two alerts of one case (the documented crash window) differ here.
+            futures.append(self._publisher.publish(self._topic, data, **attributes, alert_claim=token))
+        message_ids = [f.result(timeout=PUBLISH_TIMEOUT_S) for f in futures]
+        self._store.mark_alerted(zip(won, message_ids, strict=True))
+        now = time.time()
+        for case in won:
+            metrics.stage_lag("alert", now - case.event_time.timestamp())
+        metrics.alerts_published(len(won))
+        self._written.inc(len(won))
+
+    def _claim(self, cases: list[Case], token: str) -> list[Case]:
+        assert self._pool is not None
+        won: list[Case] = []
+        pending = cases
+        deadline = time.monotonic() + self._lease_s + 30
+        while pending:
+            outcomes = list(self._pool.map(lambda c: self._store.claim(c, token, self._lease_s), pending))
+            held = [(c, wait) for c, (outcome, wait) in zip(pending, outcomes, strict=True) if outcome == HELD]
+            won.extend(c for c, (outcome, _) in zip(pending, outcomes, strict=True) if outcome == WON)
+            self._already.inc(sum(1 for outcome, _ in outcomes if outcome not in (WON, HELD)))
+            if not held:
+                break
+            if time.monotonic() > deadline:
+                first = held[0][0].case_id
+                raise TimeoutError(f"{len(held)} case claim(s) neither confirmed nor expired; first {first}")
+            self._taken.inc(len(held))
+            time.sleep(min(max(min(w for _, w in held), 0.05), 1.0))
+            pending = [c for c, _ in held]
+        return won
+
+
+class DeliverCases(beam.PTransform):  # type: ignore[misc]
+    """PCollection[Case | Release] -> Bigtable rows + one alert per case, ever; then acknowledgements.
+
+    The durable idempotency record is the case row itself (:meth:`CaseStore.claim`), so it holds
+    across restarts, re-published messages and Dataflow workers alike.
+    """
+
+    def __init__(
+        self,
+        project: str,
+        instance: str,
+        resources: Resources,
+        *,
+        buckets: int = DEFAULT_BUCKETS,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        lease_s: float = CLAIM_LEASE_S,
+        store_factory: Callable[[], Any] | None = None,
+        publisher_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self._fn = _DeliverCasesFn(
+            project, instance, resources, buckets, batch_size, lease_s, store_factory, publisher_factory
+        )
+
+    def expand(self, cases: beam.PCollection) -> beam.PCollection:
+        return cases | "DeliverCases" >> beam.ParDo(self._fn)

@@ -52,7 +52,16 @@ CASE_FAMILY = "case"
 DECISION_FAMILY = "decision"
 REF_FAMILY = "ref"
 RECORD_COLUMN = b"record"
+CLAIM_COLUMN = b"alert_claim"  # "<token>@<claimed at, epoch ms>": who is publishing the case's alert
+ALERTED_COLUMN = b"alerted"  # the alert's Pub/Sub message id: the alert is out
 KEY_COLUMN = b"key"
+CLAIM_LEASE_S = 10.0  # an unconfirmed claim older than this is taken over (its holder is presumed dead)
+
+# Outcomes of CaseStore.claim.
+WON = "won"  # this caller publishes the alert (first claim, or a dead holder's taken over)
+ALERTED = "alerted"  # the alert is out already
+MINE = "mine"  # claimed earlier with the same token (the same case twice in one batch)
+HELD = "held"  # another live holder is publishing: ask again later
 _DECISION_COLUMNS = (b"verdict", b"note", b"analyst")
 
 _MAX_MS = 10**13 - 1  # 13 digits of milliseconds: up to the year 2286
@@ -249,6 +258,86 @@ class CaseStore:
         self._mutate(self._cases, self._cases_name, case_rows)
         self._mutate(self._index, self._index_name, index_rows)
         return len(case_rows)
+
+    def claim(self, case: Case, token: str, lease_s: float = CLAIM_LEASE_S) -> tuple[str, float]:
+        """Claims the right to publish the case's alert: one conditional mutation on the case row.
+
+        Returns ``(outcome, retry_after_s)``. The first claim also writes the case record, in the same
+        atomic mutation (check-and-mutate: "if the row has no claim cell, set claim and record").
+        A claim without an ``alerted`` cell after ``lease_s`` is taken over by a second check-and-mutate
+        that matches the old claim's exact value, so of several callers taking over only one wins.
+        """
+        from google.cloud.bigtable.row_filters import (
+            CellsColumnLimitFilter,
+            ColumnQualifierRegexFilter,
+            FamilyNameRegexFilter,
+            RowFilterChain,
+            ValueRegexFilter,
+        )
+
+        key = case_key(case)
+        now_ms = epoch_ms(self._clock())
+        value = f"{token}@{now_ms}".encode()
+        claim_filter: list[Any] = [FamilyNameRegexFilter(CASE_FAMILY), ColumnQualifierRegexFilter(CLAIM_COLUMN)]
+        row = self._cases.conditional_row(key, filter_=RowFilterChain(claim_filter))
+        self._set_claim(row, case, value, now_ms, state=False)
+        if not row.commit():
+            return WON, 0.0
+        found = self._cases.read_row(key, filter_=_latest_cells())
+        cells = found.cells.get(CASE_FAMILY, {}) if found is not None else {}
+        if ALERTED_COLUMN in cells:
+            return ALERTED, 0.0
+        current = cells[CLAIM_COLUMN][0].value if CLAIM_COLUMN in cells else b""
+        holder, _, at = current.decode("utf-8").partition("@")
+        if holder == token:
+            return MINE, 0.0
+        age_s = (now_ms - int(at or 0)) / 1000
+        if age_s < lease_s:
+            return HELD, lease_s - age_s
+        # Hex tokens and digits only: the old value is its own exact regular expression.
+        exact = RowFilterChain([*claim_filter, CellsColumnLimitFilter(1), ValueRegexFilter(current)])
+        takeover = self._cases.conditional_row(key, filter_=exact)
+        self._set_claim(takeover, case, value, now_ms, state=True)
+        return (WON, 0.0) if takeover.commit() else (HELD, 0.1)
+
+    @staticmethod
+    def _set_claim(row: Any, case: Case, value: bytes, now_ms: int, *, state: bool) -> None:
+        cell_time = datetime.fromtimestamp(epoch_ms(case.event_time) / 1000, UTC)
+        record = json.dumps(case.to_json_dict(), sort_keys=True)
+        row.set_cell(CASE_FAMILY, CLAIM_COLUMN, value, datetime.fromtimestamp(now_ms / 1000, UTC), state=state)
+        row.set_cell(CASE_FAMILY, RECORD_COLUMN, record, cell_time, state=state)
+
+    def write_index(self, cases: Iterable[Case]) -> None:
+        """The time-index and id-lookup rows of cases whose records are written."""
+        rows = []
+        for case in cases:
+            key = case_key(case)
+            cell_time = datetime.fromtimestamp(epoch_ms(case.event_time) / 1000, UTC)
+            for ikey in (time_key(case, self.buckets), id_key(case.transaction_id)):
+                irow = self._index.direct_row(ikey)
+                irow.set_cell(REF_FAMILY, KEY_COLUMN, key, cell_time)
+                rows.append(irow)
+        if rows:
+            self._mutate(self._index, self._index_name, rows)
+
+    def mark_alerted(self, alerted: Iterable[tuple[Case, str]]) -> None:
+        """Records that each case's alert is published (with its Pub/Sub message id)."""
+        rows = []
+        for case, message_id in alerted:
+            row = self._cases.direct_row(case_key(case))
+            row.set_cell(CASE_FAMILY, ALERTED_COLUMN, message_id.encode("utf-8"), self._clock())
+            rows.append(row)
+        if rows:
+            self._mutate(self._cases, self._cases_name, rows)
+
+    def alert_state(self, transaction_id: str) -> tuple[bytes | None, bytes | None]:
+        """(claim, alerted) cells of a case, for checks and operators."""
+        row = self._cases.read_row(self._main_key(transaction_id), filter_=_latest_cells())
+        cells = row.cells.get(CASE_FAMILY, {}) if row is not None else {}
+        return (
+            cells[CLAIM_COLUMN][0].value if CLAIM_COLUMN in cells else None,
+            cells[ALERTED_COLUMN][0].value if ALERTED_COLUMN in cells else None,
+        )
 
     @staticmethod
     def _mutate(table: Any, name: str, rows: list[Any]) -> None:
