@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from fraudscore import features
-from trainer.config import DEFAULT_HIDDEN, DEFAULT_LOG_FEATURES, ThresholdPolicy, TrainConfig, TrainError
+from trainer.config import (
+    DEFAULT_HIDDEN,
+    DEFAULT_LOG_FEATURES,
+    PCA_AUTO,
+    ThresholdPolicy,
+    TrainConfig,
+    TrainError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +66,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--error-weighting",
         default=d.error_weighting,
-        choices=("none", "standardized"),
-        help="standardized: divide each feature's squared error by its mean on the training normals",
+        choices=("auto", "none", "standardized"),
+        help="standardized: divide each feature's squared error by its mean on the training normals; "
+        "auto (default): whichever of the two ranks validation better (none without labels)",
     )
     parser.add_argument(
         "--pca-components",
-        type=int,
-        default=d.pca_components,
-        help="> 0: a linear path of this many units started at the training normals' principal axes, with --hidden "
-        "as its nonlinear correction; 0: a plain dense autoencoder",
+        default="auto" if d.pca_components == PCA_AUTO else str(d.pca_components),
+        help="auto (default): a PCA-coded autoencoder whose code size is the PCA residual's best on validation; "
+        "N: code fixed to N principal axes, with --hidden as its nonlinear correction; 0: a plain dense autoencoder",
     )
     parser.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
     search = parser.add_argument_group(
@@ -160,8 +167,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise TrainError(f"--min-pr-auc {args.min_pr_auc}: must be in [0, 1]")
     if not 0.0 <= args.max_bad_fraction <= 1.0:
         raise TrainError(f"--max-bad-fraction {args.max_bad_fraction}: must be in [0, 1]")
-    if not 0 <= args.pca_components < len(features.MODEL_FEATURES):
-        raise TrainError(f"--pca-components {args.pca_components}: must be in [0, {len(features.MODEL_FEATURES) - 1}]")
+    pca_components = _pca_components(args.pca_components)
     if args.search_trials <= 0:
         raise TrainError(f"--search-trials {args.search_trials}: must be positive")
     try:
@@ -181,7 +187,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         scaling=args.scaling,
         clip=args.clip,
         error_weighting=args.error_weighting,
-        pca_components=args.pca_components,
+        pca_components=pca_components,
         search=args.search,
         search_trials=args.search_trials,
         search_refine=args.search_refine,
@@ -199,6 +205,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         baselines=not args.no_baselines,
         verbose=not args.quiet,
     )
+
+
+def _pca_components(text: str) -> int:
+    if text == "auto":
+        return PCA_AUTO
+    n = len(features.MODEL_FEATURES)
+    try:
+        value = int(text)
+    except ValueError:
+        value = -2
+    if not 0 <= value < n:
+        raise TrainError(f"--pca-components {text!r}: expected auto or an integer in [0, {n - 1}]")
+    return value
 
 
 def _search_space(text: str | None) -> dict[str, list[Any]] | None:

@@ -109,7 +109,6 @@ def baselines(
     """
     import time
 
-    from sklearn.decomposition import PCA
     from sklearn.ensemble import IsolationForest
 
     out = []
@@ -125,21 +124,44 @@ def baselines(
         )
     )
     start = time.perf_counter()
-    pca = PCA(n_components=x_train.shape[1] - 1, random_state=seed).fit(x_train)
-
-    def pca_error(x: np.ndarray, k: int) -> np.ndarray:
-        if len(x) == 0:
-            return np.zeros(0)
-        centred = x - pca.mean_
-        basis = pca.components_[:k]
-        return np.mean(np.square(centred - (centred @ basis.T) @ basis), axis=1)
-
-    by_k = {k: ranking(pca_error(x_val, k), y_val).get("pr_auc", float("nan")) for k in range(1, pca.n_components_ + 1)}
-    best_k = max(by_k, key=lambda k: np.nan_to_num(by_k[k], nan=-1.0))
+    pca = PcaByComponents(x_train, seed)
+    best_k = pca.best_components(x_val, y_val)
     out.append(
-        Baseline(f"pca_{best_k}", pca_error(x_val, best_k), pca_error(x_test, best_k), time.perf_counter() - start)
+        Baseline(f"pca_{best_k}", pca.errors(x_val, best_k), pca.errors(x_test, best_k), time.perf_counter() - start)
     )
     return out
+
+
+class PcaByComponents:
+    """PCA of the scaled training normals, for reconstruction errors with any number of components.
+
+    Serves the PCA baseline and the autoencoder's ``--pca-components auto``: both take the count with the
+    best validation PR-AUC, or without labels the smallest that explains ``VARIANCE_KEPT`` of the variance.
+    """
+
+    VARIANCE_KEPT = 0.99
+
+    def __init__(self, x_train: np.ndarray, seed: int) -> None:
+        from sklearn.decomposition import PCA
+
+        self.pca = PCA(n_components=x_train.shape[1] - 1, random_state=seed).fit(x_train)
+
+    def errors(self, x: np.ndarray, k: int) -> np.ndarray:
+        if len(x) == 0:
+            return np.zeros(0)
+        centred = x - self.pca.mean_
+        basis = self.pca.components_[:k]
+        return np.asarray(np.mean(np.square(centred - (centred @ basis.T) @ basis), axis=1))
+
+    def best_components(self, x_val: np.ndarray, y_val: np.ndarray | None) -> int:
+        if y_val is None or len(np.unique(y_val)) < 2:
+            explained = np.cumsum(self.pca.explained_variance_ratio_)
+            return int(min(np.searchsorted(explained, self.VARIANCE_KEPT) + 1, self.pca.n_components_))
+        by_k = {
+            k: ranking(self.errors(x_val, k), y_val).get("pr_auc", float("nan"))
+            for k in range(1, self.pca.n_components_ + 1)
+        }
+        return max(by_k, key=lambda k: np.nan_to_num(by_k[k], nan=-1.0))
 
 
 def plots(

@@ -27,7 +27,7 @@ from fraudscore.model import OUTPUTS, SIGNATURE, ModelCard
 from trainer import analyze as analyze_mod
 from trainer import autoencoder, calibrate, data, evaluate, export, split
 from trainer import search as search_mod
-from trainer.config import QualityGateError, TrainConfig, TrainResult
+from trainer.config import PCA_AUTO, QualityGateError, TrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,7 @@ class Fitter:
         self.train, self.validation, self.y_val = parts.train, parts.validation, y_val
         self.work_dir, self.started = work_dir, started
         self._analyses: dict[tuple[Any, ...], tuple[str, analyze_mod.Transformer, np.ndarray, np.ndarray]] = {}
+        self._components: dict[tuple[Any, ...], int] = {}
 
     def analysis(self, config: TrainConfig) -> tuple[str, analyze_mod.Transformer, np.ndarray, np.ndarray]:
         key = (config.scaling, config.clip, config.log_features)
@@ -153,6 +154,23 @@ class Fitter:
             self._analyses[key] = (transform_dir, transformer, x_train, x_val)
         return self._analyses[key]
 
+    def auto_components(self, config: TrainConfig, x_train: np.ndarray, x_val: np.ndarray) -> int:
+        """The PCA-coded autoencoder's code size: the plain PCA residual's best count on validation."""
+        key = ("pca", config.scaling, config.clip, config.log_features)
+        if key not in self._components:
+            self._components[key] = evaluate.PcaByComponents(x_train, seed=0).best_components(x_val, self.y_val)
+        return self._components[key]
+
+    def better_weighting(self, model: Any, x_train: np.ndarray, x_val: np.ndarray) -> str:
+        """``standardized`` if it ranks validation better than ``none``; ``none`` without labels to rank by."""
+        if self.y_val is None or len(np.unique(self.y_val)) < 2:
+            return "none"
+        scores = {
+            w: _pr_auc(autoencoder.errors(model, x_val, autoencoder.error_weights(model, x_train, w))[0], self.y_val)
+            for w in ("none", "standardized")
+        }
+        return "standardized" if scores["standardized"] > scores["none"] else "none"
+
     def __call__(self, config: TrainConfig, *, log_progress: bool = False) -> Candidate:
         transform_dir, transformer, x_train, x_val = self.analysis(config)
         val_normal = x_val if self.y_val is None else x_val[self.y_val == 0]
@@ -161,7 +179,10 @@ class Fitter:
             run_name = f"{self.started:%Y%m%d-%H%M%S}-seed{config.seed}"
             tb_dir = (config.tensorboard_dir or config.model_base.parent.parent / "runs" / config.name) / run_name
         autoencoder.set_determinism(config.seed)
-        pca = autoencoder.pca_basis(x_train, config.pca_components, config.seed) if config.pca_components else None
+        components = config.pca_components
+        if components == PCA_AUTO:
+            components = self.auto_components(config, x_train, x_val)
+        pca = autoencoder.pca_basis(x_train, components, config.seed) if components else None
         model = autoencoder.build(
             len(config.features), config.hidden, config.activation, config.learning_rate, config.output_activation, pca
         )
@@ -175,7 +196,13 @@ class Fitter:
             log_dir=tb_dir,
             verbose=config.verbose and log_progress,
         )
-        weights = autoencoder.error_weights(model, x_train, config.error_weighting)
+        if pca is not None:
+            history["pca_components_used"] = components
+        weighting = config.error_weighting
+        if weighting == "auto":  # a scoring choice of the trained model: both ways on validation, no retraining
+            weighting = self.better_weighting(model, x_train, x_val)
+        history["error_weighting_used"] = weighting
+        weights = autoencoder.error_weights(model, x_train, weighting)
         val_errors, _ = autoencoder.errors(model, x_val, weights)
         return Candidate(
             config, model, history, transform_dir, transformer, x_train, x_val, weights, val_errors, tb_dir
@@ -251,7 +278,7 @@ def run(config: TrainConfig) -> TrainResult:
             "output_activation": config.output_activation,
             "scaling": config.scaling,
             "clip": config.clip,
-            "error_weighting": config.error_weighting,
+            "error_weighting": history.get("error_weighting_used", config.error_weighting),
             "pca_components": config.pca_components,
             "design": config.describe(),
             "chosen_by": "model search (--search)" if search_report else "defaults (the search's winner on real rows)",
@@ -276,7 +303,7 @@ def run(config: TrainConfig) -> TrainResult:
         if search_report is not None:
             report["search"] = search_report
         error = {
-            "weighting": config.error_weighting,
+            "weighting": history.get("error_weighting_used", config.error_weighting),
             "divisors": None if weights is None else [float(w) for w in weights],
         }
         check_rows = parts.validation[list(config.features)].to_numpy(np.float32)[:CHECK_ROWS]

@@ -79,3 +79,34 @@ def test_a_perfectly_reconstructed_feature_does_not_divide_by_zero() -> None:
     assert weights is not None and np.all(np.isfinite(weights)) and np.all(weights > 0)
     errors, _ = autoencoder.errors(model, rows, weights)
     assert np.all(np.isfinite(errors))
+
+
+def test_pca_component_count_is_chosen_on_validation_or_by_variance_without_labels() -> None:
+    from trainer.evaluate import PcaByComponents
+
+    rng = np.random.default_rng(3)
+    # Normals on a 2-dimensional plane in 5 dimensions (plus a little noise); frauds step off the plane.
+    normals = rng.normal(size=(3000, 2)) @ rng.normal(size=(2, 5)) + rng.normal(scale=0.01, size=(3000, 5))
+    frauds = rng.normal(size=(30, 5))
+    x_val = np.vstack([normals[2000:], frauds]).astype(np.float32)
+    y_val = np.r_[np.zeros(1000), np.ones(30)].astype(np.int8)
+    pca = PcaByComponents(normals[:2000].astype(np.float32), seed=0)
+    assert pca.best_components(x_val, y_val) == 2
+    assert pca.best_components(x_val, None) == 2  # 99% of the variance lies in the plane
+
+
+def test_auto_error_weighting_picks_what_ranks_validation_better(rows: np.ndarray) -> None:
+    from trainer.pipeline import Fitter
+
+    model = autoencoder.build(6, (3,), "tanh", 1e-3, "linear")
+    fitter = Fitter.__new__(Fitter)  # only the validation labels matter here
+    x_val = rows[:500]
+    terms_none = autoencoder.squared_errors(model, x_val)
+    # Label as fraud the rows that one weighting ranks first: each choice must win on its own labels.
+    for weighting in ("none", "standardized"):
+        weights = autoencoder.error_weights(model, rows, weighting)
+        errors = (terms_none if weights is None else terms_none / weights).mean(axis=1)
+        fitter.y_val = (errors >= np.quantile(errors, 0.98)).astype(np.int8)
+        assert fitter.better_weighting(model, rows, x_val) == weighting
+    fitter.y_val = None
+    assert fitter.better_weighting(model, rows, x_val) == "none"
