@@ -101,8 +101,7 @@ def quality_table(d: dict[str, Any]) -> str:
 
     v = d["verdict"]
     return (
-        table(d)
-        + f"\n\nSeeds {d['seeds']}, {d['split']}. Best baseline by PR-AUC: {v['best_baseline_by_pr_auc']} "
+        table(d) + f"\n\nSeeds {d['seeds']}, {d['split']}. Best baseline by PR-AUC: {v['best_baseline_by_pr_auc']} "
         f"(margin of the default {v['pr_auc_margin_over_best_baseline']:+.4f}); beats every baseline's mean "
         f"PR-AUC: {'yes' if v['beats_every_baseline_mean_pr_auc'] else 'NO'}; recall at precision >= 0.85 not "
         f"below the best baseline's: {'yes' if v['recall_at_p085_not_below_best_baseline'] else 'NO'}."
