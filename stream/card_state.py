@@ -43,7 +43,7 @@ from apache_beam.coders import PickleCoder
 from apache_beam.transforms import userstate
 from apache_beam.utils.timestamp import Timestamp
 
-from stream import metrics
+from stream import ingest, metrics
 from stream.records import Case, Release, ScoredTransaction
 from stream.rules import RuleConfig, window_cases
 from stream.windows import WindowConfig, summarize, window_starts
@@ -92,15 +92,19 @@ class _CardStateFn(beam.DoFn):  # type: ignore[misc]
     ) -> Iterator[Case | Release]:
         card_id, s = element
         card: CardState = state.read() or CardState()
+        cases: list[Case] = []
         # A redelivery (the card holds it already) changes no window, and its case, if any, is out already.
         if s.transaction_id not in card.recent and s.transaction_id not in card.emitted:
-            yield from self._arrive(card_id, card, s)
+            cases = list(self._arrive(card_id, card, s))
             state.write(card)
             when = card.next_cleanup(self._windows)
             if when is not None:
                 cleanup.set(Timestamp.of(when))
-        if s.ack_ids:  # after its cases, in the same bundle: released once the sink made them durable
+        yield from cases
+        if cases and s.ack_ids:  # after its cases, in the same bundle: released once the sink made them durable
             yield Release(s.ack_ids)
+        elif s.ack_ids:  # nothing of its arrival to make durable (most transactions): its part is done
+            ingest.release(s.ack_ids)
 
     def _arrive(self, card_id: str, card: CardState, s: ScoredTransaction) -> Iterator[Case]:
         c = self._windows

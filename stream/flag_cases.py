@@ -2,11 +2,13 @@
 
 One alert per case: the same transaction appears in up to size/period
 overlapping windows and in every early, on-time and late firing of each.
-:class:`DedupeCases` keeps, per case id, a "seen" flag in keyed state that an
-event-time timer clears ``dedupe_ttl_s`` after the case's timestamp; only the
-first emission passes to the sinks. A case's reasons are those of that first
-emission. If the state is lost (job replaced), a repeat rewrites the same
-Bigtable row.
+With Beam windows, :class:`DedupeCases` keeps, per case id, a "seen" flag in
+keyed state that an event-time timer clears ``dedupe_ttl_s`` after the case's
+timestamp; only the first emission passes to the sinks (the card-state path
+keeps the same in its card's state). A case's reasons are those of that first
+emission. These in-memory filters are cheap; the guarantee is DeliverCases'
+durable claim on the case row (:mod:`stream.cases.sink`), which also drops the
+repeats a lost state or a re-published message lets through.
 
 Above :mod:`stream.card_state` and :mod:`stream.windows` (it chooses between
 them), below :mod:`stream.pipeline`.
@@ -67,10 +69,13 @@ def _keyed(case: Case) -> tuple[str, tuple[Case, tuple[str, ...]]]:
     return case.case_id, (case, ())
 
 
-def _keyed_tx_cases(s: ScoredTransaction) -> Iterator[tuple[str, tuple[Case, tuple[str, ...]]]]:
-    """TX_ANOMALY cases keyed by case id with their message's ack ids (made and keyed in one step)."""
+def _tx_cases_then_release(s: ScoredTransaction) -> Iterator[Case | Release]:
+    """The TX_ANOMALY case of an anomalous transaction, then the Release of its part (same bundle)."""
     for case in transaction_cases(s):
-        yield case.case_id, (case, s.ack_ids)
+        metrics.case_emitted(case.reasons, case.event_time.timestamp())
+        yield case
+        if s.ack_ids:
+            yield Release(s.ack_ids)
 
 
 def _card_part_released(s: ScoredTransaction) -> Iterator[Release]:
@@ -158,14 +163,12 @@ class FlagCases(beam.PTransform):
     def expand(self, scored: beam.PCollection) -> beam.PCollection:
         rules = self._rules
         if self._streaming:
-            # TX_ANOMALY cases get their own de-dup step, not queued behind the card step (which sees every
-            # transaction): their ids never meet card cases' (those are non-anomalous ones). Made and keyed
-            # in one step: the DirectRunner pays a fixed cost per step and bundle.
-            tx_first = (
-                scored
-                | "TxAnomalyByCaseId" >> beam.FlatMap(_keyed_tx_cases).with_output_types(_CASE_KEY)
-                | "FirstPerCase" >> beam.ParDo(_DedupeFn(rules.dedupe_ttl_s))
-            )
+            # TX_ANOMALY cases go straight to the sink, not queued behind the card step (which sees every
+            # transaction) nor behind a keyed de-dup step: on the DirectRunner a stateful step runs one
+            # bundle per key, which at 500 tx/s held alerts for seconds. A TX_ANOMALY case is one
+            # transaction, so its only repeats are redeliveries and re-publishes, which DeliverCases' durable
+            # claim drops; its id never meets a card case's (those are non-anomalous transactions).
+            tx_first = scored | "TxAnomalyCases" >> beam.FlatMap(_tx_cases_then_release)
             if self._aggregation == "state":
                 card = scored | "CardStateCases" >> CardStateCases(self._windows, rules)
                 return (tx_first, card) | "AllCases" >> beam.Flatten()

@@ -46,6 +46,7 @@ PULL_INTERVAL_S = 0.05  # pause when nothing may be pulled (in-flight cap, stopp
 MAX_IN_FLIGHT = 10_000  # stop pulling while this many messages are unacknowledged (flow control)
 DEADLINE_S = 20  # ack deadline while in flight: how soon Pub/Sub redelivers after a crash
 EXTEND_EVERY_S = 5.0
+ACK_EVERY_S = 0.1  # released messages are acknowledged in batches this often
 _ACK_CHUNK = 1_000
 
 
@@ -58,11 +59,15 @@ class AckTracker:
         self._lock = threading.Lock()
         self._parts: dict[str, int] = {}
         self._carried: dict[str, list[str]] = {}
+        self._done: list[str] = []  # released, acknowledgement not yet sent
+        self._flush_lock = threading.Lock()
         self._stopping = threading.Event()
         self._idle = threading.Condition(self._lock)
         self.acknowledged = 0
         self._extender = threading.Thread(target=self._extend_deadlines, name="ack-deadlines", daemon=True)
         self._extender.start()
+        self._acker = threading.Thread(target=self._acknowledge_released, name="acks", daemon=True)
+        self._acker.start()
 
     @property
     def subscriber(self) -> Any:
@@ -79,7 +84,7 @@ class AckTracker:
         if self._stopping.is_set():
             return []
         with self._lock:
-            room = MAX_IN_FLIGHT - len(self._parts)
+            room = MAX_IN_FLIGHT - len(self._parts) - len(self._done)
         if room <= 0:
             return []
         response = self.subscriber.pull(
@@ -120,8 +125,11 @@ class AckTracker:
                     self._parts[ack_id] += parts
 
     def release(self, ack_ids: Iterable[str]) -> None:
-        """One part of each message is durable; acknowledges the messages with none left."""
-        done = []
+        """One part of each message is durable; the messages with none left are acknowledged.
+
+        Acknowledgements go out in batches (every ACK_EVERY_S, or at once past _ACK_CHUNK), not one
+        call per release: a crash before the batch leaves, at most, a redelivery of durable messages.
+        """
         with self._lock:
             for ack_id in ack_ids:
                 left = self._parts.get(ack_id)
@@ -129,10 +137,18 @@ class AckTracker:
                     continue
                 if left <= 1:
                     del self._parts[ack_id]
-                    done.append(ack_id)
+                    self._done.append(ack_id)
                 else:
                     self._parts[ack_id] = left - 1
-        if done:
+            flush_now = len(self._done) >= _ACK_CHUNK
+        if flush_now:
+            self.flush()
+
+    def flush(self) -> None:
+        """Acknowledges every released message now."""
+        with self._flush_lock:
+            with self._lock:
+                done, self._done = self._done, []
             for i in range(0, len(done), _ACK_CHUNK):
                 self._call(
                     self.subscriber.acknowledge,
@@ -143,8 +159,9 @@ class AckTracker:
                 self._idle.notify_all()
 
     def in_flight(self) -> int:
+        """Messages pulled and not yet acknowledged."""
         with self._lock:
-            return len(self._parts)
+            return len(self._parts) + len(self._done)
 
     # --- stopping ---
 
@@ -159,14 +176,19 @@ class AckTracker:
         """After :meth:`stop_pulling`: waits until everything pulled is acknowledged; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while self._parts:
+            while self._parts or self._done:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._idle.wait(min(left, 0.5))
         return True
 
-    # --- deadlines ---
+    # --- background: acknowledgements and deadlines ---
+
+    def _acknowledge_released(self) -> None:
+        while True:
+            time.sleep(ACK_EVERY_S)
+            self.flush()
 
     def _extend_deadlines(self) -> None:
         while True:
