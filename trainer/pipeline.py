@@ -213,6 +213,50 @@ def _pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return evaluate.ranking(scores, labels).get("pr_auc", float("nan"))
 
 
+def _choose(
+    config: TrainConfig, fitter: Fitter, stage: _Stages, y_val: np.ndarray | None
+) -> tuple[Candidate, dict[str, Any] | None]:
+    """The model to export: the search's winner (and its report) with --search, else the configured design."""
+    if config.search:
+        what = f"{config.search_trials} trials x {len(config.search_seeds)} seeds, by validation PR-AUC"
+        with stage("search", what):
+            outcome = search_mod.search(config, fitter, y_val, _pr_auc)
+        if config.verbose:
+            winner = outcome.best.config
+            print(f"[train] search winner: {winner.describe()} seed {winner.seed}", file=sys.stderr, flush=True)
+        return outcome.best, outcome.report()
+    with stage("analyze", f"tf.Transform statistics over {len(fitter.train)} training normals"):
+        fitter.analysis(config)
+    with stage("fit", f"{config.describe()} on {len(fitter.train)} training normals"):
+        return fitter(config, log_progress=True), None
+
+
+def _training_info(chosen: Candidate, *, searched: bool) -> dict[str, Any]:
+    """The design and training history of the exported model, for the report and the card."""
+    config, history = chosen.config, chosen.history
+    return {
+        "layers": "-".join(str(u) for u in (len(config.features), *config.hidden, len(config.features))),
+        "hidden": list(config.hidden),
+        "activation": config.activation,
+        "output_activation": config.output_activation,
+        "scaling": config.scaling,
+        "clip": config.clip,
+        "error_weighting": history.get("error_weighting_used", config.error_weighting),
+        "pca_components": config.pca_components,
+        "design": config.describe(),
+        "chosen_by": "model search (--search)" if searched else "flags (defaults: the search's winner on real rows)",
+        "learning_rate": config.learning_rate,
+        "batch_size": config.batch_size,
+        "max_epochs": config.epochs,
+        "patience": config.patience,
+        "seed": config.seed,
+        "tensorboard_dir": str(chosen.tensorboard_dir) if chosen.tensorboard_dir else None,
+        **{k: v for k, v in history.items() if k not in ("loss", "val_loss")},
+        "loss_history": history["loss"],
+        "val_loss_history": history["val_loss"],
+    }
+
+
 def run(config: TrainConfig) -> TrainResult:
     """Runs a whole training; raises :class:`trainer.config.TrainError` subclasses with a reason."""
     stage = _Stages(config.verbose)
@@ -237,21 +281,8 @@ def run(config: TrainConfig) -> TrainResult:
     keep_work_dir = config.work_dir is not None or config.keep_work_dir
     try:
         fitter = Fitter(parts, y_val, work_dir, started)
-        search_report: dict[str, Any] | None = None
-        if config.search:
-            what = f"{config.search_trials} trials x {len(config.search_seeds)} seeds, by validation PR-AUC"
-            with stage("search", what):
-                outcome = search_mod.search(config, fitter, y_val, _pr_auc)
-                search_report = outcome.report()
-                chosen = outcome.best
-                config = chosen.config
-            if config.verbose:
-                print(f"[train] search winner: {config.describe()} seed {config.seed}", file=sys.stderr, flush=True)
-        else:
-            with stage("analyze", f"tf.Transform statistics over {len(parts.train)} training normals"):
-                fitter.analysis(config)
-            with stage("fit", f"{config.describe()} on {len(parts.train)} training normals"):
-                chosen = fitter(config, log_progress=True)
+        chosen, search_report = _choose(config, fitter, stage, y_val)
+        config = chosen.config
         model, weights, val_errors = chosen.model, chosen.weights, chosen.val_errors
         transformer, transform_dir, history = chosen.transformer, chosen.transform_dir, chosen.history
         statistics = _statistics(transformer, config)
@@ -271,27 +302,7 @@ def run(config: TrainConfig) -> TrainResult:
             t_metrics["alert_rate"] = float(np.mean(test_errors > np.float32(threshold.value)))
         check_quality(t_metrics, config.min_pr_auc)
 
-        training = {
-            "layers": "-".join(str(u) for u in (len(config.features), *config.hidden, len(config.features))),
-            "hidden": list(config.hidden),
-            "activation": config.activation,
-            "output_activation": config.output_activation,
-            "scaling": config.scaling,
-            "clip": config.clip,
-            "error_weighting": history.get("error_weighting_used", config.error_weighting),
-            "pca_components": config.pca_components,
-            "design": config.describe(),
-            "chosen_by": "model search (--search)" if search_report else "defaults (the search's winner on real rows)",
-            "learning_rate": config.learning_rate,
-            "batch_size": config.batch_size,
-            "max_epochs": config.epochs,
-            "patience": config.patience,
-            "seed": config.seed,
-            "tensorboard_dir": str(chosen.tensorboard_dir) if chosen.tensorboard_dir else None,
-            **{k: v for k, v in history.items() if k not in ("loss", "val_loss")},
-            "loss_history": history["loss"],
-            "val_loss_history": history["val_loss"],
-        }
+        training = _training_info(chosen, searched=search_report is not None)
         report.update(
             name=config.name,
             data=loaded.summary(),
