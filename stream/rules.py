@@ -25,7 +25,7 @@ the README's rules table (a unit test checks the README against it).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -161,12 +161,16 @@ def transaction_cases(s: ScoredTransaction) -> Iterator[Case]:
         yield _case(s, (TX_ANOMALY,))
 
 
-def window_cases(w: CardWindow, rules: RuleConfig) -> Iterator[Case]:
-    """The card rules' cases: one for each non-anomalous transaction of a flagged card window."""
+def window_cases(w: CardWindow, rules: RuleConfig, skip: Container[str] = frozenset()) -> Iterator[Case]:
+    """The card rules' cases: one for each non-anomalous transaction of a flagged card window.
+
+    ``skip``: case ids not to build a case for (checked as each member is reached, so a container
+    that grows while the cases are consumed is honoured): the card step's emitted cases.
+    """
     reasons = window_reasons(w, rules)
     if reasons:
         for member in w.members:
-            if not member.is_anomaly:
+            if not member.is_anomaly and member.transaction_id not in skip:
                 yield _case(member, reasons, w)
 
 

@@ -1,0 +1,60 @@
+"""The card step's state value and incremental evaluation: same state after a coder round trip, same cases."""
+
+from __future__ import annotations
+
+import math
+
+from apache_beam.coders import PickleCoder
+
+from stream.card_state import CardState, last_close
+from stream.records import ScoredTransaction
+from stream.rules import RuleConfig, window_cases
+from stream.windows import WindowConfig, summarize, window_starts
+
+T0 = 1_800_000_000
+
+
+def scored(tx_id: str, t: float, anomaly: bool = False) -> ScoredTransaction:
+    return ScoredTransaction(
+        transaction_id=tx_id,
+        card_id="c1",
+        merchant_id="m",
+        event_time=T0 + t,
+        amount=12.5,
+        reconstruction_error=0.9 if anomaly else 0.01,
+        is_anomaly=anomaly,
+        top_features=(("V14", 0.5), ("V4", 0.25)),
+        out_of_range=1,
+        model_name="test",
+        model_version=3,
+        threshold=0.5,
+        ack_ids=("a1",),
+    )
+
+
+def test_state_survives_the_coder_round_trip() -> None:
+    card = CardState(
+        recent={s.transaction_id: s for s in (scored("t1", 1.5), scored("t2", 70.25, anomaly=True))},
+        emitted={"t0": T0 + 3600.0},
+        watermark=T0 - 10.0,
+    )
+    coder = PickleCoder()
+    back = coder.decode(coder.encode(card))
+    assert back == card
+    assert list(back.recent) == list(card.recent)
+    assert coder.decode(coder.encode(CardState())) == CardState()
+
+
+def test_last_close_is_the_newest_window_holding_the_time() -> None:
+    windows = WindowConfig(size_s=600, period_s=60, allowed_lateness_s=120)
+    for t in (T0, T0 + 0.5, T0 + 59.999, T0 + 60, T0 - 0.001, 1_700_000_123.456):
+        expected = window_starts(t, windows.size_s, windows.period_s)[-1] + windows.size_s + windows.allowed_lateness_s
+        assert last_close(t, windows) == expected
+    assert math.isinf(CardState().watermark)
+
+
+def test_window_cases_skips_the_given_case_ids() -> None:
+    rules = RuleConfig(velocity_min_count=2)
+    w = summarize("c1", T0, T0 + 600, [scored("t1", 1), scored("t2", 2), scored("t3", 3, anomaly=True)])
+    assert [c.case_id for c in window_cases(w, rules)] == ["t1", "t2"]
+    assert [c.case_id for c in window_cases(w, rules, skip={"t1"})] == ["t2"]
