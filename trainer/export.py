@@ -115,13 +115,13 @@ def _check(tmp: Path, names: Sequence[str], raw_rows: np.ndarray, expected_error
     if missing:
         raise ExportError(f"exported signature lacks outputs {missing}")
     got = out["reconstruction_error"].numpy()
+    relative = np.abs(got - expected_errors) / np.maximum(np.abs(expected_errors), CHECK_ATOL)
     if not np.allclose(got, expected_errors, rtol=CHECK_RTOL, atol=CHECK_ATOL):
-        rel = np.abs(got - expected_errors) / np.maximum(np.abs(expected_errors), CHECK_ATOL)
         raise ExportError(
-            f"exported model disagrees with the trained one: max relative error difference {float(rel.max()):.3g} "
-            f"(tolerance {CHECK_RTOL:g})"
+            f"exported model disagrees with the trained one: max relative error difference "
+            f"{float(relative.max()):.3g} (tolerance {CHECK_RTOL:g})"
         )
-    return float(np.max(np.abs(got - expected_errors) / np.maximum(np.abs(expected_errors), CHECK_ATOL), initial=0.0))
+    return float(relative.max(initial=0.0))
 
 
 def export(
