@@ -11,11 +11,13 @@ import asyncio
 import csv
 import itertools
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import grpc
 import pytest
@@ -66,6 +68,29 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out: {what}")
         time.sleep(0.05)
+
+
+def start_serve(
+    base: Path, stderr: IO[str], *flags: str, started: list[subprocess.Popen[str]]
+) -> tuple[subprocess.Popen[str], str]:
+    """``fraudscore serve`` as a child process on a free port; returns it and its target once SERVING.
+
+    The process is appended to ``started`` before anything can fail, so the caller can always stop it.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fraudscore.cli", "serve", "--model-base", str(base), "--port", "0",
+         "--metrics-port", "-1", *flags],
+        stdout=subprocess.PIPE, stderr=stderr, text=True,
+    )  # fmt: skip
+    started.append(proc)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("LISTENING "), line
+    target = line.split()[1]
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        wait_for(lambda: health.Check(health_pb2.HealthCheckRequest()).status == SERVING, 60, "never SERVING")
+    return proc, target
 
 
 def config(base: Path, **changes: Any) -> ServeConfig:

@@ -27,6 +27,7 @@ from tests.integration.scorer_support import (
     config,
     copy_base,
     source_model,
+    start_serve,
     transactions,
     wait_for,
 )
@@ -158,19 +159,10 @@ def test_deadline_is_honoured_and_the_server_keeps_serving(base: Path, tx) -> No
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(base: Path, tmp_path: Path, tx) -> None:
     log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fraudscore.cli", "serve", "--model-base", str(base), "--port", "0",
-         "--metrics-port", "-1", "--grace", "20"],
-        stdout=subprocess.PIPE, stderr=log, text=True,
-    )  # fmt: skip
+    started: list[subprocess.Popen[str]] = []
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("LISTENING "), line
-        target = line.split()[1]
+        proc, target = start_serve(base, log, "--grace", "20", started=started)
         with grpc.insecure_channel(target) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            wait_for(lambda: health.Check(health_pb2.HealthCheckRequest()).status == SERVING, 60, "never SERVING")
             stub = scorer_pb2_grpc.FraudScorerStub(channel)
             signalled = threading.Event()
 
@@ -190,9 +182,10 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(base: Path, tmp_path: 
         assert proc.wait(timeout=30) == 0
         assert "draining" in (tmp_path / "serve.log").read_text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        for child in started:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
         log.close()
 
 

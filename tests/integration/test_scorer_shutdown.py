@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
-from tests.integration.scorer_support import NOT_SERVING, SERVING, copy_base, source_model, transactions, wait_for
+from tests.integration.scorer_support import (
+    NOT_SERVING,
+    SERVING,
+    copy_base,
+    source_model,
+    start_serve,
+    transactions,
+)
 
 pytestmark = pytest.mark.integration
 CLIENTS = 32
@@ -49,20 +55,7 @@ def serve(base: Path, tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
 
 
 def _start(procs: list[subprocess.Popen[str]], base: Path, log: Path, *flags: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fraudscore.cli", "serve", "--model-base", str(base), "--port", "0",
-         "--metrics-port", "-1", "--grace", str(GRACE_S), *flags],
-        stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
-    )  # fmt: skip
-    procs.append(proc)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("LISTENING "), line
-    target = line.split()[1]
-    with grpc.insecure_channel(target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        wait_for(lambda: health.Check(health_pb2.HealthCheckRequest()).status == SERVING, 60, "never SERVING")
-    return proc, target
+    return start_serve(base, log.open("w"), "--grace", str(GRACE_S), *flags, started=procs)
 
 
 @dataclass
