@@ -50,6 +50,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from fraudscore import model as fmodel
 from fraudscore import schema
+from fraudscore.artifact import Scores
 from fraudscore.v1.transaction_pb2 import Transaction
 from fraudscore.versions import VersionWatcher, latest_version_uri
 from stream import ingest, metrics
@@ -116,6 +117,14 @@ class _VersionPoller:
             return self._swapped
 
 
+def _probabilities(scores: Scores, n: int) -> list[float | None]:
+    """The second stage's fraud probability per row, or None for each row when the version has none."""
+    probability = getattr(scores, "fraud_probability", None)  # until Scores carries it (artifact.OPTIONAL_OUTPUTS)
+    if probability is None:
+        return [None] * n
+    return [float(p) for p in probability.tolist()]
+
+
 class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.LoadedModel]):
     """Loads a fraudscore model version and scores batches of Transactions."""
 
@@ -164,7 +173,8 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[ScoredTransaction]:
         model = self._current(model)
-        scores = model.score(schema.feature_matrix(batch, model.features))
+        rows = schema.feature_matrix(batch, model.features)
+        scores = model.score(rows)
         # Python scalars once per batch (tolist), metrics once per batch: per-element numpy indexing and
         # metric calls were a large share of a replay's CPU.
         errors = [float(e) for e in scores.reconstruction_error.tolist()]
@@ -181,6 +191,8 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
             for cols, row_shares, has in zip(order.tolist(), shares.tolist(), has_error.tolist(), strict=True)
         ]
         name, version, threshold = model.card.name, model.version, model.threshold
+        raws = [tuple(row) for row in rows.tolist()]  # float32 values, exact as Python floats
+        probabilities = _probabilities(scores, len(batch))
         return [
             ScoredTransaction(
                 transaction_id=tx.transaction_id,
@@ -195,6 +207,9 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
                 model_name=name,
                 model_version=version,
                 threshold=threshold,
+                raw=raws[i],
+                feature_names=names,
+                fraud_probability=probabilities[i],
             )
             for i, tx in enumerate(batch)
         ]

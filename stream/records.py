@@ -67,6 +67,13 @@ class ScoredTransaction:
     # Pub/Sub ack ids of the message(s) behind it (local pulled ingest only): acknowledged by the sinks
     # once every effect of the transaction is durable (stream.ingest).
     ack_ids: tuple[str, ...] = ()
+    # The raw features as scored, in ``feature_names`` order (the model card's), so a case keeps what is
+    # needed to rescore and retrain. Plain floats (cheap to pickle in the card state); ``feature_names`` is
+    # the loaded model's one tuple, shared by every transaction it scored (pickled once per state value).
+    raw: tuple[float, ...] = ()
+    feature_names: tuple[str, ...] = ()
+    # The second stage's score, when the model version has one (``Scores.fraud_probability``).
+    fraud_probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,11 @@ class Case:
     window_end: datetime | None = None
     # Window aggregates behind card-level reasons (count, amount_sum, max_error, anomalies).
     window_stats: dict[str, float] = field(default_factory=dict)
+    # The raw transaction as scored (``raw_features`` in ``feature_names`` order): what recalibration rescores
+    # and the second stage trains on. Empty in cases written before they were kept.
+    raw_features: tuple[float, ...] = ()
+    feature_names: tuple[str, ...] = ()
+    fraud_probability: float | None = None  # the second stage's score, when the model has one
 
     @property
     def case_id(self) -> str:
@@ -141,10 +153,19 @@ class Case:
         data["window_end"] = self.window_end.isoformat() if self.window_end else None
         data["reasons"] = list(self.reasons)
         data["top_features"] = [{"name": n, "share": s} for n, s in self.top_features]
+        # Two parallel lists, not a name -> value object: the JSON is written with sorted keys, which would
+        # lose the model card's feature order.
+        data["raw_features"] = list(self.raw_features)
+        data["feature_names"] = list(self.feature_names)
         return data
+
+    @property
+    def has_raw_features(self) -> bool:
+        return bool(self.raw_features)
 
     @classmethod
     def from_json_dict(cls, data: dict[str, Any]) -> Case:
+        probability = data.get("fraud_probability")
         return cls(
             transaction_id=data["transaction_id"],
             card_id=data["card_id"],
@@ -159,6 +180,10 @@ class Case:
             window_start=datetime.fromisoformat(data["window_start"]) if data.get("window_start") else None,
             window_end=datetime.fromisoformat(data["window_end"]) if data.get("window_end") else None,
             window_stats={k: float(v) for k, v in data.get("window_stats", {}).items()},
+            # Records written before raw features and the second stage existed have neither key.
+            raw_features=tuple(float(v) for v in data.get("raw_features") or ()),
+            feature_names=tuple(data.get("feature_names") or ()),
+            fraud_probability=float(probability) if probability is not None else None,
         )
 
     def to_alert(self) -> bytes:
