@@ -14,6 +14,10 @@ CARD_FILE = "model_card.json"
 SAVED_MODEL_FILE = "saved_model.pb"
 SIGNATURE = "serving_default"
 OUTPUTS = ("reconstruction_error", "feature_errors", "is_anomaly", "out_of_range_count")
+# Outputs only some versions have: ``fraud_probability`` (float32 [None]) when the card has a ``second_stage``.
+OPTIONAL_OUTPUTS = ("fraud_probability",)
+# The scores ``is_anomaly`` may threshold (card key ``threshold.score``); the first is the default.
+THRESHOLD_SCORES = ("reconstruction_error", "fraud_probability")
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class Scores:
     feature_errors: np.ndarray
     is_anomaly: np.ndarray
     out_of_range_count: np.ndarray
+    fraud_probability: np.ndarray | None = None  # float32 [n]; None when the version has no second stage
 
     def __len__(self) -> int:
         return int(self.reconstruction_error.shape[0])

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fraudscore.artifact import CARD_FILE, OUTPUTS, SIGNATURE, Scores
+from fraudscore.artifact import CARD_FILE, OUTPUTS, SIGNATURE, THRESHOLD_SCORES, Scores
 from fraudscore.versions import latest_version
 
 if TYPE_CHECKING:
@@ -56,6 +56,10 @@ class ModelCard:
     threshold: float
     threshold_policy: str
     metrics: dict[str, float] = field(default_factory=dict)
+    # The output ``is_anomaly`` thresholds (card key ``threshold.score``): one of THRESHOLD_SCORES.
+    threshold_score: str = THRESHOLD_SCORES[0]
+    # The supervised second stage inside the signature (card key ``second_stage``), None without one.
+    second_stage: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -74,6 +78,14 @@ class ModelCard:
             features = data["features"]
             if isinstance(features, str) or not all(isinstance(f, str) for f in features):
                 raise TypeError(f"features must be a list of names, got {features!r}")
+            score = str(threshold.get("score", THRESHOLD_SCORES[0]))
+            if score not in THRESHOLD_SCORES:
+                raise ValueError(f"threshold.score must be one of {', '.join(THRESHOLD_SCORES)}, got {score!r}")
+            second_stage = data.get("second_stage")
+            if second_stage is not None and not isinstance(second_stage, Mapping):
+                raise TypeError(f"second_stage must be an object, got {type(second_stage).__name__}")
+            if score == "fraud_probability" and second_stage is None:
+                raise ValueError("threshold.score is fraud_probability but the card has no second_stage")
             return cls(
                 name=str(data["name"]),
                 version=int(data["version"]),
@@ -81,6 +93,8 @@ class ModelCard:
                 threshold=float(threshold["value"]),
                 threshold_policy=str(threshold["policy"]),
                 metrics={k: float(v) for k, v in (data.get("metrics") or {}).items() if isinstance(v, (int, float))},
+                threshold_score=score,
+                second_stage=None if second_stage is None else dict(second_stage),
                 raw=dict(data),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -103,7 +117,13 @@ class ModelCard:
         if threshold.get("value") != self.threshold:
             threshold["value"] = self.threshold
         threshold["policy"] = self.threshold_policy
+        if "score" in threshold or self.threshold_score != THRESHOLD_SCORES[0]:
+            threshold["score"] = self.threshold_score
         data["threshold"] = threshold
+        if self.second_stage is not None:
+            data["second_stage"] = self.second_stage
+        else:
+            data.pop("second_stage", None)
         metrics = dict(data.get("metrics") or {})
         metrics.update({k: v for k, v in self.metrics.items() if metrics.get(k) != v})
         data["metrics"] = metrics

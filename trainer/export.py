@@ -22,7 +22,8 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +144,7 @@ def export(
     """
     import tensorflow as tf
 
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = base / f".tmp-{uuid.uuid4().hex[:12]}"
-    try:
+    with staging_dir(base) as tmp:
         module = build_module(autoencoder, transform_dir, names, threshold, weights)
         tf.saved_model.save(module, str(tmp), signatures={SIGNATURE: module.serve.get_concrete_function()})
         extra = tmp / EXTRA_DIR
@@ -154,19 +153,38 @@ def export(
         _copy_tree(transform_dir, extra / TRANSFORM_COPY)
         diff = _check(tmp, names, check_rows, check_errors)
         log.info("export check: reloaded SavedModel agrees with the trained model (max relative diff %.2g)", diff)
-        for _ in range(MAX_RENAME_ATTEMPTS):
-            version = next_version(base)
-            card = write_extras(tmp, version)
-            card.write(tmp)
-            target = base / str(version)
-            try:
-                os.rename(tmp, target)  # atomic on one filesystem; fails if target exists and is not empty
-            except OSError as exc:
-                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR):
-                    continue  # another trainer took this number: try the next one
-                raise
-            return version, target, card.to_dict()
-        raise ExportError(f"could not claim a version number under {base} in {MAX_RENAME_ATTEMPTS} attempts")
+        version, target, card = publish(tmp, base, write_extras)
+        return version, target, card.to_dict()
+
+
+@contextmanager
+def staging_dir(base: Path) -> Iterator[Path]:
+    """A hidden temp dir beside the versions (same filesystem, so the rename is atomic); removed unless published."""
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = base / f".tmp-{uuid.uuid4().hex[:12]}"
+    try:
+        yield tmp
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(tmp: Path, base: Path, write_extras: Callable[[Path, int], ModelCard]) -> tuple[int, Path, ModelCard]:
+    """Renames a complete temp dir to ``<base>/<next version>``; returns (version, its dir, the card written).
+
+    ``write_extras(tmp, version)`` writes whatever names the version and returns the card, written here; it is
+    called again if another writer takes the number first.
+    """
+    for _ in range(MAX_RENAME_ATTEMPTS):
+        version = next_version(base)
+        card = write_extras(tmp, version)
+        card.write(tmp)
+        target = base / str(version)
+        try:
+            os.rename(tmp, target)  # atomic on one filesystem; fails if target exists and is not empty
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR):
+                continue  # another writer took this number: try the next one
+            raise
+        return version, target, card
+    raise ExportError(f"could not claim a version number under {base} in {MAX_RENAME_ATTEMPTS} attempts")

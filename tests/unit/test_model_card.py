@@ -82,3 +82,37 @@ def test_unreadable_and_mistyped_cards_are_refused(tmp_path: Path) -> None:
     (tmp_path / CARD_FILE).write_text(json.dumps({**good, "features": "V1"}))
     with pytest.raises(ModelError, match="features must be a list of names"):
         ModelCard.read(tmp_path)
+
+
+def test_threshold_score_and_second_stage_round_trip(tmp_path: Path) -> None:
+    content = {
+        "name": "creditcard",
+        "version": 4,
+        "features": ["V1", "Amount"],
+        "threshold": {"value": 0.7, "policy": "precision:0.9", "score": "fraud_probability"},
+        "second_stage": {"rows": 120, "frauds": 20},
+    }
+    card = ModelCard.from_dict(content)
+    card.write(tmp_path)
+    read = ModelCard.read(tmp_path)
+    assert read.threshold_score == "fraud_probability" and read.second_stage == {"rows": 120, "frauds": 20}
+    assert json.loads((tmp_path / CARD_FILE).read_text())["threshold"]["score"] == "fraud_probability"
+    # An older card without the key thresholds the reconstruction error and has no second stage.
+    old = ModelCard.from_dict({**content, "threshold": {"value": 0.7, "policy": "best-f1"}, "second_stage": None})
+    assert old.threshold_score == "reconstruction_error" and old.second_stage is None
+
+
+@pytest.mark.parametrize(
+    ("threshold", "stage", "message"),
+    [
+        ({"value": 0.5, "policy": "p", "score": "loss"}, None, "threshold.score must be one of"),
+        ({"value": 0.5, "policy": "p", "score": "fraud_probability"}, None, "has no second_stage"),
+        ({"value": 0.5, "policy": "p"}, [1, 2], "second_stage must be an object"),
+    ],
+)
+def test_a_bad_threshold_score_or_second_stage_is_a_clear_error(
+    threshold: dict[str, object], stage: object, message: str
+) -> None:
+    content = {"name": "m", "version": 1, "features": ["V1"], "threshold": threshold, "second_stage": stage}
+    with pytest.raises(ModelError, match=message):
+        ModelCard.from_dict(content)
