@@ -16,6 +16,7 @@ from pathlib import Path
 # Beam rejects Pub/Sub project ids outside 6-30 characters ("demo" fails).
 DEFAULT_PROJECT = "fraud-local"
 DEFAULT_BIGTABLE_INSTANCE = "fraud-local"
+SAMPLE_MAX_AGE_DAYS = 90  # how long a row of the traffic sample is kept
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class Resources:
     cases_table: str = "flagged"
     # Secondary index keyed for "cases in a time range" without a hotspot.
     cases_by_time_table: str = "flagged-by-time"
+    # A uniform, hash-chosen sample of all scored traffic (stream/sampling.py): the alert-rate estimate behind
+    # `calibrate --budget` and the presumed-legit negatives of the second stage.
+    sample_table: str = "traffic-sample"
 
     def topic_path(self, topic: str) -> str:
         return f"projects/{self.project}/topics/{topic}"
@@ -68,6 +72,8 @@ class Resources:
                 ColumnFamily("decision", max_versions=5),  # analyst labels, newest first
             ),
             self.cases_by_time_table: (ColumnFamily("ref", max_versions=1),),
+            # Sampled rows expire after SAMPLE_MAX_AGE_DAYS: the estimate follows recent traffic.
+            self.sample_table: (ColumnFamily("sample", max_versions=1, max_age_days=SAMPLE_MAX_AGE_DAYS),),
         }
 
     @classmethod

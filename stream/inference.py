@@ -57,6 +57,7 @@ from stream import ingest, metrics
 from stream.clients import per_process
 from stream.parse import event_seconds
 from stream.records import DeadLetter, ScoredTransaction
+from stream.sampling import sampled
 
 _LOG = logging.getLogger(__name__)
 SCORED = "scored"
@@ -279,16 +280,19 @@ def _failed_batch_to_dead_letters(failure: tuple[Sequence[Transaction], tuple[An
         )
 
 
-def _with_event_time_and_acks(s: ScoredTransaction) -> TimestampedValue:
+def _with_event_time_and_acks(s: ScoredTransaction, sample_rate: float = 0.0) -> TimestampedValue:
     """Stamps a scored transaction with its event time and gives it its message's ack ids (pulled ingest).
 
     An anomalous one owes a second part before its message is acknowledged: its TX_ANOMALY case,
-    which takes its own path to the sink (:mod:`stream.ingest`).
+    which takes its own path to the sink (:mod:`stream.ingest`); a sampled one owes a part for its
+    row in the traffic sample (:mod:`stream.cases.sample_sink`). Both are added here, before the
+    card step can release the first part.
     """
     ack_ids = ingest.take(s.transaction_id)
     if ack_ids:
-        if s.is_anomaly:
-            ingest.add_parts(ack_ids)
+        parts = int(s.is_anomaly) + int(sampled(s.transaction_id, sample_rate))
+        if parts:
+            ingest.add_parts(ack_ids, parts)
         s = dataclasses.replace(s, ack_ids=ack_ids)
     return TimestampedValue(s, s.event_time)
 
@@ -310,8 +314,10 @@ class ScoreTransactions(beam.PTransform):
         refresh_s: float | None = None,
         side_input: bool = False,
         max_batch_size: int = 512,
+        sample_rate: float = 0.0,
     ) -> None:
         super().__init__()
+        self._sample_rate = sample_rate  # the traffic sample's rate: sampled messages owe a part to its sink
         self._model_base = model_base
         self._version_uri = version_uri
         self._refresh_s = refresh_s
@@ -336,5 +342,5 @@ class ScoreTransactions(beam.PTransform):
         dead = failed.failed_inferences | "FailedToDeadLetters" >> beam.FlatMap(_failed_batch_to_dead_letters)
         # BatchElements emits each batch at the end of the global window, so outputs lose their
         # event time: stamp each scored transaction with its own again for the card windows.
-        restamped = scored | "EventTime" >> beam.Map(_with_event_time_and_acks)
+        restamped = scored | "EventTime" >> beam.Map(_with_event_time_and_acks, self._sample_rate)
         return restamped, dead

@@ -8,6 +8,7 @@
       -> FlagCases (TX_ANOMALY now -> DedupeCases; card rules: CardStateCases, one stateful
                     DoFn per card (default), or CardWindows -> DedupeCases with --card-aggregation=windows)
       -> DeliverCases: claim + record (Bigtable, check-and-mutate), index, alert (fraud-alerts), alerted
+    ScoredTransaction (hash-sampled at --sample-rate) -> WriteSample (Bigtable traffic-sample, stream.sampling)
     all DeadLetters -> PublishDeadLetters (transactions-dlq)
 
 With PullTransactions (runners that auto-acknowledge, i.e. the DirectRunner) a message is
@@ -33,12 +34,14 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 
 from fraudscore import csvfiles, schema
 from fraudscore.config import DEFAULT_PROJECT, Resources
+from stream.cases.sample_sink import WriteSample
 from stream.cases.sink import DeliverCases
 from stream.flag_cases import AGGREGATIONS, FlagCases
 from stream.inference import ScoreTransactions, latest_version_uri
 from stream.ingest import PullTransactions
 from stream.parse import ParseCsvFiles, ParseTransactions, json_line_message
 from stream.rules import RuleConfig, add_rule_arguments, rule_thresholds
+from stream.sampling import DEFAULT_SAMPLE_RATE, check_rate
 from stream.sinks import PublishDeadLetters
 from stream.windows import WindowConfig
 
@@ -61,6 +64,10 @@ class StreamConfig:
     id_label: str | None = None  # Pub/Sub de-duplication attribute, where the runner supports it
     card_aggregation: str = "state"  # streaming card windows: "state" (stateful DoFn) or "windows" (Beam)
     ingest: str = "auto"  # "pull" (ack once durable), "read" (ReadFromPubSub), "auto": read on Dataflow only
+    sample_rate: float = DEFAULT_SAMPLE_RATE  # share of scored traffic kept in the durable sample (0: none)
+
+    def __post_init__(self) -> None:
+        check_rate(self.sample_rate)
 
 
 INGESTS = ("auto", "pull", "read")
@@ -120,6 +127,14 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-batch-size", type=int, default=512, help="RunInference batch size limit")
     parser.add_argument(
+        "--sample-rate",
+        type=float,
+        default=DEFAULT_SAMPLE_RATE,
+        help="share of ALL scored transactions written to the durable traffic sample (table --sample-table), "
+        "chosen by a hash of the transaction id so a redelivery decides the same; used by `fraudscore calibrate "
+        "--budget` and as the second stage's presumed-legit negatives; 0 turns it off (default %(default)s)",
+    )
+    parser.add_argument(
         "--id-label", default=None, help="Pub/Sub attribute to de-duplicate on (Dataflow only; e.g. transaction_id)"
     )
 
@@ -147,6 +162,7 @@ def config_from_args(args: argparse.Namespace) -> StreamConfig:
         id_label=args.id_label,
         card_aggregation=args.card_aggregation,
         ingest=args.ingest,
+        sample_rate=args.sample_rate,
     )
 
 
@@ -195,7 +211,12 @@ def build(pipeline: beam.Pipeline, config: StreamConfig) -> None:
     if config.replay:
         parsed = pipeline | "ReplayTransactions" >> ReplayTransactions(config.replay, config.epoch)
         version_uri = latest_version_uri(config.model_base)
-        score = ScoreTransactions(config.model_base, version_uri=version_uri, max_batch_size=config.max_batch_size)
+        score = ScoreTransactions(
+            config.model_base,
+            version_uri=version_uri,
+            max_batch_size=config.max_batch_size,
+            sample_rate=config.sample_rate,
+        )
     else:
         subscription = res.subscription_path(res.transactions_subscription)
         if config.ingest == "pull":
@@ -208,12 +229,15 @@ def build(pipeline: beam.Pipeline, config: StreamConfig) -> None:
             refresh_s=config.model_refresh_s,
             side_input=config.model_refresh == "side-input",
             max_batch_size=config.max_batch_size,
+            sample_rate=config.sample_rate,
         )
     scored, score_dead = parsed.transactions | "ScoreTransactions" >> score
     cases = scored | "FlagCases" >> FlagCases(
         config.windows, config.rules, streaming=not config.replay, aggregation=config.card_aggregation
     )
     _ = cases | "DeliverCases" >> DeliverCases(res.project, res.bigtable_instance, res)
+    if config.sample_rate > 0:
+        _ = scored | "WriteSample" >> WriteSample(res.project, res.bigtable_instance, res, config.sample_rate)
     _ = (
         (parsed.dead_letters, score_dead)
         | "AllDeadLetters" >> beam.Flatten()

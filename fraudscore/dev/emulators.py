@@ -425,6 +425,7 @@ def with_suffix(resources: Resources, suffix: str) -> Resources:
         dlq_subscription=resources.dlq_subscription + tail,
         cases_table=resources.cases_table + tail,
         cases_by_time_table=resources.cases_by_time_table + tail,
+        sample_table=resources.sample_table + tail,
     )
 
 

@@ -29,8 +29,8 @@ METRICS_NAMESPACE = "fraudscore"
 DEFAULT_BATCH_SIZE = 500
 
 
-class _WriteCasesFn(beam.DoFn):  # type: ignore[misc]
-    """Buffers cases per bundle and writes them in batches through one process-wide CaseStore."""
+class StoreFn(beam.DoFn):  # type: ignore[misc]
+    """A DoFn writing through the process-wide CaseStore of its tables (or one from ``store_factory``)."""
 
     def __init__(
         self,
@@ -48,10 +48,6 @@ class _WriteCasesFn(beam.DoFn):  # type: ignore[misc]
         self._batch_size = batch_size
         self._store_factory = store_factory
         self._store: Any = None
-        self._batch: list[Case] = []
-        self._written = Metrics.counter(METRICS_NAMESPACE, "cases_written")
-        self._failed = Metrics.counter(METRICS_NAMESPACE, "case_write_failures")
-        self._batch_sizes = Metrics.distribution(METRICS_NAMESPACE, "case_write_batch_size")
 
     def setup(self) -> None:
         if self._store_factory is not None:
@@ -64,6 +60,31 @@ class _WriteCasesFn(beam.DoFn):  # type: ignore[misc]
     def _new_store(self) -> CaseStore:
         return CaseStore(self._project, self._instance, self._resources, buckets=self._buckets)
 
+    def teardown(self) -> None:
+        # A store from the factory belongs to this DoFn; the shared one lives as long as the process uses it.
+        if self._store is not None and self._store_factory is not None:
+            self._store.close()
+        self._store = None
+
+
+class _WriteCasesFn(StoreFn):  # type: ignore[misc]
+    """Buffers cases per bundle and writes them in batches through one process-wide CaseStore."""
+
+    def __init__(
+        self,
+        project: str,
+        instance: str,
+        resources: Resources,
+        buckets: int,
+        batch_size: int,
+        store_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        super().__init__(project, instance, resources, buckets, batch_size, store_factory)
+        self._batch: list[Case] = []
+        self._written = Metrics.counter(METRICS_NAMESPACE, "cases_written")
+        self._failed = Metrics.counter(METRICS_NAMESPACE, "case_write_failures")
+        self._batch_sizes = Metrics.distribution(METRICS_NAMESPACE, "case_write_batch_size")
+
     def start_bundle(self) -> None:
         self._batch = []
 
@@ -75,12 +96,6 @@ class _WriteCasesFn(beam.DoFn):  # type: ignore[misc]
     def finish_bundle(self) -> None:
         # A bundle is committed only after this returns: nothing buffered is lost.
         self._flush()
-
-    def teardown(self) -> None:
-        # A store from the factory belongs to this DoFn; the shared one lives as long as the process uses it.
-        if self._store is not None and self._store_factory is not None:
-            self._store.close()
-        self._store = None
 
     def _flush(self) -> None:
         if not self._batch:

@@ -27,6 +27,16 @@ the case never touches the analyst's labels.
 
 Key components are escaped (``%`` -> ``%25``, ``#`` -> ``%23``) so an id holding
 the separator cannot reach into another card's range.
+
+``traffic-sample`` (the uniform sample of all scored traffic, :mod:`stream.sampling`)
+    ``<bucket>#<event_ms>#<transaction_id>`` like the time index (spread writes, time-range
+    scans); family ``sample``, ``record``: JSON with the raw features, both scores, the
+    model version, the event time and the sampling rate. Key and cell time derive from the
+    transaction, so a redelivery rewrites the same cell.
+
+Labels: :meth:`CaseStore.labelled` scans ``flagged`` for rows with a ``decision`` cell
+(a server-side condition filter) and returns each case with its latest decision: the
+latest label wins (:mod:`stream.cases.labels`).
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ from typing import Any
 
 from fraudscore.config import Resources
 from fraudscore.resources import close_bigtable_client
-from stream.records import Case
+from stream.records import Case, ScoredTransaction
 
 DEFAULT_BUCKETS = 8
 FRAUD = "fraud"
@@ -51,6 +61,7 @@ VERDICTS = (FRAUD, LEGIT)
 CASE_FAMILY = "case"
 DECISION_FAMILY = "decision"
 REF_FAMILY = "ref"
+SAMPLE_FAMILY = "sample"
 RECORD_COLUMN = b"record"
 CLAIM_COLUMN = b"alert_claim"  # "<token>@<claimed at, epoch ms>": who is publishing the case's alert
 ALERTED_COLUMN = b"alerted"  # the alert's Pub/Sub message id: the alert is out
@@ -134,6 +145,11 @@ def time_key(case: Case, buckets: int) -> str:
 def id_key(transaction_id: str) -> str:
     """The lookup row key that finds a case from its transaction id alone."""
     return f"{_ID_PREFIX}{_hash4(transaction_id)}#{_escape(transaction_id)}"
+
+
+def sample_key(transaction_id: str, event_ms: int, buckets: int) -> str:
+    """The ``traffic-sample`` row key: a hash bucket, then event time ascending (as :func:`time_key`)."""
+    return f"{bucket_of(transaction_id, buckets):02d}#{event_ms:013d}#{_escape(transaction_id)}"
 
 
 def _time_range(bucket: int, start_ms: int, end_ms: int | None) -> tuple[bytes, bytes]:
@@ -221,6 +237,8 @@ class CaseStore:
         self._index = inst.table(resources.cases_by_time_table)
         self._cases_name = resources.cases_table
         self._index_name = resources.cases_by_time_table
+        self._sample = inst.table(resources.sample_table)
+        self._sample_name = resources.sample_table
 
     def close(self) -> None:
         """Closes the gRPC clients too: the legacy client's close() only closes its HTTP session."""
@@ -412,6 +430,71 @@ class CaseStore:
         found = {row.row_key.decode("utf-8"): row for row in self._cases.read_rows(row_set=row_set)}
         # Bigtable returns rows in key order; give them back in the caller's order.
         return [_stored_case(found[k]) for k in keys if k in found]
+
+    # --- labels (stream.cases.labels) ---
+
+    def labelled(self) -> Iterator[tuple[str, Case | None, Decision]]:
+        """Every case row with an analyst's decision: (row key, case or None without a record, latest decision).
+
+        One scan of ``flagged`` with a server-side condition (rows holding a ``decision`` cell pass,
+        with the latest cell of each column); unlabelled cases never leave Bigtable.
+        """
+        from google.cloud.bigtable.row_filters import (
+            BlockAllFilter,
+            ConditionalRowFilter,
+            FamilyNameRegexFilter,
+        )
+
+        has_decision = ConditionalRowFilter(
+            base_filter=FamilyNameRegexFilter(DECISION_FAMILY),
+            true_filter=_latest_cells(),
+            false_filter=BlockAllFilter(True),
+        )
+        for row in self._cases.read_rows(filter_=has_decision):
+            decisions = _decisions(row)
+            if not decisions:
+                continue
+            record = row.cells.get(CASE_FAMILY, {}).get(RECORD_COLUMN)
+            case = Case.from_json_dict(json.loads(record[0].value)) if record else None
+            yield row.row_key.decode("utf-8"), case, decisions[0]
+
+    # --- the traffic sample (stream.sampling) ---
+
+    def write_sample(self, scored: Iterable[ScoredTransaction], rate: float) -> int:
+        """Writes sampled transactions (idempotent: key and cell time from the transaction); returns the count."""
+        rows = []
+        for s in scored:
+            event_ms = int(s.event_time * 1000)
+            row = self._sample.direct_row(sample_key(s.transaction_id, event_ms, self.buckets))
+            record = {
+                "transaction_id": s.transaction_id,
+                "card_id": s.card_id,
+                "event_time": datetime.fromtimestamp(s.event_time, UTC).isoformat(),
+                "amount": s.amount,
+                "model_name": s.model_name,
+                "model_version": s.model_version,
+                "threshold": s.threshold,
+                "reconstruction_error": s.reconstruction_error,
+                "fraud_probability": s.fraud_probability,
+                "is_anomaly": s.is_anomaly,
+                "feature_names": list(s.feature_names),
+                "raw_features": list(s.raw),
+                "sampling_rate": rate,
+            }
+            cell_time = datetime.fromtimestamp(event_ms / 1000, UTC)
+            row.set_cell(SAMPLE_FAMILY, RECORD_COLUMN, json.dumps(record, sort_keys=True), cell_time)
+            rows.append(row)
+        if rows:
+            self._mutate(self._sample, self._sample_name, rows)
+        return len(rows)
+
+    def sample_records(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """The sample's records with event time at or after ``since`` (all without), bucket by bucket."""
+        start_ms = epoch_ms(since) if since is not None else 0
+        for bucket in range(self.buckets):
+            start, end = _time_range(bucket, start_ms, None)
+            for row in self._sample.read_rows(start_key=start, end_key=end, filter_=_latest_cells()):
+                yield json.loads(_cell(row, SAMPLE_FAMILY, RECORD_COLUMN))
 
     def _main_key(self, transaction_id: str) -> str:
         row = self._index.read_row(id_key(transaction_id), filter_=_latest_cells())
