@@ -433,21 +433,23 @@ class CaseStore:
 
     # --- labels (stream.cases.labels) ---
 
-    def labelled(self) -> Iterator[tuple[str, Case | None, Decision]]:
-        """Every case row with an analyst's decision: (row key, case or None without a record, latest decision).
+    def labelled(self) -> Iterator[tuple[Case | None, tuple[Decision, ...]]]:
+        """Every case row with an analyst's decision: (case, or None without a record; decisions newest first).
 
-        One scan of ``flagged`` with a server-side condition (rows holding a ``decision`` cell pass,
-        with the latest cell of each column); unlabelled cases never leave Bigtable.
+        One scan of ``flagged`` with a server-side condition (only rows holding a ``decision`` cell pass);
+        unlabelled cases never leave Bigtable. All decision versions come back, so a reader can tell a
+        transaction whose labels conflict.
         """
         from google.cloud.bigtable.row_filters import (
             BlockAllFilter,
             ConditionalRowFilter,
             FamilyNameRegexFilter,
+            PassAllFilter,
         )
 
         has_decision = ConditionalRowFilter(
             base_filter=FamilyNameRegexFilter(DECISION_FAMILY),
-            true_filter=_latest_cells(),
+            true_filter=PassAllFilter(True),
             false_filter=BlockAllFilter(True),
         )
         for row in self._cases.read_rows(filter_=has_decision):
@@ -456,7 +458,7 @@ class CaseStore:
                 continue
             record = row.cells.get(CASE_FAMILY, {}).get(RECORD_COLUMN)
             case = Case.from_json_dict(json.loads(record[0].value)) if record else None
-            yield row.row_key.decode("utf-8"), case, decisions[0]
+            yield case, decisions
 
     # --- the traffic sample (stream.sampling) ---
 

@@ -1,0 +1,75 @@
+"""Labels and the traffic sample in the real Bigtable emulator: CaseStore.labelled's condition filter,
+read_labels (latest wins, raw-less cases counted) and write_sample/read_sample (idempotent rows)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from fraudscore.config import Resources
+from stream.cases.labels import NO_RAW, read_labels, read_sample
+from stream.cases.store import CaseStore
+from stream.records import Case, ScoredTransaction
+from stream.rules import TX_ANOMALY
+from tests.integration.test_cases_store import StepClock
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 4, 2, 9, 30, tzinfo=UTC)
+FEATURES = ("V1", "V2", "Amount")
+
+
+def make_case(i: int, raw: bool = True) -> Case:
+    return Case(
+        f"tx-{i}", f"card-{i % 3}", "m", T0 + timedelta(seconds=i), 5.0 + i, 0.9, 0.5, 2, (TX_ANOMALY,),
+        raw_features=(float(i), -float(i), 5.0 + i) if raw else (), feature_names=FEATURES if raw else (),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def store(unique_resources: Resources) -> Iterator[CaseStore]:
+    res = unique_resources
+    with CaseStore(res.project, res.bigtable_instance, res, clock=StepClock()) as case_store:
+        yield case_store
+
+
+def test_labels_round_trip_through_bigtable(store: CaseStore) -> None:
+    store.write([make_case(i) for i in range(6)] + [make_case(6, raw=False)])
+    store.label("tx-0", True, "", "ann")
+    store.label("tx-1", True, "", "ann")
+    store.label("tx-1", False, "second look", "bob")  # later: legit wins
+    store.label("tx-2", False, "", "ann")
+    store.label("tx-6", True, "", "ann")  # an old case without raw features
+    labels = read_labels(store, FEATURES)
+    assert labels.transaction_ids == ("tx-0", "tx-1", "tx-2")  # unlabelled tx-3..5 never read
+    assert labels.labels.tolist() == [1, 0, 0] and labels.conflicting == 1
+    assert labels.raw[1].tolist() == [1.0, -1.0, 6.0]
+    assert labels.skipped == {NO_RAW: 1}
+    # since: by the latest label's time (StepClock: one minute per label, from 2026-04-03 00:00)
+    later = read_labels(store, FEATURES, since=datetime(2026, 4, 3, 0, 2, tzinfo=UTC))
+    assert later.transaction_ids == ("tx-1", "tx-2")
+
+
+def scored(i: int, when: datetime) -> ScoredTransaction:
+    return ScoredTransaction(
+        f"s-{i}", "card", "m", when.timestamp(), 1.0, 0.1, False, (), 0, "m", 2, 0.5,
+        raw=(float(i), 0.5, 1.0), feature_names=FEATURES,
+    )  # fmt: skip
+
+
+def test_sample_rows_are_idempotent_and_read_by_time(store: CaseStore) -> None:
+    rows = [scored(i, T0 + timedelta(hours=i)) for i in range(5)]
+    assert store.write_sample(rows, 0.25) == 5
+    store.write_sample(rows[:2], 0.25)  # a redelivery rewrites the same rows
+    raw, rate = read_sample(store, FEATURES)
+    assert rate == 0.25 and sorted(raw[:, 0].tolist()) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    recent, _ = read_sample(store, FEATURES, since=T0 + timedelta(hours=3))
+    assert sorted(recent[:, 0].tolist()) == [3.0, 4.0]
+    without, _ = read_sample(store, FEATURES, exclude={"s-0"})
+    assert len(without) == 4
+    record = next(iter(store.sample_records(T0 + timedelta(hours=4))))
+    assert record["model_version"] == 2 and record["reconstruction_error"] == 0.1
+    assert record["fraud_probability"] is None and dataclasses.asdict(rows[4])["raw"] == (4.0, 0.5, 1.0)
