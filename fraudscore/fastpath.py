@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from fraudscore.artifact import OUTPUTS
+from fraudscore.artifact import OPTIONAL_OUTPUTS, OUTPUTS
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +65,24 @@ def enabled_by_env() -> bool:
     return os.environ.get(ENV, "on").strip().lower() not in ("off", "0", "false", "no")
 
 
+def output_names(fn: Any) -> tuple[str, ...]:
+    """The outputs a serving signature has: OUTPUTS, then whichever OPTIONAL_OUTPUTS it carries."""
+    present = fn.structured_outputs
+    return (*OUTPUTS, *(name for name in OPTIONAL_OUTPUTS if name in present))
+
+
 def matrix_function(fn: Any, features: Sequence[str]) -> Any:
     """The serving signature as a concrete function of one ``[None, F]`` matrix (columns in card order)."""
     import tensorflow as tf
 
     names = tuple(features)
+    outputs = output_names(fn)
 
     @tf.function(input_signature=[tf.TensorSpec([None, len(names)], tf.float32, name="rows")])
     def rows_to_scores(rows: tf.Tensor) -> dict[str, tf.Tensor]:
         columns = tf.unstack(rows, num=len(names), axis=1)
         out = fn(**dict(zip(names, columns, strict=True)))
-        return {name: out[name] for name in OUTPUTS}
+        return {name: out[name] for name in outputs}
 
     return rows_to_scores.get_concrete_function()
 
@@ -113,7 +120,7 @@ class LiteRunner:
                 out: dict[str, np.ndarray] = runner(rows=rows)
                 return out
             parts = [runner(rows=rows[i : i + CHUNK_ROWS]) for i in range(0, len(rows), CHUNK_ROWS)]
-            return {name: np.concatenate([p[name] for p in parts]) for name in OUTPUTS}
+            return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
         finally:
             with self._lock:
                 self._free.append(runner)
@@ -159,10 +166,17 @@ def check_rows(features: Sequence[str], statistics: Mapping[str, Any] | None, se
 
 
 def compare(
-    fast: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], threshold: float
+    fast: Mapping[str, np.ndarray],
+    ref: Mapping[str, np.ndarray],
+    threshold: float,
+    threshold_score: str = OUTPUTS[0],
 ) -> tuple[str | None, float]:
-    """(None, max relative difference) if the fast path's outputs agree with TensorFlow's, else (reason, ...)."""
-    for name in OUTPUTS:
+    """(None, max relative difference) if the fast path's outputs agree with TensorFlow's, else (reason, ...).
+
+    ``fraud_probability``, when TensorFlow gives one, must agree to ``RTOL`` absolute (it is in [0, 1]);
+    ``is_anomaly`` is compared on rows whose ``threshold_score`` is not within float tolerance of the threshold.
+    """
+    for name in (*OUTPUTS, *(n for n in OPTIONAL_OUTPUTS if n in ref)):
         if name not in fast:
             return f"fast path lacks output {name}", float("nan")
         got, want = np.asarray(fast[name]), np.asarray(ref[name])
@@ -183,8 +197,14 @@ def compare(
         return f"feature errors differ from TensorFlow's by up to {float(np.max(np.abs(got_f - want_f))):.3g}", worst
     if not np.array_equal(fast["out_of_range_count"], ref["out_of_range_count"]):
         return "out_of_range_count differs from TensorFlow's", worst
-    # A row within float tolerance of the threshold may fall either side of it.
-    settled = np.abs(want_e - threshold) > RTOL * abs(threshold)
+    for name in OPTIONAL_OUTPUTS:
+        if name in ref:
+            gap = np.abs(np.asarray(fast[name], np.float64) - np.asarray(ref[name], np.float64))
+            if not np.all(gap <= RTOL):
+                return f"{name} differs from TensorFlow's by up to {float(np.max(gap)):.3g} (limit {RTOL:g})", worst
+    # A row within float tolerance of the threshold may fall either side of it (a probability's is absolute).
+    scored = np.asarray(ref[threshold_score], np.float64)
+    settled = np.abs(scored - threshold) > (RTOL * abs(threshold) if threshold_score == OUTPUTS[0] else RTOL)
     if not np.array_equal(np.asarray(fast["is_anomaly"])[settled], np.asarray(ref["is_anomaly"])[settled]):
         return "is_anomaly differs from TensorFlow's", worst
     return None, worst
@@ -196,6 +216,7 @@ def prepare(
     features: Sequence[str],
     *,
     threshold: float,
+    threshold_score: str = OUTPUTS[0],
     statistics: Mapping[str, Any] | None,
     reference: Callable[[np.ndarray], Mapping[str, np.ndarray]],
     compiler: Compiler = compile_litert,
@@ -218,11 +239,11 @@ def prepare(
     except Exception as exc:
         return _refuse(label, f"fast path failed on the check rows: {_one_line(exc)}")
     ref = reference(rows)
-    reason, worst = compare(fast, ref, threshold)
+    reason, worst = compare(fast, ref, threshold, threshold_score)
     for i, one in enumerate(fast_singles):
         if reason is not None:
             break
-        reason, diff = compare(one, {k: np.asarray(v)[i : i + 1] for k, v in ref.items()}, threshold)
+        reason, diff = compare(one, {k: np.asarray(v)[i : i + 1] for k, v in ref.items()}, threshold, threshold_score)
         worst = max(worst, diff)
     if reason is not None:
         return _refuse(label, reason, worst, len(rows))

@@ -16,6 +16,11 @@ inside) and returns:
 - ``feature_errors``        float32 ``[None, F]``  squared error per feature
 - ``is_anomaly``            bool    ``[None]``     error > calibrated threshold
 - ``out_of_range_count``    int32   ``[None]``     features clipped to the training range
+- ``fraud_probability``     float32 ``[None]``     only when the card has a ``second_stage``: a supervised
+  classifier's probability of fraud from the raw features and ``feature_errors`` (``trainer.derive``)
+
+``is_anomaly`` is the card's ``threshold.score`` (``reconstruction_error`` unless it says
+``fraud_probability``) > ``threshold.value``, computed inside the signature.
 
 The scorer and the stream read the feature list and threshold from here and
 keep no copies of their own. Both score through :meth:`LoadedModel.score`,
@@ -174,12 +179,20 @@ class LoadedModel:
             self._fn = self._module.signatures[SIGNATURE]
         except Exception as exc:  # TF raises many types for a broken SavedModel
             raise ModelError(f"{version_dir}: cannot load SavedModel: {exc}") from exc
+        self._outputs = fastpath.output_names(self._fn)
+        has_probability = "fraud_probability" in self._outputs
+        if has_probability != (self.card.second_stage is not None):
+            raise ModelError(
+                f"{version_dir}: the card {'has' if self.card.second_stage is not None else 'has no'} second_stage "
+                f"but the signature {'has' if has_probability else 'lacks'} the fraud_probability output"
+            )
         self._tf = tf
         self._fast, self.fast_path = fastpath.prepare(
             self._module,
             self._fn,
             self.card.features,
             threshold=self.card.threshold,
+            threshold_score=self.card.threshold_score,
             statistics=self.card.raw.get("statistics"),
             reference=self._score_tf,
             compiler=compiler or fastpath.compile_litert,
@@ -198,23 +211,36 @@ class LoadedModel:
     def threshold(self) -> float:
         return self.card.threshold
 
+    @property
+    def threshold_score(self) -> str:
+        """The output ``is_anomaly`` thresholds: ``reconstruction_error`` or ``fraud_probability``."""
+        return self.card.threshold_score
+
+    @property
+    def has_fraud_probability(self) -> bool:
+        return self.card.second_stage is not None
+
     def score(self, rows: np.ndarray) -> Scores:
         """Scores raw feature rows ``[n, F]`` in ``features`` order."""
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         if rows.ndim != 2 or rows.shape[1] != len(self.features):
             raise ModelError(f"expected rows of shape [n, {len(self.features)}], got {list(rows.shape)}")
         out = self._fast(rows) if self._fast is not None else self._score_tf(rows)
-        return Scores(*(out[name] for name in OUTPUTS))
+        return _scores(out)
 
     def score_tensorflow(self, rows: np.ndarray) -> Scores:
         """Scores with the SavedModel's signature in TensorFlow, never the fast path (for checks)."""
-        out = self._score_tf(np.ascontiguousarray(rows, dtype=np.float32))
-        return Scores(*(out[name] for name in OUTPUTS))
+        return _scores(self._score_tf(np.ascontiguousarray(rows, dtype=np.float32)))
 
     def _score_tf(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         inputs = {name: self._tf.constant(rows[:, i]) for i, name in enumerate(self.features)}
         out = self._fn(**inputs)
-        return {name: out[name].numpy() for name in OUTPUTS}
+        return {name: out[name].numpy() for name in self._outputs}
+
+
+def _scores(out: Mapping[str, np.ndarray]) -> Scores:
+    required = {name: out[name] for name in OUTPUTS}
+    return Scores(**required, fraud_probability=out.get("fraud_probability"))
 
 
 def load(base: Path, version: int | None = None) -> LoadedModel:

@@ -15,7 +15,9 @@ from fraudscore import fastpath, features
 from fraudscore.model import CARD_FILE, LoadedModel, load
 from fraudscore.versions import list_versions
 from tests.integration.scorer_support import copy_base
+from trainer import second_stage
 from trainer.derive import DeriveError, derive_version
+from trainer.second_stage import SecondStage
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +93,60 @@ def test_bad_requests_write_nothing(base: Path, kwargs: dict[str, object], messa
     with pytest.raises(DeriveError, match=message):
         derive_version(base, **kwargs)  # type: ignore[arg-type]
     assert sorted(p.name for p in base.iterdir()) == ["1"]  # no version, no temp dir left behind
+
+
+def fitted_stage(model: LoadedModel, train_csv: Path, n: int = 4000) -> tuple[SecondStage, np.ndarray, np.ndarray]:
+    frame = pd.read_csv(train_csv).iloc[:n]
+    x, y = frame[FEATURES].to_numpy(np.float32), frame["Class"].to_numpy(np.int8)
+    return second_stage.fit(x, model.score(x).feature_errors, y, seed=0), x, y
+
+
+def test_a_second_stage_is_an_output_of_the_same_signature(
+    base: Path, trained_model: LoadedModel, train_csv: Path
+) -> None:
+    stage, x, y = fitted_stage(trained_model, train_csv)
+    labels = {"count": len(y), "frauds": int(y.sum()), "fingerprint": "abc"}
+    version = derive_version(
+        base,
+        threshold=0.5,
+        threshold_score="fraud_probability",
+        second_stage=stage,
+        card_updates={"second_stage": {"labels": labels}},
+    )
+
+    derived = load(base, version)
+    card = json.loads((base / str(version) / CARD_FILE).read_text())
+    assert card["threshold"] == {**card["threshold"], "value": 0.5, "score": "fraud_probability"}
+    assert card["second_stage"]["labels"] == labels and card["second_stage"]["frauds"] == int(y.sum())
+    assert "fraud_probability" in card["signature"]["outputs"]
+    assert derived.threshold_score == "fraud_probability" and derived.has_fraud_probability
+    assert derived.fast_path.runtime == fastpath.LITERT, derived.fast_path.detail
+
+    fast, tf = derived.score(x), derived.score_tensorflow(x)
+    expected = second_stage.predict(stage, x, trained_model.score_tensorflow(x).feature_errors)
+    assert fast.fraud_probability is not None and tf.fraud_probability is not None
+    np.testing.assert_allclose(tf.fraud_probability, expected, atol=1e-5)
+    np.testing.assert_allclose(fast.fraud_probability, tf.fraud_probability, atol=1e-5)
+    np.testing.assert_array_equal(tf.is_anomaly, tf.fraud_probability > np.float32(0.5))
+    np.testing.assert_allclose(
+        tf.reconstruction_error, trained_model.score_tensorflow(x).reconstruction_error, rtol=1e-5, atol=1e-7
+    )
+    assert (base / str(version) / "assets.extra" / "second_stage.keras").is_file()
+
+    # A later threshold-only derivation (calibrate --apply) keeps the classifier and its card entry.
+    later = derive_version(base, version, threshold=0.9)
+    again = load(base, later)
+    assert again.card.second_stage == derived.card.second_stage and again.threshold_score == "fraud_probability"
+    kept = again.score_tensorflow(x)
+    assert kept.fraud_probability is not None
+    np.testing.assert_array_equal(kept.fraud_probability, tf.fraud_probability)
+    np.testing.assert_array_equal(kept.is_anomaly, kept.fraud_probability > np.float32(0.9))
+
+
+def test_a_probability_threshold_outside_zero_one_is_refused(
+    base: Path, trained_model: LoadedModel, train_csv: Path
+) -> None:
+    stage, _, _ = fitted_stage(trained_model, train_csv, 3000)
+    with pytest.raises(DeriveError, match=r"fraud_probability threshold must be in \[0, 1\)"):
+        derive_version(base, threshold=1.5, threshold_score="fraud_probability", second_stage=stage)
+    assert sorted(p.name for p in base.iterdir()) == ["1"]

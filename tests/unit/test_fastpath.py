@@ -190,3 +190,53 @@ def test_the_scorer_reports_the_runtime_in_its_metrics(base: Path) -> None:
     assert registry.poll() == 1
     assert registry.get().fast_path.runtime == fastpath.TENSORFLOW
     assert "fraudscore_model_fast_path 0.0" in generate_latest(refused.registry).decode()
+
+
+@pytest.fixture(scope="module")
+def staged_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("fastpath-staged") / "fake"
+    base.mkdir()
+    build_fake_model(base, 1, second_stage=True, threshold=0.5, threshold_score="fraud_probability")
+    return base
+
+
+def test_fraud_probability_comes_from_the_fast_path_and_agrees(staged_base: Path) -> None:
+    model = LoadedModel(staged_base / "1")
+    assert model.fast_path.runtime == fastpath.LITERT, model.fast_path.detail
+    assert model.has_fraud_probability and model.threshold_score == "fraud_probability"
+    rows = _rows(300)
+    fast, tf = model.score(rows), model.score_tensorflow(rows)
+    assert fast.fraud_probability is not None and tf.fraud_probability is not None
+    assert fast.fraud_probability.dtype == np.float32 and fast.fraud_probability.shape == (300,)
+    np.testing.assert_allclose(fast.fraud_probability, tf.fraud_probability, atol=RTOL)
+    # The signature thresholds the probability, not the reconstruction error.
+    np.testing.assert_array_equal(fast.is_anomaly, fast.fraud_probability > np.float32(0.5))
+    assert 0 < fast.is_anomaly.sum() < 300
+
+
+def test_a_model_without_a_second_stage_has_no_fraud_probability(model: LoadedModel) -> None:
+    assert not model.has_fraud_probability and model.score(_rows(3)).fraud_probability is None
+
+
+def test_a_fast_path_whose_probability_disagrees_is_refused(staged_base: Path) -> None:
+    def shift(out: dict[str, np.ndarray]) -> None:
+        out["fraud_probability"] = out["fraud_probability"] + np.float32(1e-3)
+
+    model = LoadedModel(staged_base / "1", compiler=_wrapping(shift))
+    assert model.fast_path.detail.startswith("fast path refused: fraud_probability differs"), model.fast_path.detail
+
+
+def test_a_card_and_signature_that_disagree_on_the_second_stage_are_refused(staged_base: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from fraudscore.model import CARD_FILE, ModelError
+
+    broken = tmp_path / "1"
+    shutil.copytree(staged_base / "1", broken)
+    card = json.loads((broken / CARD_FILE).read_text())
+    card.pop("second_stage")
+    card["threshold"]["score"] = "reconstruction_error"
+    (broken / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="has no second_stage but the signature has the fraud_probability output"):
+        LoadedModel(broken)
