@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stream": ("stream.cli", "run the Beam job: Pub/Sub -> score -> per-card windows -> Bigtable cases + alerts"),
     "publish": ("fraudscore.dev.publish", "replay a CSV of transactions into the Pub/Sub transactions topic"),
     "cases": ("stream.cases.cli", "list, show and label flagged cases stored in Bigtable"),
+    "calibrate": (
+        "trainer.recalibrate",
+        "precision from analysts' labels; propose (and --apply as a new version) a threshold for a precision or budget",
+    ),
     "demo": ("fraudscore.dev.demo", "everything at once on local emulators: train, serve, stream, publish, Prometheus"),
 }
 

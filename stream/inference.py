@@ -120,10 +120,14 @@ class _VersionPoller:
 
 def _probabilities(scores: Scores, n: int) -> list[float | None]:
     """The second stage's fraud probability per row, or None for each row when the version has none."""
-    probability = getattr(scores, "fraud_probability", None)  # until Scores carries it (artifact.OPTIONAL_OUTPUTS)
+    probability = scores.fraud_probability
     if probability is None:
         return [None] * n
     return [float(p) for p in probability.tolist()]
+
+
+_LOADED: dict[str, fmodel.LoadedModel] = {}  # version URI -> model: the newest one RunInference loaded here
+_LOADED_LOCK = threading.Lock()
 
 
 class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.LoadedModel]):
@@ -150,7 +154,18 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
         uri = self._version_uri or latest_version_uri(self._model_base)
         if uri is None:
             raise fmodel.ModelError(f"no complete model version under {self._model_base}")
-        loaded = load_version(uri)
+        with _LOADED_LOCK:
+            # RunInference keeps its model behind a weak reference (apache_beam.utils.shared), and on the
+            # DirectRunner every bundle sets up a new DoFn whose set-up acquires another Shared object,
+            # which drops the model's keep-alive: once the garbage collector ran, the next bundle loaded
+            # the version again (every ~10 s, 1-3 s each with the LiteRT conversion, the job stalled).
+            # The process keeps its newest loaded version here instead.
+            cached = _LOADED.get(uri)
+            if cached is not None:
+                return cached
+            loaded = load_version(uri)
+            _LOADED.clear()
+            _LOADED[uri] = loaded
         _LOG.info("scoring with model %s version %d (threshold %g)", loaded.card.name, loaded.version, loaded.threshold)
         metrics.model_loaded(loaded.card.name, loaded.version)
         return loaded
