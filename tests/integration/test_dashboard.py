@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -192,7 +193,12 @@ def running_system(
               deadline, procs)  # fmt: skip
         _wait("a flagged case", lambda: _sum(api, "fraudscore_stream_flagged_total") > 0, deadline, procs)
         _wait("requests scored by hand", lambda: _sum(api, "fraudscore_scorer_requests_total") > 0, deadline, procs)
-        time.sleep(3.0)  # a few more scrapes and rule evaluations over the new counts
+        # Rates need two samples of a series: alerts are published a moment after their cases are flagged.
+        _wait("data in every must-have panel", lambda: not _panels_without_data(api), deadline, procs)
+        # The rules must have run over the counts just seen: a scrape of both targets, then an evaluation of
+        # every rule group, both after this moment.
+        seen = time.time()
+        _wait("a scrape and a rule evaluation after the counts", lambda: _evaluated_after(api, seen), deadline, procs)
         yield api, procs
     finally:
         procs.stop_all()
@@ -204,6 +210,38 @@ def _targets_up(api: PromAPI) -> set[str]:
     except OSError:
         return set()
     return {item["metric"]["job"] for item in reply.get("data", {}).get("result", [])}
+
+
+def _panels_without_data(api: PromAPI) -> list[str]:
+    return [
+        where
+        for where, expr in dashboard_queries()
+        if any(f"panel {title!r}" in where for title in MUST_HAVE_DATA) and not api.values(expr)
+    ]
+
+
+def _evaluated_after(api: PromAPI, moment: float) -> bool:
+    """Both targets scraped after ``moment`` and every rule group evaluated after the later of those scrapes."""
+    try:
+        targets = _get(f"{api.base}/api/v1/targets")["data"]["activeTargets"]
+        groups = _get(f"{api.base}/api/v1/rules")["data"]["groups"]
+    except OSError:
+        return False
+    scrapes = [_epoch(t["lastScrape"]) for t in targets if t["labels"]["job"].startswith("fraudscore-")]
+    if len(scrapes) < 2 or min(scrapes) <= moment:
+        return False
+    return bool(groups) and all(_epoch(g.get("lastEvaluation", "")) > max(scrapes) for g in groups)
+
+
+def _epoch(rfc3339: str) -> float:
+    """Prometheus' RFC 3339 timestamps (nanosecond fractions, "Z" or an offset) as epoch seconds; 0 for none."""
+    from datetime import datetime
+
+    match = re.fullmatch(r"(.+T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", rfc3339)
+    if match is None or rfc3339.startswith("0001-"):
+        return 0.0
+    head, fraction, zone = match.groups()
+    return datetime.fromisoformat(head + ("+00:00" if zone == "Z" else zone)).timestamp() + float(fraction or 0)
 
 
 def _sum(api: PromAPI, metric: str) -> float:
@@ -220,10 +258,7 @@ def test_dashboard_and_rules_evaluate_on_real_prometheus(running_system: tuple[P
     errors = {where: api.query(expr).get("error") for where, expr in queries}
     assert not {w: e for w, e in errors.items() if e}, "PromQL errors"
 
-    empty = []
-    for where, expr in dashboard_queries():
-        if any(f"panel {title!r}" in where for title in MUST_HAVE_DATA) and not api.values(expr):
-            empty.append(where)
+    empty = _panels_without_data(api)
     assert not empty, f"panels without data: {empty}"
     # The throughput stat shows a real rate, not just a series.
     throughput = dict(dashboard_queries())["panel 'Transactions / s' A"]
