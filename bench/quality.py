@@ -54,9 +54,9 @@ def recall_at_precision(scores: np.ndarray, labels: np.ndarray, target: float = 
 
 def caught_at_fp(scores: np.ndarray, labels: np.ndarray, max_fp: int) -> int:
     """Frauds scored strictly above the (max_fp+1)-th highest normal: caught with at most ``max_fp`` FPs."""
-    normals = np.sort(scores[labels == 0])[::-1]
-    cut = normals[max_fp] if max_fp < len(normals) else -np.inf
-    return int(np.sum(scores[labels == 1] > cut))
+    from trainer.evaluate import cut_under_fp
+
+    return int(np.sum(scores[labels == 1] > cut_under_fp(scores, labels, max_fp)))
 
 
 def metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -61,12 +61,17 @@ def _row(label: str, errors: np.ndarray, labels: np.ndarray, threshold: float) -
     }
 
 
-def _best_under_fp(errors: np.ndarray, labels: np.ndarray, max_fp: int) -> float:
-    """The lowest threshold with at most ``max_fp`` false positives on this split (an oracle cut)."""
-    normal_errors = np.sort(errors[labels == 0].astype(np.float32))[::-1]
-    if len(normal_errors) <= max_fp:
-        return float(np.nextafter(np.float32(normal_errors.min(initial=0.0)), np.float32(-np.inf)))
-    return float(normal_errors[max_fp])  # flags errors strictly above the (max_fp+1)-th highest normal
+def cut_under_fp(scores: np.ndarray, labels: np.ndarray, max_fp: int) -> float:
+    """The lowest threshold with at most ``max_fp`` false positives on this split (an oracle cut).
+
+    Flags scores strictly above the (max_fp+1)-th highest normal; below every score when there are no more
+    than ``max_fp`` normals. In the scores' own dtype, so the cut compares exactly with them.
+    """
+    normal_scores = np.sort(scores[labels == 0])[::-1]
+    if len(normal_scores) <= max_fp:
+        lowest = scores.min() if scores.size else np.zeros((), scores.dtype)
+        return float(np.nextafter(lowest, np.asarray(-np.inf, dtype=scores.dtype)))
+    return float(normal_scores[max_fp])
 
 
 def seed_table(
@@ -80,7 +85,7 @@ def seed_table(
         cut = float(ordered[min(k, len(ordered) - 1)])
         rows.append(_row(f"top {budget:g}% of validation", test_errors, test_labels, cut))
     for _, _, seed_fp in SEED_REFERENCE:
-        cut = _best_under_fp(test_errors, test_labels, seed_fp)
+        cut = cut_under_fp(test_errors, test_labels, seed_fp)
         rows.append(_row(f"oracle: at most {seed_fp} FP on test", test_errors, test_labels, cut))
     return rows
 
