@@ -134,6 +134,25 @@ class ModelCard:
         data["metrics"] = metrics
         return data
 
+    def second_stage_line(self) -> str:
+        """One line describing the second stage (for GetModelInfo and logs); empty without one."""
+        stage = self.second_stage
+        if stage is None:
+            return ""
+        design = stage.get("design")
+        if not isinstance(design, Mapping):
+            design = {}
+        what = str(design.get("classifier") or stage.get("kind") or "classifier")
+        parts = [f"{what} on raw features + feature errors"]
+        if "rows" in stage:
+            parts.append(
+                f"{stage['rows']} labelled rows ({stage.get('frauds', '?')} frauds, {stage.get('legit', '?')} legit)"
+            )
+        labels = stage.get("labels")
+        if isinstance(labels, Mapping) and labels.get("fingerprint"):
+            parts.append(f"label set {str(labels['fingerprint'])[:12]}")
+        return "; ".join(parts)
+
     def write(self, version_dir: Path) -> Path:
         """Writes ``model_card.json`` into a version directory (a temp dir, before its rename into place)."""
         path = version_dir / CARD_FILE

@@ -4,7 +4,8 @@
     fraudscore score --csv data/creditcard.csv --limit 20
     fraudscore score --csv data/creditcard.csv --columns
 
-One line per transaction: score, threshold, verdict, model version and the
+One line per transaction: score (and ``p_fraud``, the second stage's fraud
+probability, when the model version has one), threshold, verdict, model version and the
 features that account for most of the reconstruction error. CSV rows are
 parsed by fraudscore.schema and sent with ScoreBatch (with ``--columns``: as one
 float32 matrix per call with ScoreColumns, in the model's feature order from
@@ -59,8 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def format_response(r: pb.ScoreResponse) -> str:
     top = ", ".join(f"{c.name} {c.share:.0%}" for c in r.top_features)
     verdict = "ANOMALY" if r.is_anomaly else "normal "
+    # The second stage's probability, when the version has one (the threshold then may apply to it: GetModelInfo).
+    probability = f"p_fraud={r.fraud_probability:<8.4f} " if r.HasField("fraud_probability") else ""
     return (
-        f"{r.transaction_id:<14} error={r.reconstruction_error:<10.5g} threshold={r.threshold:<8.4g} {verdict} "
+        f"{r.transaction_id:<14} error={r.reconstruction_error:<10.5g} {probability}threshold={r.threshold:<8.4g} "
+        f"{verdict} "
         f"v{r.model_version} out_of_range={r.out_of_range_features} top: {top}"
     )
 

@@ -100,6 +100,7 @@ def encode(
     out_of_range = np.zeros(n, dtype=INT32)
     indices = np.full((n, k), -1, dtype=INT32)
     shares = np.zeros((n, k), dtype=FLOAT32)
+    probability = np.full(n, np.nan, dtype=FLOAT32) if model.has_fraud_probability else None
     if scores is not None and len(scores):
         good = batch.good
         errors[good] = scores.reconstruction_error
@@ -108,6 +109,8 @@ def encode(
         order, share, has_error = top_k(scores.feature_errors, k)
         indices[good] = np.where(has_error[:, None], order, -1)
         shares[good] = np.where(has_error[:, None], share, 0.0)
+        if probability is not None and scores.fraud_probability is not None:
+            probability[good] = scores.fraud_probability
     return pb.ScoreColumnsResponse(
         transaction_ids=request.transaction_ids,
         reconstruction_errors=errors.tobytes(),
@@ -122,6 +125,7 @@ def encode(
         errors=row_errors(request, batch.errors),
         scored=n - len(batch.errors),
         failed=len(batch.errors),
+        fraud_probabilities=b"" if probability is None else probability.tobytes(),
     )
 
 
@@ -157,6 +161,7 @@ def responses(reply: pb.ScoreColumnsResponse) -> list[pb.ScoreResponse | pb.RowE
     out_of_range = np.frombuffer(reply.out_of_range_counts, dtype=INT32).tolist()
     indices = np.frombuffer(reply.top_feature_indices, dtype=INT32).reshape(n, k).tolist()
     shares = np.frombuffer(reply.top_feature_shares, dtype=FLOAT32).reshape(n, k).tolist()
+    probability = np.frombuffer(reply.fraud_probabilities, dtype=FLOAT32).tolist() or None
     failed = {e.index: e for e in reply.errors}
     out: list[pb.ScoreResponse | pb.RowError] = []
     for i, tx_id in enumerate(reply.transaction_ids):
@@ -171,6 +176,8 @@ def responses(reply: pb.ScoreColumnsResponse) -> list[pb.ScoreResponse | pb.RowE
             out_of_range_features=out_of_range[i],
             model_version=reply.model_version,
         )
+        if probability is not None:
+            r.fraud_probability = probability[i]
         for j, share in zip(indices[i], shares[i], strict=True):
             if j >= 0:
                 r.top_features.add(name=reply.feature_names[j], share=share)

@@ -10,6 +10,7 @@ copies values into its message. Top features come from
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -30,11 +31,13 @@ class Outcome(NamedTuple):
     is_anomaly: bool
     out_of_range: int
     top: list[tuple[str, float]]
+    fraud_probability: float | None = None  # None when the version has no second stage
 
 
-def _columns(model: LoadedModel, scores: Scores, k: int) -> tuple[list[Any], ...]:
+def _columns(model: LoadedModel, scores: Scores, k: int) -> tuple[Iterator[Any] | list[Any], ...]:
     """Each per-row value of a model call as a Python list (one ``tolist`` per array, not per row)."""
     order, shares, has_error = top_k(scores.feature_errors, k)
+    probability = scores.fraud_probability
     return (
         scores.reconstruction_error.tolist(),
         scores.is_anomaly.tolist(),
@@ -42,6 +45,7 @@ def _columns(model: LoadedModel, scores: Scores, k: int) -> tuple[list[Any], ...
         names_of(model.features)[order].tolist(),
         shares.tolist(),
         has_error.tolist(),
+        itertools.repeat(None, len(scores)) if probability is None else probability.tolist(),
     )
 
 
@@ -57,8 +61,8 @@ def _rows(model: LoadedModel, scores: Scores, k: int = TOP_K) -> Iterator[tuple[
 
 def outcomes(model: LoadedModel, scores: Scores, k: int = TOP_K) -> list[Outcome]:
     return [
-        Outcome(error, anomaly, oor, list(zip(names, shares, strict=True)) if has else [])
-        for error, anomaly, oor, names, shares, has in _rows(model, scores, k)
+        Outcome(error, anomaly, oor, list(zip(names, shares, strict=True)) if has else [], probability)
+        for error, anomaly, oor, names, shares, has, probability in _rows(model, scores, k)
     ]
 
 
@@ -69,6 +73,8 @@ def fill(response: pb.ScoreResponse, transaction_id: str, model: LoadedModel, ou
     response.is_anomaly = outcome.is_anomaly
     response.out_of_range_features = outcome.out_of_range
     response.model_version = model.version
+    if outcome.fraud_probability is not None:
+        response.fraud_probability = outcome.fraud_probability
     for name, share in outcome.top:
         response.top_features.add(name=name, share=share)
     return response
@@ -95,7 +101,7 @@ def batch_response(
             error = add().error
             error.index, error.transaction_id, error.field, error.reason = i, tx.transaction_id, exc.field, exc.reason
             continue
-        error_value, anomaly, out_of_range, top_names, top_shares, has_error = next(rows)
+        error_value, anomaly, out_of_range, top_names, top_shares, has_error, probability = next(rows)
         r = add().score
         r.transaction_id = tx.transaction_id
         r.reconstruction_error = error_value
@@ -105,6 +111,8 @@ def batch_response(
         if out_of_range:
             r.out_of_range_features = out_of_range
         r.model_version = version
+        if probability is not None:  # absent, not 0, without a second stage
+            r.fraud_probability = probability
         if has_error:
             top = r.top_features.add
             for name, share in zip(top_names, top_shares, strict=True):

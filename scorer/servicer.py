@@ -171,6 +171,8 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
             loaded_versions=self._registry.loaded_versions,
             runtime=model.fast_path.runtime,
             runtime_detail=model.fast_path.detail,
+            threshold_score=card.threshold_score,
+            second_stage=card.second_stage_line(),
         )
 
 

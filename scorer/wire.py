@@ -110,18 +110,19 @@ class ReplyEncoder:
         sizes = np.ones((m, len(_SCORE_FIELDS)), dtype=np.int32)
         sizes[:, _SCORE_FIELDS.index("top_features")] = np.where(has_error, k, 0)
         column = np.ones((m, 1))
-        score = self._encode(
-            "ScoreResponse",
-            sizes,
-            [
-                np.array(ids, dtype=object)[:, None],
-                scores.reconstruction_error.astype(np.float64)[:, None],
-                model.threshold * column,
-                scores.is_anomaly.astype(bool)[:, None],
-                top,
-                scores.out_of_range_count.astype(np.int32)[:, None],
-                np.full((m, 1), model.version, dtype=np.int64),
-            ],
-            _SCORE_FIELDS,
-        )
+        values = [
+            np.array(ids, dtype=object)[:, None],
+            scores.reconstruction_error.astype(np.float64)[:, None],
+            model.threshold * column,
+            scores.is_anomaly.astype(bool)[:, None],
+            top,
+            scores.out_of_range_count.astype(np.int32)[:, None],
+            np.full((m, 1), model.version, dtype=np.int64),
+        ]
+        fields = _SCORE_FIELDS
+        if scores.fraud_probability is not None:  # one value per row: present (even 0.0), as the proto says
+            sizes = np.concatenate([sizes, np.ones((m, 1), dtype=np.int32)], axis=1)
+            values.append(scores.fraud_probability.astype(np.float64)[:, None])
+            fields = [*_SCORE_FIELDS, "fraud_probability"]
+        score = self._encode("ScoreResponse", sizes, values, fields)
         return self._encode("RowResult", np.ones((m, 1), dtype=np.int32), [score[:, None]], ["score"])

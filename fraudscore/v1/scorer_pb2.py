@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fraudscore.v1 import transaction_pb2 as fraudscore_dot_v1_dot_transaction__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66raudscore/v1/scorer.proto\x12\rfraudscore.v1\x1a\x1f\x66raudscore/v1/transaction.proto\"V\n\x0cScoreRequest\x12/\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1a.fraudscore.v1.Transaction\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"2\n\x13\x46\x65\x61tureContribution\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05share\x18\x02 \x01(\x01\"\xdc\x01\n\rScoreResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x1c\n\x14reconstruction_error\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x12\n\nis_anomaly\x18\x04 \x01(\x08\x12\x38\n\x0ctop_features\x18\x05 \x03(\x0b\x32\".fraudscore.v1.FeatureContribution\x12\x1d\n\x15out_of_range_features\x18\x06 \x01(\x05\x12\x15\n\rmodel_version\x18\x07 \x01(\x03\"\\\n\x11ScoreBatchRequest\x12\x30\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1a.fraudscore.v1.Transaction\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"n\n\tRowResult\x12-\n\x05score\x18\x01 \x01(\x0b\x32\x1c.fraudscore.v1.ScoreResponseH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.fraudscore.v1.RowErrorH\x00\x42\x08\n\x06result\"P\n\x08RowError\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"_\n\x12ScoreBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.fraudscore.v1.RowResult\x12\x0e\n\x06scored\x18\x02 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x05\"z\n\x13ScoreColumnsRequest\x12\x17\n\x0ftransaction_ids\x18\x01 \x03(\t\x12\x15\n\rfeature_names\x18\x02 \x03(\t\x12\x0e\n\x06values\x18\x03 \x01(\x0c\x12\x0c\n\x04rows\x18\x04 \x01(\x05\x12\x15\n\rmodel_version\x18\x05 \x01(\x03\"\xd1\x02\n\x14ScoreColumnsResponse\x12\x17\n\x0ftransaction_ids\x18\x01 \x03(\t\x12\x1d\n\x15reconstruction_errors\x18\x02 \x01(\x0c\x12\x12\n\nis_anomaly\x18\x03 \x01(\x0c\x12\x1b\n\x13out_of_range_counts\x18\x04 \x01(\x0c\x12\x1b\n\x13top_feature_indices\x18\x05 \x01(\x0c\x12\x1a\n\x12top_feature_shares\x18\x06 \x01(\x0c\x12\r\n\x05top_k\x18\x07 \x01(\x05\x12\x15\n\rfeature_names\x18\x08 \x03(\t\x12\x11\n\tthreshold\x18\t \x01(\x01\x12\x15\n\rmodel_version\x18\n \x01(\x03\x12\'\n\x06\x65rrors\x18\x0b \x03(\x0b\x32\x17.fraudscore.v1.RowError\x12\x0e\n\x06scored\x18\x0c \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\r \x01(\x05\"\x15\n\x13GetModelInfoRequest\"\xcc\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x18\n\x10threshold_policy\x18\x04 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x03(\t\x12\x36\n\x07metrics\x18\x06 \x03(\x0b\x32%.fraudscore.v1.ModelInfo.MetricsEntry\x12\x37\n\x10refused_versions\x18\x07 \x03(\x0b\x32\x1d.fraudscore.v1.RefusedVersion\x12\x17\n\x0floaded_versions\x18\x08 \x03(\x03\x12\x0f\n\x07runtime\x18\t \x01(\t\x12\x16\n\x0eruntime_detail\x18\n \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"1\n\x0eRefusedVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x99\x03\n\x0b\x46raudScorer\x12\x42\n\x05Score\x12\x1b.fraudscore.v1.ScoreRequest\x1a\x1c.fraudscore.v1.ScoreResponse\x12Q\n\nScoreBatch\x12 .fraudscore.v1.ScoreBatchRequest\x1a!.fraudscore.v1.ScoreBatchResponse\x12L\n\x0bScoreStream\x12\x1b.fraudscore.v1.ScoreRequest\x1a\x1c.fraudscore.v1.ScoreResponse(\x01\x30\x01\x12W\n\x0cScoreColumns\x12\".fraudscore.v1.ScoreColumnsRequest\x1a#.fraudscore.v1.ScoreColumnsResponse\x12L\n\x0cGetModelInfo\x12\".fraudscore.v1.GetModelInfoRequest\x1a\x18.fraudscore.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66raudscore/v1/scorer.proto\x12\rfraudscore.v1\x1a\x1f\x66raudscore/v1/transaction.proto\"V\n\x0cScoreRequest\x12/\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1a.fraudscore.v1.Transaction\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"2\n\x13\x46\x65\x61tureContribution\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05share\x18\x02 \x01(\x01\"\x92\x02\n\rScoreResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x1c\n\x14reconstruction_error\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x12\n\nis_anomaly\x18\x04 \x01(\x08\x12\x38\n\x0ctop_features\x18\x05 \x03(\x0b\x32\".fraudscore.v1.FeatureContribution\x12\x1d\n\x15out_of_range_features\x18\x06 \x01(\x05\x12\x15\n\rmodel_version\x18\x07 \x01(\x03\x12\x1e\n\x11\x66raud_probability\x18\x08 \x01(\x01H\x00\x88\x01\x01\x42\x14\n\x12_fraud_probability\"\\\n\x11ScoreBatchRequest\x12\x30\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1a.fraudscore.v1.Transaction\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"n\n\tRowResult\x12-\n\x05score\x18\x01 \x01(\x0b\x32\x1c.fraudscore.v1.ScoreResponseH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.fraudscore.v1.RowErrorH\x00\x42\x08\n\x06result\"P\n\x08RowError\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"_\n\x12ScoreBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.fraudscore.v1.RowResult\x12\x0e\n\x06scored\x18\x02 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x05\"z\n\x13ScoreColumnsRequest\x12\x17\n\x0ftransaction_ids\x18\x01 \x03(\t\x12\x15\n\rfeature_names\x18\x02 \x03(\t\x12\x0e\n\x06values\x18\x03 \x01(\x0c\x12\x0c\n\x04rows\x18\x04 \x01(\x05\x12\x15\n\rmodel_version\x18\x05 \x01(\x03\"\xee\x02\n\x14ScoreColumnsResponse\x12\x17\n\x0ftransaction_ids\x18\x01 \x03(\t\x12\x1d\n\x15reconstruction_errors\x18\x02 \x01(\x0c\x12\x12\n\nis_anomaly\x18\x03 \x01(\x0c\x12\x1b\n\x13out_of_range_counts\x18\x04 \x01(\x0c\x12\x1b\n\x13top_feature_indices\x18\x05 \x01(\x0c\x12\x1a\n\x12top_feature_shares\x18\x06 \x01(\x0c\x12\r\n\x05top_k\x18\x07 \x01(\x05\x12\x15\n\rfeature_names\x18\x08 \x03(\t\x12\x11\n\tthreshold\x18\t \x01(\x01\x12\x15\n\rmodel_version\x18\n \x01(\x03\x12\'\n\x06\x65rrors\x18\x0b \x03(\x0b\x32\x17.fraudscore.v1.RowError\x12\x0e\n\x06scored\x18\x0c \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\r \x01(\x05\x12\x1b\n\x13\x66raud_probabilities\x18\x0e \x01(\x0c\"\x15\n\x13GetModelInfoRequest\"\xfb\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x18\n\x10threshold_policy\x18\x04 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x03(\t\x12\x36\n\x07metrics\x18\x06 \x03(\x0b\x32%.fraudscore.v1.ModelInfo.MetricsEntry\x12\x37\n\x10refused_versions\x18\x07 \x03(\x0b\x32\x1d.fraudscore.v1.RefusedVersion\x12\x17\n\x0floaded_versions\x18\x08 \x03(\x03\x12\x0f\n\x07runtime\x18\t \x01(\t\x12\x16\n\x0eruntime_detail\x18\n \x01(\t\x12\x17\n\x0fthreshold_score\x18\x0b \x01(\t\x12\x14\n\x0csecond_stage\x18\x0c \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"1\n\x0eRefusedVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x99\x03\n\x0b\x46raudScorer\x12\x42\n\x05Score\x12\x1b.fraudscore.v1.ScoreRequest\x1a\x1c.fraudscore.v1.ScoreResponse\x12Q\n\nScoreBatch\x12 .fraudscore.v1.ScoreBatchRequest\x1a!.fraudscore.v1.ScoreBatchResponse\x12L\n\x0bScoreStream\x12\x1b.fraudscore.v1.ScoreRequest\x1a\x1c.fraudscore.v1.ScoreResponse(\x01\x30\x01\x12W\n\x0cScoreColumns\x12\".fraudscore.v1.ScoreColumnsRequest\x1a#.fraudscore.v1.ScoreColumnsResponse\x12L\n\x0cGetModelInfo\x12\".fraudscore.v1.GetModelInfoRequest\x1a\x18.fraudscore.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,27 +39,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEATURECONTRIBUTION']._serialized_start=166
   _globals['_FEATURECONTRIBUTION']._serialized_end=216
   _globals['_SCORERESPONSE']._serialized_start=219
-  _globals['_SCORERESPONSE']._serialized_end=439
-  _globals['_SCOREBATCHREQUEST']._serialized_start=441
-  _globals['_SCOREBATCHREQUEST']._serialized_end=533
-  _globals['_ROWRESULT']._serialized_start=535
-  _globals['_ROWRESULT']._serialized_end=645
-  _globals['_ROWERROR']._serialized_start=647
-  _globals['_ROWERROR']._serialized_end=727
-  _globals['_SCOREBATCHRESPONSE']._serialized_start=729
-  _globals['_SCOREBATCHRESPONSE']._serialized_end=824
-  _globals['_SCORECOLUMNSREQUEST']._serialized_start=826
-  _globals['_SCORECOLUMNSREQUEST']._serialized_end=948
-  _globals['_SCORECOLUMNSRESPONSE']._serialized_start=951
-  _globals['_SCORECOLUMNSRESPONSE']._serialized_end=1288
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1290
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1311
-  _globals['_MODELINFO']._serialized_start=1314
-  _globals['_MODELINFO']._serialized_end=1646
-  _globals['_MODELINFO_METRICSENTRY']._serialized_start=1600
-  _globals['_MODELINFO_METRICSENTRY']._serialized_end=1646
-  _globals['_REFUSEDVERSION']._serialized_start=1648
-  _globals['_REFUSEDVERSION']._serialized_end=1697
-  _globals['_FRAUDSCORER']._serialized_start=1700
-  _globals['_FRAUDSCORER']._serialized_end=2109
+  _globals['_SCORERESPONSE']._serialized_end=493
+  _globals['_SCOREBATCHREQUEST']._serialized_start=495
+  _globals['_SCOREBATCHREQUEST']._serialized_end=587
+  _globals['_ROWRESULT']._serialized_start=589
+  _globals['_ROWRESULT']._serialized_end=699
+  _globals['_ROWERROR']._serialized_start=701
+  _globals['_ROWERROR']._serialized_end=781
+  _globals['_SCOREBATCHRESPONSE']._serialized_start=783
+  _globals['_SCOREBATCHRESPONSE']._serialized_end=878
+  _globals['_SCORECOLUMNSREQUEST']._serialized_start=880
+  _globals['_SCORECOLUMNSREQUEST']._serialized_end=1002
+  _globals['_SCORECOLUMNSRESPONSE']._serialized_start=1005
+  _globals['_SCORECOLUMNSRESPONSE']._serialized_end=1371
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1373
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1394
+  _globals['_MODELINFO']._serialized_start=1397
+  _globals['_MODELINFO']._serialized_end=1776
+  _globals['_MODELINFO_METRICSENTRY']._serialized_start=1730
+  _globals['_MODELINFO_METRICSENTRY']._serialized_end=1776
+  _globals['_REFUSEDVERSION']._serialized_start=1778
+  _globals['_REFUSEDVERSION']._serialized_end=1827
+  _globals['_FRAUDSCORER']._serialized_start=1830
+  _globals['_FRAUDSCORER']._serialized_end=2239
 # @@protoc_insertion_point(module_scope)

@@ -24,7 +24,7 @@ class FeatureContribution(_message.Message):
     def __init__(self, name: _Optional[str] = ..., share: _Optional[float] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("transaction_id", "reconstruction_error", "threshold", "is_anomaly", "top_features", "out_of_range_features", "model_version")
+    __slots__ = ("transaction_id", "reconstruction_error", "threshold", "is_anomaly", "top_features", "out_of_range_features", "model_version", "fraud_probability")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     RECONSTRUCTION_ERROR_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class ScoreResponse(_message.Message):
     TOP_FEATURES_FIELD_NUMBER: _ClassVar[int]
     OUT_OF_RANGE_FEATURES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FRAUD_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     reconstruction_error: float
     threshold: float
@@ -39,7 +40,8 @@ class ScoreResponse(_message.Message):
     top_features: _containers.RepeatedCompositeFieldContainer[FeatureContribution]
     out_of_range_features: int
     model_version: int
-    def __init__(self, transaction_id: _Optional[str] = ..., reconstruction_error: _Optional[float] = ..., threshold: _Optional[float] = ..., is_anomaly: bool = ..., top_features: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ..., out_of_range_features: _Optional[int] = ..., model_version: _Optional[int] = ...) -> None: ...
+    fraud_probability: float
+    def __init__(self, transaction_id: _Optional[str] = ..., reconstruction_error: _Optional[float] = ..., threshold: _Optional[float] = ..., is_anomaly: bool = ..., top_features: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ..., out_of_range_features: _Optional[int] = ..., model_version: _Optional[int] = ..., fraud_probability: _Optional[float] = ...) -> None: ...
 
 class ScoreBatchRequest(_message.Message):
     __slots__ = ("transactions", "model_version")
@@ -94,7 +96,7 @@ class ScoreColumnsRequest(_message.Message):
     def __init__(self, transaction_ids: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., values: _Optional[bytes] = ..., rows: _Optional[int] = ..., model_version: _Optional[int] = ...) -> None: ...
 
 class ScoreColumnsResponse(_message.Message):
-    __slots__ = ("transaction_ids", "reconstruction_errors", "is_anomaly", "out_of_range_counts", "top_feature_indices", "top_feature_shares", "top_k", "feature_names", "threshold", "model_version", "errors", "scored", "failed")
+    __slots__ = ("transaction_ids", "reconstruction_errors", "is_anomaly", "out_of_range_counts", "top_feature_indices", "top_feature_shares", "top_k", "feature_names", "threshold", "model_version", "errors", "scored", "failed", "fraud_probabilities")
     TRANSACTION_IDS_FIELD_NUMBER: _ClassVar[int]
     RECONSTRUCTION_ERRORS_FIELD_NUMBER: _ClassVar[int]
     IS_ANOMALY_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +110,7 @@ class ScoreColumnsResponse(_message.Message):
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     SCORED_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
+    FRAUD_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     transaction_ids: _containers.RepeatedScalarFieldContainer[str]
     reconstruction_errors: bytes
     is_anomaly: bytes
@@ -121,14 +124,15 @@ class ScoreColumnsResponse(_message.Message):
     errors: _containers.RepeatedCompositeFieldContainer[RowError]
     scored: int
     failed: int
-    def __init__(self, transaction_ids: _Optional[_Iterable[str]] = ..., reconstruction_errors: _Optional[bytes] = ..., is_anomaly: _Optional[bytes] = ..., out_of_range_counts: _Optional[bytes] = ..., top_feature_indices: _Optional[bytes] = ..., top_feature_shares: _Optional[bytes] = ..., top_k: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., model_version: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[RowError, _Mapping]]] = ..., scored: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+    fraud_probabilities: bytes
+    def __init__(self, transaction_ids: _Optional[_Iterable[str]] = ..., reconstruction_errors: _Optional[bytes] = ..., is_anomaly: _Optional[bytes] = ..., out_of_range_counts: _Optional[bytes] = ..., top_feature_indices: _Optional[bytes] = ..., top_feature_shares: _Optional[bytes] = ..., top_k: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., model_version: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[RowError, _Mapping]]] = ..., scored: _Optional[int] = ..., failed: _Optional[int] = ..., fraud_probabilities: _Optional[bytes] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "threshold", "threshold_policy", "features", "metrics", "refused_versions", "loaded_versions", "runtime", "runtime_detail")
+    __slots__ = ("name", "version", "threshold", "threshold_policy", "features", "metrics", "refused_versions", "loaded_versions", "runtime", "runtime_detail", "threshold_score", "second_stage")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +150,8 @@ class ModelInfo(_message.Message):
     LOADED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SECOND_STAGE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     threshold: float
@@ -156,7 +162,9 @@ class ModelInfo(_message.Message):
     loaded_versions: _containers.RepeatedScalarFieldContainer[int]
     runtime: str
     runtime_detail: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., threshold: _Optional[float] = ..., threshold_policy: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., refused_versions: _Optional[_Iterable[_Union[RefusedVersion, _Mapping]]] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., runtime: _Optional[str] = ..., runtime_detail: _Optional[str] = ...) -> None: ...
+    threshold_score: str
+    second_stage: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., threshold: _Optional[float] = ..., threshold_policy: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., refused_versions: _Optional[_Iterable[_Union[RefusedVersion, _Mapping]]] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., runtime: _Optional[str] = ..., runtime_detail: _Optional[str] = ..., threshold_score: _Optional[str] = ..., second_stage: _Optional[str] = ...) -> None: ...
 
 class RefusedVersion(_message.Message):
     __slots__ = ("version", "reason")

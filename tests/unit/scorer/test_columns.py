@@ -18,8 +18,9 @@ NAMES = features.MODEL_FEATURES
 
 
 class Card:
-    def __init__(self, names: tuple[str, ...]) -> None:
+    def __init__(self, names: tuple[str, ...], has_fraud_probability: bool = False) -> None:
         self.features, self.threshold, self.version, self.path = names, 0.73, 12, Path("12")
+        self.has_fraud_probability = has_fraud_probability
 
 
 def _matrix(n: int, seed: int = 0) -> np.ndarray:
@@ -122,3 +123,27 @@ def test_encoded_reply_reads_back_as_the_row_outcomes() -> None:
         assert (row.is_anomaly, row.out_of_range_features) == (want.is_anomaly, want.out_of_range)
         assert [(c.name, pytest.approx(c.share, rel=1e-6)) for c in row.top_features] == want.top
         assert row.threshold == card.threshold and row.model_version == card.version
+
+
+def test_fraud_probabilities_travel_per_row_and_only_when_the_model_has_them() -> None:
+    m = _matrix(5)
+    m[2, 0] = np.inf
+    request = _request(m)
+    staged = Card(NAMES, has_fraud_probability=True)
+    batch = columns.decode(request, staged)  # type: ignore[arg-type]
+    fe = np.full((len(batch.good), len(NAMES)), 0.01, np.float32)
+    errors = fe.mean(axis=1)
+    probability = np.array([0.0, 0.25, 0.5, 0.99], np.float32)
+    scores = Scores(errors, fe, probability > 0.3, np.zeros(4, np.int32), fraud_probability=probability)
+    reply = columns.encode(request, staged, batch, scores)  # type: ignore[arg-type]
+    got = np.frombuffer(reply.fraud_probabilities, columns.FLOAT32)
+    np.testing.assert_array_equal(got[[0, 1, 3, 4]], probability)
+    assert np.isnan(got[2])  # the bad row
+    rows = columns.responses(reply)
+    assert [r.fraud_probability for r in rows if isinstance(r, pb.ScoreResponse)] == probability.tolist()
+    assert rows[0].HasField("fraud_probability")  # 0.0 is present, not absent
+
+    plain = Card(NAMES)
+    reply = columns.encode(request, plain, batch, Scores(errors, fe, errors > 1, np.zeros(4, np.int32)))  # type: ignore[arg-type]
+    assert reply.fraud_probabilities == b""
+    assert not any(r.HasField("fraud_probability") for r in columns.responses(reply) if isinstance(r, pb.ScoreResponse))

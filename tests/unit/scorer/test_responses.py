@@ -16,8 +16,9 @@ from scorer.responses import batch_response, fill, outcomes
 
 
 class Card:
-    def __init__(self, names: tuple[str, ...]) -> None:
+    def __init__(self, names: tuple[str, ...], has_fraud_probability: bool = False) -> None:
         self.features, self.threshold, self.version, self.path = names, 0.5, 3, Path("3")
+        self.has_fraud_probability = has_fraud_probability
 
 
 def _scores(feature_errors: np.ndarray) -> Scores:
@@ -146,3 +147,21 @@ def test_checked_feature_matrix_of_all_good_and_all_bad_rows() -> None:
         ("transaction_id", "missing or empty"),
         ("card_id", "missing or empty"),
     ]
+
+
+def test_fraud_probability_is_set_when_the_model_has_one_and_absent_otherwise() -> None:
+    model = Card(("V1", "V2"), has_fraud_probability=True)
+    txs = [Transaction(transaction_id=f"t{i}") for i in range(3)]
+    fe = np.array([[0.1, 0.3], [0.0, 0.0], [0.5, 0.7]], np.float32)
+    probability = np.array([0.0, 0.125, 0.875], np.float32)
+    plain = _scores(fe)
+    staged = Scores(plain.reconstruction_error, fe, probability > 0.5, plain.out_of_range_count, probability)
+    reply = batch_response(txs, {}, model, staged)  # type: ignore[arg-type]
+    assert [r.score.fraud_probability for r in reply.results] == [0.0, 0.125, 0.875]
+    assert all(r.score.HasField("fraud_probability") for r in reply.results)  # 0.0 too: present, not default
+    filled = [fill(pb.ScoreResponse(), f"t{i}", model, o) for i, o in enumerate(outcomes(model, staged))]  # type: ignore[arg-type]
+    assert filled == [r.score for r in reply.results]
+
+    reply = batch_response(txs, {}, model, plain)  # type: ignore[arg-type]
+    assert not any(r.score.HasField("fraud_probability") for r in reply.results)
+    assert all(o.fraud_probability is None for o in outcomes(model, plain))  # type: ignore[arg-type]

@@ -58,3 +58,19 @@ def test_encoder_equals_batch_response(
     got = encoder.batch_response(txs, errors, model, scores)  # type: ignore[arg-type]
     assert got == want
     assert len(got.results) == n and (got.scored, got.failed) == (good, len(errors))
+
+
+def test_encoder_carries_fraud_probability_like_batch_response(encoder: ReplyEncoder) -> None:
+    model = Card(features.MODEL_FEATURES)
+    txs = [Transaction(transaction_id=f"tx-{i}") for i in range(6)]
+    errors = {3: schema.InvalidTransaction("amount", "missing")}
+    plain = _scores(5, len(model.features), seed=1)
+    probability = np.array([0.0, 0.5, 1.0, 0.125, 1e-9], np.float32)  # 0.0 must still be present
+    staged = Scores(
+        plain.reconstruction_error, plain.feature_errors, probability > 0.2, plain.out_of_range_count, probability
+    )
+    got = encoder.batch_response(txs, errors, model, staged)  # type: ignore[arg-type]
+    assert got == batch_response(txs, errors, model, staged)  # type: ignore[arg-type]
+    scored = [r.score for r in got.results if r.HasField("score")]
+    assert all(r.HasField("fraud_probability") for r in scored)
+    assert [r.fraud_probability for r in scored] == probability.astype(np.float64).tolist()
