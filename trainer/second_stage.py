@@ -6,8 +6,10 @@ layer inside the Keras model, made of plain TF ops TFLite converts (sign, abs, l
 matmul, sigmoid), so the serving signature and the LiteRT fast path carry it unchanged:
 
 1. ``Prepare``: raw features -> sign(x) * log1p(|x|) (Amount is heavy-tailed and so are the V columns'
-   extremes), feature errors -> log1p(max(e, 0)) (they span 1e-6..1e4); ``inputs="errors"`` drops the raw
-   half.
+   extremes); feature errors -> log(max(e, 0) + floor), floor = 1e-3 x the feature's median training error
+   (errors span 1e-6..1e4, and their scale depends on the autoencoder's error weighting: log1p would leave
+   errors of 1e-4 unchanged, and after normalization float32's log(1 + e) in TFLite would differ from
+   TensorFlow's log1p by a large share of such a column's spread); ``inputs="errors"`` drops the raw half.
 2. ``Normalization`` with the (weighted) mean and variance of the prepared training rows, fixed at fit time.
 3. ``hidden=0``: logistic regression; ``hidden=h``: one elu layer of h units. L2 on every kernel.
 
@@ -43,6 +45,8 @@ L2 = 1e-3
 EPOCHS = 300
 LEARNING_RATE = 0.03
 OUTPUT_LAYER = "fraud_probability"
+ERROR_FLOOR = 1e-3  # of the feature's median training error: smaller errors all look alike
+MIN_ERROR_FLOOR = 1e-12
 
 
 class SecondStageError(TrainError):
@@ -63,22 +67,24 @@ def prepare_class() -> Any:
 
     @keras.saving.register_keras_serializable(package="fraudscore")
     class Prepare(keras.layers.Layer):
-        """[n, 2F] raw+errors -> signed log1p(raw) ++ log1p(errors) (or the errors' half only)."""
+        """[n, 2F] raw+errors -> signed log1p(raw) ++ log(errors + floor) (or the errors' half only)."""
 
-        def __init__(self, n_features: int, inputs: str, **kwargs: Any) -> None:
+        def __init__(self, n_features: int, inputs: str, floors: list[float], **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.n_features = n_features
             self.inputs = inputs
+            self.floors = [float(f) for f in floors]
 
         def call(self, x: Any) -> Any:
             raw, err = x[:, : self.n_features], x[:, self.n_features :]
-            err = ops.log1p(ops.maximum(err, 0.0))
+            err = ops.log(ops.maximum(err, 0.0) + ops.convert_to_tensor(np.asarray(self.floors, np.float32)))
             if self.inputs == "errors":
                 return err
             return ops.concatenate([ops.sign(raw) * ops.log1p(ops.abs(raw)), err], axis=1)
 
         def get_config(self) -> dict[str, Any]:
-            return {**super().get_config(), "n_features": self.n_features, "inputs": self.inputs}
+            config = super().get_config()
+            return {**config, "n_features": self.n_features, "inputs": self.inputs, "floors": self.floors}
 
     return Prepare
 
@@ -130,12 +136,14 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
     return y
 
 
-def build(n_features: int, mean: np.ndarray, variance: np.ndarray, hidden: int, inputs: Inputs) -> Any:
+def build(
+    n_features: int, floors: list[float], mean: np.ndarray, variance: np.ndarray, hidden: int, inputs: Inputs
+) -> Any:
     """The untrained Keras model (prepare -> fixed normalization -> [hidden elu] -> sigmoid)."""
     import keras
 
     x_in = keras.Input((2 * n_features,), dtype="float32", name="raw_and_feature_errors")
-    x = prepare_class()(n_features, inputs, name="prepare")(x_in)
+    x = prepare_class()(n_features, inputs, floors, name="prepare")(x_in)
     x = keras.layers.Normalization(mean=mean, variance=variance, name="normalize")(x)
     reg = keras.regularizers.L2(L2)
     if hidden:
@@ -171,11 +179,11 @@ def fit(
     fit_w = (fit_w / fit_w.mean()).astype(np.float32)
 
     set_determinism(seed)
-    prepare = prepare_class()(n_features, inputs, name="prepare")
-    prepared = np.asarray(prepare(x), np.float64)
+    floors = [max(ERROR_FLOOR * float(m), MIN_ERROR_FLOOR) for m in np.median(x[:, n_features:], axis=0)]
+    prepared = np.asarray(prepare_class()(n_features, inputs, floors)(x), np.float64)
     mean = np.average(prepared, axis=0, weights=w)
     variance = np.average((prepared - mean) ** 2, axis=0, weights=w)
-    model = build(n_features, mean, variance, hidden, inputs)
+    model = build(n_features, floors, mean, variance, hidden, inputs)
     model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="binary_crossentropy")
     # EPOCHS full-batch steps as one Keras epoch: Keras' per-epoch overhead would be most of the time.
     steps = tf.data.Dataset.from_tensors((x, y.astype(np.float32), fit_w)).repeat(EPOCHS)
@@ -193,7 +201,8 @@ def fit(
             else "logistic regression",
             "hidden": hidden,
             "inputs": inputs,
-            "transform": "raw: sign(x)*log1p(|x|); feature errors: log1p(max(e, 0)); then weighted z-score",
+            "transform": "raw: sign(x)*log1p(|x|); feature errors: log(max(e, 0) + floor), floor 1e-3 x the "
+            "median training error; then weighted z-score",
             "l2": L2,
             "epochs": EPOCHS,
             "optimizer": f"full-batch Adam, learning rate {LEARNING_RATE}",
