@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Any
 
+from stream.label_metrics import DEFAULT_INTERVAL_S, DEFAULT_WINDOW_HOURS
+
 _LOG = logging.getLogger(__name__)
 DEFAULT_METRICS_PORT = 9465
 
@@ -43,6 +45,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_METRICS_PORT,
         help="serve Prometheus /metrics on this port (0: off)",
+    )
+    parser.add_argument(
+        "--label-metrics-interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        help="seconds between scans of the analysts' labels for the feedback metrics (labelled-case precision, "
+        "share of alerts confirmed) served on --metrics-port; 0: off (default %(default)s)",
+    )
+    parser.add_argument(
+        "--label-window-hours",
+        type=float,
+        default=DEFAULT_WINDOW_HOURS,
+        help="the feedback metrics count the cases of this trailing window, by event time (default %(default)s)",
     )
     parser.add_argument(
         "--timeout", type=float, default=None, help="stop a streaming job after this many seconds (default: run on)"
@@ -79,7 +94,29 @@ def main(args: argparse.Namespace) -> int:
         _print_counters(result)
         return 0 if str(state).endswith("DONE") else 1
     _LOG.info("streaming job started; SIGTERM or Ctrl-C stops it gracefully")
-    return _run_until_stopped(result, args.timeout)
+    feedback = _label_metrics(config, args)
+    try:
+        return _run_until_stopped(result, args.timeout)
+    finally:
+        if feedback is not None:
+            feedback.stop()
+
+
+def _label_metrics(config: Any, args: argparse.Namespace) -> Any:
+    """The periodic label scan behind the feedback gauges (stream.label_metrics), when metrics are served."""
+    if not args.metrics_port or args.label_metrics_interval <= 0:
+        return None
+    from datetime import timedelta
+
+    from stream.cases.store import CaseStore
+    from stream.label_metrics import LabelMetrics
+
+    res = config.resources
+    return LabelMetrics(
+        lambda: CaseStore(res.project, res.bigtable_instance, res),
+        interval_s=args.label_metrics_interval,
+        window=timedelta(hours=args.label_window_hours),
+    ).start()
 
 
 DRAIN_TIMEOUT_S = 60.0

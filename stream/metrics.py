@@ -57,6 +57,23 @@ MODEL_INFO = Gauge(
     "fraudscore_model_info", "1 for the model version the stream job is scoring with.", ["model", "version"]
 )
 
+# Analysts' feedback (stream.label_metrics): a periodic scan of the cases of a trailing window by event time.
+LABELLED_CASES = Gauge(
+    "fraudscore_labelled_cases",
+    "Cases of the trailing label window (by event time) by the analysts' latest verdict (fraud, legit).",
+    ["verdict"],
+)
+WINDOW_CASES = Gauge("fraudscore_label_window_cases", "Cases (alerts) of the trailing label window, labelled or not.")
+LABELLED_PRECISION = Gauge(
+    "fraudscore_labelled_precision",
+    "Share of the label window's labelled cases confirmed fraud (NaN while none is labelled).",
+)
+ALERTS_CONFIRMED = Gauge(
+    "fraudscore_alerts_confirmed_ratio",
+    "Share of the label window's cases (alerts) that analysts confirmed fraud, unlabelled ones included.",
+)
+LABEL_SCAN = Gauge("fraudscore_label_scan_timestamp_seconds", "When the label metrics were last computed (Unix time).")
+
 _beam_counters: dict[str, object] = {}
 
 
@@ -155,3 +172,13 @@ def model_loaded(model: str, version: int) -> None:
 
 def duplicate_case() -> None:
     _inc("duplicate_cases_suppressed")
+
+
+def label_counts(cases: int, fraud: int, legit: int, at: float) -> None:
+    """The label scan's result (:mod:`stream.label_metrics`)."""
+    LABELLED_CASES.labels("fraud").set(fraud)
+    LABELLED_CASES.labels("legit").set(legit)
+    WINDOW_CASES.set(cases)
+    LABELLED_PRECISION.set(fraud / (fraud + legit) if fraud + legit else float("nan"))
+    ALERTS_CONFIRMED.set(fraud / cases if cases else float("nan"))
+    LABEL_SCAN.set(at)

@@ -460,6 +460,22 @@ class CaseStore:
             case = Case.from_json_dict(json.loads(record[0].value)) if record else None
             yield case, decisions
 
+    def count_since(self, start: datetime) -> int:
+        """How many cases have an event time at or after ``start``: time-index keys only (values stripped)."""
+        from google.cloud.bigtable.row_filters import (
+            CellsRowLimitFilter,
+            RowFilterChain,
+            StripValueTransformerFilter,
+        )
+
+        keys_only = RowFilterChain([CellsRowLimitFilter(1), StripValueTransformerFilter(True)])
+        start_ms = epoch_ms(start)
+        count = 0
+        for bucket in range(self.buckets):
+            first, end = _time_range(bucket, start_ms, None)
+            count += sum(1 for _ in self._index.read_rows(start_key=first, end_key=end, filter_=keys_only))
+        return count
+
     # --- the traffic sample (stream.sampling) ---
 
     def write_sample(self, scored: Iterable[ScoredTransaction], rate: float) -> int:

@@ -73,3 +73,16 @@ def test_sample_rows_are_idempotent_and_read_by_time(store: CaseStore) -> None:
     record = next(iter(store.sample_records(T0 + timedelta(hours=4))))
     assert record["model_version"] == 2 and record["reconstruction_error"] == 0.1
     assert record["fraud_probability"] is None and dataclasses.asdict(rows[4])["raw"] == (4.0, 0.5, 1.0)
+
+
+def test_feedback_counts_from_bigtable(store: CaseStore) -> None:
+    """count_since (time-index keys only) and count_labels over the real emulator."""
+    from stream.label_metrics import count_labels
+
+    store.write([make_case(i) for i in range(6)])
+    store.label("tx-4", True, "", "ann")
+    store.label("tx-5", False, "", "ann")
+    store.label("tx-1", True, "", "ann")  # before the window
+    assert store.count_since(T0) == 6 and store.count_since(T0 + timedelta(seconds=4)) == 2
+    counts = count_labels(store, T0 + timedelta(seconds=2))
+    assert (counts.cases, counts.fraud, counts.legit) == (4, 1, 1)

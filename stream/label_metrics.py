@@ -1,0 +1,101 @@
+"""Analysts' feedback as metrics: labelled-case precision and the share of alerts confirmed, over time.
+
+``fraudscore cases label`` is a command, not a service, so nothing scrapes it. The stream job (which
+serves Prometheus metrics already) runs :class:`LabelMetrics`: every ``interval_s`` it counts, over the
+cases whose event time is in the trailing ``window_s``, the cases (time-index keys) and the labelled ones
+by their latest verdict (one server-filtered scan of the labelled rows, :meth:`CaseStore.labelled`), and
+sets the gauges of :func:`stream.metrics.label_counts`:
+
+- ``fraudscore_labelled_precision`` = fraud / (fraud + legit) among the labelled cases: the precision of
+  what analysts reviewed;
+- ``fraudscore_alerts_confirmed_ratio`` = fraud / all cases of the window: confirmed alerts, which grows as
+  analysts work through the queue (unlabelled cases count as not confirmed).
+
+Grafana plots both over time (deploy/grafana/dashboards/fraud.json). A failed scan is logged and retried
+at the next interval; it never stops the job (``fraudscore_label_scan_timestamp_seconds`` goes stale,
+which the LabelMetricsStale alert reports).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from stream import metrics
+
+if TYPE_CHECKING:
+    from stream.cases.store import CaseStore
+
+_LOG = logging.getLogger(__name__)
+DEFAULT_INTERVAL_S = 60.0
+DEFAULT_WINDOW_HOURS = 7 * 24.0
+
+
+@dataclass(frozen=True)
+class LabelCounts:
+    cases: int
+    fraud: int
+    legit: int
+
+
+def count_labels(store: CaseStore, start: datetime) -> LabelCounts:
+    """Cases with event time at or after ``start``, and how many of them analysts labelled fraud / legit."""
+    fraud = legit = 0
+    for case, decisions in store.labelled():
+        if case is None or case.event_time < start:
+            continue
+        verdict = decisions[0].verdict  # the latest label wins
+        fraud += verdict == "fraud"
+        legit += verdict == "legit"
+    return LabelCounts(store.count_since(start), fraud, legit)
+
+
+class LabelMetrics:
+    """A daemon thread refreshing the label gauges every ``interval_s`` from ``store_factory()``'s store."""
+
+    def __init__(
+        self,
+        store_factory: Callable[[], CaseStore],
+        *,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        window: timedelta = timedelta(hours=DEFAULT_WINDOW_HOURS),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store_factory = store_factory
+        self._interval_s = interval_s
+        self._window = window
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="label-metrics", daemon=True)
+
+    def start(self) -> LabelMetrics:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._interval_s + 5)
+
+    def refresh(self, store: CaseStore) -> LabelCounts:
+        now = self._clock()
+        counts = count_labels(store, now - self._window)
+        metrics.label_counts(counts.cases, counts.fraud, counts.legit, now.timestamp())
+        return counts
+
+    def _run(self) -> None:
+        store = None
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                store = store or self._store_factory()
+                self.refresh(store)
+            except Exception as exc:  # a scan failure must never stop the job: logged, retried next time
+                _LOG.warning("label metrics not refreshed: %s", exc)
+            self._stop.wait(max(self._interval_s - (time.monotonic() - started), 0.0))
+        if store is not None:
+            store.close()

@@ -1,0 +1,86 @@
+"""The feedback metrics (stream.label_metrics): counts of the label window, the gauges, a failing scan."""
+
+from __future__ import annotations
+
+import math
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from stream.cases.store import Decision
+from stream.label_metrics import LabelMetrics, count_labels
+from stream.records import Case
+from stream.rules import TX_ANOMALY
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def case(tx: str, days_ago: float) -> Case:
+    return Case(tx, "c", "m", NOW - timedelta(days=days_ago), 1.0, 0.9, 0.5, 1, (TX_ANOMALY,))
+
+
+def decided(verdict: str, minute: int) -> Decision:
+    return Decision(verdict, "", "ann", NOW + timedelta(minutes=minute))
+
+
+class FakeStore:
+    def __init__(self, cases_in_window: int, fail: bool = False) -> None:
+        self.cases_in_window = cases_in_window
+        self.fail = fail
+        self.closed = False
+        self.scans = threading.Semaphore(0)
+
+    def labelled(self) -> Any:
+        self.scans.release()
+        if self.fail:
+            raise RuntimeError("Bigtable unavailable")
+        return iter(
+            [
+                (case("a", 1), (decided("fraud", 2), decided("legit", 1))),  # latest: fraud
+                (case("b", 2), (decided("legit", 1),)),
+                (case("c", 3), (decided("legit", 1),)),
+                (case("old", 30), (decided("fraud", 1),)),  # outside the 7-day window
+                (None, (decided("fraud", 1),)),  # no record: no event time to place it
+            ]
+        )
+
+    def count_since(self, start: datetime) -> int:
+        assert start == NOW - timedelta(days=7)
+        return self.cases_in_window
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def gauge(name: str, **labels: str) -> float:
+    value = REGISTRY.get_sample_value(name, labels)
+    assert value is not None, name
+    return value
+
+
+def test_window_counts_and_gauges() -> None:
+    store: Any = FakeStore(cases_in_window=10)
+    counts = count_labels(store, NOW - timedelta(days=7))
+    assert (counts.cases, counts.fraud, counts.legit) == (10, 1, 2)
+    LabelMetrics(lambda: store, window=timedelta(days=7), clock=lambda: NOW).refresh(store)
+    assert gauge("fraudscore_labelled_cases", verdict="fraud") == 1
+    assert gauge("fraudscore_labelled_cases", verdict="legit") == 2
+    assert gauge("fraudscore_label_window_cases") == 10
+    assert gauge("fraudscore_labelled_precision") == 1 / 3
+    assert gauge("fraudscore_alerts_confirmed_ratio") == 0.1
+    assert gauge("fraudscore_label_scan_timestamp_seconds") == NOW.timestamp()
+    empty: Any = FakeStore(cases_in_window=0)
+    empty.labelled = lambda: iter([])
+    LabelMetrics(lambda: empty, window=timedelta(days=7), clock=lambda: NOW).refresh(empty)
+    assert math.isnan(gauge("fraudscore_labelled_precision")) and math.isnan(gauge("fraudscore_alerts_confirmed_ratio"))
+
+
+def test_a_failing_scan_is_retried_and_never_stops_the_thread() -> None:
+    store = FakeStore(cases_in_window=10, fail=True)
+    feedback = LabelMetrics(lambda: store, interval_s=0.01, window=timedelta(days=7), clock=lambda: NOW).start()  # type: ignore[arg-type,return-value]
+    for _ in range(3):  # three scans, each failing
+        assert store.scans.acquire(timeout=10)
+    feedback.stop()
+    assert store.closed
