@@ -122,6 +122,24 @@ def derive_version(
     return version
 
 
+def offline_fraud_probability(raw: np.ndarray, version_dir: Path) -> np.ndarray | None:
+    """The second stage's probability as the trainer computes it outside the SavedModel (its Keras copy under
+    assets.extra/ on the trainer's offline feature errors); None for a version without one."""
+    import keras
+
+    from trainer.evaluate import offline_scores
+    from trainer.second_stage import prepare_class
+
+    path = Path(version_dir) / EXTRA_DIR / SECOND_STAGE_KERAS
+    if not path.is_file():
+        return None
+    prepare_class()  # registers the classifier's custom layer for loading
+    model = keras.models.load_model(path)
+    raw = np.asarray(raw, np.float32)
+    errors = offline_scores(raw, version_dir).feature_errors
+    return np.asarray(model(np.concatenate([raw, errors], axis=1), training=False), np.float32)[:, 0]
+
+
 def _valid_threshold(value: float, score: str) -> float:
     try:
         value = float(value)

@@ -12,6 +12,11 @@ against one model artifact:
 - the artifact itself: ``fraudscore.model.LoadedModel.score`` (the LiteRT fast path, which the stream and the
   scorer use too), and ``score_tensorflow`` (the SavedModel's signature in TensorFlow) to rtol 1e-5.
 
+It runs twice: on the quick-trained autoencoder, and on a version derived from it with a second stage
+(``trainer.derive``; fitted on the training CSV's labels) whose threshold applies to ``fraud_probability``:
+there every path must also agree on ``fraud_probability`` (the trainer's is its Keras copy on the offline
+feature errors) and the anomaly flags are the probability's.
+
 The stream persists only flagged transactions, so errors are compared on its cases; the anomaly flags are
 compared on every row (the stream's TX_ANOMALY cases must be exactly the rows the others call anomalous).
 """
@@ -50,6 +55,7 @@ ROWS = 300
 FRAUD_RATE = 0.1  # ~30 frauds: plenty of TX_ANOMALY cases from a quick model
 MIN_CASES = 5
 RTOL, ATOL = 1e-5, 1e-7  # float32 arithmetic in different graphs (SavedModel, Keras + Transformer)
+PROB_ATOL = 1e-5  # fraud_probability is in [0, 1]: an absolute tolerance, as the fast path's check
 REPLAY_TIMEOUT_S = 180
 
 
@@ -110,9 +116,25 @@ def _csv_transactions(path: Path) -> list[Transaction]:
 # --- fixtures -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def model_base(tmp_path: Path, trained_model_base: Path) -> Path:
-    return copy_base(Path(trained_model_base), tmp_path / "models")
+STAGE_ROWS = 4000
+STAGE_THRESHOLD = 0.5
+
+
+@pytest.fixture(params=["autoencoder", "second_stage"])
+def model_base(request: pytest.FixtureRequest, tmp_path: Path, trained_model_base: Path) -> Path:
+    base = copy_base(Path(trained_model_base), tmp_path / "models")
+    if request.param == "second_stage":
+        import pandas as pd
+
+        from trainer import second_stage
+        from trainer.derive import derive_version
+
+        frame = pd.read_csv(request.getfixturevalue("train_csv")).iloc[:STAGE_ROWS]
+        x = frame[list(model_lib.load(base).features)].to_numpy(np.float32)
+        errors = model_lib.load(base).score(x).feature_errors
+        stage = second_stage.fit(x, errors, frame["Class"].to_numpy(np.int8), seed=0)
+        derive_version(base, threshold=STAGE_THRESHOLD, threshold_score="fraud_probability", second_stage=stage)
+    return base
 
 
 @pytest.fixture
@@ -172,6 +194,7 @@ def test_stream_grpc_trainer_and_artifact_agree(
     tmp_path: Path,
 ) -> None:
     from trainer.data import load_csv
+    from trainer.derive import offline_fraud_probability
     from trainer.evaluate import offline_errors
 
     loaded = model_lib.load(model_base)
@@ -194,10 +217,24 @@ def test_stream_grpc_trainer_and_artifact_agree(
     np.testing.assert_allclose(artifact.reconstruction_error, tf_scores.reconstruction_error, rtol=RTOL)
     np.testing.assert_allclose(trainer_errors, tf_scores.reconstruction_error, rtol=RTOL, atol=ATOL)
     np.testing.assert_array_equal(artifact.out_of_range_count, tf_scores.out_of_range_count)
-    near = np.abs(tf_scores.reconstruction_error - loaded.threshold) <= RTOL * loaded.threshold
-    np.testing.assert_array_equal(artifact.is_anomaly[~near], tf_scores.is_anomaly[~near])
     singles = np.concatenate([loaded.score(rows[i : i + 1]).reconstruction_error for i in range(0, ROWS, 7)])
     np.testing.assert_allclose(singles, tf_scores.reconstruction_error[::7], rtol=RTOL)
+
+    # The score the threshold applies to, each path's: the error, or the second stage's probability.
+    staged = loaded.threshold_score == "fraud_probability"
+    trainer_probability = offline_fraud_probability(rows, loaded.path)
+    assert (artifact.fraud_probability is not None) == (trainer_probability is not None) == staged
+    if staged:
+        assert artifact.fraud_probability is not None and tf_scores.fraud_probability is not None
+        assert trainer_probability is not None
+        np.testing.assert_allclose(artifact.fraud_probability, tf_scores.fraud_probability, atol=PROB_ATOL)
+        np.testing.assert_allclose(trainer_probability, artifact.fraud_probability, atol=PROB_ATOL)
+        single_p = [loaded.score(rows[i : i + 1]).fraud_probability for i in range(0, ROWS, 7)]
+        np.testing.assert_allclose(np.concatenate(single_p), tf_scores.fraud_probability[::7], atol=PROB_ATOL)
+    thresholded = artifact.fraud_probability if staged else artifact.reconstruction_error
+    trainer_thresholded = trainer_probability if staged else trainer_errors
+    assert thresholded is not None and trainer_thresholded is not None
+    band = PROB_ATOL if staged else RTOL * loaded.threshold + ATOL  # within float tolerance of the threshold
 
     # gRPC ScoreBatch on every row.
     batch = scorer.ScoreBatch(pb.ScoreBatchRequest(transactions=txs), timeout=60)
@@ -208,15 +245,25 @@ def test_stream_grpc_trainer_and_artifact_agree(
         [by_batch[i].reconstruction_error for i in ids], artifact.reconstruction_error, rtol=RTOL, atol=ATOL
     )
     assert {r.model_version for r in by_batch.values()} == {loaded.version}
+    assert all(r.HasField("fraud_probability") == staged for r in by_batch.values())
+    if staged:
+        got_p = [by_batch[i].fraud_probability for i in ids]
+        np.testing.assert_allclose(got_p, thresholded, atol=PROB_ATOL)
     info = scorer.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
     assert info.runtime == fastpath.LITERT, info.runtime_detail
+    assert info.threshold_score == loaded.threshold_score and bool(info.second_stage) == staged
 
-    # The anomaly flag: the artifact's, the scorer's, and the trainer's error against the card's threshold
-    # (rows within float tolerance of the threshold are the only ones allowed to differ there).
+    # The anomaly flag: the artifact's (fast path and TensorFlow), the scorer's, and the trainer's score against
+    # the card's threshold (rows within float tolerance of the threshold are the only ones allowed to differ).
     anomalous = {i for i, flag in zip(ids, artifact.is_anomaly, strict=True) if flag}
+    assert anomalous == {i for i, s in zip(ids, thresholded, strict=True) if s > np.float32(loaded.threshold)}
     assert {i for i in ids if by_batch[i].is_anomaly} == anomalous
-    clear = np.abs(trainer_errors - loaded.threshold) > RTOL * loaded.threshold + ATOL
-    assert {i for i, e, c in zip(ids, trainer_errors, clear, strict=True) if c and e > loaded.threshold} == {
+    near = np.abs(tf_scores.reconstruction_error - loaded.threshold) <= RTOL * loaded.threshold
+    if staged:
+        near = np.abs(np.asarray(tf_scores.fraud_probability) - loaded.threshold) <= PROB_ATOL
+    np.testing.assert_array_equal(artifact.is_anomaly[~near], tf_scores.is_anomaly[~near])
+    clear = np.abs(trainer_thresholded - loaded.threshold) > band
+    assert {i for i, e, c in zip(ids, trainer_thresholded, clear, strict=True) if c and e > loaded.threshold} == {
         i for i, c in zip(ids, clear, strict=True) if c and i in anomalous
     }
 
@@ -239,6 +286,18 @@ def test_stream_grpc_trainer_and_artifact_agree(
     np.testing.assert_allclose(stream_errors, trainer_errors[at], rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(stream_errors, [by_batch[i].reconstruction_error for i in flagged], rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(stream_errors, [singles[i].reconstruction_error for i in flagged], rtol=RTOL, atol=ATOL)
+
+    # The second stage's probability of the flagged transactions, path against path (None everywhere without one).
+    stream_p = [cases[i].fraud_probability for i in flagged]
+    assert [streamed.alerted[i].fraud_probability for i in flagged] == stream_p
+    assert all(singles[i].HasField("fraud_probability") == staged for i in flagged)
+    if staged:
+        assert trainer_probability is not None and artifact.fraud_probability is not None
+        np.testing.assert_allclose(stream_p, artifact.fraud_probability[at], atol=PROB_ATOL)
+        np.testing.assert_allclose(stream_p, trainer_probability[at], atol=PROB_ATOL)
+        np.testing.assert_allclose(stream_p, [singles[i].fraud_probability for i in flagged], atol=PROB_ATOL)
+    else:
+        assert stream_p == [None] * len(flagged)
 
     # Model version and threshold are the artifact's everywhere.
     for i in flagged:
