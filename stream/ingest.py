@@ -38,6 +38,8 @@ import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.utils.timestamp import Timestamp
 
+from stream import direct_timers
+
 _LOG = logging.getLogger(__name__)
 
 ACK_ATTRIBUTE = "fraudscore-ack-id"  # reserved: set by the puller, removed by the parser
@@ -308,6 +310,7 @@ class PullTransactions(beam.PTransform):  # type: ignore[misc]
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         install()
+        direct_timers.install()  # the same runner's timer scan, which grew with the number of cards
         _PULLED.add(self._subscription)
         return pbegin | "ReadFromPubSub" >> beam.io.ReadFromPubSub(
             subscription=self._subscription, with_attributes=True

@@ -1,0 +1,141 @@
+"""The DirectRunner's timer scan, indexed: its cost per scan no longer grows with the number of keys.
+
+Beam 2.77's (bundle-based, streaming) DirectRunner keeps every key a stateful step has ever seen in
+a dict, and its monitor task, which runs in a loop between bundles, asks every key of every step for
+its due timers (``_TransformWatermarks.extract_transform_timers``). The card step has one key per
+card, so with a card population that grows by hundreds a second the monitor's scan grew with it:
+at 500 tx/s (about one new card per transaction) it was a fifth of the job's CPU after one minute
+and most of it after five, and every bundle's downstream work waited for that scan to schedule it.
+
+:func:`install` swaps the scan for one over an index. A step's keyed states only change where a
+bundle commits (the evaluation context replaces the key's state object) or where a key is first
+seen: the dict is replaced by :class:`TrackedStates`, which notes those keys. At each scan the noted
+keys are re-indexed (their earliest event-time timer into a heap; keys with processing-time timers
+into a set), and only the keys whose earliest timer is due, plus those with processing-time timers,
+are asked, as Beam asks them. Entries left by an older state of a key are skipped lazily. What the
+scan returns is what Beam's would (``tests/unit/stream/test_direct_timers.py`` compares the two).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from typing import Any
+
+from apache_beam.transforms.timeutil import TimeDomain
+
+
+class TrackedStates(dict):  # type: ignore[type-arg]
+    """A step's keyed states (encoded key -> state) that notes which keys were set since the last scan."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._noted: set[Any] = set()
+        # The index: (earliest event-time timer, tie-breaker, key, state object it was read from).
+        self.heap: list[tuple[Any, int, Any, Any]] = []
+        self.realtime: dict[Any, Any] = {}  # key -> state object with processing-time timers
+        self._seq = itertools.count()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        with self._lock:
+            self._noted.add(key)
+
+    def take_noted(self) -> set[Any]:
+        with self._lock:
+            noted, self._noted = self._noted, set()
+        return noted
+
+    def index(self, key: Any) -> None:
+        """(Re-)indexes one key from its current state; older entries of the key become stale."""
+        state = self.get(key)
+        self.realtime.pop(key, None)
+        if state is None:
+            return
+        earliest = None
+        for timers in state.timers.values():
+            for (_name, domain, _tag), timestamp in timers.items():
+                if domain == TimeDomain.REAL_TIME:
+                    self.realtime[key] = state
+                elif earliest is None or timestamp < earliest:
+                    earliest = timestamp
+        if earliest is not None:
+            heapq.heappush(self.heap, (earliest, next(self._seq), key, state))
+
+    def due(self, watermark: Any) -> list[tuple[Any, Any]]:
+        """(key, state) of every key whose earliest event-time timer is at or before ``watermark``.
+
+        Due entries stay in the index: Beam reports a due timer at every scan until the bundle that
+        fires it commits (which replaces the key's state and so re-indexes it).
+        """
+        found, keep = [], []
+        heap = self.heap
+        while heap and heap[0][0] <= watermark:
+            entry = heapq.heappop(heap)
+            _, _, key, state = entry
+            if self.get(key) is not state:
+                continue  # a newer state of this key was indexed on its own
+            found.append((key, state))
+            keep.append(entry)
+        for entry in keep:
+            heapq.heappush(heap, entry)
+        return found
+
+
+def _indexed_extract_transform_timers(self: Any) -> tuple[list[Any], bool]:
+    """``_TransformWatermarks.extract_transform_timers`` over the index of :class:`TrackedStates`."""
+    from apache_beam.runners.direct.util import TimerFiring
+
+    states = self._keyed_states
+    if not isinstance(states, TrackedStates):
+        return _ORIGINAL_EXTRACT(self)  # type: ignore[no-any-return]
+    with self._lock:
+        for key in states.take_noted():
+            states.index(key)
+        candidates = dict(states.due(self._input_watermark))
+        candidates.update(states.realtime)
+        fired_timers = []
+        has_realtime_timer = bool(states.realtime)
+        now = self._clock.time()
+        for encoded_key, state in candidates.items():
+            timers, _ = state.get_timers(watermark=self._input_watermark, processing_time=now)
+            for window, (name, time_domain, timestamp, dynamic_timer_tag) in timers:
+                fired_timers.append(
+                    TimerFiring(encoded_key, window, name, time_domain, timestamp, dynamic_timer_tag=dynamic_timer_tag)
+                )
+        self._fired_timers.update(fired_timers)
+        return fired_timers, has_realtime_timer
+
+
+def _tracked_keyed_states(self: Any, root_transforms: Any, value_to_consumers: Any) -> dict[Any, TrackedStates]:
+    """``EvaluationContext._initialize_keyed_states`` with a :class:`TrackedStates` per step."""
+    states: dict[Any, TrackedStates] = {transform: TrackedStates() for transform in root_transforms}
+    for consumers in value_to_consumers.values():
+        for consumer in consumers:
+            states[consumer] = TrackedStates()
+    return states
+
+
+_ORIGINAL_EXTRACT: Any = None
+_INSTALLED = False
+_INSTALL_LOCK = threading.Lock()
+
+
+def install() -> None:
+    """Indexes the DirectRunner's timer scan for pipelines run from now on (idempotent).
+
+    Private hooks of Beam 2.77's DirectRunner; ``tests/unit/stream/test_direct_timers.py`` fails if they move.
+    """
+    global _INSTALLED, _ORIGINAL_EXTRACT
+    with _INSTALL_LOCK:
+        if _INSTALLED:
+            return
+        from apache_beam.runners.direct.evaluation_context import EvaluationContext
+        from apache_beam.runners.direct.watermark_manager import _TransformWatermarks
+
+        _ORIGINAL_EXTRACT = _TransformWatermarks.extract_transform_timers
+        _TransformWatermarks.extract_transform_timers = _indexed_extract_transform_timers  # type: ignore[method-assign]
+        EvaluationContext._initialize_keyed_states = _tracked_keyed_states  # type: ignore[method-assign]
+        _INSTALLED = True

@@ -1,0 +1,146 @@
+"""The indexed DirectRunner timer scan: the same timers as Beam's scan, asking only the keys that are due."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import VarIntCoder
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.direct.watermark_manager import _TransformWatermarks
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.test_stream import TestStream as BeamTestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms import userstate
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.trigger import InMemoryUnmergedState
+from apache_beam.transforms.window import GlobalWindow, TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from stream import direct_timers
+from stream.direct_timers import TrackedStates
+
+
+class _CountingState(InMemoryUnmergedState):  # type: ignore[misc]
+    """A keyed state that counts how often the scan asks it for timers."""
+
+    asked = 0
+
+    def get_timers(self, *args: Any, **kwargs: Any) -> Any:
+        _CountingState.asked += 1
+        return super().get_timers(*args, **kwargs)
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> Timestamp:
+        return Timestamp.of(self.now)
+
+
+def _state(rng: random.Random, watermark_timers: int, realtime: bool) -> _CountingState:
+    state = _CountingState()
+    window = GlobalWindow()
+    for i in range(watermark_timers):
+        state.set_timer(window, f"t{i}", TimeDomain.WATERMARK, Timestamp.of(rng.randint(0, 1000)))
+    if realtime:
+        state.set_timer(window, "rt", TimeDomain.REAL_TIME, Timestamp.of(rng.randint(0, 1000)))
+    return state
+
+
+def _scan(tw: _TransformWatermarks, indexed: bool) -> tuple[set[tuple[Any, ...]], bool]:
+    extract = direct_timers._indexed_extract_transform_timers if indexed else _beams_scan()
+    fired, realtime = extract(tw)
+    return {(f.encoded_key, f.name, f.time_domain, f.timestamp) for f in fired}, realtime
+
+
+def _beams_scan() -> Any:
+    direct_timers.install()
+    return direct_timers._ORIGINAL_EXTRACT
+
+
+def test_indexed_scan_reports_what_beams_scan_reports_as_states_change() -> None:
+    rng = random.Random(7)
+    clock = _Clock(500.0)
+    tracked, plain = TrackedStates(), dict[bytes, Any]()
+    indexed_tw = _TransformWatermarks(clock, tracked, "step")
+    beams_tw = _TransformWatermarks(clock, plain, "step")
+    for round_ in range(6):
+        # Bundles commit: some keys get a new state object (timers set, fired and cleared), some are new.
+        for _ in range(300):
+            key = f"k{rng.randint(0, 500)}".encode()
+            state = _state(rng, rng.randint(0, 3), rng.random() < 0.05)
+            tracked[key] = plain[key] = state
+        watermark = Timestamp.of(100 * round_ + rng.randint(0, 50))
+        indexed_tw._input_watermark = beams_tw._input_watermark = watermark
+        clock.now = 100.0 * round_
+        indexed = _scan(indexed_tw, indexed=True)
+        assert indexed == _scan(beams_tw, indexed=False)
+        assert indexed[0], "the scan should find due timers in every round"
+
+
+def test_indexed_scan_asks_only_the_keys_that_are_due() -> None:
+    rng = random.Random(3)
+    tracked = TrackedStates()
+    tw = _TransformWatermarks(_Clock(0.0), tracked, "step")
+    for i in range(5_000):
+        state = _CountingState()
+        # One key in a hundred has its timer due at watermark 10; the rest are due later.
+        due = i % 100 == 0
+        state.set_timer(GlobalWindow(), "cleanup", TimeDomain.WATERMARK, Timestamp.of(5 if due else 50 + rng.random()))
+        tracked[f"card-{i}".encode()] = state
+    tw._input_watermark = Timestamp.of(10)
+    _CountingState.asked = 0
+    fired, realtime = direct_timers._indexed_extract_transform_timers(tw)
+    assert len(fired) == 50 and not realtime
+    assert _CountingState.asked == 50  # Beam's own scan asks all 5,000 keys, at every scan
+    # Until the bundle firing them commits, the same timers are reported again (as Beam does).
+    assert len(direct_timers._indexed_extract_transform_timers(tw)[0]) == 50
+    for i in range(0, 5_000, 100):  # that bundle commits: the keys' new states have no timer
+        tracked[f"card-{i}".encode()] = _CountingState()
+    assert direct_timers._indexed_extract_transform_timers(tw)[0] == []
+
+
+_COUNT = userstate.ReadModifyWriteStateSpec("count", VarIntCoder())
+_FLUSH = userstate.TimerSpec("flush", userstate.TimeDomain.WATERMARK)
+_COUNT_PARAM = beam.DoFn.StateParam(_COUNT)
+_FLUSH_PARAM = beam.DoFn.TimerParam(_FLUSH)
+
+
+class _CountUntilWatermark(beam.DoFn):  # type: ignore[misc]
+    """Counts each key's elements; emits (key, count) when the watermark passes the key's first element + 10 s."""
+
+    def process(
+        self,
+        element: tuple[str, int],
+        timestamp: Any = beam.DoFn.TimestampParam,
+        count: Any = _COUNT_PARAM,
+        flush: Any = _FLUSH_PARAM,
+    ) -> None:
+        seen = count.read() or 0
+        if not seen:
+            flush.set(timestamp + 10)
+        count.write(seen + 1)
+
+    @userstate.on_timer(_FLUSH)
+    def on_flush(self, key: Any = beam.DoFn.KeyParam, count: Any = _COUNT_PARAM) -> Iterator[tuple[str, int]]:
+        yield key, count.read()
+        count.clear()
+
+
+def test_a_streaming_pipeline_fires_every_key_timer_once_with_the_index() -> None:
+    direct_timers.install()
+    stream = BeamTestStream().advance_watermark_to(0)
+    for t in range(0, 40, 2):  # three cards each time, each card in one or two of them
+        stream = stream.add_elements([TimestampedValue((f"card-{k}", t), t) for k in range(t, t + 3)])
+    stream = stream.advance_watermark_to(100).advance_watermark_to_infinity()
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with BeamTestPipeline(options=options) as p:
+        out = p | stream | beam.ParDo(_CountUntilWatermark())
+        times = range(0, 40, 2)
+        expected = [(f"card-{k}", sum(1 for t in times if t <= k < t + 3)) for k in range(41)]
+        assert_that(out, equal_to(expected))
