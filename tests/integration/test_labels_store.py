@@ -3,7 +3,6 @@ read_labels (latest wins, raw-less cases counted) and write_sample/read_sample (
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +11,7 @@ import pytest
 from fraudscore.config import Resources
 from stream.cases.labels import NO_RAW, read_labels, read_sample
 from stream.cases.store import CaseStore
-from stream.records import Case, ScoredTransaction
+from stream.records import Case, ScoredTransaction, float32_bytes
 from stream.rules import TX_ANOMALY
 from tests.integration.test_cases_store import StepClock
 
@@ -56,7 +55,7 @@ def test_labels_round_trip_through_bigtable(store: CaseStore) -> None:
 def scored(i: int, when: datetime) -> ScoredTransaction:
     return ScoredTransaction(
         f"s-{i}", "card", "m", when.timestamp(), 1.0, 0.1, False, (), 0, "m", 2, 0.5,
-        raw=(float(i), 0.5, 1.0), feature_names=FEATURES,
+        raw=float32_bytes((float(i), 0.5, 1.0)), feature_names=FEATURES,
     )  # fmt: skip
 
 
@@ -72,7 +71,7 @@ def test_sample_rows_are_idempotent_and_read_by_time(store: CaseStore) -> None:
     assert len(without) == 4
     record = next(iter(store.sample_records(T0 + timedelta(hours=4))))
     assert record["model_version"] == 2 and record["reconstruction_error"] == 0.1
-    assert record["fraud_probability"] is None and dataclasses.asdict(rows[4])["raw"] == (4.0, 0.5, 1.0)
+    assert record["fraud_probability"] is None and record["raw_features"] == [4.0, 0.5, 1.0]
 
 
 def test_feedback_counts_from_bigtable(store: CaseStore) -> None:

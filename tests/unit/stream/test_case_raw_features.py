@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 
-from stream.records import Case, ScoredTransaction
+from stream.records import Case, ScoredTransaction, float32_bytes
 from stream.rules import TX_ANOMALY, RuleConfig, transaction_cases, window_cases
 from stream.windows import summarize
 
@@ -16,7 +16,7 @@ NAMES = ("V1", "V2", "Amount")
 def scored(tx: str, *, anomaly: bool, probability: float | None = 0.75) -> ScoredTransaction:
     return ScoredTransaction(
         tx, "card-1", "m-1", 1_700_000_000.0, 12.5, 0.9 if anomaly else 0.1, anomaly, (("V1", 0.6),), 0, "m", 3, 0.5,
-        raw=(1.5, -2.25, 12.5), feature_names=NAMES, fraud_probability=probability,
+        raw=float32_bytes((1.5, -2.25, 12.5)), feature_names=NAMES, fraud_probability=probability,
     )  # fmt: skip
 
 

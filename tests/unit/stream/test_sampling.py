@@ -13,13 +13,15 @@ from stream import ingest
 from stream.cases.sample_sink import _WriteSampleFn
 from stream.inference import _with_event_time_and_acks
 from stream.pipeline import add_app_arguments, config_from_args
-from stream.records import ScoredTransaction
+from stream.records import ScoredTransaction, float32_bytes
 from stream.sampling import DEFAULT_SAMPLE_RATE, sample_point, sampled
 from tests.unit.stream.test_ingest import FakeSubscriber
 
 
 def scored(tx: str, ack_ids: tuple[str, ...] = (), *, anomaly: bool = False) -> ScoredTransaction:
-    return ScoredTransaction(tx, "card", "m", 1000.0, 10.0, 0.1, anomaly, (), 0, "m", 1, 1.0, ack_ids, raw=(1.0,))
+    return ScoredTransaction(
+        tx, "card", "m", 1000.0, 10.0, 0.1, anomaly, (), 0, "m", 1, 1.0, ack_ids, raw=float32_bytes((1.0,))
+    )
 
 
 def test_sample_is_deterministic_and_close_to_its_rate() -> None:
@@ -37,7 +39,7 @@ def test_sample_rate_flag_default_and_range() -> None:
     add_app_arguments(parser)
     assert config_from_args(parser.parse_args(["--model-base", "m"])).sample_rate == DEFAULT_SAMPLE_RATE
     assert config_from_args(parser.parse_args(["--model-base", "m", "--sample-rate", "0"])).sample_rate == 0
-    with pytest.raises(ValueError, match="--sample-rate must be within 0..1"):
+    with pytest.raises(ValueError, match=r"--sample-rate must be within 0\.\.1"):
         config_from_args(parser.parse_args(["--model-base", "m", "--sample-rate", "1.5"]))
 
 
