@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import apache_beam as beam
@@ -131,15 +130,13 @@ class WriteCases(beam.PTransform):  # type: ignore[misc]
         return cases | "WriteCaseRows" >> beam.ParDo(self._fn)
 
 
-_CLAIM_THREADS = 8
-
-
 class _DeliverCasesFn(_WriteCasesFn):  # type: ignore[misc]
     """Cases and Release markers in; each case's row, index and alert exactly once; then the releases.
 
     Per batch (at most ``batch_size`` cases, and at the end of the bundle):
 
-    1. claim each case (:meth:`CaseStore.claim`: check-and-mutate on its row, writing the record);
+    1. claim each case (:meth:`CaseStore.claim_many`: check-and-mutate on its row, writing the record;
+       one round of them for the batch);
        cases whose alert is out already are dropped; a claim held by another live writer is asked
        again until it is confirmed or its lease runs out (then taken over);
     2. write the won cases' index rows;
@@ -167,7 +164,6 @@ class _DeliverCasesFn(_WriteCasesFn):  # type: ignore[misc]
         self._lease_s = lease_s
         self._publisher_factory = publisher_factory
         self._publisher: Any = None
-        self._pool: ThreadPoolExecutor | None = None
         self._cases: dict[str, Case] = {}
         self._releases: list[str] = []
         self._already = Metrics.counter(METRICS_NAMESPACE, "alerts_already_sent")
@@ -176,7 +172,6 @@ class _DeliverCasesFn(_WriteCasesFn):  # type: ignore[misc]
     def setup(self) -> None:
         super().setup()
         self._publisher = (self._publisher_factory or (lambda: per_process("pubsub-publisher", new_publisher)))()
-        self._pool = per_process("case-claims", lambda: ThreadPoolExecutor(_CLAIM_THREADS, "case-claim"))
 
     def start_bundle(self) -> None:
         self._cases = {}
@@ -218,12 +213,12 @@ class _DeliverCasesFn(_WriteCasesFn):  # type: ignore[misc]
         self._written.inc(len(won))
 
     def _claim(self, cases: list[Case], token: str) -> list[Case]:
-        assert self._pool is not None
         won: list[Case] = []
         pending = cases
         deadline = time.monotonic() + self._lease_s + 30
         while pending:
-            outcomes = list(self._pool.map(lambda c: self._store.claim(c, token, self._lease_s), pending))
+            # One check-and-mutate round for the whole batch (CaseStore.claim_many), not a call per case.
+            outcomes = self._store.claim_many(pending, token, self._lease_s)
             held = [(c, wait) for c, (outcome, wait) in zip(pending, outcomes, strict=True) if outcome == HELD]
             won.extend(c for c, (outcome, _) in zip(pending, outcomes, strict=True) if outcome == WON)
             self._already.inc(sum(1 for outcome, _ in outcomes if outcome not in (WON, HELD)))

@@ -237,8 +237,18 @@ class CaseStore:
         self._index = inst.table(resources.cases_by_time_table)
         self._cases_name = resources.cases_table
         self._index_name = resources.cases_by_time_table
+        self._conditional_writes: Any = None
         self._sample = inst.table(resources.sample_table)
         self._sample_name = resources.sample_table
+
+    @property
+    def _conditional(self) -> Any:
+        """Check-and-mutate rounds on ``flagged`` (made on first use: reading commands never claim)."""
+        if self._conditional_writes is None:
+            from stream.cases.check_and_mutate import CheckAndMutate
+
+            self._conditional_writes = CheckAndMutate(self._cases)
+        return self._conditional_writes
 
     def close(self) -> None:
         """Closes the gRPC clients too: the legacy client's close() only closes its HTTP session."""
@@ -278,52 +288,79 @@ class CaseStore:
         return len(case_rows)
 
     def claim(self, case: Case, token: str, lease_s: float = CLAIM_LEASE_S) -> tuple[str, float]:
-        """Claims the right to publish the case's alert: one conditional mutation on the case row.
+        """Claims one case's alert: :meth:`claim_many` of one."""
+        return self.claim_many([case], token, lease_s)[0]
 
-        Returns ``(outcome, retry_after_s)``. The first claim also writes the case record, in the same
-        atomic mutation (check-and-mutate: "if the row has no claim cell, set claim and record").
-        A claim without an ``alerted`` cell after ``lease_s`` is taken over by a second check-and-mutate
-        that matches the old claim's exact value, so of several callers taking over only one wins.
+    def claim_many(self, cases: Sequence[Case], token: str, lease_s: float = CLAIM_LEASE_S) -> list[tuple[str, float]]:
+        """Claims the right to publish each case's alert: one conditional mutation per case row, all at once.
+
+        Returns ``(outcome, retry_after_s)`` per case, in order. The first claim also writes the case
+        record, in the same atomic mutation (check-and-mutate: "if the row has no claim cell, set claim
+        and record"); Bigtable has no multi-row condition, so a batch is one round of per-row ones in
+        flight together (:mod:`stream.cases.check_and_mutate`), and the rows already claimed are read
+        back in one scan. A claim without an ``alerted`` cell after ``lease_s`` is taken over by a second
+        check-and-mutate that matches the old claim's exact value, so of several callers taking over only
+        one wins. A case twice in ``cases`` is won once and ``MINE`` the other time.
         """
-        from google.cloud.bigtable.row_filters import (
-            CellsColumnLimitFilter,
-            ColumnQualifierRegexFilter,
-            FamilyNameRegexFilter,
-            RowFilterChain,
-            ValueRegexFilter,
-        )
+        from stream.cases.check_and_mutate import chain
 
-        key = case_key(case)
         now_ms = epoch_ms(self._clock())
         value = f"{token}@{now_ms}".encode()
-        claim_filter: list[Any] = [FamilyNameRegexFilter(CASE_FAMILY), ColumnQualifierRegexFilter(CLAIM_COLUMN)]
-        row = self._cases.conditional_row(key, filter_=RowFilterChain(claim_filter))
-        self._set_claim(row, case, value, now_ms, state=False)
-        if not row.commit():
-            return WON, 0.0
-        found = self._cases.read_row(key, filter_=_latest_cells())
-        cells = found.cells.get(CASE_FAMILY, {}) if found is not None else {}
-        if ALERTED_COLUMN in cells:
-            return ALERTED, 0.0
-        current = cells[CLAIM_COLUMN][0].value if CLAIM_COLUMN in cells else b""
-        holder, _, at = current.decode("utf-8").partition("@")
-        if holder == token:
-            return MINE, 0.0
-        age_s = (now_ms - int(at or 0)) / 1000
-        if age_s < lease_s:
-            return HELD, lease_s - age_s
-        # Hex tokens and digits only: the old value is its own exact regular expression.
-        exact = RowFilterChain([*claim_filter, CellsColumnLimitFilter(1), ValueRegexFilter(current)])
-        takeover = self._cases.conditional_row(key, filter_=exact)
-        self._set_claim(takeover, case, value, now_ms, state=True)
-        return (WON, 0.0) if takeover.commit() else (HELD, 0.1)
+        keys = [case_key(c).encode("utf-8") for c in cases]
+        cells = [self._claim_cells(c, value, now_ms) for c in cases]
+        any_claim = chain(family=CASE_FAMILY, column=CLAIM_COLUMN)
+        matched = self._conditional.if_absent([(k, any_claim, c) for k, c in zip(keys, cells, strict=True)])
+        outcomes: list[tuple[str, float]] = [(WON, 0.0)] * len(cases)
+        contested = [i for i, m in enumerate(matched) if m]
+        if not contested:
+            return outcomes
+        found = self._latest_case_cells([keys[i] for i in contested])
+        takeovers: list[tuple[int, bytes]] = []
+        for i in contested:
+            row = found.get(keys[i], {})
+            if ALERTED_COLUMN in row:
+                outcomes[i] = (ALERTED, 0.0)
+                continue
+            current = row.get(CLAIM_COLUMN, b"")
+            holder, _, at = current.decode("utf-8").partition("@")
+            age_s = (now_ms - int(at or 0)) / 1000
+            if holder == token:
+                outcomes[i] = (MINE, 0.0)
+            elif age_s < lease_s:
+                outcomes[i] = (HELD, lease_s - age_s)
+            else:
+                takeovers.append((i, current))
+        if takeovers:
+            exact = [chain(family=CASE_FAMILY, column=CLAIM_COLUMN, latest_value=old) for _, old in takeovers]
+            taken = self._conditional.if_present(
+                [(keys[i], predicate, cells[i]) for (i, _), predicate in zip(takeovers, exact, strict=True)]
+            )
+            for (i, _), won in zip(takeovers, taken, strict=True):
+                outcomes[i] = (WON, 0.0) if won else (HELD, 0.1)
+        return outcomes
 
     @staticmethod
-    def _set_claim(row: Any, case: Case, value: bytes, now_ms: int, *, state: bool) -> None:
-        cell_time = datetime.fromtimestamp(epoch_ms(case.event_time) / 1000, UTC)
-        record = json.dumps(case.to_json_dict(), sort_keys=True)
-        row.set_cell(CASE_FAMILY, CLAIM_COLUMN, value, datetime.fromtimestamp(now_ms / 1000, UTC), state=state)
-        row.set_cell(CASE_FAMILY, RECORD_COLUMN, record, cell_time, state=state)
+    def _claim_cells(case: Case, value: bytes, now_ms: int) -> list[Any]:
+        from stream.cases.check_and_mutate import SetCell
+
+        record = json.dumps(case.to_json_dict(), sort_keys=True).encode("utf-8")
+        return [
+            SetCell(CASE_FAMILY, CLAIM_COLUMN, now_ms, value),
+            SetCell(CASE_FAMILY, RECORD_COLUMN, epoch_ms(case.event_time), record),
+        ]
+
+    def _latest_case_cells(self, keys: list[bytes]) -> dict[bytes, dict[bytes, bytes]]:
+        """Row key -> {column: newest value} of the ``case`` family's claim and alerted cells, in one scan."""
+        from google.cloud.bigtable.row_set import RowSet
+
+        row_set = RowSet()
+        for key in keys:
+            row_set.add_row_key(key)
+        out: dict[bytes, dict[bytes, bytes]] = {}
+        for row in self._cases.read_rows(row_set=row_set, filter_=_latest_cells()):
+            family = row.cells.get(CASE_FAMILY, {})
+            out[row.row_key] = {col: family[col][0].value for col in (CLAIM_COLUMN, ALERTED_COLUMN) if col in family}
+        return out
 
     def write_index(self, cases: Iterable[Case]) -> None:
         """The time-index and id-lookup rows of cases whose records are written."""

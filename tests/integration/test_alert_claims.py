@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import apache_beam as beam
 
@@ -65,3 +66,58 @@ def test_deliver_cases_alerts_once_across_runs(unique_resources: Resources) -> N
         for c in cases:
             assert store.alert_state(c.case_id)[1] is not None
             assert store.get(c.case_id).case == c
+
+
+def test_two_claimers_of_one_bulk_round_never_both_win(unique_resources: Resources) -> None:
+    """Two writers claim the same 300 cases at the same moment; a minute later two others take them over."""
+    import threading
+    from datetime import timedelta
+
+    res = unique_resources
+    cases = [_case(f"tx-race-{i}") for i in range(300)]
+
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+    def later() -> datetime:  # past the first claims' lease
+        return now() + timedelta(seconds=60)
+
+    for tokens, clock in ((("aa01", "bb02"), now), (("cc03", "dd04"), later)):
+        stores = [CaseStore(res.project, res.bigtable_instance, res, clock=clock) for _ in tokens]
+        outcomes: dict[str, list[tuple[str, float]]] = {}
+        start = threading.Barrier(2)
+
+        def claim(store: CaseStore, token: str, start: threading.Barrier, outcomes: dict[str, Any]) -> None:
+            start.wait()
+            outcomes[token] = store.claim_many(cases, token, lease_s=30)
+
+        threads = [
+            threading.Thread(target=claim, args=(s, t, start, outcomes)) for s, t in zip(stores, tokens, strict=True)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        first, second = (outcomes[t] for t in tokens)
+        for case, a, b in zip(cases, first, second, strict=True):
+            # Exactly one winner per case; the other sees a live claim (or, taking over, lost the race).
+            assert sorted([a[0], b[0]]) == [HELD, WON], (case.case_id, a, b)
+        # The claim cell names the winner.
+        stores[0].write_index(cases[:20])
+        for case, a in zip(cases[:20], first, strict=False):
+            claim_cell, _ = stores[0].alert_state(case.case_id)
+            winner = tokens[0] if a[0] == WON else tokens[1]
+            assert claim_cell is not None and claim_cell.startswith(winner.encode() + b"@")
+        for s in stores:
+            s.close()
+
+
+def test_a_case_twice_in_one_round_is_won_once(unique_resources: Resources) -> None:
+    res = unique_resources
+    case, other = _case("tx-twice"), _case("tx-once")
+    with CaseStore(res.project, res.bigtable_instance, res) as store:
+        outcomes = [o for o, _ in store.claim_many([case, other, case], "ee05")]
+        assert sorted(outcomes[::2]) == [MINE, WON] and outcomes[1] == WON
+        store.write_index([case])
+        store.mark_alerted([(case, "msg-7")])
+        assert [o for o, _ in store.claim_many([case, other], "ff06", lease_s=0)] == [ALERTED, WON]
