@@ -7,6 +7,7 @@ import json
 import logging
 import shlex
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="TensorBoard logs, one subdirectory per run (default: runs/NAME beside the models directory)",
     )
     parser.add_argument("--no-baselines", action="store_true", help="skip the Isolation Forest and PCA baselines")
+    labels = parser.add_argument_group(
+        "second stage",
+        "train a small supervised classifier on labelled transactions (raw features + the autoencoder's per-feature "
+        "errors) and export it in the same version, as the extra output fraud_probability",
+    )
+    source = labels.add_mutually_exclusive_group()
+    source.add_argument(
+        "--labels", type=Path, metavar="FILE", help="labelled transactions: a CSV in the Kaggle schema with Class"
+    )
+    source.add_argument(
+        "--labels-from-cases",
+        action="store_true",
+        help="the analysts' labelled cases in Bigtable (latest label per transaction), with the stream's durable "
+        "traffic sample as presumed-legit rows weighted by 1/sampling rate",
+    )
+    labels.add_argument(
+        "--labels-since",
+        metavar="WHEN",
+        help="with --labels-from-cases: labels given at or after this time (30d, 12h or ISO 8601); default all",
+    )
+    labels.add_argument(
+        "--threshold-score",
+        choices=("reconstruction_error", "fraud_probability"),
+        default="reconstruction_error",
+        help="the score is_anomaly thresholds: the autoencoder's error (default; its threshold as without labels) or "
+        "fraud_probability, calibrated by --threshold-policy on a held-out part of the labelled rows",
+    )
+    # Not --project/--instance: --beam-args "--project=p ..." would parse as this flag.
+    labels.add_argument(
+        "--cases-project", default=None, help="the cases' Google Cloud project (default $FRAUDSCORE_PROJECT)"
+    )
+    labels.add_argument(
+        "--cases-instance", default=None, help="the cases' Bigtable instance (default $FRAUDSCORE_BIGTABLE_INSTANCE)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
 
 
@@ -204,7 +239,25 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         tensorboard_dir=args.tensorboard_dir,
         baselines=not args.no_baselines,
         verbose=not args.quiet,
+        labels_file=args.labels,
+        labels_from_cases=args.labels_from_cases,
+        labels_since=_since(args.labels_since),
+        cases_project=args.cases_project,
+        cases_instance=args.cases_instance,
+        threshold_score=args.threshold_score,
     )
+
+
+def _since(text: str | None) -> datetime | None:
+    """--labels-since as a time: a duration back from now (30d, 12h) or ISO 8601, as ``fraudscore cases``."""
+    if text is None:
+        return None
+    from stream.cases.cli import UsageError, parse_time  # Bigtable's client only when cases are read
+
+    try:
+        return parse_time(text, datetime.now(UTC))
+    except UsageError as exc:
+        raise TrainError(f"--labels-since {exc}") from None
 
 
 def _pca_components(text: str) -> int:
@@ -254,7 +307,16 @@ def main(args: argparse.Namespace) -> int:
     report = result.report
     print(report.get("verdict", ""))
     print(f"model {result.card['name']} v{result.version}: {result.version_dir}")
-    print(f"threshold {result.card['threshold']['value']:.6g} ({result.card['threshold']['policy']})")
+    threshold = result.card["threshold"]
+    score = threshold.get("score", "reconstruction_error")
+    print(f"threshold {threshold['value']:.6g} on {score} ({threshold['policy']})")
+    stage = result.card.get("second_stage")
+    if stage:
+        labels = stage.get("labels") or {}
+        print(
+            f"second stage: fraud_probability from {stage.get('rows')} rows ({labels.get('frauds')} labelled frauds, "
+            f"{labels.get('legit')} labelled legit, {(labels.get('traffic_sample') or {}).get('rows', 0)} sampled)"
+        )
     for name, m in (report.get("models") or {}).items():
         roc, pr = m.get("roc_auc", float("nan")), m.get("pr_auc", float("nan"))
         print(f"  {name:<18} test ROC-AUC {roc:.4f}  PR-AUC {pr:.4f}")

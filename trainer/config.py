@@ -14,6 +14,7 @@ Errors::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -156,6 +157,34 @@ class TrainConfig:
     baselines: bool = True
     plots: bool = True
     verbose: bool = True  # progress bars and per-stage lines
+    # The supervised second stage (trainer.supervise): labelled rows from a CSV with Class, or the analysts'
+    # labelled cases in Bigtable (with the stream's traffic sample as presumed-legit rows), at most one of them.
+    labels_file: Path | None = None
+    labels_from_cases: bool = False
+    labels_since: datetime | None = None  # cases labelled at or after this time (with labels_from_cases)
+    cases_project: str | None = None  # Bigtable project and instance of the cases (default: the environment's)
+    cases_instance: str | None = None
+    # The score is_anomaly thresholds: "reconstruction_error" (the autoencoder's threshold, as without labels) or
+    # "fraud_probability" (calibrated by threshold_policy on a held-out part of the labelled rows).
+    threshold_score: str = "reconstruction_error"
+
+    def __post_init__(self) -> None:
+        if self.labels_file is not None and self.labels_from_cases:
+            raise TrainError("--labels FILE and --labels-from-cases are exclusive: give one source of labels")
+        if self.labels_since is not None and not self.labels_from_cases:
+            raise TrainError("--labels-since selects labelled cases: it needs --labels-from-cases")
+        if self.threshold_score not in ("reconstruction_error", "fraud_probability"):
+            raise TrainError(
+                f"--threshold-score {self.threshold_score!r}: expected reconstruction_error or fraud_probability"
+            )
+        if self.threshold_score == "fraud_probability" and not self.has_labels_source:
+            raise TrainError(
+                "--threshold-score fraud_probability needs a second stage: give --labels FILE or --labels-from-cases"
+            )
+
+    @property
+    def has_labels_source(self) -> bool:
+        return self.labels_file is not None or self.labels_from_cases
 
     @property
     def name(self) -> str:

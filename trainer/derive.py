@@ -75,7 +75,33 @@ def derive_version(
     source = latest_version(base) if source_version is None else source_version
     if source is None:
         raise DeriveError(f"no model versions under {base} to derive from")
-    source_dir = base / str(source)
+    version, _dir, _card = derive(
+        base / str(source),
+        base,
+        threshold=threshold,
+        threshold_score=threshold_score,
+        second_stage=second_stage,
+        card_updates=card_updates,
+    )
+    return version
+
+
+def derive(
+    source_dir: Path,
+    base: Path,
+    *,
+    threshold: float | None = None,
+    threshold_score: str | None = None,
+    second_stage: SecondStage | None = None,
+    card_updates: Mapping[str, Any] | None = None,
+    record_source: bool = True,
+) -> tuple[int, Path, dict[str, Any]]:
+    """:func:`derive_version` from any version directory (the trainer's unpublished export too) into ``base``;
+    returns (version, its dir, the card written). ``record_source=False`` leaves ``derived_from`` out of the
+    card (a training run whose export was never published is not derived from anything anyone saw).
+    """
+    source_dir = Path(source_dir)
+    source = int(source_dir.name) if source_dir.name.isdigit() else 0
     try:
         card = ModelCard.read(source_dir)
     except ModelError as exc:
@@ -111,15 +137,17 @@ def derive_version(
         rows = fastpath.check_rows(card.features, card.raw.get("statistics"))
         _check(tmp, loaded, card.features, rows, written, score, second_stage)
         content = _card_content(card, source, written, score, second_stage, card_updates or {})
+        if not record_source:
+            del content["derived_from"]
 
         def write_card(_tmp: Path, version: int) -> ModelCard:
             return ModelCard.from_dict(
                 {**content, "version": version}, source=f"model card of {card.name} version {version}"
             )
 
-        version, _dir, _card = publish(tmp, base, write_card)
-    log.info("derived %s version %d from version %d (%s > %.6g)", card.name, version, source, score, written)
-    return version
+        version, target, written_card = publish(tmp, base, write_card)
+    log.info("derived %s version %d from %s (%s > %.6g)", card.name, version, source_dir, score, written)
+    return version, target, written_card.to_dict()
 
 
 def offline_fraud_probability(raw: np.ndarray, version_dir: Path) -> np.ndarray | None:

@@ -1,4 +1,5 @@
-"""One training run, stage by stage: load, split, analyze, fit, calibrate, evaluate, export.
+"""One training run, stage by stage: load, split, analyze, fit, calibrate, evaluate, export
+(and with labels: the second stage, ``trainer.supervise``).
 
 Each stage logs a line with its duration; the durations go into the model
 card and the report. Nothing is exported unless every stage succeeded and the
@@ -25,9 +26,9 @@ import numpy as np
 
 from fraudscore.model import OUTPUTS, SIGNATURE, ModelCard
 from trainer import analyze as analyze_mod
-from trainer import autoencoder, calibrate, data, evaluate, export, split
+from trainer import autoencoder, calibrate, data, evaluate, export, split, supervise
 from trainer import search as search_mod
-from trainer.config import PCA_AUTO, QualityGateError, TrainConfig, TrainResult
+from trainer.config import PCA_AUTO, QualityGateError, ThresholdPolicy, TrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,15 @@ def run(config: TrainConfig) -> TrainResult:
     if loaded.bad_rows:
         log.warning("dropped %d bad rows of %d: %s", loaded.bad_rows, loaded.rows_read, loaded.bad_by_column)
     has_labels = loaded.has_labels
-    policy = config.threshold_policy.resolve(has_labels)  # fail early on a policy the data cannot support
+    staged = config.threshold_score == supervise.FRAUD_PROBABILITY
+    # Fail early on a policy the data cannot support. With the threshold on fraud_probability the policy is the
+    # second stage's (on labelled rows), and the autoencoder's own threshold is the default one, replaced later.
+    policy = (ThresholdPolicy("auto") if staged else config.threshold_policy).resolve(has_labels)
+    stage_policy = config.threshold_policy.resolve(True) if staged else policy
+    labelled = None
+    if config.has_labels_source:
+        with stage("labels", "reading and checking the labels for the second stage"):
+            labelled = supervise.read(config)  # before any training: bad labels cost nothing
     if config.search and not has_labels:
         raise search_mod.SearchError(
             f"{config.data}: --search ranks designs by validation PR-AUC and needs the Class column, which this "
@@ -279,6 +288,9 @@ def run(config: TrainConfig) -> TrainResult:
 
     work_dir = config.work_dir or tempfile.mkdtemp(prefix="fraudscore-train-")
     keep_work_dir = config.work_dir is not None or config.keep_work_dir
+    # With labels the autoencoder is exported into a private base first, never published: the one version
+    # written into the model base holds the second stage too (trainer.supervise).
+    private = Path(tempfile.mkdtemp(prefix="fraudscore-export-")) if labelled is not None else None
     try:
         fitter = Fitter(parts, y_val, work_dir, started)
         chosen, search_report = _choose(config, fitter, stage, y_val)
@@ -337,7 +349,7 @@ def run(config: TrainConfig) -> TrainResult:
 
         with stage("export", f"SavedModel into {config.model_base}/<next version>"):
             version, version_dir, card = export.export(
-                base=config.model_base,
+                base=config.model_base if private is None else private / config.name,
                 autoencoder=model,
                 transform_dir=transform_dir,
                 names=config.features,
@@ -347,6 +359,9 @@ def run(config: TrainConfig) -> TrainResult:
                 check_errors=val_errors[:CHECK_ROWS],
                 write_extras=write_extras,
             )
+        if labelled is not None:
+            with stage("second stage", f"classifier on {len(labelled.labels)} labelled rows, one version"):
+                version, version_dir, card = supervise.attach(labelled, config, version_dir, stage_policy)
         # The card holds the timings as of writing; add the export's own for the caller.
         if config.verbose:
             print(f"[train] model {config.name} v{version} -> {version_dir}", file=sys.stderr, flush=True)
@@ -362,6 +377,8 @@ def run(config: TrainConfig) -> TrainResult:
             error_weights=weights,
         )
     finally:
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
         if not keep_work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
 

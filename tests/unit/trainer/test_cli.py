@@ -123,3 +123,35 @@ def test_unknown_design_choices_are_argparse_errors(argv: list[str], capsys: pyt
     with pytest.raises(SystemExit) as info:
         parse(*argv)
     assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_label_flags() -> None:
+    config = parse("--labels", "l.csv", "--threshold-score", "fraud_probability")
+    assert config.labels_file == Path("l.csv") and not config.labels_from_cases
+    assert config.threshold_score == "fraud_probability"
+    cases = parse(
+        "--labels-from-cases", "--labels-since", "2026-05-01", "--cases-project", "p", "--cases-instance", "i"
+    )
+    assert cases.labels_from_cases and cases.labels_file is None
+    assert cases.labels_since is not None and cases.labels_since.isoformat() == "2026-05-01T00:00:00+00:00"
+    assert (cases.cases_project, cases.cases_instance) == ("p", "i")
+    assert parse().threshold_score == "reconstruction_error" and not parse().has_labels_source
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--labels-since", "7d"], "--labels-since selects labelled cases: it needs --labels-from-cases"),
+        (["--labels-from-cases", "--labels-since", "soon"], "--labels-since 'soon': expected a duration"),
+        (["--threshold-score", "fraud_probability"], "needs a second stage: give --labels FILE or --labels-from-cases"),
+    ],
+)
+def test_bad_label_flags_name_the_flag(argv: list[str], message: str) -> None:
+    with pytest.raises(TrainError, match=message):
+        parse(*argv)
+
+
+def test_the_two_label_sources_are_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse("--labels", "l.csv", "--labels-from-cases")
+    assert "not allowed with argument" in capsys.readouterr().err
