@@ -241,10 +241,10 @@ def _for_budget(
     rate = Estimate.of(int((sample_scores > threshold).sum()), n, s.confidence)
     result.threshold = threshold
     result.card = {"alert_rate": rate.to_json_dict(), "sample_rows": n, "sampling_rate": sampling_rate}
-    if threshold >= current and (scores > threshold).any():
-        # Labels cover everything above the current threshold, so above a higher one they still estimate
-        # precision; below the current threshold they do not (nothing there was flagged and labelled).
-        result.card["precision"] = precision_above(scores, flags, threshold, s.confidence).to_json_dict()
+    # Labels cover only what was flagged, above the current threshold: below it nothing is labelled.
+    assessable = threshold >= current and bool((scores > threshold).any())
+    estimate = precision_above(scores, flags, threshold, s.confidence) if assessable else None
+    result.card["precision"] = estimate.to_json_dict() if estimate else None
 
 
 # --- the command ------------------------------------------------------------------------------------------
@@ -422,9 +422,11 @@ def format_report(result: Calibration) -> str:
     if "proposal" in r:
         p = r["proposal"]
         text = f"proposed threshold {p['threshold']:.6g} ({p['policy']})"
-        if "precision" in p:
+        if p.get("precision"):
             e = p["precision"]
             text += f": precision {e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}] on {e['n']} labelled"
+        elif "precision" in p:
+            text += ": precision not assessable from labels (below the current threshold, or none labelled above it)"
         if "alert_rate" in p:
             e = p["alert_rate"]
             text += f"; alert rate {e['value']:.3%} [{e['low']:.3%}, {e['high']:.3%}] of {e['n']} sampled"

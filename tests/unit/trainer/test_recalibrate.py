@@ -12,7 +12,7 @@ from fraudscore.artifact import Scores
 from fraudscore.labels import LabelSet
 from trainer.config import TrainError
 from trainer.precision import threshold_for_budget, threshold_for_precision, wilson
-from trainer.recalibrate import MIN_SAMPLE_ALERTS, Settings, _budget, calibrate
+from trainer.recalibrate import MIN_SAMPLE_ALERTS, Settings, _budget, calibrate, format_report
 
 FEATURES = ("score",)
 
@@ -119,6 +119,10 @@ def test_budget_from_the_sample_with_its_interval() -> None:
     result = calibrate(FakeModel(1.0), labelset([], []), sample, Settings(budget=0.01))  # type: ignore[arg-type]
     assert result.refusal is None and result.threshold is not None
     assert result.card["alert_rate"]["successes"] == 20 and result.card["sampling_rate"] == 0.01
+    assert result.threshold > 1.0 and result.card["precision"] is None  # no labels above it
+    below = calibrate(FakeModel(1.9), labelset([1.95], [1]), sample, Settings(budget=0.2))  # type: ignore[arg-type]
+    assert below.threshold is not None and below.threshold < 1.9 and below.card["precision"] is None
+    assert "not assessable" in format_report(below)
     small = (sample[0][: MIN_SAMPLE_ALERTS * 50], 0.01)
     refused = calibrate(FakeModel(1.0), labelset([], []), small, Settings(budget=0.01))  # type: ignore[arg-type]
     assert refused.refusal is not None and "needs at least 1000" in refused.refusal
