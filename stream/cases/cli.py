@@ -182,6 +182,12 @@ def format_case(stored: StoredCase) -> str:
         f"event time    {_when(c.event_time)}",
         f"amount        {c.amount:.2f}",
         f"score         {c.reconstruction_error:.6f} (threshold {c.threshold:.6f}, {ratio:.2f}x)",
+        f"fraud prob.   {c.fraud_probability:.4f}"
+        if c.fraud_probability is not None
+        else "fraud prob.   - (no second stage)",
+        f"raw features  {len(c.raw_features)} kept"
+        if c.has_raw_features
+        else "raw features  none (case older than raw features)",
         f"model version {c.model_version}",
         f"reasons       {', '.join(c.reasons)}",
     ]

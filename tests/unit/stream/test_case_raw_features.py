@@ -58,3 +58,17 @@ def test_feature_names_pickled_once_per_state_value() -> None:
     with_names = len(pickle.dumps([(s.raw, s.feature_names) for s in many]))
     without = len(pickle.dumps([(s.raw, ()) for s in many]))
     assert with_names - without < 100 * 8  # far less than a copy of the names per transaction
+
+
+def test_cases_get_shows_both_scores_and_the_raw_features() -> None:
+    from stream.cases.cli import format_case
+    from stream.cases.store import StoredCase
+
+    (case,) = transaction_cases(scored("t1", anomaly=True))
+    shown = format_case(StoredCase(case, "key"))
+    assert "fraud prob.   0.7500" in shown and "raw features  3 kept" in shown
+    old = Case.from_json_dict(
+        {**case.to_json_dict(), "raw_features": [], "feature_names": [], "fraud_probability": None}
+    )
+    shown = format_case(StoredCase(old, "key"))
+    assert "fraud prob.   - (no second stage)" in shown and "raw features  none" in shown
