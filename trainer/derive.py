@@ -126,6 +126,8 @@ def derive(
         loaded = tf.saved_model.load(str(source_dir))
     except Exception as exc:  # TF raises many types for a broken SavedModel
         raise DeriveError(f"source version {source}: cannot load SavedModel: {exc}") from exc
+    if not hasattr(getattr(loaded, "core", loaded), "threshold"):
+        raise DeriveError(f"source version {source}: its SavedModel has no threshold variable (not a trainer export)")
     module = _derived_module(loaded, card.features, threshold, score, second_stage)
     with staging_dir(base) as tmp:
         tf.saved_model.save(module, str(tmp), signatures={SIGNATURE: module.serve.get_concrete_function()})

@@ -150,3 +150,14 @@ def test_a_probability_threshold_outside_zero_one_is_refused(
     with pytest.raises(DeriveError, match=r"fraud_probability threshold must be in \[0, 1\)"):
         derive_version(base, threshold=1.5, threshold_score="fraud_probability", second_stage=stage)
     assert sorted(p.name for p in base.iterdir()) == ["1"]
+
+
+def test_a_savedmodel_without_a_threshold_variable_is_refused(tmp_path: Path) -> None:
+    from tests.unit.scorer.fake_model import build_fake_model
+
+    base = tmp_path / "fake"
+    base.mkdir()
+    build_fake_model(base, 1)
+    with pytest.raises(DeriveError, match="source version 1: its SavedModel has no threshold variable"):
+        derive_version(base, threshold=0.1)
+    assert sorted(p.name for p in base.iterdir()) == ["1"]
