@@ -31,8 +31,9 @@ the separator cannot reach into another card's range.
 ``traffic-sample`` (the uniform sample of all scored traffic, :mod:`stream.sampling`)
     ``<bucket>#<event_ms>#<transaction_id>`` like the time index (spread writes, time-range
     scans); family ``sample``, ``record``: JSON with the raw features, both scores, the
-    model version, the event time and the sampling rate. Key and cell time derive from the
-    transaction, so a redelivery rewrites the same cell.
+    model version, the event time and the sampling rate. The key derives from the
+    transaction, so a redelivery rewrites the same row; the cell time is the write time,
+    from which the family's 90-day GC counts.
 
 Labels: :meth:`CaseStore.labelled` scans ``flagged`` for rows with a ``decision`` cell
 (a server-side condition filter) and returns each case with its latest decision: the
@@ -516,7 +517,13 @@ class CaseStore:
     # --- the traffic sample (stream.sampling) ---
 
     def write_sample(self, scored: Iterable[ScoredTransaction], rate: float) -> int:
-        """Writes sampled transactions (idempotent: key and cell time from the transaction); returns the count."""
+        """Writes sampled transactions (idempotent: the key derives from the transaction); returns the count.
+
+        The cell time is the write time, not the event time: the family's age GC (90 days) counts from it,
+        so a replay of old traffic is kept like live traffic. A redelivery writes the same record under the
+        same key; ``max_versions=1`` keeps one cell and reads take the newest.
+        """
+        written_at = datetime.fromtimestamp(epoch_ms(_utcnow()) / 1000, UTC)  # wall clock: retention is real time
         rows = []
         for s in scored:
             event_ms = int(s.event_time * 1000)
@@ -536,8 +543,7 @@ class CaseStore:
                 "raw_features": list(s.raw_features),
                 "sampling_rate": rate,
             }
-            cell_time = datetime.fromtimestamp(event_ms / 1000, UTC)
-            row.set_cell(SAMPLE_FAMILY, RECORD_COLUMN, json.dumps(record, sort_keys=True), cell_time)
+            row.set_cell(SAMPLE_FAMILY, RECORD_COLUMN, json.dumps(record, sort_keys=True), written_at)
             rows.append(row)
         if rows:
             self._mutate(self._sample, self._sample_name, rows)

@@ -3,6 +3,7 @@ read_labels (latest wins, raw-less cases counted) and write_sample/read_sample (
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -85,3 +86,33 @@ def test_feedback_counts_from_bigtable(store: CaseStore) -> None:
     assert store.count_since(T0) == 6 and store.count_since(T0 + timedelta(seconds=4)) == 2
     counts = count_labels(store, T0 + timedelta(seconds=2))
     assert (counts.cases, counts.fraud, counts.legit) == (4, 1, 1)
+
+
+def test_sample_rows_of_old_traffic_outlive_the_age_gc(store: CaseStore, unique_resources: Resources) -> None:
+    """The family's max-age GC counts from the write, not the event time: a replay of 2000's traffic stays.
+
+    bttest runs its GC every 0.5-1.5 s once a column family was modified (its GC loop starts then): the
+    row must still be there after 3 s (it went within 1.5 s when the cell time was the event time).
+    """
+    _start_bttest_gc(unique_resources)
+    assert store.write_sample([scored(0, datetime(2000, 1, 1, tzinfo=UTC))], 0.5) == 1
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        assert len(read_sample(store, FEATURES)[0]) == 1
+        time.sleep(0.2)
+
+
+def _start_bttest_gc(res: Resources) -> None:
+    """Re-applies the sample family's GC rule: bttest starts its GC loop on a column-family change."""
+    from google.cloud import bigtable
+
+    from fraudscore.resources import close_bigtable_client, gc_rule
+
+    client = bigtable.Client(project=res.project, admin=True)
+    try:
+        (family,) = res.tables[res.sample_table]
+        client.instance(res.bigtable_instance).table(res.sample_table).column_family(
+            family.name, gc_rule(family)
+        ).update()
+    finally:
+        close_bigtable_client(client)
