@@ -48,6 +48,7 @@ MUST_HAVE_DATA = (
     "Flagged share of transactions",
     "Transactions / s by outcome",
     "Scorer requests / s by status",
+    "Analyst feedback: cases in the label window by verdict",
 )
 
 
@@ -174,7 +175,7 @@ def running_system(
             "--transactions-topic", r.transactions_topic, "--transactions-subscription", r.transactions_subscription,
             "--alerts-topic", r.alerts_topic, "--dlq-topic", r.dlq_topic, "--cases-table", r.cases_table,
             "--cases-by-time-table", r.cases_by_time_table, "--bigtable-instance", r.bigtable_instance,
-            "--metrics-port", str(config.stream_metrics_port),
+            "--metrics-port", str(config.stream_metrics_port), "--label-metrics-interval", "1",
         ))  # fmt: skip
         api = PromAPI(f"http://127.0.0.1:{config.prometheus_port}")
         deadline = time.monotonic() + RUN_TIMEOUT_S
@@ -192,6 +193,8 @@ def running_system(
         _wait("transactions scored by the stream", lambda: _sum(api, "fraudscore_stream_transactions_total") >= 500,
               deadline, procs)  # fmt: skip
         _wait("a flagged case", lambda: _sum(api, "fraudscore_stream_flagged_total") > 0, deadline, procs)
+        # The stream's label scan (every second here) counts the cases it wrote to Bigtable.
+        _wait("the label scan counted cases", lambda: _sum(api, "fraudscore_label_window_cases") > 0, deadline, procs)
         _wait("requests scored by hand", lambda: _sum(api, "fraudscore_scorer_requests_total") > 0, deadline, procs)
         # Rates need two samples of a series: alerts are published a moment after their cases are flagged.
         _wait("data in every must-have panel", lambda: not _panels_without_data(api), deadline, procs)
