@@ -134,3 +134,26 @@ def test_settings_and_budget_parsing() -> None:
         Settings(target_precision=1.5)
     with pytest.raises(TrainError, match="--budget"):
         Settings(budget=0.0)
+
+
+class ProbabilityModel(FakeModel):
+    """A version whose threshold applies to the second stage's fraud_probability (= the raw feature here)."""
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__(threshold)
+        self.card = SimpleNamespace(name="m", threshold_score="fraud_probability")
+
+    def score(self, raw: np.ndarray) -> Scores:
+        p = raw[:, 0].astype(np.float32)
+        return Scores(np.full(len(p), 99.0, np.float32), raw, p > self.threshold, np.zeros(len(p), np.int32), p)
+
+
+def test_the_thresholded_score_is_the_cards() -> None:
+    probabilities = np.linspace(0.51, 0.99, 60).tolist()
+    labels = labelset(probabilities, [int(i >= 20) for i in range(60)])
+    result = calibrate(ProbabilityModel(0.5), labels, NO_SAMPLE, Settings(target_precision=0.8))  # type: ignore[arg-type]
+    assert result.threshold is not None and 0.5 < result.threshold < 1.0  # on the probability, not the error (99)
+    assert (
+        result.report["threshold_score"] == "fraud_probability"
+        and result.card["threshold_score"] == "fraud_probability"
+    )
