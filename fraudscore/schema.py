@@ -47,6 +47,9 @@ _NON_NEGATIVE = np.array([f.non_negative for f in features.FEATURES], dtype=bool
 # The ``v`` block is read in one pass: its features must be columns 0..N_PCA-1 at their own index.
 assert _VECTOR_COLUMNS == [features.FEATURES[i].index for i in _VECTOR_COLUMNS] == list(range(N_PCA))
 assert all(f.proto_field in ("v", *(field.name for field in _FIELDS)) for f in features.FEATURES)
+# validated_row builds a raw row as the ``v`` values followed by the scalar columns, in column order.
+assert [i for i, _ in _SCALAR_COLUMNS] == list(range(N_PCA, len(features.FEATURES)))
+_IDENTITY = list(range(len(features.FEATURES)))
 
 
 class InvalidTransaction(ValueError):
@@ -193,6 +196,28 @@ def validate(tx: Transaction) -> None:
         raise InvalidTransaction("amount", f"negative amount {tx.amount}")
     if tx.amount > MAX_AMOUNT:
         raise InvalidTransaction("amount", _too_large(tx.amount, MAX_AMOUNT))
+
+
+def validated_row(tx: Transaction, names: Sequence[str]) -> np.ndarray:
+    """``validate(tx)`` then ``feature_matrix([tx], names)[0]``, for one transaction, in ~a quarter of their time.
+
+    The scorer's Score pays this per call. A transaction that plainly passes
+    every rule (ids, time and amount present, 28 values whose absolute values
+    sum to at most MAX_ABS_V, which bounds each one and fails on NaN or inf,
+    0 <= amount <= MAX_AMOUNT) is turned into its row directly; any other goes
+    through ``validate`` itself, so the errors are exactly its.
+    """
+    columns = _feature_columns(tuple(names))
+    v = tx.v
+    if len(v) == N_PCA and tx.transaction_id and tx.card_id and tx.HasField("event_time") and tx.HasField("amount"):
+        values = list(v)
+        amount = tx.amount
+        if sum(map(abs, values)) <= MAX_ABS_V and 0.0 <= amount <= MAX_AMOUNT:
+            values.extend([value_of(tx) for _, value_of in _SCALAR_COLUMNS])  # the raw table's row
+            row = np.array(values, dtype=np.float32)
+            return row if columns == _IDENTITY else row[columns]
+    validate(tx)
+    return feature_matrix([tx], names)[0]
 
 
 def _too_large(value: float, bound: float) -> str:

@@ -37,7 +37,7 @@ def score_rows(model: LoadedModel, rows: np.ndarray, metrics: ScorerMetrics) -> 
     scores = model.score(rows)
     metrics.batch_size.observe(len(rows))
     metrics.record_scores(
-        scores.reconstruction_error, int(scores.is_anomaly.sum()), int(scores.out_of_range_count.sum())
+        scores.reconstruction_error, int(np.count_nonzero(scores.is_anomaly)), int(scores.out_of_range_count.sum())
     )
     return scores
 
@@ -139,7 +139,7 @@ class MicroBatcher:
             live = [item for item in batch if not item.future.done()]
             for model in {id(item.model): item.model for item in live}.values():
                 group = [item for item in live if item.model is model]
-                rows = np.stack([item.row for item in group])
+                rows = group[0].row[None, :] if len(group) == 1 else np.stack([item.row for item in group])
                 try:
                     if model.fast_path.enabled and len(rows) <= INLINE_MAX_ROWS:
                         scored = run_model(model, rows, self._metrics)

@@ -11,12 +11,14 @@ operations, and the reply is a handful of byte strings.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
 
-from fraudscore import schema
+from fraudscore import features, schema
+from fraudscore.features import MAX_ABS_V
 from fraudscore.model import LoadedModel, Scores, top_k
 from fraudscore.schema import InvalidTransaction
 from fraudscore.v1 import scorer_pb2 as pb
@@ -81,13 +83,41 @@ def decode(request: pb.ScoreColumnsRequest, model: LoadedModel) -> Batch:
         raise BadRequest(
             "values", f"{len(request.values)} bytes, expected rows x features x 4 = {n} x {f} x 4 = {expected}"
         )
-    # A view of the request's bytes (no copy); the column gather below makes the one copy.
-    matrix = np.frombuffer(request.values, dtype=FLOAT32).reshape(n, f)[:, order]
-    errors = schema.invalid_feature_rows(matrix, model.features)
+    # A view of the request's bytes (no copy); reordered only when the client's column order is not the model's.
+    matrix = np.frombuffer(request.values, dtype=FLOAT32).reshape(n, f)
+    if not _is_identity(order):
+        matrix = matrix[:, order]
+    errors = {} if _plainly_valid(matrix, model.features) else schema.invalid_feature_rows(matrix, model.features)
     if not errors:
         return Batch(np.arange(n), matrix, errors)
     good = np.setdiff1d(np.arange(n), np.fromiter(errors, dtype=np.intp, count=len(errors)))
     return Batch(good, matrix[good], errors)
+
+
+def _is_identity(order: np.ndarray) -> bool:
+    return bool((order == np.arange(len(order))).all())
+
+
+@functools.lru_cache(maxsize=16)
+def _bounds(names: tuple[str, ...]) -> tuple[np.ndarray, int | None]:
+    """Each column's magnitude bound (as schema.invalid_feature_rows) and the Amount column, if any."""
+    exact = np.array(
+        [features.BY_NAME[name].max_abs if name in features.BY_NAME else MAX_ABS_V for name in names], dtype=np.float64
+    )
+    # Compared in float32 (no float64 copy of the matrix); a bound float32 cannot hold is rounded down, so a value
+    # this check passes always passes the exact one (one it fails is re-checked exactly).
+    bounds = exact.astype(FLOAT32)
+    bounds = np.where(bounds.astype(np.float64) > exact, np.nextafter(bounds, FLOAT32.type(0)), bounds)
+    return bounds, names.index(features.AMOUNT) if features.AMOUNT in names else None
+
+
+def _plainly_valid(matrix: np.ndarray, names: tuple[str, ...]) -> bool:
+    """Whether every value passes the value rules, in one pass (NaN fails ``<=``); if not, the rows
+    are checked one rule at a time by schema.invalid_feature_rows, which names each bad row's error."""
+    bounds, amount = _bounds(names)
+    if not (np.abs(matrix) <= bounds).all():
+        return False
+    return amount is None or not (matrix[:, amount] < 0).any()
 
 
 def encode(
@@ -102,13 +132,17 @@ def encode(
     shares = np.zeros((n, k), dtype=FLOAT32)
     probability = np.full(n, np.nan, dtype=FLOAT32) if model.has_fraud_probability else None
     if scores is not None and len(scores):
-        good = batch.good
+        # Every row scored (the usual case): slices, cheaper than index arrays.
+        good = slice(None) if len(batch.good) == n else batch.good
         errors[good] = scores.reconstruction_error
         anomaly[good] = scores.is_anomaly
         out_of_range[good] = scores.out_of_range_count
         order, share, has_error = top_k(scores.feature_errors, k)
-        indices[good] = np.where(has_error[:, None], order, -1)
-        shares[good] = np.where(has_error[:, None], share, 0.0)
+        if has_error.all():
+            indices[good], shares[good] = order, share
+        else:
+            indices[good] = np.where(has_error[:, None], order, -1)
+            shares[good] = np.where(has_error[:, None], share, 0.0)
         if probability is not None and scores.fraud_probability is not None:
             probability[good] = scores.fraud_probability
     return pb.ScoreColumnsResponse(

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
@@ -55,12 +55,15 @@ def parser(message: type[M], *, skip: tuple[str, ...] = ()) -> Callable[[bytes],
     Message fields named in ``skip`` are not searched (the caller checks them later).
     """
     full_name = message.DESCRIPTOR.full_name
+    plan = _plan(message.DESCRIPTOR, skip)
 
     def parse(data: bytes) -> M | Malformed:
         try:
             parsed = message.FromString(data)
         except DecodeError:
             return Malformed("request", f"malformed protobuf, not a valid {full_name} ({len(data)} bytes)")
+        if plan is not None and not _has_unknown(parsed, plan):
+            return parsed  # no unknown field anywhere, so none sent with the wrong wire type
         problem = wire_error(parsed, skip=skip)
         return parsed if problem is None else problem
 
@@ -88,6 +91,46 @@ def wire_error(message: Message, prefix: str = "", *, skip: tuple[str, ...] = ()
         if found is not None:
             return found
     return None
+
+
+# Where a message type's message fields are: (name, repeated, map, plan of the field's type).
+Plan = tuple[tuple[str, bool, bool, "Plan"], ...]
+
+
+def _plan(descriptor: Descriptor, skip: tuple[str, ...] = (), seen: tuple[str, ...] = ()) -> Plan | None:
+    """The message fields :func:`wire_error` walks, precomputed: it costs ~7 µs a ScoreRequest, mostly
+    the generic walk, while a request without unknown fields (nearly all) needs ~1 µs to be known clean.
+    None for a recursive message type (the generic walk handles those)."""
+    if descriptor.full_name in seen:
+        return None
+    out = []
+    for field in descriptor.fields:
+        if field.message_type is None or field.name in skip:
+            continue
+        is_map = field.is_repeated and field.message_type.GetOptions().map_entry
+        target = field.message_type.fields_by_name["value"].message_type if is_map else field.message_type
+        if target is None:  # a map of scalars: its entries hold no message
+            continue
+        sub = _plan(target, (), (*seen, descriptor.full_name))
+        if sub is None:
+            return None
+        out.append((field.name, field.is_repeated, is_map, sub))
+    return tuple(out)
+
+
+def _has_unknown(message: Message, plan: Plan) -> bool:
+    """Whether ``message`` or any message inside it (following ``plan``) holds unknown fields."""
+    if len(UnknownFieldSet(message)):
+        return True
+    for name, repeated, is_map, sub in plan:
+        if not repeated:
+            if message.HasField(name) and _has_unknown(getattr(message, name), sub):
+                return True
+            continue
+        values = getattr(message, name)
+        if any(_has_unknown(v, sub) for v in (values.values() if is_map else values)):
+            return True
+    return False
 
 
 def row_wire_errors(txs: Sequence[Transaction]) -> dict[int, InvalidTransaction]:

@@ -75,8 +75,7 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "transaction: missing")
         model = await self._model(request.model_version, context)
         try:
-            schema.validate(request.transaction)
-            row = schema.feature_matrix([request.transaction], model.features)[0]
+            row = schema.validated_row(request.transaction, model.features)
         except schema.InvalidTransaction as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"transaction.{exc.field}: {exc.reason}")
         try:

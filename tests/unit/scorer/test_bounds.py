@@ -112,3 +112,17 @@ def test_batch_rows_with_the_wrong_wire_type_are_row_errors() -> None:
     errors = row_wire_errors(request.transactions)
     assert list(errors) == [1]
     assert (errors[1].field, errors[1].reason) == ("v", "wrong wire type: sent as 32-bit, the field is repeated double")
+
+
+def test_wrong_wire_type_two_messages_deep_is_named() -> None:
+    # event_time.seconds (an int64, field 1 of the Timestamp in transaction field 4) sent as 32-bit: the
+    # parser's precomputed walk must reach it like wire_error's generic one.
+    tx = _tx()
+    time = tx.event_time.SerializeToString() + b"\x0d" + b"\0" * 4
+    tx.ClearField("event_time")
+    parsed = parser(pb.ScoreRequest)(_embedded(1, tx.SerializeToString() + _embedded(4, time)))
+    assert parsed == Malformed("transaction.event_time.seconds", "wrong wire type: sent as 32-bit, the field is int64")
+    # And in ScoreColumns (no message fields): a repeated string sent as a varint.
+    columns_request = pb.ScoreColumnsRequest(rows=1, transaction_ids=["a"]).SerializeToString() + b"\x08\x01"
+    found = parser(pb.ScoreColumnsRequest)(columns_request)
+    assert isinstance(found, Malformed) and found.reason.startswith("wrong wire type: sent as varint")

@@ -58,6 +58,35 @@ def test_decode_reorders_columns_and_splits_bad_rows() -> None:
     assert batch.errors[2].field == "V1"
 
 
+@pytest.mark.parametrize("perm_seed", [None, 3])  # the model's column order (no reorder) and a shuffled one
+def test_decode_errors_are_invalid_feature_rows_at_every_bound(perm_seed: int | None) -> None:
+    m = _matrix(8)
+    amount = NAMES.index("Amount")
+    m[0, 3] = features.MAX_ABS_V  # at the bounds: valid
+    m[1, amount] = features.MAX_AMOUNT
+    m[2, amount] = -0.0
+    m[3, 5] = np.nextafter(np.float32(features.MAX_ABS_V), np.float32(np.inf))  # just beyond: invalid
+    m[4, amount] = np.nextafter(np.float32(features.MAX_AMOUNT), np.float32(np.inf))
+    m[5, amount] = -np.float32(1e-30)
+    m[6, 7] = np.nan
+    perm = np.arange(len(NAMES)) if perm_seed is None else np.random.default_rng(perm_seed).permutation(len(NAMES))
+    batch = columns.decode(_request(m[:, perm], tuple(NAMES[j] for j in perm)), Card(NAMES))  # type: ignore[arg-type]
+    want = schema.invalid_feature_rows(m, NAMES)
+    assert sorted(want) == [3, 4, 5, 6]
+    assert {i: (e.field, e.reason) for i, e in batch.errors.items()} == {
+        i: (e.field, e.reason) for i, e in want.items()
+    }
+    assert batch.good.tolist() == [0, 1, 2, 7]
+    np.testing.assert_array_equal(batch.rows, m[[0, 1, 2, 7]])
+
+
+def test_decode_of_valid_rows_in_the_model_order_is_the_request_matrix() -> None:
+    m = _matrix(6)
+    batch = columns.decode(_request(m), Card(NAMES))  # type: ignore[arg-type]
+    assert batch.errors == {} and batch.good.tolist() == list(range(6))
+    assert batch.rows.dtype == np.float32 and batch.rows.tobytes() == m.tobytes()
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

@@ -16,9 +16,10 @@ from scorer.config import ConfigError, ServeConfig, add_arguments
 from scorer.metrics import ScorerMetrics, observe_many
 
 
-def test_observe_many_equals_observe() -> None:
+@pytest.mark.parametrize("repeat", [1, 3])  # 7 values: observed one by one; 21: counted in bulk
+def test_observe_many_equals_observe(repeat: int) -> None:
     one, many = ScorerMetrics(), ScorerMetrics()
-    values = np.array([0.0, 0.001, 0.0010001, 0.05, 3.0, 1e6, 0.002])
+    values = np.tile([0.0, 0.001, 0.0010001, 0.05, 3.0, 1e6, 0.002], repeat)
     for v in values:
         one.reconstruction_error.observe(float(v))
     observe_many(many.reconstruction_error, values)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from fraudscore import features, schema
 from fraudscore.model import Scores, top_contributions
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1.transaction_pb2 import Transaction
-from scorer.responses import batch_response, fill, outcomes
+from scorer.responses import SMALL_BATCH_ROWS, _bulk_outcomes, _small_outcomes, batch_response, fill, outcomes
 
 
 class Card:
@@ -40,6 +41,23 @@ def test_outcomes_match_top_contributions_row_by_row() -> None:
         assert outcome.reconstruction_error == pytest.approx(float(fe[i].mean()))
         assert outcome.out_of_range == i
     assert got[3].top == []
+
+
+@pytest.mark.parametrize("rows", [1, 2, SMALL_BATCH_ROWS])
+@pytest.mark.parametrize("probability", [False, True])
+def test_small_batch_outcomes_equal_the_bulk_ones(rows: int, probability: bool) -> None:
+    rng = np.random.default_rng(rows)
+    fe = (rng.random((rows, 29), dtype=np.float32) ** 3).round(2)  # rounding makes ties
+    fe[0, :4] = 0.5  # a tie at the top
+    if rows > 1:
+        fe[1] = 0.0  # no contributors
+    scores = _scores(fe)
+    if probability:
+        scores = dataclasses.replace(scores, fraud_probability=rng.random(rows, dtype=np.float32))
+    model = Card(features.MODEL_FEATURES)
+    small = _small_outcomes(model, scores, 3)  # type: ignore[arg-type]
+    assert small == _bulk_outcomes(model, scores, 3)  # type: ignore[arg-type]
+    assert [type(v) for v in small[0]] == [type(v) for v in _bulk_outcomes(model, scores, 3)[0]]  # type: ignore[arg-type]
 
 
 def test_batch_response_keeps_request_order_and_reports_errors() -> None:
