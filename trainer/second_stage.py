@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -233,3 +234,12 @@ def predict(stage: SecondStage, raw: np.ndarray, feature_errors: np.ndarray) -> 
     if len(x) == 0:
         return np.zeros(0, np.float32)
     return np.asarray(stage.model(x, training=False), np.float32).reshape(-1)
+
+
+def load_model(path: str | Path) -> Any:
+    """A second stage's Keras model saved with ``model.save(path)`` (``.keras``): its ``Prepare`` layer is
+    registered first, which plain ``keras.models.load_model`` in a fresh process would not find."""
+    import keras
+
+    prepare_class()
+    return keras.models.load_model(path)

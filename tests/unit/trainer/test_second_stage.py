@@ -3,6 +3,10 @@ compiles to TFLite with the same outputs."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,6 +14,7 @@ from trainer import second_stage
 from trainer.second_stage import MIN_FRAUDS, SecondStage, SecondStageError
 
 F = 6
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def synthetic(n: int, frauds: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,3 +135,19 @@ def test_fewer_than_min_frauds_names_the_count() -> None:
 def test_bad_sample_weights_are_refused(weights: np.ndarray, message: str) -> None:
     with pytest.raises(SecondStageError, match=message):
         second_stage.fit(*_rows(), sample_weight=weights)
+
+
+def test_a_saved_model_loads_back_in_a_fresh_process(
+    fitted: tuple[SecondStage, tuple[np.ndarray, ...]], tmp_path: Path
+) -> None:
+    """trainer.derive keeps the model as .keras beside the SavedModel; a fresh process needs load_model."""
+    stage, (raw, errors, _) = fitted
+    stage.model.save(tmp_path / "stage.keras")
+    np.save(tmp_path / "x.npy", np.concatenate([raw, errors], axis=1))
+    script = (
+        "import sys, numpy as np; from trainer import second_stage; "
+        f"m = second_stage.load_model({str(tmp_path / 'stage.keras')!r}); "
+        f"np.save({str(tmp_path / 'p.npy')!r}, np.asarray(m(np.load({str(tmp_path / 'x.npy')!r}))).reshape(-1))"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT, capture_output=True)
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), second_stage.predict(stage, raw, errors))
