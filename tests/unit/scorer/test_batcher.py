@@ -136,13 +136,32 @@ def test_batch_sizes_are_recorded() -> None:
     assert metrics.scored._value.get() == 10
 
 
-def test_small_batches_of_a_fast_path_model_are_scored_on_the_event_loop() -> None:
+def test_fast_path_rows_are_scored_at_once_on_the_event_loop() -> None:
     model = FakeModel(fast=True)
     out = run(_score_many(MicroBatcher(ScorerMetrics(), max_batch=256, max_wait_s=0.05), [model], 3))
     assert [o.reconstruction_error for o in out] == [0.0, 1.0, 2.0]
-    assert model.threads == {threading.main_thread().name}
+    assert model.calls == [1, 1, 1] and model.threads == {threading.main_thread().name}
 
-    big = FakeModel(fast=True)
-    n = INLINE_MAX_ROWS + 1
-    out = run(_score_many(MicroBatcher(ScorerMetrics(), max_batch=n, max_wait_s=0.5, idle_gap_s=0.5), [big], n))
-    assert big.calls == [n] and threading.main_thread().name not in big.threads
+
+async def _join_forming_batch(batcher: MicroBatcher, first: FakeModel, fast: FakeModel, n: int) -> list[Any]:
+    """A TensorFlow model's row opens a batch; ``n`` fast-path rows arrive while it forms."""
+    await batcher.start()
+    try:
+        rows = [np.array([i, 0.0, 0.0], np.float32) for i in range(n + 1)]
+        return await asyncio.gather(
+            batcher.score_row(first, rows[0]), *(batcher.score_row(fast, rows[i]) for i in range(1, n + 1))
+        )
+    finally:
+        await batcher.stop()
+
+
+@pytest.mark.parametrize("n", [3, INLINE_MAX_ROWS + 1])
+def test_fast_path_rows_join_a_batch_already_forming(n: int) -> None:
+    slow, fast = FakeModel(offset=1000.0), FakeModel(fast=True)
+    batcher = MicroBatcher(ScorerMetrics(), max_batch=256, max_wait_s=0.5, idle_gap_s=0.05)
+    out = run(_join_forming_batch(batcher, slow, fast, n))
+    assert [o.reconstruction_error for o in out] == [1000.0, *(float(i) for i in range(1, n + 1))]
+    assert slow.calls == [1] and fast.calls == [n]
+    # Up to INLINE_MAX_ROWS fast-path rows are scored on the event loop, more on the batcher's thread.
+    on_loop = fast.threads == {threading.main_thread().name}
+    assert on_loop == (n <= INLINE_MAX_ROWS)
