@@ -178,6 +178,32 @@ def bare_reader(subscription: str, port: int) -> None:
         _ = p | beam.io.ReadFromPubSub(subscription=subscription) | beam.Map(count)
 
 
+def alert_reader(subscription: str, out: Path) -> None:
+    """Pulls TX_ANOMALY alerts and appends ``case_id received published`` lines to ``out`` (run as ``--alert-reader``).
+
+    A process of its own: read inside the benchmark process, the alerts waited for the paced publisher's
+    thread (the GIL) and the streaming-pull client's machinery, which added seconds to the measured p99.
+    """
+    from google.cloud import pubsub_v1
+
+    sub = pubsub_v1.SubscriberClient()
+    with out.open("a", buffering=1) as lines:
+        while True:
+            response = sub.pull(
+                request={"subscription": subscription, "max_messages": 1000, "return_immediately": True}
+            )
+            now = time.time()
+            received = list(response.received_messages)
+            if not received:
+                time.sleep(0.005)
+                continue
+            for m in received:
+                if m.message.attributes.get("reasons") == "TX_ANOMALY":  # single-transaction flags: the goal's scope
+                    case_id = m.message.attributes.get("case_id", "")
+                    lines.write(f"{case_id} {now:.6f} {m.message.publish_time.timestamp():.6f}\n")
+            sub.acknowledge(request={"subscription": subscription, "ack_ids": [m.ack_id for m in received]})
+
+
 def stage_lags(port: int) -> dict[str, float]:
     """Mean event-time lag (s) as transactions leave each stage of the job (all of them, from its histograms)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
@@ -204,11 +230,14 @@ def latency(argv: list[str], port: int, res: Any, seconds: float, rate: float, l
     ``behind_at_end`` how many sent transactions were not yet scored when the last one was sent;
     ``caught_up_after_s`` how long after that every one was scored (None: not within 60 s).
     """
-    from google.cloud import pubsub_v1
 
     proc = _start(argv, log)
-    sub = pubsub_v1.SubscriberClient()
     path = res.subscription_path(res.alerts_subscription)
+    alerts_file = log.with_suffix(".alerts")
+    alerts_file.unlink(missing_ok=True)
+    reader = _start(
+        [sys.executable, "-m", "bench.stream", "--alert-reader", path, str(alerts_file)], log.with_suffix(".reader")
+    )
     metric = "fraudscore_stream_transactions_total"
     try:
         deadline = time.monotonic() + 180
@@ -220,14 +249,6 @@ def latency(argv: list[str], port: int, res: Any, seconds: float, rate: float, l
             time.sleep(0.2)
         import threading
 
-        received: dict[str, float] = {}
-
-        def on_alert(message: Any) -> None:
-            if message.attributes.get("reasons") == "TX_ANOMALY":  # single-transaction flags: the goal's scope
-                received.setdefault(message.attributes.get("case_id", ""), time.time())
-            message.ack()
-
-        future = sub.subscribe(path, on_alert)
         txs = _transactions(int(seconds * rate), 21, f"lat{int(rate)}")
         base = _metric(port, metric)
         sent: dict[str, float] = {}
@@ -244,9 +265,16 @@ def latency(argv: list[str], port: int, res: Any, seconds: float, rate: float, l
                 break
             time.sleep(0.2)
         time.sleep(5)
-        future.cancel()
-        alerts = [k for k in received if k in sent]
+        received: dict[str, float] = {}
+        published: dict[str, float] = {}  # when Pub/Sub accepted the alert: the job's part of the latency
+        for line in alerts_file.read_text().splitlines():
+            case_id, got, accepted = line.split()
+            received.setdefault(case_id, float(got))
+            published.setdefault(case_id, float(accepted))
+        alerts = sorted((k for k in received if k in sent), key=sent.__getitem__)  # in the order sent
         lags = np.array([received[k] - sent[k] for k in alerts])
+        tenths = [chunk for chunk in np.array_split(lags, 10) if len(chunk)]
+        to_publish = np.array([published[k] - sent[k] for k in alerts])
         return {
             "rate_tx_per_s": rate,
             "seconds": seconds,
@@ -259,10 +287,16 @@ def latency(argv: list[str], port: int, res: Any, seconds: float, rate: float, l
             "p50_s": float(np.percentile(lags, 50)) if len(lags) else float("nan"),
             "p99_s": float(np.percentile(lags, 99)) if len(lags) else float("nan"),
             "max_s": float(lags.max()) if len(lags) else float("nan"),
+            # Whether alerts fell behind as the run went on: p99 over each tenth of the alerts, in send order.
+            "p99_by_tenth_s": [float(np.percentile(chunk, 99)) for chunk in tenths],
+            # Event time -> the alert's Pub/Sub publish time: the job's share, without the delivery to the reader.
+            "to_publish_p50_s": float(np.percentile(to_publish, 50)) if len(lags) else float("nan"),
+            "to_publish_p99_s": float(np.percentile(to_publish, 99)) if len(lags) else float("nan"),
             "mean_lag_by_stage_s": stage_lags(port),
         }
     finally:
         stop_group(proc)
+        stop_group(reader)
 
 
 def main() -> int:
@@ -289,7 +323,11 @@ def main() -> int:
         help="only the model baseline and the replay runs; prints them and leaves bench/results/stream.json alone",
     )
     parser.add_argument("--bare-reader", nargs=2, metavar=("SUBSCRIPTION", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--alert-reader", nargs=2, metavar=("SUBSCRIPTION", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.alert_reader:
+        alert_reader(args.alert_reader[0], Path(args.alert_reader[1]))
+        return 0
     if args.bare_reader:
         bare_reader(args.bare_reader[0], int(args.bare_reader[1]))
         return 0

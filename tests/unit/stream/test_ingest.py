@@ -121,3 +121,18 @@ def test_building_the_streaming_job_logs_no_warnings(aggregation: str, caplog: p
         )
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert not [w for w in warnings if "deterministic" in w or "yield and return" in w], warnings
+
+
+def test_the_puller_thread_hands_out_bundles_by_size_or_age_and_after_a_stop() -> None:
+    sub = FakeSubscriber(30)
+    tracker = ingest.AckTracker("projects/p/subscriptions/s", sub)
+    tracker.start_puller()
+    # 30 pulled, fewer than the minimum: none until the oldest has waited the linger time.
+    assert tracker.take_pulled(100, min_messages=50, linger_s=60.0, wait_s=0.2) == []
+    assert len(tracker.take_pulled(100, min_messages=50, linger_s=0.0, wait_s=1.0)) == 30
+    sub.queue = [SimpleNamespace(ack_id=f"late-{i}", message=None) for i in range(5)]
+    assert len(tracker.take_pulled(3, min_messages=3, linger_s=60.0, wait_s=2.0)) == 3
+    tracker.stop_pulling()
+    # Pulled before the stop: still handed out, since a graceful stop waits for them.
+    assert [m.ack_id for m in tracker.take_pulled(10, min_messages=1, wait_s=1.0)] == ["late-3", "late-4"]
+    assert tracker.in_flight() == 35
