@@ -253,11 +253,13 @@ def latency(argv: list[str], port: int, res: Any, seconds: float, rate: float, l
         base = _metric(port, metric)
         sent: dict[str, float] = {}
         sender = threading.Thread(target=lambda: sent.update(_publish(res, txs, rate)))
+        load_start = list(os.getloadavg())
         start = time.perf_counter()
         sender.start()
         sender.join()
         send_s = time.perf_counter() - start
         scored_by_end = _metric(port, metric) - base
+        load_end = list(os.getloadavg())
         caught_up: float | None = None
         while time.perf_counter() - start - send_s < 60:
             if _metric(port, metric) - base >= len(txs):
@@ -293,6 +295,7 @@ def latency(argv: list[str], port: int, res: Any, seconds: float, rate: float, l
             "to_publish_p50_s": float(np.percentile(to_publish, 50)) if len(lags) else float("nan"),
             "to_publish_p99_s": float(np.percentile(to_publish, 99)) if len(lags) else float("nan"),
             "mean_lag_by_stage_s": stage_lags(port),
+            "load_average_while_sending": {"start": load_start, "end": load_end},
         }
     finally:
         stop_group(proc)
@@ -344,6 +347,8 @@ def main() -> int:
     work = ROOT / ".cache" / "bench-stream"
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "when": datetime.now(UTC).isoformat()}
+    # The machine may be shared: its 1/5/15-minute load averages at the start and the end of the run.
+    results["load_average"] = {"start": list(os.getloadavg())}
     emulators = Emulators(EmulatorConfig(pubsub_port=0, bigtable_port=0), project=Resources().project)
     with emulators as em, em.exported_env():
         results["model_rows_per_s_batch512"] = model_rows_per_s(args.model_base)
@@ -408,6 +413,7 @@ def main() -> int:
                 stream_argv(lat_res, port, aggregation), port, lat_res, seconds, rate,
                 work / f"latency-{int(rate)}-{aggregation}.log",
             )  # fmt: skip
+    results["load_average"]["end"] = list(os.getloadavg())
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

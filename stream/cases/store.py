@@ -42,6 +42,7 @@ latest label wins (:mod:`stream.cases.labels`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import json
@@ -246,10 +247,22 @@ class CaseStore:
     def _conditional(self) -> Any:
         """Check-and-mutate rounds on ``flagged`` (made on first use: reading commands never claim)."""
         if self._conditional_writes is None:
-            from stream.cases.check_and_mutate import CheckAndMutate
+            from stream.cases.row_writes import CheckAndMutate
 
             self._conditional_writes = CheckAndMutate(self._cases)
         return self._conditional_writes
+
+    @functools.cached_property
+    def _case_writes(self) -> Any:
+        from stream.cases.row_writes import BulkWrite
+
+        return BulkWrite(self._cases)
+
+    @functools.cached_property
+    def _index_writes(self) -> Any:
+        from stream.cases.row_writes import BulkWrite
+
+        return BulkWrite(self._index)
 
     def close(self) -> None:
         """Closes the gRPC clients too: the legacy client's close() only closes its HTTP session."""
@@ -298,12 +311,12 @@ class CaseStore:
         Returns ``(outcome, retry_after_s)`` per case, in order. The first claim also writes the case
         record, in the same atomic mutation (check-and-mutate: "if the row has no claim cell, set claim
         and record"); Bigtable has no multi-row condition, so a batch is one round of per-row ones in
-        flight together (:mod:`stream.cases.check_and_mutate`), and the rows already claimed are read
+        flight together (:mod:`stream.cases.row_writes`), and the rows already claimed are read
         back in one scan. A claim without an ``alerted`` cell after ``lease_s`` is taken over by a second
         check-and-mutate that matches the old claim's exact value, so of several callers taking over only
         one wins. A case twice in ``cases`` is won once and ``MINE`` the other time.
         """
-        from stream.cases.check_and_mutate import chain
+        from stream.cases.row_writes import chain
 
         now_ms = epoch_ms(self._clock())
         value = f"{token}@{now_ms}".encode()
@@ -342,7 +355,7 @@ class CaseStore:
 
     @staticmethod
     def _claim_cells(case: Case, value: bytes, now_ms: int) -> list[Any]:
-        from stream.cases.check_and_mutate import SetCell
+        from stream.cases.row_writes import SetCell
 
         record = json.dumps(case.to_json_dict(), sort_keys=True).encode("utf-8")
         return [
@@ -365,26 +378,34 @@ class CaseStore:
 
     def write_index(self, cases: Iterable[Case]) -> None:
         """The time-index and id-lookup rows of cases whose records are written."""
+        from stream.cases.row_writes import SetCell
+
         rows = []
         for case in cases:
-            key = case_key(case)
-            cell_time = datetime.fromtimestamp(epoch_ms(case.event_time) / 1000, UTC)
+            key = case_key(case).encode("utf-8")
+            ms = epoch_ms(case.event_time)
             for ikey in (time_key(case, self.buckets), id_key(case.transaction_id)):
-                irow = self._index.direct_row(ikey)
-                irow.set_cell(REF_FAMILY, KEY_COLUMN, key, cell_time)
-                rows.append(irow)
-        if rows:
-            self._mutate(self._index, self._index_name, rows)
+                rows.append((ikey.encode("utf-8"), [SetCell(REF_FAMILY, KEY_COLUMN, ms, key)]))
+        self._write_rows(self._index_writes, self._index_name, rows)
 
     def mark_alerted(self, alerted: Iterable[tuple[Case, str]]) -> None:
         """Records that each case's alert is published (with its Pub/Sub message id)."""
-        rows = []
-        for case, message_id in alerted:
-            row = self._cases.direct_row(case_key(case))
-            row.set_cell(CASE_FAMILY, ALERTED_COLUMN, message_id.encode("utf-8"), self._clock())
-            rows.append(row)
+        from stream.cases.row_writes import SetCell
+
+        now_ms = epoch_ms(self._clock())
+        rows = [
+            (case_key(case).encode("utf-8"), [SetCell(CASE_FAMILY, ALERTED_COLUMN, now_ms, message_id.encode("utf-8"))])
+            for case, message_id in alerted
+        ]
+        self._write_rows(self._case_writes, self._cases_name, rows)
+
+    @staticmethod
+    def _write_rows(writer: Any, name: str, rows: list[Any]) -> None:
+        # The alert path's bulk writes (stream.cases.row_writes): one MutateRows, plain protobuf.
         if rows:
-            self._mutate(self._cases, self._cases_name, rows)
+            failures = writer.write(rows)
+            if failures:
+                raise CaseWriteError(name, [(key.decode("utf-8"), message) for key, message in failures])
 
     def alert_state(self, transaction_id: str) -> tuple[bytes | None, bytes | None]:
         """(claim, alerted) cells of a case, for checks and operators."""

@@ -121,3 +121,18 @@ def test_a_case_twice_in_one_round_is_won_once(unique_resources: Resources) -> N
         store.write_index([case])
         store.mark_alerted([(case, "msg-7")])
         assert [o for o, _ in store.claim_many([case, other], "ff06", lease_s=0)] == [ALERTED, WON]
+
+
+def test_bulk_writes_report_the_rows_bigtable_refused(unique_resources: Resources) -> None:
+    from stream.cases.row_writes import BulkWrite, SetCell
+
+    res = unique_resources
+    with CaseStore(res.project, res.bigtable_instance, res) as store:
+        writer = BulkWrite(store._cases)
+        good = (b"row-ok", [SetCell("case", b"alerted", 1_000, b"m-1")])
+        bad = (b"row-bad", [SetCell("no-such-family", b"x", 1_000, b"v")])
+        failures = writer.write([good, bad])
+        assert [key for key, _ in failures] == [b"row-bad"] and "code" in failures[0][1]
+        assert writer.write([good]) == []
+        row = store._cases.read_row(b"row-ok")
+        assert row is not None and row.cells["case"][b"alerted"][0].value == b"m-1"
