@@ -342,3 +342,30 @@ def test_csv_bad_class(raw: str, reason: str) -> None:
     with pytest.raises(InvalidTransaction) as err:
         from_csv_row({**kaggle_rows()[0], "Class": raw}, row_number=1)
     assert err.value.field == "Class" and reason in err.value.reason and repr(raw) in err.value.reason
+
+
+def test_plain_json_is_built_exactly_as_parse_dict_builds_it() -> None:
+    """from_dict builds the common shape directly; the result is ParseDict's, byte for byte."""
+    from google.protobuf import json_format
+
+    from fraudscore.schema import _plain_transaction
+
+    base = {"transaction_id": "t1", "card_id": "c1", "event_time": "2026-11-23T07:00:00.123456Z", "amount": 12.5}
+    shapes = [
+        base | {"v": [0.1 * i - 1.3 for i in range(28)]},
+        base | {"v": list(range(-14, 14)), "amount": 7, "merchantId": "m9", "label": 1},
+        base | {"v": [1e-300] * 28, "label": None, "transactionId": "t2"} | {"eventTime": "2026-11-23T08:00:00+02:00"},
+        base | {"v": [-1_000_000] * 28, "label": 0, "amount": 0},
+    ]
+    for shape in shapes:
+        obj = {k: v for k, v in shape.items() if not (k == "event_time" and "eventTime" in shape)}
+        obj = {k: v for k, v in obj.items() if not (k == "transaction_id" and "transactionId" in shape)}
+        expected = json_format.ParseDict(dict(obj), Transaction())
+        built = _plain_transaction(obj)
+        assert built is not None and built.SerializeToString(deterministic=True) == expected.SerializeToString(
+            deterministic=True
+        )
+        assert schema.from_dict(obj) == expected
+    # Numbers as strings or beyond 2**53: ParseDict decides (and its messages stay the errors).
+    assert _plain_transaction(base | {"v": ["1.5"] * 28}) is None
+    assert _plain_transaction(base | {"v": [0.0] * 28, "amount": 2**60}) is None
