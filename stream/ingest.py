@@ -41,7 +41,7 @@ import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.utils.timestamp import Timestamp
 
-from stream import direct_timers
+from stream import direct_runner
 
 _LOG = logging.getLogger(__name__)
 
@@ -402,7 +402,7 @@ class PullTransactions(beam.PTransform):  # type: ignore[misc]
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         install()
-        direct_timers.install()  # the same runner's timer scan, which grew with the number of cards
+        direct_runner.install()  # the same runner's timer scan and per-bundle DoFn set-up (stream.direct_runner)
         _PULLED.add(self._subscription)
         return pbegin | "ReadFromPubSub" >> beam.io.ReadFromPubSub(
             subscription=self._subscription, with_attributes=True

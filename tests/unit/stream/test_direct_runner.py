@@ -19,8 +19,8 @@ from apache_beam.transforms.trigger import InMemoryUnmergedState
 from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from stream import direct_timers
-from stream.direct_timers import TrackedStates
+from stream import direct_runner
+from stream.direct_runner import TrackedStates
 
 
 class _CountingState(InMemoryUnmergedState):  # type: ignore[misc]
@@ -52,14 +52,14 @@ def _state(rng: random.Random, watermark_timers: int, realtime: bool) -> _Counti
 
 
 def _scan(tw: _TransformWatermarks, indexed: bool) -> tuple[set[tuple[Any, ...]], bool]:
-    extract = direct_timers._indexed_extract_transform_timers if indexed else _beams_scan()
+    extract = direct_runner._indexed_extract_transform_timers if indexed else _beams_scan()
     fired, realtime = extract(tw)
     return {(f.encoded_key, f.name, f.time_domain, f.timestamp) for f in fired}, realtime
 
 
 def _beams_scan() -> Any:
-    direct_timers.install()
-    return direct_timers._ORIGINAL_EXTRACT
+    direct_runner.install()
+    return direct_runner._ORIGINAL_EXTRACT
 
 
 def test_indexed_scan_reports_what_beams_scan_reports_as_states_change() -> None:
@@ -94,14 +94,14 @@ def test_indexed_scan_asks_only_the_keys_that_are_due() -> None:
         tracked[f"card-{i}".encode()] = state
     tw._input_watermark = Timestamp.of(10)
     _CountingState.asked = 0
-    fired, realtime = direct_timers._indexed_extract_transform_timers(tw)
+    fired, realtime = direct_runner._indexed_extract_transform_timers(tw)
     assert len(fired) == 50 and not realtime
     assert _CountingState.asked == 50  # Beam's own scan asks all 5,000 keys, at every scan
     # Until the bundle firing them commits, the same timers are reported again (as Beam does).
-    assert len(direct_timers._indexed_extract_transform_timers(tw)[0]) == 50
+    assert len(direct_runner._indexed_extract_transform_timers(tw)[0]) == 50
     for i in range(0, 5_000, 100):  # that bundle commits: the keys' new states have no timer
         tracked[f"card-{i}".encode()] = _CountingState()
-    assert direct_timers._indexed_extract_transform_timers(tw)[0] == []
+    assert direct_runner._indexed_extract_transform_timers(tw)[0] == []
 
 
 _COUNT = userstate.ReadModifyWriteStateSpec("count", VarIntCoder())
@@ -132,7 +132,7 @@ class _CountUntilWatermark(beam.DoFn):  # type: ignore[misc]
 
 
 def test_a_streaming_pipeline_fires_every_key_timer_once_with_the_index() -> None:
-    direct_timers.install()
+    direct_runner.install()
     stream = BeamTestStream().advance_watermark_to(0)
     for t in range(0, 40, 2):  # three cards each time, each card in one or two of them
         stream = stream.add_elements([TimestampedValue((f"card-{k}", t), t) for k in range(t, t + 3)])
@@ -144,3 +144,37 @@ def test_a_streaming_pipeline_fires_every_key_timer_once_with_the_index() -> Non
         times = range(0, 40, 2)
         expected = [(f"card-{k}", sum(1 for t in times if t <= k < t + 3)) for k in range(41)]
         assert_that(out, equal_to(expected))
+
+
+class _Holder:
+    def process(self, element: Any, count: Any = _COUNT_PARAM) -> None:  # a bound method with a state param
+        pass
+
+
+def test_dofn_specs_are_computed_once_per_class_except_for_bound_methods(monkeypatch: Any) -> None:
+    from apache_beam.transforms import userstate as beam_userstate
+
+    direct_runner.install()
+    calls: list[Any] = []
+    original = direct_runner._ORIGINAL_SPECS
+
+    def counted(dofn: Any) -> Any:
+        calls.append(dofn)
+        return original(dofn)
+
+    monkeypatch.setattr(direct_runner, "_ORIGINAL_SPECS", counted)
+    direct_runner._SPECS.clear()
+    stateful = [_CountUntilWatermark() for _ in range(3)]
+    assert all(beam_userstate.is_stateful_dofn(d) for d in stateful)  # through the patched module function
+    assert beam_userstate.get_dofn_specs(stateful[0]) == ({_COUNT}, {_FLUSH})
+    assert len(calls) == 1  # once for the class
+    plain = beam.Map(lambda x: x).dofn
+    assert beam_userstate.get_dofn_specs(plain) == (set(), set())
+    assert beam_userstate.get_dofn_specs(beam.Map(len).dofn) == (set(), set()) and len(calls) == 2
+    # A wrapped bound method may carry its own state params: computed for each instance.
+    from apache_beam.transforms.core import CallableWrapperDoFn
+
+    bound = CallableWrapperDoFn(_Holder().process)
+    assert beam_userstate.get_dofn_specs(bound) == ({_COUNT}, set())
+    assert beam_userstate.get_dofn_specs(plain) == (set(), set())  # the class's entry is untouched
+    assert len(calls) == 3
