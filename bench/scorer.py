@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -145,6 +146,27 @@ def summarize(runs: list[dict[str, Any]], limit: float) -> dict[str, Any]:
     }
 
 
+def paired_ratios(samples: dict[tuple[str, int], list[dict[str, Any]]]) -> dict[str, Any]:
+    """The goals' ratios round by round (scorer against the floor measured just before it) and their medians.
+
+    On a shared machine the floor itself moves 2x between rounds; a ratio of two medians taken from
+    different rounds carries that drift, a ratio within one round mostly does not.
+    """
+    floor1, built1 = samples[("floor", 1)], samples[("scorer", 1)]
+    floor64, built64 = samples[("floor", 64)], samples[("scorer", 64)]
+    rounds = {
+        "score_c1_vs_floor_p50": [b["p50_ms"] / f["p50_ms"] for f, b in zip(floor1, built1, strict=True)],
+        "score_c64_vs_floor_throughput": [
+            b["calls_per_s"] / f["calls_per_s"] for f, b in zip(floor64, built64, strict=True)
+        ],
+        "score_c64_vs_floor_p99": [b["p99_ms"] / f["p99_ms"] for f, b in zip(floor64, built64, strict=True)],
+    }
+    return {
+        "rounds": {name: [round(r, 3) for r in ratios] for name, ratios in rounds.items()},
+        "median": {name: statistics.median(ratios) for name, ratios in rounds.items()},
+    }
+
+
 def table(runs: list[dict[str, Any]], limit: float, summary: dict[str, Any]) -> str:
     floor = {r["concurrency"]: r for r in runs if r["label"] == "floor"}
     lines = [
@@ -171,6 +193,13 @@ def table(runs: list[dict[str, Any]], limit: float, summary: dict[str, Any]) -> 
         f"{summary['score_columns_2_clients_vs_in_process']:.0%}"
     )
     lines += [f"- {goal}: {'met' if ok else 'NOT met'}" for goal, ok in summary["goals"].items()]
+    paired = summary.get("paired")
+    if paired:
+        lines.append("Round by round (scorer / floor measured just before it), median [all rounds]:")
+        lines += [
+            f"- {name}: {paired['median'][name]:.2f} [{', '.join(f'{r:.2f}' for r in ratios)}]"
+            for name, ratios in paired["rounds"].items()
+        ]
     return "\n".join(lines)
 
 
@@ -196,11 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     ):
         # Other work on the machine comes and goes: interleave the variants in short rounds
         # and keep each point's median round, so they share the same background.
-        points = [("floor", built, "health", c) for c in args.concurrency]
-        points += [
-            (label, target, "score", c)
+        # Each concurrency's floor, scorer and naive run back to back, so that the per-round ratios compare
+        # points measured within seconds of each other (see paired_ratios).
+        points = [
+            (label, target, mode, c)
             for c in args.concurrency
-            for label, target in (("scorer", built), ("naive", naive))
+            for label, target, mode in (
+                ("floor", built, "health"),
+                ("scorer", built, "score"),
+                ("naive", naive, "score"),
+            )
         ]
         # ScoreColumns at one client is the goal's figure; one synchronous client leaves the server idle while
         # it builds and parses, so two clients (the server's throughput) are measured too, as context.
@@ -210,9 +244,17 @@ def main(argv: list[str] | None = None) -> int:
             for label, target, mode, c in points:
                 samples.setdefault((label, c), []).append(load(target, mode, c, args.duration))
     runs = [{"label": label, **_median(rounds)} for (label, _), rounds in samples.items()]
+    paired = paired_ratios(samples)
     local = in_process(args.model_base, args.duration)
     limit = local["rows_per_s"]
     summary = summarize(runs, limit)
+    summary["paired"] = paired
+    ratio = paired["median"]
+    summary["goals_round_by_round"] = {  # the same goals on the medians of the per-round ratios
+        "p50 <= 2x floor at c=1": ratio["score_c1_vs_floor_p50"] <= 2,
+        "throughput >= 0.75x floor at c=64": ratio["score_c64_vs_floor_throughput"] >= 0.75,
+        "p99 <= 2x floor at c=64": ratio["score_c64_vs_floor_p99"] <= 2,
+    }
     summary["score_columns_vs_in_process_tensorflow"] = summary["score_columns_vs_in_process"] * (
         limit / local["tensorflow_rows_per_s"]
     )
