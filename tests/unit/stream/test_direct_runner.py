@@ -178,3 +178,24 @@ def test_dofn_specs_are_computed_once_per_class_except_for_bound_methods(monkeyp
     assert beam_userstate.get_dofn_specs(bound) == ({_COUNT}, set())
     assert beam_userstate.get_dofn_specs(plain) == (set(), set())  # the class's entry is untouched
     assert len(calls) == 3
+
+
+def test_a_state_copy_is_equal_and_independent_without_deepcopy_of_timers() -> None:
+    from apache_beam.transforms.trigger import _ListStateTag
+
+    direct_runner.install()
+    state = InMemoryUnmergedState()
+    window, tag = GlobalWindow(), _ListStateTag("values")
+    state.set_timer(window, "cleanup", TimeDomain.WATERMARK, Timestamp.of(5))
+    state.set_timer(window, "rt", TimeDomain.REAL_TIME, Timestamp.of(7))
+    state.add_state(window, tag, b"one")
+    clone = state.copy()
+    assert clone.timers == state.timers and clone.get_state(window, tag) == [b"one"]
+    clone.clear_timer(window, "cleanup", TimeDomain.WATERMARK)
+    clone.set_timer(window, "other", TimeDomain.WATERMARK, Timestamp.of(9))
+    clone.add_state(window, tag, b"two")
+    assert state.timers[window] == {
+        ("cleanup", TimeDomain.WATERMARK, ""): Timestamp.of(5),
+        ("rt", TimeDomain.REAL_TIME, ""): Timestamp.of(7),
+    }
+    assert state.get_state(window, tag) == [b"one"] and clone.get_state(window, tag) == [b"one", b"two"]
