@@ -199,3 +199,18 @@ def test_a_state_copy_is_equal_and_independent_without_deepcopy_of_timers() -> N
         ("rt", TimeDomain.REAL_TIME, ""): Timestamp.of(7),
     }
     assert state.get_state(window, tag) == [b"one"] and clone.get_state(window, tag) == [b"one", b"two"]
+
+
+def test_the_collectors_young_generation_holds_a_bundle() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)  # Python's defaults
+        direct_runner.size_young_generation()
+        assert gc.get_threshold() == direct_runner.GC_THRESHOLDS
+        gc.set_threshold(2_000, 5, 5)  # a process's own choice is kept
+        direct_runner.size_young_generation()
+        assert gc.get_threshold() == (2_000, 5, 5)
+    finally:
+        gc.set_threshold(*before)
