@@ -2,7 +2,8 @@
 
 - no import cycle among the project's modules;
 - no runtime module (trainer/, stream/, scorer/, fraudscore/ outside fraudscore/dev/) imports a
-  development tool (fraudscore.dev).
+  development tool (fraudscore.dev);
+- trainer/, scorer/ and stream/ do not import each other, except the edges in ``CROSS_SERVICE``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ DEV = "fraudscore.dev"
 # Cycles tolerated for now (each one a to-do, not a pattern): none. The last one, fraudscore.model <->
 # fraudscore.fastpath, went when the artifact's names and Scores moved below both (fraudscore/artifact.py).
 KNOWN_CYCLES: list[list[str]] = []
+SERVICES = ("trainer", "scorer", "stream")
+# The one allowed edge between services: the trainer's label readers (`fraudscore calibrate`, `train
+# --labels-from-cases`) read the analysts' labels and the traffic sample where they live, in the case store
+# (stream/cases/: the Bigtable rows and their readers), imported inside functions only when cases are read.
+CROSS_SERVICE = {("trainer", "stream.cases")}
 
 
 def _module_name(path: Path) -> str:
@@ -126,3 +132,24 @@ def test_no_runtime_module_imports_a_development_tool() -> None:
         if not (name == DEV or name.startswith(DEV + ".")) and name != "fraudscore.cli"
     }
     assert {name: dev for name, dev in offenders.items() if dev} == {}
+
+
+def _service(module: str) -> str | None:
+    top = module.split(".", 1)[0]
+    return top if top in SERVICES else None
+
+
+def test_services_do_not_import_each_other() -> None:
+    offenders = sorted(
+        f"{name} -> {target}"
+        for name, targets in import_graph().items()
+        for target in targets
+        if _service(name)
+        and _service(target)
+        and _service(name) != _service(target)
+        and not any(
+            _service(name) == source and (target == allowed or target.startswith(allowed + "."))
+            for source, allowed in CROSS_SERVICE
+        )
+    )
+    assert offenders == [], "a service importing another (move the shared part into fraudscore/): " + repr(offenders)
