@@ -201,7 +201,11 @@ def running_system(
         # The rules must have run over the counts just seen: a scrape of both targets, then an evaluation of
         # every rule group, both after this moment.
         seen = time.time()
-        _wait("a scrape and a rule evaluation after the counts", lambda: _evaluated_after(api, seen), deadline, procs)
+        _wait("a scrape of both targets after the counts", lambda: _scraped_after(api, seen) is not None, deadline,
+              procs)  # fmt: skip
+        scraped = _scraped_after(api, seen)
+        assert scraped is not None
+        _wait("a rule evaluation after that scrape", lambda: _evaluated_after(api, scraped), deadline, procs)
         yield api, procs
     finally:
         procs.stop_all()
@@ -223,17 +227,28 @@ def _panels_without_data(api: PromAPI) -> list[str]:
     ]
 
 
-def _evaluated_after(api: PromAPI, moment: float) -> bool:
-    """Both targets scraped after ``moment`` and every rule group evaluated after the later of those scrapes."""
+def _scraped_after(api: PromAPI, moment: float) -> float | None:
+    """When the later of both targets' last scrapes was, once both were scraped after ``moment``; else None."""
     try:
         targets = _get(f"{api.base}/api/v1/targets")["data"]["activeTargets"]
+    except OSError:
+        return None
+    scrapes = [_epoch(t["lastScrape"]) for t in targets if t["labels"]["job"].startswith("fraudscore-")]
+    return max(scrapes) if len(scrapes) >= 2 and min(scrapes) > moment else None
+
+
+def _evaluated_after(api: PromAPI, moment: float) -> bool:
+    """Every rule group's last evaluation started after ``moment``.
+
+    Asked in two steps (scrape, then evaluation) because each API reply shows only the latest scrape and
+    evaluation: "an evaluation after the latest scrape" holds only between an evaluation and the next scrape,
+    a window a poll every second can miss for ever when both run every second.
+    """
+    try:
         groups = _get(f"{api.base}/api/v1/rules")["data"]["groups"]
     except OSError:
         return False
-    scrapes = [_epoch(t["lastScrape"]) for t in targets if t["labels"]["job"].startswith("fraudscore-")]
-    if len(scrapes) < 2 or min(scrapes) <= moment:
-        return False
-    return bool(groups) and all(_epoch(g.get("lastEvaluation", "")) > max(scrapes) for g in groups)
+    return bool(groups) and all(_epoch(g.get("lastEvaluation", "")) > moment for g in groups)
 
 
 def _epoch(rfc3339: str) -> float:
