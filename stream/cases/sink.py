@@ -67,22 +67,15 @@ class StoreFn(beam.DoFn):  # type: ignore[misc]
 
 
 class _WriteCasesFn(StoreFn):  # type: ignore[misc]
-    """Buffers cases per bundle and writes them in batches through one process-wide CaseStore."""
+    """Buffers cases per bundle and writes them in batches through one process-wide CaseStore.
 
-    def __init__(
-        self,
-        project: str,
-        instance: str,
-        resources: Resources,
-        buckets: int,
-        batch_size: int,
-        store_factory: Callable[[], Any] | None = None,
-    ) -> None:
-        super().__init__(project, instance, resources, buckets, batch_size, store_factory)
-        self._batch: list[Case] = []
-        self._written = Metrics.counter(METRICS_NAMESPACE, "cases_written")
-        self._failed = Metrics.counter(METRICS_NAMESPACE, "case_write_failures")
-        self._batch_sizes = Metrics.distribution(METRICS_NAMESPACE, "case_write_batch_size")
+    Takes StoreFn's constructor as is; the metrics are names only (Beam resolves them per bundle).
+    """
+
+    _written = Metrics.counter(METRICS_NAMESPACE, "cases_written")
+    _failed = Metrics.counter(METRICS_NAMESPACE, "case_write_failures")
+    _batch_sizes = Metrics.distribution(METRICS_NAMESPACE, "case_write_batch_size")
+    _batch: list[Case]
 
     def start_bundle(self) -> None:
         self._batch = []
