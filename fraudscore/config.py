@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 # Beam rejects Pub/Sub project ids outside 6-30 characters ("demo" fails).
@@ -75,6 +75,10 @@ class Resources:
             # Sampled rows expire after SAMPLE_MAX_AGE_DAYS: the estimate follows recent traffic.
             self.sample_table: (ColumnFamily("sample", max_versions=1, max_age_days=SAMPLE_MAX_AGE_DAYS),),
         }
+
+    def at(self, project: str | None, instance: str | None) -> Resources:
+        """These resources in another project and Bigtable instance, where given (a CLI's overrides)."""
+        return replace(self, project=project or self.project, bigtable_instance=instance or self.bigtable_instance)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Resources:

@@ -121,11 +121,10 @@ def _from_cases(config: TrainConfig) -> TrainingLabels:
     from stream.cases.labels import read_labels, read_sample  # Bigtable's client only when cases are read
     from stream.cases.store import CaseStore
 
-    resources = Resources.from_env()
-    project = config.cases_project or resources.project
-    instance = config.cases_instance or resources.bigtable_instance
+    res = Resources.from_env().at(config.cases_project, config.cases_instance)
+    project, instance = res.project, res.bigtable_instance
     try:
-        with CaseStore(project, instance, resources) as store:
+        with CaseStore(project, instance, res) as store:
             labels = read_labels(store, config.features, config.labels_since)
             sample, rate = read_sample(store, config.features, config.labels_since, exclude=labels.transaction_ids)
     except LabelError as exc:

@@ -77,11 +77,9 @@ def main(args: argparse.Namespace) -> int:
     from fraudscore.config import Resources
     from stream.cases.store import CaseNotFound, CaseStore
 
-    resources = Resources.from_env()
-    project = args.project or resources.project
-    instance = args.instance or resources.bigtable_instance
+    res = Resources.from_env().at(args.project, args.instance)
     try:
-        with CaseStore(project, instance, resources) as store:
+        with CaseStore(res.project, res.bigtable_instance, res) as store:
             if args.action == "list":
                 cases = _list(store, args, now=datetime.now(UTC))
                 print(json.dumps([c.to_json_dict() for c in cases], indent=2) if args.json else format_table(cases))
@@ -108,13 +106,13 @@ def main(args: argparse.Namespace) -> int:
 
         if isinstance(exc, gexc.NotFound):
             print(
-                f"error: Bigtable table not found in {project}/{instance} ({exc.message}); "
+                f"error: Bigtable table not found in {res.project}/{res.bigtable_instance} ({exc.message}); "
                 "start `fraudscore emulators` or create the tables",
                 file=sys.stderr,
             )
             return 1
         if isinstance(exc, gexc.GoogleAPIError):
-            print(f"error: Bigtable {project}/{instance}: {exc}", file=sys.stderr)
+            print(f"error: Bigtable {res.project}/{res.bigtable_instance}: {exc}", file=sys.stderr)
             return 1
         raise
     return 0
