@@ -2,7 +2,8 @@
 
     python -m bench.scorer_load --target 127.0.0.1:PORT --mode score --concurrency 64 --duration 3
 
-Prints one JSON line: calls, rows, seconds, latency percentiles.
+Prints one JSON line: calls, rows, seconds, latency percentiles. ``--mode echo`` calls bench/echo_server.py
+with the bytes of ``--request-file`` as they are (a real ScoreColumns request's, written by bench/scorer.py).
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ import argparse
 import asyncio
 import json
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.echo_server import METHOD as ECHO_METHOD
 from fraudscore import schema
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
@@ -42,7 +46,15 @@ def synthetic(n: int, seed: int = 0) -> list[Transaction]:
     return out
 
 
-async def run(target: str, mode: str, concurrency: int, duration: float, batch_rows: int) -> dict[str, float]:
+def columns_request(names: Sequence[str], rows: int) -> pb.ScoreColumnsRequest:
+    """The ScoreColumns request of ``rows`` synthetic transactions, the same bytes every time."""
+    txs = synthetic(rows)
+    return columns.request_of([tx.transaction_id for tx in txs], tuple(names), schema.feature_matrix(txs, names))
+
+
+async def run(
+    target: str, mode: str, concurrency: int, duration: float, batch_rows: int, request_file: Path | None = None
+) -> dict[str, float]:
     options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         if mode == "health":
@@ -58,12 +70,17 @@ async def run(target: str, mode: str, concurrency: int, duration: float, batch_r
             stub = scorer_pb2_grpc.FraudScorerStub(channel)
             batch = pb.ScoreBatchRequest(transactions=synthetic(batch_rows))
             call, rows_per_call = (lambda: stub.ScoreBatch(batch)), batch_rows
+        elif mode == "echo":
+            if request_file is None:
+                raise ValueError("--request-file: required with --mode echo")
+            payload = request_file.read_bytes()
+            # No serializers: the bytes go out and come back as they are, the transport's cost alone.
+            echo = channel.unary_unary(ECHO_METHOD)
+            call, rows_per_call = (lambda: echo(payload)), batch_rows
         else:
             stub = scorer_pb2_grpc.FraudScorerStub(channel)
             names = tuple((await stub.GetModelInfo(pb.GetModelInfoRequest())).features)
-            txs = synthetic(batch_rows)
-            matrix = schema.feature_matrix(txs, names)
-            table = columns.request_of([tx.transaction_id for tx in txs], names, matrix)
+            table = columns_request(names, batch_rows)
             call, rows_per_call = (lambda: stub.ScoreColumns(table)), batch_rows
         latencies: list[float] = []
         start = time.perf_counter()
@@ -92,13 +109,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help="scorer address host:port")
     parser.add_argument(
-        "--mode", choices=("health", "score", "batch", "columns"), required=True, help="which call to make"
+        "--mode", choices=("health", "score", "batch", "columns", "echo"), required=True, help="which call to make"
     )
     parser.add_argument("--concurrency", type=int, default=1, help="calls in flight at once")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds measured after a short warm-up")
-    parser.add_argument("--batch-rows", type=int, default=1000, help="rows per ScoreBatch/ScoreColumns call")
+    parser.add_argument("--batch-rows", type=int, default=1000, help="rows per ScoreBatch/ScoreColumns/echo call")
+    parser.add_argument("--request-file", type=Path, help="echo: the request bytes to send")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.target, args.mode, args.concurrency, args.duration, args.batch_rows))))
+    if args.mode == "echo" and args.request_file is None:
+        parser.error("--request-file: required with --mode echo")
+    result = asyncio.run(
+        run(args.target, args.mode, args.concurrency, args.duration, args.batch_rows, args.request_file)
+    )
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
