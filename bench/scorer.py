@@ -308,7 +308,7 @@ def table(runs: list[dict[str, Any]], limit: float, summary: dict[str, Any]) -> 
     lines.append(f"| in-process model.score, {BATCH_ROWS}-row batches | - | - | {limit:,.0f} | | | | |")
     columns = summary["score_columns_by_call_size"]
     lines += [
-        f"| in-process model.score, {rows}-row calls (median round) | - | - | {c['in_process_rows_per_s']:,.0f} |"
+        f"| in-process model.score, {rows:,}-row calls (median round) | - | - | {c['in_process_rows_per_s']:,.0f} |"
         + " |" * 4
         for rows, c in columns.items()
     ]
