@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fraudscore.model import LoadedModel, Scores, top_k
+from fraudscore.model import LoadedModel, Scores, sorted_top, top_k
 from fraudscore.schema import InvalidTransaction
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1.transaction_pb2 import Transaction
@@ -80,12 +80,12 @@ def _small_outcomes(model: LoadedModel, scores: Scores, k: int) -> list[Outcome]
     """``outcomes`` of a small batch, the micro-batcher's usual 1-2 rows, with the same values.
 
     ``top_k``'s fixed cost (~10 numpy calls, ~13 µs) is most of a one-row
-    batch's. Here only its argsort runs in numpy (the same call, so the same
-    columns in the same order); the shares are the same float64 divisions,
-    done on Python floats, and the rest is list indexing.
+    batch's. Here only its sort runs in numpy (``sorted_top``, what ``top_k``
+    does for a few rows, so the same columns in the same order); the shares are
+    the same float64 divisions, done on Python floats, and the rest is list indexing.
     """
     errors = scores.feature_errors
-    order = np.argsort(errors, axis=1)[:, : -k - 1 : -1].tolist()
+    order = sorted_top(errors, k).tolist()
     values = errors.tolist()
     totals = errors.sum(axis=1).tolist()
     names = model.features
