@@ -121,9 +121,13 @@ def _plainly_valid(matrix: np.ndarray, names: tuple[str, ...]) -> bool:
 
 
 def encode(
-    request: pb.ScoreColumnsRequest, model: LoadedModel, batch: Batch, scores: Scores | None
+    request: pb.ScoreColumnsRequest, model: LoadedModel, batch: Batch, scores: Scores | None, *, echo_ids: bool = True
 ) -> pb.ScoreColumnsResponse:
-    """The reply: each per-row output as one byte string, failed rows filled with NaN / 0 / -1."""
+    """The reply: each per-row output as one byte string, failed rows filled with NaN / 0 / -1.
+
+    ``echo_ids=False`` leaves ``transaction_ids`` out, for a caller that appends :func:`ids_field` to the
+    serialized reply instead.
+    """
     n, k = request.rows, min(TOP_K, len(model.features))
     errors = np.full(n, np.nan, dtype=FLOAT32)
     anomaly = np.zeros(n, dtype=UINT8)
@@ -146,7 +150,7 @@ def encode(
         if probability is not None and scores.fraud_probability is not None:
             probability[good] = scores.fraud_probability
     return pb.ScoreColumnsResponse(
-        transaction_ids=request.transaction_ids,
+        transaction_ids=request.transaction_ids if echo_ids else (),
         reconstruction_errors=errors.tobytes(),
         is_anomaly=anomaly.tobytes(),
         out_of_range_counts=out_of_range.tobytes(),
@@ -161,6 +165,20 @@ def encode(
         failed=len(batch.errors),
         fraud_probabilities=b"" if probability is None else probability.tobytes(),
     )
+
+
+def ids_field(request: pb.ScoreColumnsRequest) -> bytes:
+    """The request's ``transaction_ids`` serialized, which are also the reply's: both messages number the
+    field 1, and protobuf parses concatenated messages as one (repeated fields appended), so a serialized
+    reply without ids + these bytes is the reply with them.
+
+    Copying the ids from the request to the reply message turns each into a Python string and back (0.7 ms
+    of a 10,000-row call); this serializes them straight from the parsed request (~0.05 ms). It CLEARS the
+    request's other fields to do so: call it last, once decode and encode are done with them.
+    """
+    for name in ("feature_names", "values", "rows", "model_version"):
+        request.ClearField(name)
+    return request.SerializeToString()
 
 
 def row_errors(request: pb.ScoreColumnsRequest, errors: Mapping[int, InvalidTransaction]) -> list[pb.RowError]:

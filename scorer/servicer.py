@@ -129,7 +129,8 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
 
     async def ScoreColumns(
         self, request: pb.ScoreColumnsRequest | Malformed, context: grpc.aio.ServicerContext
-    ) -> pb.ScoreColumnsResponse:
+    ) -> bytes:
+        """The serialized ScoreColumnsResponse (see columns.ids_field; add_to_server sends it as it is)."""
         if isinstance(request, Malformed):
             await _reject("ScoreColumns", request, context)
         try:
@@ -152,11 +153,10 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
         except Exception as exc:  # as in _score_one
             await _abort(context, grpc.StatusCode.INTERNAL, f"model version {model.version} failed: {exc}")
 
-    def _score_columns(
-        self, request: pb.ScoreColumnsRequest, model: LoadedModel, batch: columns.Batch
-    ) -> pb.ScoreColumnsResponse:
+    def _score_columns(self, request: pb.ScoreColumnsRequest, model: LoadedModel, batch: columns.Batch) -> bytes:
         scores = score_rows(model, batch.rows, self._metrics) if len(batch.rows) else None
-        return columns.encode(request, model, batch, scores)
+        reply = columns.encode(request, model, batch, scores, echo_ids=False)
+        return reply.SerializeToString() + columns.ids_field(request)
 
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest | Malformed, context: grpc.aio.ServicerContext
@@ -199,7 +199,7 @@ def add_to_server(servicer: FraudScorerServicer, server: grpc.aio.Server) -> Non
             servicer.ScoreStream, parser(pb.ScoreRequest), pb.ScoreResponse.SerializeToString
         ),
         "ScoreColumns": grpc.unary_unary_rpc_method_handler(
-            servicer.ScoreColumns, parser(pb.ScoreColumnsRequest), pb.ScoreColumnsResponse.SerializeToString
+            servicer.ScoreColumns, parser(pb.ScoreColumnsRequest), _serialized
         ),
         "GetModelInfo": grpc.unary_unary_rpc_method_handler(
             servicer.GetModelInfo, parser(pb.GetModelInfoRequest), pb.ModelInfo.SerializeToString
@@ -207,6 +207,11 @@ def add_to_server(servicer: FraudScorerServicer, server: grpc.aio.Server) -> Non
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
+
+
+def _serialized(reply: bytes) -> bytes:
+    """The response serializer of a handler that serializes its reply itself."""
+    return reply
 
 
 async def _reject(method: str, request: Malformed, context: grpc.aio.ServicerContext) -> NoReturn:

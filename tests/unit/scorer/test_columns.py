@@ -154,6 +154,23 @@ def test_encoded_reply_reads_back_as_the_row_outcomes() -> None:
         assert row.threshold == card.threshold and row.model_version == card.version
 
 
+def test_a_reply_without_ids_plus_the_ids_field_is_the_reply_with_them() -> None:
+    m = _matrix(7)
+    m[2, 5] = -np.inf  # a row error names its transaction id: encode reads the ids before they are cut
+    card = Card(NAMES)
+    request = _request(m)
+    batch = columns.decode(request, card)  # type: ignore[arg-type]
+    fe = np.random.default_rng(3).random((len(batch.good), len(NAMES)), dtype=np.float32)
+    scores = Scores(fe.mean(axis=1), fe, fe.mean(axis=1) > 0.4, np.zeros(len(fe), np.int32))
+    whole = columns.encode(request, card, batch, scores)  # type: ignore[arg-type]
+    without = columns.encode(request, card, batch, scores, echo_ids=False)  # type: ignore[arg-type]
+    assert len(without.transaction_ids) == 0 and without.errors[0].transaction_id == "t-2"
+    spliced = pb.ScoreColumnsResponse.FromString(without.SerializeToString() + columns.ids_field(request))
+    assert spliced == whole and list(spliced.transaction_ids) == [f"t-{i}" for i in range(7)]
+    # the request is cut down to its ids, nothing of it may leak into the reply's other fields
+    assert request == pb.ScoreColumnsRequest(transaction_ids=[f"t-{i}" for i in range(7)])
+
+
 def test_fraud_probabilities_travel_per_row_and_only_when_the_model_has_them() -> None:
     m = _matrix(5)
     m[2, 0] = np.inf

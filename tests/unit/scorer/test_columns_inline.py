@@ -13,6 +13,7 @@ import pytest
 from fraudscore import features
 from fraudscore.fastpath import LITERT, FastPath
 from fraudscore.model import Scores
+from fraudscore.v1 import scorer_pb2 as pb
 from scorer import columns
 from scorer.batcher import MicroBatcher
 from scorer.metrics import ScorerMetrics
@@ -77,6 +78,6 @@ def test_where_a_score_columns_call_runs(rows: int, others: int, on_loop: bool) 
         metrics,
         max_rows=10_000,
     )
-    reply = asyncio.run(_call(servicer, rows, others))
+    reply = pb.ScoreColumnsResponse.FromString(asyncio.run(_call(servicer, rows, others)))
     assert reply.scored == rows and len(reply.transaction_ids) == rows
     assert (model.threads == [threading.main_thread().name]) == on_loop and len(model.threads) == 1
