@@ -288,43 +288,40 @@ def top_k(feature_errors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, n
     """Per row of ``[n, F]`` feature errors: the indices of the k largest (largest first; equal errors in
     feature order, the lower index first), their shares of the row's error (float64), and whether the row
     has any error at all (a perfect reconstruction has no contributors).
+
+    A row gets the same answer in any batch: both ways of ordering pick the same features, and the row's
+    total is always summed along the row (summed across rows, float32 rounding would differ in the last bit).
     """
     errors = np.asarray(feature_errors)
     k = min(k, errors.shape[1])
-    found = _top_across_rows(errors, k) if len(errors) > SORT_ROWS else None
-    if found is None:
+    totals = errors.sum(axis=1)
+    order = _top_across_rows(errors, k) if len(errors) > SORT_ROWS and not np.isnan(totals).any() else None
+    if order is None:
         order = sorted_top(errors, k)
-        picked, totals = np.take_along_axis(errors, order, axis=1), errors.sum(axis=1)
-    else:
-        order, picked, totals = found
+    picked = np.take_along_axis(errors, order, axis=1)
     has_error = totals > 0
     return order, picked.astype(np.float64) / np.where(has_error, totals, 1.0).astype(np.float64)[:, None], has_error
 
 
-def _top_across_rows(errors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """:func:`top_k`'s order, picked errors and row totals, k passes of whole-array operations.
+def _top_across_rows(errors: np.ndarray, k: int) -> np.ndarray:
+    """:func:`top_k`'s order (rows without NaN), in k passes of whole-array operations.
 
     Sorting 29 values per row pays numpy's per-row overhead n times. Transposed to ``[F, n]``, each pass
     takes every row's maximum at once, finds its lowest column holding it (column j weighted F - j, so the
     largest weight among the equal ones is the lowest index, as a stable sort orders them), and masks it.
-    None (sort instead) if a row has a NaN, which no comparison finds.
     """
     n, f = errors.shape
     cols = errors.T.copy()  # a copy: the passes overwrite the values they pick
-    totals = cols.sum(axis=0)
-    if np.isnan(totals).any():
-        return None
     weight: np.ndarray = np.arange(f, 0, -1, dtype=np.uint8 if f < 256 else np.int64)[:, None]
     order = np.empty((k, n), dtype=np.intp)
-    picked = np.empty((k, n), dtype=errors.dtype)
     flat, rows = cols.reshape(-1), np.arange(n)
     equal = np.empty(cols.shape, dtype=bool)
     for rank in range(k):
-        picked[rank] = cols.max(axis=0)
-        np.equal(cols, picked[rank], out=equal)
+        np.equal(cols, cols.max(axis=0), out=equal)
         order[rank] = f - np.multiply(equal.view(np.uint8), weight).max(axis=0)
-        flat[order[rank] * n + rows] = -np.inf
-    return order.T, picked.T, totals
+        if rank + 1 < k:
+            flat[order[rank] * n + rows] = -np.inf
+    return order.T
 
 
 def top_contributions(feature_errors: np.ndarray, names: Sequence[str], k: int = 3) -> list[tuple[str, float]]:

@@ -21,20 +21,16 @@ def _errors(rows: int, features: int = 29, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_across_rows_equals_the_stable_sort(rows: int, k: int) -> None:
     errors = _errors(rows, seed=rows + k)
-    found = _top_across_rows(errors, k)
-    assert found is not None
-    order, picked, totals = found
+    order = _top_across_rows(errors, k)
     assert order.shape == (rows, k)
     np.testing.assert_array_equal(order, sorted_top(errors, k))
-    np.testing.assert_array_equal(picked, np.take_along_axis(errors, order, axis=1))
-    np.testing.assert_allclose(totals, errors.sum(axis=1), rtol=1e-5)
-    # and top_k on the whole batch agrees with top_k row by row (the sort path)
+    # and top_k gives each row exactly what it gives the row alone (the sort path)
     got_order, got_shares, got_has = top_k(errors, k)
     for i in range(0, rows, 97):
         want_order, want_shares, want_has = top_k(errors[i : i + 1], k)
         np.testing.assert_array_equal(got_order[i], want_order[0])
         assert got_has[i] == want_has[0]
-        np.testing.assert_allclose(got_shares[i], want_shares[0], rtol=1e-5)
+        np.testing.assert_array_equal(got_shares[i], want_shares[0])
 
 
 def test_equal_errors_come_in_feature_order() -> None:
@@ -59,7 +55,6 @@ def test_a_row_without_error_has_no_contributors() -> None:
 def test_a_nan_error_falls_back_to_sorting() -> None:
     errors = _errors(SORT_ROWS + 10)
     errors[5, 2] = np.nan
-    assert _top_across_rows(errors, 3) is None
     order, _, _ = top_k(errors, 3)
     np.testing.assert_array_equal(order, sorted_top(errors, 3))
 
