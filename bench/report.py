@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.scorer import columns_table
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -55,6 +57,9 @@ def scorer_table(d: dict[str, Any]) -> str:
         )
     goals = "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in d["summary"]["goals"].items())
     out = "\n".join(lines) + f"\n\nGoals in this run: {goals}."
+    by_size = d["summary"].get("score_columns_by_call_size")
+    if by_size:
+        out += "\n\n" + columns_table({int(rows): c for rows, c in by_size.items()})
     calls = d.get("model_call_ms")
     if calls:
         sizes = list(next(iter(calls.values())))
