@@ -18,6 +18,7 @@ from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
 from fraudscore.v1.transaction_pb2 import Transaction
 from scorer import client, columns
+from scorer.servicer import PIPELINE_CHUNK_ROWS
 from tests.integration.scorer_support import ServerThread, config, copy_base, source_model, transactions
 
 pytestmark = pytest.mark.integration
@@ -186,3 +187,38 @@ def test_client_columns_prints_the_same_lines_as_score_batch(server, request, ca
         outputs.append(capsys.readouterr().out.splitlines())
     assert len(outputs[0]) == 7
     assert outputs[1] == outputs[0]
+
+
+def test_a_large_call_scored_in_pipelined_chunks_equals_offline(request, txs, offline, tmp_path) -> None:
+    """Over PIPELINE_CHUNK_ROWS rows the server scores in chunks on its model thread while it builds the reply:
+    every row must get exactly what scoring it offline gives, bad rows in between included."""
+    base = copy_base(source_model(request), tmp_path / "model")
+    thread = ServerThread(config(base, max_request_rows=10_000))
+    thread.wait_serving()
+    try:
+        names = offline.features
+        rng = np.random.default_rng(11)
+        seed = schema.feature_matrix(txs, names)
+        n = 2 * PIPELINE_CHUNK_ROWS + 37
+        matrix = (seed[rng.integers(0, len(seed), n)] * rng.uniform(0.9, 1.1, (n, len(names)))).astype(np.float32)
+        bad = [5, PIPELINE_CHUNK_ROWS, n - 1]
+        matrix[bad, names.index("Amount")] = -1.0  # a negative Amount: in `errors`, not scored
+        ids = [f"big-{i}" for i in range(n)]
+        with grpc.insecure_channel(thread.target) as channel:
+            reply = scorer_pb2_grpc.FraudScorerStub(channel).ScoreColumns(
+                columns.request_of(ids, names, matrix), timeout=60
+            )
+        assert list(reply.transaction_ids) == ids
+        assert [(e.index, e.field) for e in reply.errors] == [(i, "Amount") for i in bad]
+        good = np.setdiff1d(np.arange(n), bad)
+        want = offline.score(matrix[good])
+        got = _arrays(reply)
+        np.testing.assert_array_equal(got["errors"][good], want.reconstruction_error)
+        assert np.isnan(got["errors"][bad]).all() and (got["top"][bad] == -1).all()
+        np.testing.assert_array_equal(got["anomaly"][good].astype(bool), want.is_anomaly)
+        order, shares, _ = model_lib.top_k(want.feature_errors, reply.top_k)
+        np.testing.assert_array_equal(got["top"][good], order)
+        np.testing.assert_array_equal(got["shares"][good], shares.astype(np.float32))
+        assert (reply.scored, reply.failed) == (n - len(bad), len(bad))
+    finally:
+        thread.close()
