@@ -7,7 +7,8 @@ SIGTERM). So the server drains in steps (see ``server.RunningServer.drain``):
 health NOT_SERVING; calls keep being served as usual for the drain delay (at
 least :data:`SETTLE_S`, so calls already sent reach their handler); then the
 :class:`CallGate` closes: a new FraudScorer call gets UNAVAILABLE (retry
-elsewhere) while the calls in flight finish; only then the core server stops.
+elsewhere) while the calls in flight finish; only then the core server stops,
+given :data:`CORE_STOP_S`, not the rest of the grace period (see there).
 
 ``Health.Watch`` streams never end by themselves and would hold ``stop`` for
 the whole grace period; :class:`HealthServicer` ends them once NOT_SERVING has
@@ -29,6 +30,12 @@ T = TypeVar("T")
 # queued in the gRPC core or the event loop; this lets them reach their handler and be served.
 SETTLE_S = 0.25
 SHUTTING_DOWN = "server is shutting down: retry on another instance"
+# How long the core server's stop may take once none of our calls is in flight. What it still has to send (the
+# replies of the calls that just ended, refusals) takes milliseconds. What it would wait for beyond that is not
+# ours and never ends by itself: a reflection session a tool keeps open, or a call that grpc.aio takes from the
+# core at the instant it stops and never hands to a handler (a client sending its next call then: 1 SIGTERM in 5
+# under the shutdown test's load waited out the whole --grace for one such call). Those are cancelled after this.
+CORE_STOP_S = 2.0
 
 
 class CallGate:

@@ -30,7 +30,7 @@ from fraudscore.v1 import scorer_pb2
 from scorer.auth import BearerTokenInterceptor, server_credentials
 from scorer.batcher import DirectScorer, MicroBatcher, RowScorer
 from scorer.config import BatchConfig, ConfigError, ServeConfig, add_arguments
-from scorer.drain import SETTLE_S, CallGate, HealthServicer
+from scorer.drain import CORE_STOP_S, SETTLE_S, CallGate, HealthServicer
 from scorer.metrics import ScorerMetrics
 from scorer.registry import ModelRegistry
 from scorer.servicer import FraudScorerServicer, add_to_server
@@ -81,8 +81,9 @@ class RunningServer:
         if not await self.gate.wait_idle(self.config.grace_s):
             log.warning("%d calls still in flight after the grace period; cancelling them", self.gate.in_flight)
         try:
-            # Nothing of ours is in flight now: stopping the core server cancels only calls that arrived since.
-            await self.server.stop(max(0.0, deadline - loop.time()))
+            # Nothing of ours is in flight now: the core server has only replies and refusals left to send, and
+            # calls that are not ours to wait for (drain.CORE_STOP_S); it cancels those, and calls arriving since.
+            await self.server.stop(min(CORE_STOP_S, max(0.0, deadline - loop.time())))
         finally:
             await self.scorer.stop()
             if self.stop_metrics:
