@@ -120,69 +120,51 @@ def _plainly_valid(matrix: np.ndarray, names: tuple[str, ...]) -> bool:
     return amount is None or not (matrix[:, amount] < 0).any()
 
 
-class Reply:
-    """A reply's per-row arrays, filled by one model call's scores or chunk by chunk; failed rows (and rows
-    not filled) stay NaN / 0 / -1."""
-
-    def __init__(self, request: pb.ScoreColumnsRequest, model: LoadedModel, batch: Batch) -> None:
-        self._request, self._model, self._batch = request, model, batch
-        n, k = request.rows, min(TOP_K, len(model.features))
-        self.k = k
-        self.errors = np.full(n, np.nan, dtype=FLOAT32)
-        self.anomaly = np.zeros(n, dtype=UINT8)
-        self.out_of_range = np.zeros(n, dtype=INT32)
-        self.indices = np.full((n, k), -1, dtype=INT32)
-        self.shares = np.zeros((n, k), dtype=FLOAT32)
-        self.probability = np.full(n, np.nan, dtype=FLOAT32) if model.has_fraud_probability else None
-        # Every row scored (the usual case): slices, cheaper than index arrays.
-        self._all_good = len(batch.good) == n
-
-    def fill(self, start: int, scores: Scores) -> None:
-        """The outputs of the good rows ``start .. start + len(scores)`` (positions in ``batch.rows``)."""
-        end = start + len(scores)
-        rows = slice(start, end) if self._all_good else self._batch.good[start:end]
-        self.errors[rows] = scores.reconstruction_error
-        self.anomaly[rows] = scores.is_anomaly
-        self.out_of_range[rows] = scores.out_of_range_count
-        order, share, has_error = top_k(scores.feature_errors, self.k)
-        if has_error.all():
-            self.indices[rows], self.shares[rows] = order, share
-        else:
-            self.indices[rows] = np.where(has_error[:, None], order, -1)
-            self.shares[rows] = np.where(has_error[:, None], share, 0.0)
-        if self.probability is not None and scores.fraud_probability is not None:
-            self.probability[rows] = scores.fraud_probability
-
-    def message(self, *, echo_ids: bool = True) -> pb.ScoreColumnsResponse:
-        """The reply; ``echo_ids=False`` leaves ``transaction_ids`` out, for a caller that appends
-        :func:`ids_field` to the serialized reply instead."""
-        request, model, failed = self._request, self._model, self._batch.errors
-        return pb.ScoreColumnsResponse(
-            transaction_ids=request.transaction_ids if echo_ids else (),
-            reconstruction_errors=self.errors.tobytes(),
-            is_anomaly=self.anomaly.tobytes(),
-            out_of_range_counts=self.out_of_range.tobytes(),
-            top_feature_indices=self.indices.tobytes(),
-            top_feature_shares=self.shares.tobytes(),
-            top_k=self.k,
-            feature_names=model.features,
-            threshold=model.threshold,
-            model_version=model.version,
-            errors=row_errors(request, failed),
-            scored=request.rows - len(failed),
-            failed=len(failed),
-            fraud_probabilities=b"" if self.probability is None else self.probability.tobytes(),
-        )
-
-
 def encode(
     request: pb.ScoreColumnsRequest, model: LoadedModel, batch: Batch, scores: Scores | None, *, echo_ids: bool = True
 ) -> pb.ScoreColumnsResponse:
-    """The reply of one model call's scores of ``batch.rows`` (see :class:`Reply`)."""
-    reply = Reply(request, model, batch)
+    """The reply: each per-row output as one byte string, failed rows filled with NaN / 0 / -1.
+
+    ``echo_ids=False`` leaves ``transaction_ids`` out, for a caller that appends :func:`ids_field` to the
+    serialized reply instead.
+    """
+    n, k = request.rows, min(TOP_K, len(model.features))
+    errors = np.full(n, np.nan, dtype=FLOAT32)
+    anomaly = np.zeros(n, dtype=UINT8)
+    out_of_range = np.zeros(n, dtype=INT32)
+    indices = np.full((n, k), -1, dtype=INT32)
+    shares = np.zeros((n, k), dtype=FLOAT32)
+    probability = np.full(n, np.nan, dtype=FLOAT32) if model.has_fraud_probability else None
     if scores is not None and len(scores):
-        reply.fill(0, scores)
-    return reply.message(echo_ids=echo_ids)
+        # Every row scored (the usual case): slices, cheaper than index arrays.
+        good = slice(None) if len(batch.good) == n else batch.good
+        errors[good] = scores.reconstruction_error
+        anomaly[good] = scores.is_anomaly
+        out_of_range[good] = scores.out_of_range_count
+        order, share, has_error = top_k(scores.feature_errors, k)
+        if has_error.all():
+            indices[good], shares[good] = order, share
+        else:
+            indices[good] = np.where(has_error[:, None], order, -1)
+            shares[good] = np.where(has_error[:, None], share, 0.0)
+        if probability is not None and scores.fraud_probability is not None:
+            probability[good] = scores.fraud_probability
+    return pb.ScoreColumnsResponse(
+        transaction_ids=request.transaction_ids if echo_ids else (),
+        reconstruction_errors=errors.tobytes(),
+        is_anomaly=anomaly.tobytes(),
+        out_of_range_counts=out_of_range.tobytes(),
+        top_feature_indices=indices.tobytes(),
+        top_feature_shares=shares.tobytes(),
+        top_k=k,
+        feature_names=model.features,
+        threshold=model.threshold,
+        model_version=model.version,
+        errors=row_errors(request, batch.errors),
+        scored=n - len(batch.errors),
+        failed=len(batch.errors),
+        fraud_probabilities=b"" if probability is None else probability.tobytes(),
+    )
 
 
 def ids_field(request: pb.ScoreColumnsRequest) -> bytes:

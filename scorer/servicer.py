@@ -14,11 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import NoReturn
 
 import grpc
-import numpy as np
 
 from fraudscore import schema
 from fraudscore.model import LoadedModel
@@ -40,11 +38,6 @@ SERVICE = pb.DESCRIPTOR.services_by_name["FraudScorer"].full_name
 # work with the fast path: a call arriving meanwhile waits at most that); with one client this took
 # 1,000-row calls from ~497 to ~581/s (README, Scorer benchmark).
 INLINE_COLUMNS_ROWS = 2048
-# A larger ScoreColumns call on the fast path is scored in chunks of this many rows, pipelined: the model
-# runs on the next chunk on the model thread (LiteRT releases the GIL while it computes) while the call's
-# thread fills the reply from the previous one (top features, ~20-30% of a chunk's model time), so the reply
-# is built on the otherwise idle second core. One model thread: the model itself uses one core, as in-process.
-PIPELINE_CHUNK_ROWS = 2048
 
 
 class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
@@ -61,7 +54,6 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
         self._metrics = metrics
         self._max_rows = max_rows
         self._encoder = ReplyEncoder()
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columns-model")
         # The gate (shutdown: in-flight count, refusal) inside the metrics wrapper, so refusals are counted.
         self.gate = gate = gate or CallGate()
         self.Score = metrics.unary("Score", gate.unary(self.Score))  # type: ignore[method-assign,assignment]
@@ -162,26 +154,9 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
             await _abort(context, grpc.StatusCode.INTERNAL, f"model version {model.version} failed: {exc}")
 
     def _score_columns(self, request: pb.ScoreColumnsRequest, model: LoadedModel, batch: columns.Batch) -> bytes:
-        reply = columns.Reply(request, model, batch)
-        if model.fast_path.enabled and len(batch.rows) > PIPELINE_CHUNK_ROWS:
-            self._score_pipelined(model, batch.rows, reply)
-        elif len(batch.rows):
-            reply.fill(0, score_rows(model, batch.rows, self._metrics))
-        return reply.message(echo_ids=False).SerializeToString() + columns.ids_field(request)
-
-    def _score_pipelined(self, model: LoadedModel, rows: np.ndarray, reply: columns.Reply) -> None:
-        """Scores ``rows`` chunk by chunk on the model thread, filling ``reply`` from each chunk meanwhile."""
-        starts = range(0, len(rows), PIPELINE_CHUNK_ROWS)
-        calls = [
-            self._model_thread.submit(score_rows, model, rows[start : start + PIPELINE_CHUNK_ROWS], self._metrics)
-            for start in starts
-        ]
-        try:
-            for start, call in zip(starts, calls, strict=True):
-                reply.fill(start, call.result())
-        finally:
-            for call in calls:  # a chunk failed: the rest of this call is not scored
-                call.cancel()
+        scores = score_rows(model, batch.rows, self._metrics) if len(batch.rows) else None
+        reply = columns.encode(request, model, batch, scores, echo_ids=False)
+        return reply.SerializeToString() + columns.ids_field(request)
 
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest | Malformed, context: grpc.aio.ServicerContext
