@@ -18,7 +18,7 @@ from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
 from fraudscore.v1.transaction_pb2 import Transaction
 from scorer import client, columns
-from scorer.servicer import PIPELINE_CHUNK_ROWS
+from scorer.servicer import INLINE_COLUMNS_ROWS
 from tests.integration.scorer_support import ServerThread, config, copy_base, source_model, transactions
 
 pytestmark = pytest.mark.integration
@@ -189,9 +189,9 @@ def test_client_columns_prints_the_same_lines_as_score_batch(server, request, ca
     assert outputs[1] == outputs[0]
 
 
-def test_a_large_call_scored_in_pipelined_chunks_equals_offline(request, txs, offline, tmp_path) -> None:
-    """Over PIPELINE_CHUNK_ROWS rows the server scores in chunks on its model thread while it builds the reply:
-    every row must get exactly what scoring it offline gives, bad rows in between included."""
+def test_a_large_call_equals_offline(request, txs, offline, tmp_path) -> None:
+    """A call over INLINE_COLUMNS_ROWS (scored on a thread; the fast path in chunks past its CHUNK_ROWS, the top
+    features across rows): every row gets exactly what scoring it offline gives, bad rows in between included."""
     base = copy_base(source_model(request), tmp_path / "model")
     thread = ServerThread(config(base, max_request_rows=10_000))
     thread.wait_serving()
@@ -199,9 +199,9 @@ def test_a_large_call_scored_in_pipelined_chunks_equals_offline(request, txs, of
         names = offline.features
         rng = np.random.default_rng(11)
         seed = schema.feature_matrix(txs, names)
-        n = 2 * PIPELINE_CHUNK_ROWS + 37
+        n = 2 * INLINE_COLUMNS_ROWS + 37
         matrix = (seed[rng.integers(0, len(seed), n)] * rng.uniform(0.9, 1.1, (n, len(names)))).astype(np.float32)
-        bad = [5, PIPELINE_CHUNK_ROWS, n - 1]
+        bad = [5, INLINE_COLUMNS_ROWS, n - 1]
         matrix[bad, names.index("Amount")] = -1.0  # a negative Amount: in `errors`, not scored
         ids = [f"big-{i}" for i in range(n)]
         with grpc.insecure_channel(thread.target) as channel:
