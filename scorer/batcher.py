@@ -39,9 +39,7 @@ def score_rows(model: LoadedModel, rows: np.ndarray, metrics: ScorerMetrics) -> 
     """One model call, counted in the metrics; runs on a worker thread."""
     scores = model.score(rows)
     metrics.batch_size.observe(len(rows))
-    metrics.record_scores(
-        scores.reconstruction_error, int(np.count_nonzero(scores.is_anomaly)), int(scores.out_of_range_count.sum())
-    )
+    metrics.record_scores(scores)
     return scores
 
 

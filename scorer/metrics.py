@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from fraudscore.artifact import Scores
 from fraudscore.telemetry import RECONSTRUCTION_ERROR_BUCKETS
 
 T = TypeVar("T")
@@ -42,6 +43,7 @@ def observe_many(histogram: Histogram, values: np.ndarray) -> None:
         for value in values.tolist():
             histogram.observe(value)
         return
+    values = np.asarray(values, dtype=np.float64)  # the sum, as observe adds them, in float64
     bounds = getattr(histogram, "_upper_bounds", None)
     buckets = getattr(histogram, "_buckets", None)
     total = getattr(histogram, "_sum", None)
@@ -114,13 +116,20 @@ class ScorerMetrics:
         self.model_info.labels(model=model, version=str(version)).set(1)
         self.fast_path.set(1 if fast_path else 0)
 
-    def record_scores(self, errors: Any, anomalies: int, out_of_range: int) -> None:
-        self.scored.inc(len(errors))
+    def record_scores(self, scores: Scores) -> None:
+        """Counts one model call's rows. A few rows (the micro-batcher's usual one) are counted from plain
+        lists: a numpy reduction costs 2-4 µs however small its array, most of a one-row call's metrics."""
+        if len(scores) <= SMALL_OBSERVE:
+            anomalies, out_of_range = sum(scores.is_anomaly.tolist()), sum(scores.out_of_range_count.tolist())
+        else:
+            anomalies = int(np.count_nonzero(scores.is_anomaly))
+            out_of_range = int(scores.out_of_range_count.sum())
+        self.scored.inc(len(scores))
         if anomalies:  # inc(0) changes nothing and takes a lock
             self.anomalies.inc(anomalies)
         if out_of_range:
             self.out_of_range.inc(out_of_range)
-        observe_many(self.reconstruction_error, np.asarray(errors, dtype=np.float64))
+        observe_many(self.reconstruction_error, scores.reconstruction_error)
 
     def _finish(
         self, method: str, context: grpc.aio.ServicerContext, start: float, failed: bool, cancelled: bool = False
