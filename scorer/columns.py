@@ -45,6 +45,7 @@ class Batch(NamedTuple):
     good: np.ndarray  # indices of the rows to score, ascending
     rows: np.ndarray  # float32 [len(good), F], the model's feature order
     errors: dict[int, InvalidTransaction]  # row index -> why it is not scored
+    top_k: int  # top features per row in the reply (0: none)
 
 
 def check_shape(request: pb.ScoreColumnsRequest, max_rows: int) -> None:
@@ -74,8 +75,19 @@ def column_order(given: tuple[str, ...], model_features: tuple[str, ...]) -> np.
     return np.array([position[name] for name in model_features], dtype=np.intp)
 
 
+def top_k_of(request: pb.ScoreColumnsRequest, model: LoadedModel) -> int:
+    """The top features per row the request asks for (absent: TOP_K); raises BadRequest."""
+    if not request.HasField("top_k"):
+        return min(TOP_K, len(model.features))
+    k = request.top_k
+    if not 0 <= k <= len(model.features):
+        raise BadRequest("top_k", f"must be 0..{len(model.features)} (the model's features), got {k}")
+    return k
+
+
 def decode(request: pb.ScoreColumnsRequest, model: LoadedModel) -> Batch:
     """The request's matrix in the model's column order, split into rows to score and row errors."""
+    k = top_k_of(request, model)
     order = column_order(tuple(request.feature_names), model.features)
     n, f = request.rows, len(order)
     expected = n * f * FLOAT32.itemsize
@@ -89,9 +101,9 @@ def decode(request: pb.ScoreColumnsRequest, model: LoadedModel) -> Batch:
         matrix = matrix[:, order]
     errors = {} if _plainly_valid(matrix, model.features) else schema.invalid_feature_rows(matrix, model.features)
     if not errors:
-        return Batch(np.arange(n), matrix, errors)
+        return Batch(np.arange(n), matrix, errors, k)
     good = np.setdiff1d(np.arange(n), np.fromiter(errors, dtype=np.intp, count=len(errors)))
-    return Batch(good, matrix[good], errors)
+    return Batch(good, matrix[good], errors, k)
 
 
 def _is_identity(order: np.ndarray) -> bool:
@@ -128,7 +140,7 @@ def encode(
     ``echo_ids=False`` leaves ``transaction_ids`` out, for a caller that appends :func:`ids_field` to the
     serialized reply instead.
     """
-    n, k = request.rows, min(TOP_K, len(model.features))
+    n, k = request.rows, batch.top_k
     errors = np.full(n, np.nan, dtype=FLOAT32)
     anomaly = np.zeros(n, dtype=UINT8)
     out_of_range = np.zeros(n, dtype=INT32)
@@ -141,12 +153,13 @@ def encode(
         errors[good] = scores.reconstruction_error
         anomaly[good] = scores.is_anomaly
         out_of_range[good] = scores.out_of_range_count
-        order, share, has_error = top_k(scores.feature_errors, k)
-        if has_error.all():
-            indices[good], shares[good] = order, share
-        else:
-            indices[good] = np.where(has_error[:, None], order, -1)
-            shares[good] = np.where(has_error[:, None], share, 0.0)
+        if k:  # top features asked for
+            order, share, has_error = top_k(scores.feature_errors, k)
+            if has_error.all():
+                indices[good], shares[good] = order, share
+            else:
+                indices[good] = np.where(has_error[:, None], order, -1)
+                shares[good] = np.where(has_error[:, None], share, 0.0)
         if probability is not None and scores.fraud_probability is not None:
             probability[good] = scores.fraud_probability
     return pb.ScoreColumnsResponse(
@@ -190,9 +203,13 @@ def row_errors(request: pb.ScoreColumnsRequest, errors: Mapping[int, InvalidTran
 
 
 def request_of(
-    ids: list[str], names: tuple[str, ...] | list[str], matrix: np.ndarray, model_version: int = 0
+    ids: list[str],
+    names: tuple[str, ...] | list[str],
+    matrix: np.ndarray,
+    model_version: int = 0,
+    top_k: int | None = None,
 ) -> pb.ScoreColumnsRequest:
-    """A ScoreColumnsRequest of a ``[rows, len(names)]`` matrix (for clients)."""
+    """A ScoreColumnsRequest of a ``[rows, len(names)]`` matrix (for clients); ``top_k`` None: the server's 3."""
     matrix = np.ascontiguousarray(matrix, dtype=FLOAT32)
     if matrix.ndim != 2 or matrix.shape != (len(ids), len(names)):
         raise ValueError(f"matrix of shape {matrix.shape}, expected ({len(ids)}, {len(names)})")
@@ -202,6 +219,7 @@ def request_of(
         values=matrix.tobytes(),
         rows=len(ids),
         model_version=model_version,
+        top_k=top_k,
     )
 
 

@@ -82,18 +82,20 @@ class ScoreBatchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[RowResult, _Mapping]]] = ..., scored: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
 
 class ScoreColumnsRequest(_message.Message):
-    __slots__ = ("transaction_ids", "feature_names", "values", "rows", "model_version")
+    __slots__ = ("transaction_ids", "feature_names", "values", "rows", "model_version", "top_k")
     TRANSACTION_IDS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
     transaction_ids: _containers.RepeatedScalarFieldContainer[str]
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     values: bytes
     rows: int
     model_version: int
-    def __init__(self, transaction_ids: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., values: _Optional[bytes] = ..., rows: _Optional[int] = ..., model_version: _Optional[int] = ...) -> None: ...
+    top_k: int
+    def __init__(self, transaction_ids: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., values: _Optional[bytes] = ..., rows: _Optional[int] = ..., model_version: _Optional[int] = ..., top_k: _Optional[int] = ...) -> None: ...
 
 class ScoreColumnsResponse(_message.Message):
     __slots__ = ("transaction_ids", "reconstruction_errors", "is_anomaly", "out_of_range_counts", "top_feature_indices", "top_feature_shares", "top_k", "feature_names", "threshold", "model_version", "errors", "scored", "failed", "fraud_probabilities")

@@ -222,3 +222,18 @@ def test_a_large_call_equals_offline(request, txs, offline, tmp_path) -> None:
         assert (reply.scored, reply.failed) == (n - len(bad), len(bad))
     finally:
         thread.close()
+
+
+def test_scores_only_calls_leave_the_top_features_out(stub, txs, offline) -> None:
+    names = offline.features
+    ids = [tx.transaction_id for tx in txs]
+    matrix = schema.feature_matrix(txs, names)
+    full = stub.ScoreColumns(columns.request_of(ids, names, matrix), timeout=10)
+    bare = stub.ScoreColumns(columns.request_of(ids, names, matrix, top_k=0), timeout=10)
+    assert (bare.top_k, bare.top_feature_indices, bare.top_feature_shares) == (0, b"", b"")
+    assert full.top_k == 3 and len(full.top_feature_indices) == len(txs) * 3 * 4
+    for key in ("errors", "anomaly", "oor"):
+        np.testing.assert_array_equal(_arrays(bare)[key], _arrays(full)[key], err_msg=key)
+    assert list(bare.transaction_ids) == ids and bare.scored == len(txs)
+    code, details = _status(lambda: stub.ScoreColumns(columns.request_of(ids, names, matrix, top_k=-1), timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("top_k: must be 0..29"), details

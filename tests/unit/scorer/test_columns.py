@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fraudscore import features, schema
-from fraudscore.model import Scores
+from fraudscore.model import Scores, top_k
 from fraudscore.v1 import scorer_pb2 as pb
 from scorer import columns
 from scorer.responses import outcomes
@@ -193,3 +193,35 @@ def test_fraud_probabilities_travel_per_row_and_only_when_the_model_has_them() -
     reply = columns.encode(request, plain, batch, Scores(errors, fe, errors > 1, np.zeros(4, np.int32)))  # type: ignore[arg-type]
     assert reply.fraud_probabilities == b""
     assert not any(r.HasField("fraud_probability") for r in columns.responses(reply) if isinstance(r, pb.ScoreResponse))
+
+
+@pytest.mark.parametrize(("asked", "want"), [(None, 3), (0, 0), (1, 1), (len(NAMES), len(NAMES))])
+def test_a_reply_has_the_top_features_asked_for(asked: int | None, want: int) -> None:
+    m = _matrix(6)
+    m[4, 2] = np.nan  # a bad row: -1 / 0 in its top columns when there are any
+    card = Card(NAMES)
+    request = columns.request_of([f"t-{i}" for i in range(6)], NAMES, m, top_k=asked)
+    batch = columns.decode(request, card)  # type: ignore[arg-type]
+    fe = np.random.default_rng(4).random((len(batch.good), len(NAMES)), dtype=np.float32)
+    scores = Scores(fe.mean(axis=1), fe, fe.mean(axis=1) > 0.4, np.zeros(len(fe), np.int32))
+    reply = columns.encode(request, card, batch, scores)  # type: ignore[arg-type]
+    default = columns.encode(_request(m), card, columns.decode(_request(m), card), scores)  # type: ignore[arg-type]
+    assert reply.top_k == want
+    assert len(reply.top_feature_indices) == len(reply.top_feature_shares) == 6 * want * 4
+    # the scores do not depend on it, and the rows read back with that many top features
+    assert reply.reconstruction_errors == default.reconstruction_errors and reply.is_anomaly == default.is_anomaly
+    rows = columns.responses(reply)
+    assert [len(r.top_features) for r in rows if isinstance(r, pb.ScoreResponse)] == [want] * 5
+    if want:
+        order, _, _ = top_k(fe, want)
+        got = np.frombuffer(reply.top_feature_indices, columns.INT32).reshape(6, want)
+        np.testing.assert_array_equal(got[batch.good], order)
+        assert (got[4] == -1).all()
+
+
+@pytest.mark.parametrize("asked", [-1, len(NAMES) + 1])
+def test_a_top_k_out_of_range_is_refused_naming_the_field(asked: int) -> None:
+    request = columns.request_of(["a"], NAMES, _matrix(1), top_k=asked)
+    with pytest.raises(columns.BadRequest) as info:
+        columns.decode(request, Card(NAMES))  # type: ignore[arg-type]
+    assert info.value.field == "top_k" and f"got {asked}" in info.value.reason
