@@ -55,6 +55,10 @@ def columns_label(rows: int) -> str:
     return "score_columns" if rows == BATCH_ROWS else f"score_columns@{rows}"
 
 
+# ScoreColumns asking for no top features (top_k=0) at the largest call size: context for the goal's figure.
+SCORES_ONLY_LABEL = "score_columns_scores_only"
+
+
 def echo_label(rows: int) -> str:
     return f"echo@{rows}"
 
@@ -121,7 +125,7 @@ def load(
     cmd += ["--request-file", str(request_file)] if request_file else []
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    per_call = f" x{rows}" if mode in ("columns", "echo") else ""
+    per_call = f" x{rows}" if mode in ("columns", "columns-scores", "echo") else ""
     print(
         f"  {mode + per_call:<14} c={concurrency:<3} {result['calls_per_s']:8.0f} calls/s  "
         f"{result['rows_per_s']:10,.0f} rows/s  p99 {result['p99_ms']:6.1f} ms",
@@ -321,6 +325,12 @@ def table(runs: list[dict[str, Any]], limit: float, summary: dict[str, Any]) -> 
         f"({summary['score_columns_vs_score_batch']:.1f}x ScoreBatch); with 2 clients "
         f"{summary['score_columns_2_clients_vs_in_process']:.0%}"
     )
+    scores_only = summary.get("score_columns_scores_only_vs_in_process")
+    if scores_only:
+        lines.append(
+            f"ScoreColumns scores only (top_k=0), {scores_only['rows']:,}-row calls: {scores_only['rows_per_s']:,.0f} "
+            f"rows/s, {scores_only['vs_in_process']:.2f}x in-process (context, not the goal's figure)"
+        )
     lines += [f"- {goal}: {'met' if ok else 'NOT met'}" for goal, ok in summary["goals"].items()]
     lines.append("ScoreColumns by call size (ratio of the medians; median of the per-round ratios):")
     lines += [
@@ -432,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
                 Point("in-process", "in-process", rows=rows),
                 Point(echo_label(rows), "echo", 1, echo, rows, request_file),
             ]
+            if rows == max(sizes):
+                # Context, not the goal's figure: scores only (top_k=0), the same outputs in-process score gives.
+                points.append(Point(SCORES_ONLY_LABEL, "columns-scores", 1, built, rows))
             if rows == BATCH_ROWS:
                 # One synchronous client leaves the server idle while it builds and parses, so two clients
                 # (the server's throughput) are measured too, as context.
@@ -455,6 +468,14 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(runs, limit, columns)
     summary["paired"] = paired
     summary["goals_round_by_round"] = round_by_round_goals(paired, columns)
+    scores_only = next((r for r in runs if r["label"] == SCORES_ONLY_LABEL), None)
+    if scores_only is not None:
+        bulk = max(columns)
+        summary["score_columns_scores_only_vs_in_process"] = {
+            "rows": bulk,
+            "rows_per_s": scores_only["rows_per_s"],
+            "vs_in_process": scores_only["rows_per_s"] / columns[bulk]["in_process_rows_per_s"],
+        }
     summary["score_columns_vs_in_process_tensorflow"] = summary["score_columns_vs_in_process"] * (
         limit / local["tensorflow_rows_per_s"]
     )

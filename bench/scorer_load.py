@@ -46,10 +46,12 @@ def synthetic(n: int, seed: int = 0) -> list[Transaction]:
     return out
 
 
-def columns_request(names: Sequence[str], rows: int) -> pb.ScoreColumnsRequest:
-    """The ScoreColumns request of ``rows`` synthetic transactions, the same bytes every time."""
+def columns_request(names: Sequence[str], rows: int, top_k: int | None = None) -> pb.ScoreColumnsRequest:
+    """The ScoreColumns request of ``rows`` synthetic transactions, the same bytes every time (``top_k=0``:
+    scores only)."""
     txs = synthetic(rows)
-    return columns.request_of([tx.transaction_id for tx in txs], tuple(names), schema.feature_matrix(txs, names))
+    matrix = schema.feature_matrix(txs, names)
+    return columns.request_of([tx.transaction_id for tx in txs], tuple(names), matrix, top_k=top_k)
 
 
 async def run(
@@ -80,7 +82,7 @@ async def run(
         else:
             stub = scorer_pb2_grpc.FraudScorerStub(channel)
             names = tuple((await stub.GetModelInfo(pb.GetModelInfoRequest())).features)
-            table = columns_request(names, batch_rows)
+            table = columns_request(names, batch_rows, top_k=0 if mode == "columns-scores" else None)
             call, rows_per_call = (lambda: stub.ScoreColumns(table)), batch_rows
         latencies: list[float] = []
         start = time.perf_counter()
@@ -109,7 +111,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help="scorer address host:port")
     parser.add_argument(
-        "--mode", choices=("health", "score", "batch", "columns", "echo"), required=True, help="which call to make"
+        "--mode",
+        choices=("health", "score", "batch", "columns", "columns-scores", "echo"),
+        required=True,
+        help="which call to make (columns-scores: ScoreColumns with top_k=0, scores only)",
     )
     parser.add_argument("--concurrency", type=int, default=1, help="calls in flight at once")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds measured after a short warm-up")
