@@ -302,7 +302,7 @@ def table(runs: list[dict[str, Any]], limit: float, summary: dict[str, Any]) -> 
     ]
     for r in runs:
         f = floor.get(r["concurrency"])
-        per_row = r["mode"] in ("batch", "columns", "echo")
+        per_row = r["mode"] in ("batch", "columns", "columns-scores", "echo")
         ratio = f"{r['calls_per_s'] / f['calls_per_s']:.2f}" if f and not per_row else ""
         p99 = f"{r['p99_ms'] / f['p99_ms']:.2f}" if f and not per_row else ""
         lines.append(
