@@ -180,6 +180,10 @@ def encode(
     )
 
 
+# Every ScoreColumnsRequest field but the ids, from its descriptor (a field added later is cleared too).
+_NOT_IDS = tuple(f.name for f in pb.ScoreColumnsRequest.DESCRIPTOR.fields if f.name != "transaction_ids")
+
+
 def ids_field(request: pb.ScoreColumnsRequest) -> bytes:
     """The request's ``transaction_ids`` serialized, which are also the reply's: both messages number the
     field 1, and protobuf parses concatenated messages as one (repeated fields appended), so a serialized
@@ -187,10 +191,12 @@ def ids_field(request: pb.ScoreColumnsRequest) -> bytes:
 
     Copying the ids from the request to the reply message turns each into a Python string and back (0.7 ms
     of a 10,000-row call); this serializes them straight from the parsed request (~0.05 ms). It CLEARS the
-    request's other fields to do so: call it last, once decode and encode are done with them.
+    request's other fields to do so, every one the message has and any unknown to this server (they would
+    land in the reply under the reply's own field numbers): call it last, once decode and encode are done.
     """
-    for name in ("feature_names", "values", "rows", "model_version"):
+    for name in _NOT_IDS:  # by name, not ListFields: that would copy the 1.2 MB of a 10,000-row `values` first
         request.ClearField(name)
+    request.DiscardUnknownFields()
     return request.SerializeToString()
 
 
