@@ -163,7 +163,7 @@ def in_process(model: Any, seconds: float) -> dict[str, Any]:
     return {
         "runtime": model.fast_path.runtime,
         "runtime_detail": model.fast_path.detail,
-        "rows_per_s": _calls_per_s(model.score, rows, seconds) * BATCH_ROWS,
+        "rows_per_s": in_process_rows_per_s(model, BATCH_ROWS, seconds),
         "tensorflow_rows_per_s": _calls_per_s(model.score_tensorflow, rows, seconds) * BATCH_ROWS,
         "call_ms": call_ms,
     }
