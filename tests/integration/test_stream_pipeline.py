@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = RuleConfig(burst_min_anomalies=2, velocity_min_count=6)
 STARTUP_TIMEOUT_S = 120
 RESULT_TIMEOUT_S = 90
+SAMPLE_RATE = 1.0  # every scored transaction in the traffic sample, so each one can be checked there
 
 
 # --- input: transactions arranged into known scenarios ------------------------------------------
@@ -96,7 +97,7 @@ def expected_cases(txs: list[Transaction], loaded: fmodel.LoadedModel) -> dict[s
     """The documented rules applied offline: each card's transactions fall in one 10-minute window."""
     scores = loaded.score(np.array([schema.feature_row(tx, loaded.features) for tx in txs]))
     anomalous = {tx.transaction_id for tx, flag in zip(txs, scores.is_anomaly, strict=True) if flag}
-    expected = {tx_id: (TX_ANOMALY,) for tx_id in anomalous}
+    expected: dict[str, tuple[str, ...]] = {tx_id: (TX_ANOMALY,) for tx_id in anomalous}
     for card in {tx.card_id for tx in txs}:
         members = [tx.transaction_id for tx in txs if tx.card_id == card]
         reasons = []
@@ -185,6 +186,26 @@ def stored_cases(res: Resources) -> dict[str, tuple[str, ...]]:
     return {s.case.case_id: s.case.reasons for s in found}
 
 
+def sample_records(res: Resources) -> dict[str, dict[str, Any]]:
+    """The traffic sample's records by transaction id."""
+    from stream.cases.store import CaseStore
+
+    with CaseStore(res.project, res.bigtable_instance, res) as store:
+        return {r["transaction_id"]: r for r in store.sample_records()}
+
+
+def wait_for_sample(res: Resources, ids: set[str], timeout: float, log: Path) -> dict[str, dict[str, Any]]:
+    """Polls the traffic sample until it holds every id in ``ids``; returns all its records."""
+    deadline = time.monotonic() + timeout
+    while not ids <= set(records := sample_records(res)):
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{len(ids - set(records))} transactions not in the traffic sample\n" + log.read_text()[-3000:]
+            )
+        time.sleep(0.5)
+    return records
+
+
 def resource_flags(res: Resources) -> list[str]:
     return [f"--{name.replace('_', '-')}={value}" for name, value in vars(res).items() if name != "project"] + [
         f"--project={res.project}"
@@ -210,6 +231,7 @@ def stream_job(
         f"--model-base={model_base}", *resource_flags(unique_resources),
         f"--metrics-port={port}", "--model-watch=1", "--early-fire=1", "--allowed-lateness=3600",
         f"--burst-min-anomalies={RULES.burst_min_anomalies}", f"--velocity-min-count={RULES.velocity_min_count}",
+        f"--sample-rate={SAMPLE_RATE}",
     ]  # fmt: skip
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -317,6 +339,28 @@ def test_stream_end_to_end(
 
         # Bigtable holds exactly the expected cases.
         assert set(stored_cases(res)) == set(expected)
+
+        # The traffic sample (rate 1 here): one row per scored transaction, duplicates rewriting the same row,
+        # none for a malformed message, each with the raw features as published and the online score.
+        sample = wait_for_sample(res, set(txs), RESULT_TIMEOUT_S, stream_job["log"])
+        phase_one = {i: r for i, r in sample.items() if i.startswith("p1-")}
+        assert set(phase_one) == set(txs)
+        sampled_ids = sorted(phase_one)
+        for tx_id in sampled_ids:
+            record = phase_one[tx_id]
+            assert record["feature_names"] == list(v1.features)
+            assert record["model_version"] == v1.version and record["sampling_rate"] == SAMPLE_RATE
+            np.testing.assert_array_equal(
+                np.asarray(record["raw_features"], dtype=np.float32),
+                np.asarray(schema.feature_row(txs[tx_id], v1.features), dtype=np.float32),
+            )
+        sampled_rows = np.array([schema.feature_row(txs[tx_id], v1.features) for tx_id in sampled_ids])
+        np.testing.assert_allclose(
+            [phase_one[tx_id]["reconstruction_error"] for tx_id in sampled_ids],
+            v1.score(sampled_rows).reconstruction_error,
+            rtol=1e-5,
+            atol=1e-7,
+        )
 
         # Prometheus names the dashboard relies on.
         text = wait_for_metrics(
