@@ -113,7 +113,7 @@ def _label_metrics(config: Any, args: argparse.Namespace) -> Any:
 
     res = config.resources
     return LabelMetrics(
-        lambda: CaseStore(res.project, res.bigtable_instance, res),
+        lambda: CaseStore(res),
         interval_s=args.label_metrics_interval,
         window=timedelta(hours=args.label_window_hours),
     ).start()

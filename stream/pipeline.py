@@ -235,9 +235,9 @@ def build(pipeline: beam.Pipeline, config: StreamConfig) -> None:
     cases = scored | "FlagCases" >> FlagCases(
         config.windows, config.rules, streaming=not config.replay, aggregation=config.card_aggregation
     )
-    _ = cases | "DeliverCases" >> DeliverCases(res.project, res.bigtable_instance, res)
+    _ = cases | "DeliverCases" >> DeliverCases(res)
     if config.sample_rate > 0:
-        _ = scored | "WriteSample" >> WriteSample(res.project, res.bigtable_instance, res, config.sample_rate)
+        _ = scored | "WriteSample" >> WriteSample(res, config.sample_rate)
     _ = (
         (parsed.dead_letters, score_dead)
         | "AllDeadLetters" >> beam.Flatten()

@@ -374,7 +374,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> Calibration:
     loaded = fmodel.load(args.model_base)
     since = parse_time(args.since, datetime.now(UTC)) if args.since else None
     res = Resources.from_env().at(args.project, args.instance)
-    with CaseStore(res.project, res.bigtable_instance, res) as store:
+    with CaseStore(res) as store:
         labels = read_labels(store, loaded.features, since)
         sample = read_sample(store, loaded.features, since)
     return calibrate(loaded, labels, sample, settings)

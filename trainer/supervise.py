@@ -122,18 +122,18 @@ def _from_cases(config: TrainConfig) -> TrainingLabels:
     from stream.cases.store import CaseStore
 
     res = Resources.from_env().at(config.cases_project, config.cases_instance)
-    project, instance = res.project, res.bigtable_instance
+    where = f"{res.project}/{res.bigtable_instance}"
     try:
-        with CaseStore(project, instance, res) as store:
+        with CaseStore(res) as store:
             labels = read_labels(store, config.features, config.labels_since)
             sample, rate = read_sample(store, config.features, config.labels_since, exclude=labels.transaction_ids)
     except LabelError as exc:
         raise LabelsRefused(f"--labels-from-cases: {exc}") from None
     except Exception as exc:  # the Bigtable client raises many types; one line with the reason
-        raise LabelsRefused(f"--labels-from-cases: cannot read cases from {project}/{instance}: {exc}") from None
+        raise LabelsRefused(f"--labels-from-cases: cannot read cases from {where}: {exc}") from None
     source = {
         "from": "cases",
-        "bigtable": f"{project}/{instance}",
+        "bigtable": where,
         "since": config.labels_since.isoformat() if config.labels_since else None,
         "latest_label_wins": True,
     }

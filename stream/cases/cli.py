@@ -79,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
 
     res = Resources.from_env().at(args.project, args.instance)
     try:
-        with CaseStore(res.project, res.bigtable_instance, res) as store:
+        with CaseStore(res) as store:
             if args.action == "list":
                 cases = _list(store, args, now=datetime.now(UTC))
                 print(json.dumps([c.to_json_dict() for c in cases], indent=2) if args.json else format_table(cases))

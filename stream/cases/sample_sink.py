@@ -28,15 +28,13 @@ class _WriteSampleFn(StoreFn):  # type: ignore[misc]
 
     def __init__(
         self,
-        project: str,
-        instance: str,
         resources: Resources,
         buckets: int,
         batch_size: int,
         rate: float,
         store_factory: Callable[[], Any] | None = None,
     ) -> None:
-        super().__init__(project, instance, resources, buckets, batch_size, store_factory)
+        super().__init__(resources, buckets, batch_size, store_factory)
         self._rate = rate
         self._sampled: list[ScoredTransaction] = []
         self._releases: list[str] = []
@@ -69,8 +67,6 @@ class WriteSample(beam.PTransform):  # type: ignore[misc]
 
     def __init__(
         self,
-        project: str,
-        instance: str,
         resources: Resources,
         rate: float,
         *,
@@ -80,7 +76,7 @@ class WriteSample(beam.PTransform):  # type: ignore[misc]
     ) -> None:
         super().__init__()
         self._rate = rate
-        self._fn = _WriteSampleFn(project, instance, resources, buckets, batch_size, rate, store_factory)
+        self._fn = _WriteSampleFn(resources, buckets, batch_size, rate, store_factory)
 
     def expand(self, scored: beam.PCollection) -> beam.PCollection:
         rate = self._rate

@@ -33,15 +33,11 @@ class StoreFn(beam.DoFn):  # type: ignore[misc]
 
     def __init__(
         self,
-        project: str,
-        instance: str,
         resources: Resources,
         buckets: int,
         batch_size: int,
         store_factory: Callable[[], Any] | None = None,
     ) -> None:
-        self._project = project
-        self._instance = instance
         self._resources = resources
         self._buckets = buckets
         self._batch_size = batch_size
@@ -53,11 +49,11 @@ class StoreFn(beam.DoFn):  # type: ignore[misc]
             self._store = self._store_factory()
             return
         # One CaseStore (Bigtable client) per process and table set (see stream.clients).
-        tag = f"case-store/{self._project}/{self._instance}/{self._resources!r}/{self._buckets}"
+        tag = f"case-store/{self._resources!r}/{self._buckets}"
         self._store = per_process(tag, self._new_store)
 
     def _new_store(self) -> CaseStore:
-        return CaseStore(self._project, self._instance, self._resources, buckets=self._buckets)
+        return CaseStore(self._resources, buckets=self._buckets)
 
     def teardown(self) -> None:
         # A store from the factory belongs to this DoFn; the shared one lives as long as the process uses it.
@@ -108,8 +104,6 @@ class WriteCases(beam.PTransform):  # type: ignore[misc]
 
     def __init__(
         self,
-        project: str,
-        instance: str,
         resources: Resources,
         *,
         buckets: int = DEFAULT_BUCKETS,
@@ -117,7 +111,7 @@ class WriteCases(beam.PTransform):  # type: ignore[misc]
         store_factory: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__()
-        self._fn = _WriteCasesFn(project, instance, resources, buckets, batch_size, store_factory)
+        self._fn = _WriteCasesFn(resources, buckets, batch_size, store_factory)
 
     def expand(self, cases: beam.PCollection) -> beam.PCollection:
         return cases | "WriteCaseRows" >> beam.ParDo(self._fn)
@@ -143,8 +137,6 @@ class _DeliverCasesFn(_WriteCasesFn):  # type: ignore[misc]
 
     def __init__(
         self,
-        project: str,
-        instance: str,
         resources: Resources,
         buckets: int,
         batch_size: int,
@@ -152,7 +144,7 @@ class _DeliverCasesFn(_WriteCasesFn):  # type: ignore[misc]
         store_factory: Callable[[], Any] | None = None,
         publisher_factory: Callable[[], Any] | None = None,
     ) -> None:
-        super().__init__(project, instance, resources, buckets, batch_size, store_factory)
+        super().__init__(resources, buckets, batch_size, store_factory)
         self._topic = resources.topic_path(resources.alerts_topic)
         self._lease_s = lease_s
         self._publisher_factory = publisher_factory
@@ -235,8 +227,6 @@ class DeliverCases(beam.PTransform):  # type: ignore[misc]
 
     def __init__(
         self,
-        project: str,
-        instance: str,
         resources: Resources,
         *,
         buckets: int = DEFAULT_BUCKETS,
@@ -246,9 +236,7 @@ class DeliverCases(beam.PTransform):  # type: ignore[misc]
         publisher_factory: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__()
-        self._fn = _DeliverCasesFn(
-            project, instance, resources, buckets, batch_size, lease_s, store_factory, publisher_factory
-        )
+        self._fn = _DeliverCasesFn(resources, buckets, batch_size, lease_s, store_factory, publisher_factory)
 
     def expand(self, cases: beam.PCollection) -> beam.PCollection:
         return cases | "DeliverCases" >> beam.ParDo(self._fn)

@@ -220,8 +220,6 @@ class CaseStore:
 
     def __init__(
         self,
-        project: str,
-        instance: str,
         resources: Resources,
         *,
         buckets: int = DEFAULT_BUCKETS,
@@ -233,8 +231,9 @@ class CaseStore:
             raise ValueError(f"buckets must be 1..100 (two key digits), got {buckets}")
         self.buckets = buckets
         self._clock = clock
-        self._client = bigtable.Client(project=project, admin=False)
-        inst = self._client.instance(instance)
+        # The project, the instance and the tables all come from ``resources``: one place names them.
+        self._client = bigtable.Client(project=resources.project, admin=False)
+        inst = self._client.instance(resources.bigtable_instance)
         self._cases = inst.table(resources.cases_table)
         self._index = inst.table(resources.cases_by_time_table)
         self._cases_name = resources.cases_table

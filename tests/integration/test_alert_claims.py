@@ -29,7 +29,7 @@ def _case(tx: str) -> Case:
 
 def test_first_claim_wins_then_alerted_then_takeover_after_lease(unique_resources: Resources) -> None:
     res = unique_resources
-    with CaseStore(res.project, res.bigtable_instance, res) as store:
+    with CaseStore(res) as store:
         case = _case("tx-1")
         assert store.claim(case, "aaaa")[0] == WON
         assert store.claim(case, "aaaa")[0] == MINE
@@ -54,15 +54,11 @@ def test_deliver_cases_alerts_once_across_runs(unique_resources: Resources) -> N
     cases = [_case(f"tx-{i}") for i in range(5)]
     for run in range(2):
         with beam.Pipeline() as p:
-            _ = (
-                p
-                | f"Cases{run}" >> beam.Create([*cases, cases[0]])
-                | DeliverCases(res.project, res.bigtable_instance, res, batch_size=3)
-            )
+            _ = p | f"Cases{run}" >> beam.Create([*cases, cases[0]]) | DeliverCases(res, batch_size=3)
     alerts = Puller(res, res.alerts_subscription).settle(2, 30)
     ids = sorted(m.attributes["case_id"] for m in alerts)
     assert ids == sorted(c.case_id for c in cases)
-    with CaseStore(res.project, res.bigtable_instance, res) as store:
+    with CaseStore(res) as store:
         for c in cases:
             assert store.alert_state(c.case_id)[1] is not None
             assert store.get(c.case_id).case == c
@@ -83,7 +79,7 @@ def test_two_claimers_of_one_bulk_round_never_both_win(unique_resources: Resourc
         return now() + timedelta(seconds=60)
 
     for tokens, clock in ((("aa01", "bb02"), now), (("cc03", "dd04"), later)):
-        stores = [CaseStore(res.project, res.bigtable_instance, res, clock=clock) for _ in tokens]
+        stores = [CaseStore(res, clock=clock) for _ in tokens]
         outcomes: dict[str, list[tuple[str, float]]] = {}
         start = threading.Barrier(2)
 
@@ -115,7 +111,7 @@ def test_two_claimers_of_one_bulk_round_never_both_win(unique_resources: Resourc
 def test_a_case_twice_in_one_round_is_won_once(unique_resources: Resources) -> None:
     res = unique_resources
     case, other = _case("tx-twice"), _case("tx-once")
-    with CaseStore(res.project, res.bigtable_instance, res) as store:
+    with CaseStore(res) as store:
         outcomes = [o for o, _ in store.claim_many([case, other, case], "ee05")]
         assert sorted(outcomes[::2]) == [MINE, WON] and outcomes[1] == WON
         store.write_index([case])
@@ -127,7 +123,7 @@ def test_bulk_writes_report_the_rows_bigtable_refused(unique_resources: Resource
     from stream.cases.row_writes import BulkWrite, SetCell
 
     res = unique_resources
-    with CaseStore(res.project, res.bigtable_instance, res) as store:
+    with CaseStore(res) as store:
         writer = BulkWrite(store._cases)
         good = (b"row-ok", [SetCell("case", b"alerted", 1_000, b"m-1")])
         bad = (b"row-bad", [SetCell("no-such-family", b"x", 1_000, b"v")])

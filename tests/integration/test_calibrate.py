@@ -98,7 +98,7 @@ def test_replay_label_calibrate_apply_and_the_scorer_serves_it(
     )
     assert str(run_with(config, ["--runner=DirectRunner"]).wait_until_finish()).endswith("DONE")
 
-    store = CaseStore(res.project, instance, res)
+    store = CaseStore(res)
     try:
         from stream.cases.labels import read_sample
 

@@ -32,7 +32,7 @@ def tag() -> str:
 
 @pytest.fixture
 def store(emulators: object, resources: Resources) -> Iterator[CaseStore]:
-    with CaseStore(resources.project, resources.bigtable_instance, resources) as case_store:
+    with CaseStore(resources) as case_store:
         yield case_store
 
 

@@ -50,9 +50,7 @@ class StepClock:
 
 @pytest.fixture
 def store(unique_resources: Resources) -> Iterator[CaseStore]:
-    with CaseStore(
-        unique_resources.project, unique_resources.bigtable_instance, unique_resources, clock=StepClock()
-    ) as case_store:
+    with CaseStore(unique_resources, clock=StepClock()) as case_store:
         yield case_store
 
 
@@ -140,7 +138,7 @@ def test_write_cases_transform_writes_through_beam(store: CaseStore, unique_reso
     _ = (
         pipeline
         | beam.Create(cases + cases[:10])  # duplicates, as a redelivery would bring
-        | WriteCases(unique_resources.project, unique_resources.bigtable_instance, unique_resources, batch_size=8)
+        | WriteCases(unique_resources, batch_size=8)
     )
     result: Any = pipeline.run()
     result.wait_until_finish()

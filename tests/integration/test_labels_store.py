@@ -32,7 +32,7 @@ def make_case(i: int, raw: bool = True) -> Case:
 @pytest.fixture
 def store(unique_resources: Resources) -> Iterator[CaseStore]:
     res = unique_resources
-    with CaseStore(res.project, res.bigtable_instance, res, clock=StepClock()) as case_store:
+    with CaseStore(res, clock=StepClock()) as case_store:
         yield case_store
 
 

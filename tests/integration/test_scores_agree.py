@@ -76,7 +76,7 @@ def _replay_argv(csv_path: Path, model_base: Path, res: Resources) -> list[str]:
 def _read_stored(res: Resources) -> dict[str, Case]:
     from stream.cases.store import CaseStore
 
-    with CaseStore(res.project, res.bigtable_instance, res) as store:
+    with CaseStore(res) as store:
         found = store.list_since(schema.DEFAULT_EPOCH - timedelta(days=1), limit=10_000)
     return {s.case.case_id: s.case for s in found}
 

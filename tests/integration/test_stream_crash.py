@@ -237,7 +237,7 @@ def _scored(port: int) -> float:
 def _stored_ids(res: Resources) -> set[str]:
     from stream.cases.store import CaseStore
 
-    with CaseStore(res.project, res.bigtable_instance, res) as store:
+    with CaseStore(res) as store:
         found = store.list_since(datetime(2000, 1, 1, tzinfo=UTC), limit=100_000)
     return {s.case.case_id for s in found}
 
@@ -246,5 +246,5 @@ def _alerted(res: Resources, case_ids: list[str]) -> list[str]:
     """The cases whose ``alerted`` record is written: re-publishing them must never alert again."""
     from stream.cases.store import CaseStore
 
-    with CaseStore(res.project, res.bigtable_instance, res) as store:
+    with CaseStore(res) as store:
         return [i for i in case_ids if store.alert_state(i)[1] is not None]

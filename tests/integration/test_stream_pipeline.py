@@ -181,7 +181,7 @@ def alerts_by_case(messages: list[Any]) -> dict[str, list[Case]]:
 def stored_cases(res: Resources) -> dict[str, tuple[str, ...]]:
     from stream.cases.store import CaseStore
 
-    with CaseStore(res.project, res.bigtable_instance, res) as store:
+    with CaseStore(res) as store:
         found = store.list_since(datetime.now(UTC) - timedelta(days=1), limit=10_000)
     return {s.case.case_id: s.case.reasons for s in found}
 
@@ -190,7 +190,7 @@ def sample_records(res: Resources) -> dict[str, dict[str, Any]]:
     """The traffic sample's records by transaction id."""
     from stream.cases.store import CaseStore
 
-    with CaseStore(res.project, res.bigtable_instance, res) as store:
+    with CaseStore(res) as store:
         return {r["transaction_id"]: r for r in store.sample_records()}
 
 

@@ -146,7 +146,7 @@ def _write_cases(res: Resources, frame: pd.DataFrame, *, sample: pd.DataFrame, r
 
     t0 = datetime(2026, 5, 1, tzinfo=UTC)
     names = tuple(FEATURES)
-    with CaseStore(res.project, res.bigtable_instance, res) as store:
+    with CaseStore(res) as store:
         cases = [
             Case(
                 f"tx-{i}", "card", "m", t0 + timedelta(seconds=i), float(row["Amount"]), 1.0, 0.5, 1, (TX_ANOMALY,),

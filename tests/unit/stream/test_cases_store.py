@@ -136,11 +136,7 @@ def test_write_cases_batches_every_case_and_counts_metrics() -> None:
     FakeStore.batches, FakeStore.closed = [], 0
     cases = [make_case(f"tx-{i}", f"card-{i % 4}", T0 + timedelta(seconds=i)) for i in range(23)]
     pipeline = TestPipeline()
-    _ = (
-        pipeline
-        | beam.Create(cases, reshuffle=False)
-        | WriteCases("p", "i", Resources(), batch_size=10, store_factory=FakeStore)
-    )
+    _ = pipeline | beam.Create(cases, reshuffle=False) | WriteCases(Resources(), batch_size=10, store_factory=FakeStore)
     result: Any = pipeline.run()
     result.wait_until_finish()
 

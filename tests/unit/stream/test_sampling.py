@@ -76,7 +76,7 @@ def test_a_sampled_message_is_acknowledged_only_after_its_sample_row(monkeypatch
     assert sub.acked == ["ack-1"]  # the sampled one waits for its row
 
     store: Any = FakeStore(fail=True)
-    fn = _WriteSampleFn("p", "i", Resources(), 8, 500, 0.3, store_factory=lambda: store)
+    fn = _WriteSampleFn(Resources(), 8, 500, 0.3, store_factory=lambda: store)
     fn.setup()
     fn.start_bundle()
     fn.process(s_yes)
