@@ -21,7 +21,7 @@ import ctypes.util
 
 import grpc
 
-from scorer.config import ServeConfig
+from scorer.config import ServeConfig, grpc_server_options
 
 SERVICE = "bench.Echo"
 METHOD = f"/{SERVICE}/Reply"
@@ -56,14 +56,8 @@ async def serve(reply_bytes: int, host: str = "127.0.0.1") -> None:
     async def answer(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return reply
 
-    # The limits `fraudscore serve` sets (scorer/server.py), so large calls behave alike on both.
-    limit = ServeConfig.max_message_bytes
-    options = [
-        ("grpc.max_receive_message_length", limit),
-        ("grpc.max_send_message_length", limit),
-        ("grpc.so_reuseport", 0),
-    ]
-    server = grpc.aio.server(options=options)
+    # The options `fraudscore serve` has by default, so large calls behave alike on both.
+    server = grpc.aio.server(options=grpc_server_options(ServeConfig.max_message_bytes))
     # No serializers: the request arrives and the reply leaves as the bytes themselves.
     handler = grpc.unary_unary_rpc_method_handler(answer)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Reply": handler}),))

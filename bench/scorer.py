@@ -38,7 +38,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.scorer_load import columns_request
+from bench.scorer_load import CHANNEL_OPTIONS, columns_request
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
 
@@ -47,7 +47,6 @@ BATCH_ROWS = 1000
 # The call sizes of ScoreColumns; the server's default largest call is 10,000 rows (--max-request-rows).
 COLUMNS_ROWS = (BATCH_ROWS, 4000, 10_000)
 GOAL_RATIO = 0.5  # issue 12: ScoreColumns >= 0.5x the in-process rows/s
-CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
 
 
 def columns_label(rows: int) -> str:

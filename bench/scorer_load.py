@@ -27,6 +27,8 @@ from fraudscore.v1.transaction_pb2 import Transaction
 from scorer import columns
 
 WARMUP_S = 0.5
+# The clients' message limits: above any call size the benchmark sends.
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
 
 
 def synthetic(n: int, seed: int = 0) -> list[Transaction]:
@@ -57,8 +59,7 @@ def columns_request(names: Sequence[str], rows: int, top_k: int | None = None) -
 async def run(
     target: str, mode: str, concurrency: int, duration: float, batch_rows: int, request_file: Path | None = None
 ) -> dict[str, float]:
-    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
-    async with grpc.aio.insecure_channel(target, options=options) as channel:
+    async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
         if mode == "health":
             health = health_pb2_grpc.HealthStub(channel)
             request = health_pb2.HealthCheckRequest()

@@ -76,6 +76,11 @@ class Resources:
             self.sample_table: (ColumnFamily("sample", max_versions=1, max_age_days=SAMPLE_MAX_AGE_DAYS),),
         }
 
+    @property
+    def bigtable_location(self) -> str:
+        """``project/instance``, as messages name where the tables are."""
+        return f"{self.project}/{self.bigtable_instance}"
+
     def at(self, project: str | None, instance: str | None) -> Resources:
         """These resources in another project and Bigtable instance, where given (a CLI's overrides)."""
         return replace(self, project=project or self.project, bigtable_instance=instance or self.bigtable_instance)

@@ -92,6 +92,17 @@ class ServeConfig:
         )
 
 
+def grpc_server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """The gRPC server options of `fraudscore serve` (and of bench/echo_server.py, to move the same bytes)."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        # gRPC sets SO_REUSEPORT by default: a second `serve` on the same port would bind too, and the
+        # two would share the traffic silently. Without it, a port in use is an error at start-up.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `fraudscore serve` flags (server.main builds a ServeConfig from them)."""
     d, b = ServeConfig, BatchConfig

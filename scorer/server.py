@@ -29,7 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from fraudscore.v1 import scorer_pb2
 from scorer.auth import BearerTokenInterceptor, server_credentials
 from scorer.batcher import DirectScorer, MicroBatcher, RowScorer
-from scorer.config import BatchConfig, ConfigError, ServeConfig, add_arguments
+from scorer.config import BatchConfig, ConfigError, ServeConfig, add_arguments, grpc_server_options
 from scorer.drain import CORE_STOP_S, SETTLE_S, CallGate, HealthServicer
 from scorer.metrics import ScorerMetrics
 from scorer.registry import ModelRegistry
@@ -106,15 +106,7 @@ async def start(config: ServeConfig) -> RunningServer:
     registry = ModelRegistry(config.model_base, metrics, keep=config.keep_versions)
     scorer = _row_scorer(config.batch, metrics)
     interceptors = [BearerTokenInterceptor(config.token, reflection=config.auth_reflection)] if config.token else []
-    limit = config.max_message_bytes
-    options = [
-        ("grpc.max_receive_message_length", limit),
-        ("grpc.max_send_message_length", limit),
-        # gRPC sets SO_REUSEPORT by default: a second `serve` on the same port would bind too, and the
-        # two would share the traffic silently. Without it, a port in use is an error at start-up.
-        ("grpc.so_reuseport", 0),
-    ]
-    server = grpc.aio.server(interceptors=interceptors, options=options)
+    server = grpc.aio.server(interceptors=interceptors, options=grpc_server_options(config.max_message_bytes))
     gate = CallGate()
     add_to_server(FraudScorerServicer(registry, scorer, metrics, config.max_request_rows, gate), server)
     health_servicer = HealthServicer()

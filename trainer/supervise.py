@@ -122,7 +122,6 @@ def _from_cases(config: TrainConfig) -> TrainingLabels:
     from stream.cases.store import CaseStore
 
     res = Resources.from_env().at(config.cases_project, config.cases_instance)
-    where = f"{res.project}/{res.bigtable_instance}"
     try:
         with CaseStore(res) as store:
             labels = read_labels(store, config.features, config.labels_since)
@@ -130,10 +129,10 @@ def _from_cases(config: TrainConfig) -> TrainingLabels:
     except LabelError as exc:
         raise LabelsRefused(f"--labels-from-cases: {exc}") from None
     except Exception as exc:  # the Bigtable client raises many types; one line with the reason
-        raise LabelsRefused(f"--labels-from-cases: cannot read cases from {where}: {exc}") from None
+        raise LabelsRefused(f"--labels-from-cases: cannot read cases from {res.bigtable_location}: {exc}") from None
     source = {
         "from": "cases",
-        "bigtable": where,
+        "bigtable": res.bigtable_location,
         "since": config.labels_since.isoformat() if config.labels_since else None,
         "latest_label_wins": True,
     }

@@ -106,13 +106,13 @@ def main(args: argparse.Namespace) -> int:
 
         if isinstance(exc, gexc.NotFound):
             print(
-                f"error: Bigtable table not found in {res.project}/{res.bigtable_instance} ({exc.message}); "
+                f"error: Bigtable table not found in {res.bigtable_location} ({exc.message}); "
                 "start `fraudscore emulators` or create the tables",
                 file=sys.stderr,
             )
             return 1
         if isinstance(exc, gexc.GoogleAPIError):
-            print(f"error: Bigtable {res.project}/{res.bigtable_instance}: {exc}", file=sys.stderr)
+            print(f"error: Bigtable {res.bigtable_location}: {exc}", file=sys.stderr)
             return 1
         raise
     return 0

@@ -12,6 +12,7 @@ def test_overrides_replace_project_and_instance_only_where_given() -> None:
     assert (moved.project, moved.bigtable_instance) == ("flag-p", "flag-i")
     assert moved.cases_table == base.cases_table and moved.sample_table == base.sample_table
     assert moved.topic_path("t") == "projects/flag-p/topics/t"
+    assert moved.bigtable_location == "flag-p/flag-i"
     assert base.at(None, "") == base  # absent or empty flags keep the environment's
     assert base.at(None, "flag-i") == Resources.from_env(
         {"FRAUDSCORE_PROJECT": "env-p", "FRAUDSCORE_BIGTABLE_INSTANCE": "flag-i"}
