@@ -16,6 +16,22 @@ frauds caught at 1 and at 22 false positives per 10,000 test normals (the
 cut is taken on the test split itself, as the seed book's table did; the
 numbers of false positives are rounded down). Mean and sample sd over seeds go
 to ``bench/results/quality.json`` with a verdict against the goals.
+
+Beyond ranking (issue #19), per seed:
+
+- out-of-range probes on the test normals (raw): V1..V28 x5, x20, x100; one V
+  feature per row (seeded) 1, 3, 10 training ranges above the training
+  normals' maximum or below their minimum. The share flagged by the default's
+  ``is_anomaly`` as exported, by its score alone over its threshold (the rule
+  before the envelope), by the PCA baseline (no clipping, best-F1 threshold on
+  validation) and the seed book's network; ``normals`` is each one's flag rate
+  on the unmodified test normals;
+- explanations of the real frauds the default flags (validation and test):
+  median top-1 share, distinct top-3 feature sets, and the deletion test (the
+  top 3 features set to the training normals' medians vs 3 random ones, 20
+  draws; median over frauds of the ratio of the score drops), for the
+  default's occlusion contributions, its shares of feature errors, and the seed
+  book's network's shares of feature errors (re-scored by its own error).
 """
 
 from __future__ import annotations
@@ -27,6 +43,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,25 +92,151 @@ def metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return out
 
 
+# --- Out-of-range probes and explanation quality (issue #19). Pure: arrays and a Scorer, no TensorFlow. ---
+
+Scorer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""Raw rows ``[n, F]`` (card order) -> (score ``[n]``, flagged ``[n]`` bool): how probes and deletions call a model."""
+
+SCALE_FACTORS = (5, 20, 100)
+RANGES_OUT = (1, 3, 10)
+EXPLAIN_TOP = 3
+RANDOM_DRAWS = 20
+RATIO_CAP = 1000.0  # a row's deletion ratio when 3 random features remove (almost) nothing of its score
+PROBE_GOALS = {"x5": 0.90, "x20": 0.99, "x100": 0.99, "above_10": 0.99, "below_10": 0.99}
+EXPLANATION_GOALS = {"top1_share_median": 0.25, "deletion_ratio_median": 5.0, "distinct_top3_share": 0.15}
+
+
+def out_of_range_probes(
+    normals: np.ndarray, train: np.ndarray, v_columns: Sequence[int], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Probes built from raw normal rows: ``normals`` unchanged; ``x<f>`` the ``v_columns`` multiplied by f
+    (the others, Amount, unchanged); ``above_<k>`` / ``below_<k>`` one of ``v_columns`` per row (drawn once per
+    row, the same in every such probe) set k training ranges beyond the training rows' maximum / below their
+    minimum (range = max - min of ``train``, the training normals' raw values)."""
+    normals = np.asarray(normals, np.float32)
+    v = np.asarray(v_columns, dtype=np.intp)
+    out = {"normals": normals.copy()}
+    for factor in SCALE_FACTORS:
+        rows = normals.copy()
+        rows[:, v] *= np.float32(factor)
+        out[f"x{factor}"] = rows
+    lo, hi = np.min(train, axis=0).astype(np.float64), np.max(train, axis=0).astype(np.float64)
+    picked = rng.choice(v, size=len(normals))
+    at = np.arange(len(normals))
+    for k in RANGES_OUT:
+        for side, value in (("above", hi + k * (hi - lo)), ("below", lo - k * (hi - lo))):
+            rows = normals.copy()
+            rows[at, picked] = value[picked]
+            out[f"{side}_{k}"] = rows
+    return out
+
+
+def flag_shares(score: Scorer, probes: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """The share of each probe's rows that ``score`` flags."""
+    return {name: float(np.mean(score(rows)[1])) if len(rows) else float("nan") for name, rows in probes.items()}
+
+
+def thresholded(errors: Callable[[np.ndarray], np.ndarray], threshold: float) -> Scorer:
+    """A scorer flagging ``errors(rows) > threshold`` compared in float32, as ``trainer.calibrate`` cuts."""
+
+    def score(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        e = np.asarray(errors(rows))
+        return e, e.astype(np.float32) > np.float32(threshold)
+
+    return score
+
+
+def with_medians(rows: np.ndarray, columns: np.ndarray, medians: np.ndarray) -> np.ndarray:
+    """A copy of ``rows`` with each row's ``columns`` (``[n, k]`` indices) set to the training normals' medians."""
+    out = np.array(rows, copy=True)
+    np.put_along_axis(out, columns, np.asarray(medians, out.dtype)[columns], axis=1)
+    return out
+
+
+def deletion_drops(
+    rows: np.ndarray,
+    top: np.ndarray,
+    medians: np.ndarray,
+    score: Scorer,
+    rng: np.random.Generator,
+    draws: int = RANDOM_DRAWS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the share of its score removed by setting its ``top`` features (``[n, k]``) to the medians, and
+    the mean share removed over ``draws`` random sets of k distinct features (negative: the score rose)."""
+    n, f = rows.shape
+    k = top.shape[1]
+    base = np.asarray(score(rows)[0], np.float64)
+    scale = np.where(base > 0, base, np.nan)
+    top_drop = (base - np.asarray(score(with_medians(rows, top, medians))[0], np.float64)) / scale
+    random_columns = np.argsort(rng.random((draws, n, f)), axis=2)[:, :, :k].reshape(draws * n, k)
+    tiled = np.tile(rows, (draws, 1))
+    random_scores = np.asarray(score(with_medians(tiled, random_columns, medians))[0], np.float64).reshape(draws, n)
+    return top_drop, ((base - random_scores) / scale).mean(axis=0)
+
+
+def deletion_ratios(top_drop: np.ndarray, random_drop: np.ndarray) -> np.ndarray:
+    """top / random drop per row, at most RATIO_CAP (also when random removes nothing or raises the score while
+    the top features remove some of it); 0 when the top features remove nothing."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(random_drop > 0, top_drop / random_drop, RATIO_CAP)
+    return np.where(top_drop > 0, np.minimum(ratio, RATIO_CAP), 0.0)
+
+
+def explanation_quality(
+    rows: np.ndarray,
+    attributions: np.ndarray,
+    medians: np.ndarray,
+    score: Scorer,
+    rng: np.random.Generator,
+    draws: int = RANDOM_DRAWS,
+) -> dict[str, float]:
+    """How telling and how faithful per-feature ``attributions`` (``[n, F]``, larger = more to blame) of ``rows``
+    are: the median top-1 share, the distinct top-3 feature sets (unordered) and the deletion test's median ratio
+    (top-3 features vs 3 random ones set to the medians, re-scored by ``score``)."""
+    n = len(rows)
+    if n == 0:
+        return {"rows": 0}
+    from fraudscore.model import top_k
+
+    order, shares, _ = top_k(np.asarray(attributions), EXPLAIN_TOP)
+    distinct = len({frozenset(r) for r in order.tolist()})
+    top_drop, random_drop = deletion_drops(rows, order, medians, score, rng, draws)
+    return {
+        "rows": n,
+        "top1_share_median": float(np.median(shares[:, 0])),
+        "distinct_top3_sets": distinct,
+        "distinct_top3_share": distinct / n,
+        "deletion_ratio_median": float(np.median(deletion_ratios(top_drop, random_drop))),
+        "top3_drop_median": float(np.nanmedian(top_drop)),
+        "random3_drop_median": float(np.nanmedian(random_drop)),
+    }
+
+
 def one_seed(data: Path, seed: int, work: Path) -> dict[str, dict[str, Any]]:
+    import pandas as pd
+
+    from fraudscore.features import PCA_FEATURES
     from fraudscore.model import load
     from trainer import autoencoder, split
     from trainer import data as data_mod
-    from trainer.config import TrainConfig
-    from trainer.evaluate import baselines, ranking
+    from trainer.calibrate import calibrate
+    from trainer.config import ThresholdPolicy, TrainConfig
+    from trainer.evaluate import PcaByComponents, baselines, ranking
     from trainer.pipeline import Fitter, run
 
     out: dict[str, dict[str, Any]] = {}
     base = TrainConfig(data=data, model_base=work / f"models-{seed}" / "creditcard", seed=seed, verbose=False)
+    best_f1 = ThresholdPolicy.parse("best-f1")
 
     start = time.perf_counter()
     result = run(replace(base, baselines=False, plots=False))
     model = load(base.model_base, result.version)
+    names = list(model.features)
     loaded = data_mod.load_csv(data)
     parts = split.split(loaded.frame, True)
     y_val, y_test = split.labels(parts.validation, True), split.labels(parts.test, True)
     assert y_val is not None and y_test is not None
-    scored = model.score(parts.test[list(model.features)].to_numpy(np.float32))
+    scored = model.score(parts.test[names].to_numpy(np.float32))
     flagged = scored.is_anomaly
     out["default"] = {
         **metrics(scored.reconstruction_error, y_test),
@@ -105,6 +248,42 @@ def one_seed(data: Path, seed: int, work: Path) -> dict[str, dict[str, Any]]:
         "seconds": time.perf_counter() - start,
     }
 
+    def frame(rows: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(rows, columns=names)
+
+    def default_score(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = model.score(rows)
+        return s.reconstruction_error, s.is_anomaly
+
+    # Probes on the test normals (raw), ranges from the training normals; one draw of features per seed.
+    probes = out_of_range_probes(
+        parts.test[names].to_numpy(np.float32)[y_test == 0],
+        parts.train[names].to_numpy(np.float32),
+        [names.index(n) for n in PCA_FEATURES],
+        np.random.default_rng(seed),
+    )
+    out["default"]["probes"] = flag_shares(default_score, probes)
+    # The rule before the envelope: the score alone over the same threshold.
+    out["default"]["probes_previous_rule"] = flag_shares(
+        thresholded(lambda r: default_score(r)[0], model.threshold), probes
+    )
+    # Explanations of the real frauds the default flags (validation and test), each deletion test re-scored by
+    # its own model, the same random draws for every explanation (one generator seed).
+    frauds = pd.concat([parts.validation[y_val == 1], parts.test[y_test == 1]])[names].to_numpy(np.float32)
+    explained = model.score(frauds, explain=True)
+    caught = frauds[explained.is_anomaly]
+    assert explained.contributions is not None
+    medians = model.medians
+    assert medians is not None, "the default's card has no training medians"
+    out["default"]["explanations"] = {
+        "occlusion": explanation_quality(
+            caught, explained.contributions[explained.is_anomaly], medians, default_score, np.random.default_rng(seed)
+        ),
+        "feature_errors": explanation_quality(
+            caught, explained.feature_errors[explained.is_anomaly], medians, default_score, np.random.default_rng(seed)
+        ),
+    }
+
     fitter = Fitter(parts, y_val, str(work / f"work-{seed}"), datetime.now(UTC))
     pcas = []
     for scaling in ("minmax", "zscore"):
@@ -113,12 +292,22 @@ def one_seed(data: Path, seed: int, work: Path) -> dict[str, dict[str, Any]]:
         x_test, _ = transformer.transform(parts.test)
         found = baselines(x_train, x_val, x_test, y_val, seed=seed)
         pca = next(b for b in found if b.name.startswith("pca"))
-        pcas.append((ranking(pca.validation_scores, y_val)["pr_auc"], scaling, pca))
+        pcas.append((ranking(pca.validation_scores, y_val)["pr_auc"], scaling, pca, transformer, x_train))
         if scaling == "minmax":
             forest = next(b for b in found if b.name == "isolation_forest")
             out["isolation_forest"] = {**metrics(forest.test_scores, y_test), "seconds": forest.seconds}
-    val_pr, scaling, pca = max(pcas, key=lambda p: p[0])
+    val_pr, scaling, pca, pca_transformer, pca_train = max(pcas, key=lambda p: p[0])
     out["pca"] = {**metrics(pca.test_scores, y_test), "design": f"{scaling} {pca.name}", "validation_pr_auc": val_pr}
+    # The chosen PCA as a scorer of raw rows (the baseline refitted the same way), no clipping, best-F1 threshold.
+    components = int(pca.name.removeprefix("pca_"))
+    pca_fit = PcaByComponents(pca_train, seed)
+
+    def pca_errors(rows: np.ndarray) -> np.ndarray:
+        return pca_fit.errors(pca_transformer.transform(frame(rows))[0], components)
+
+    assert np.allclose(pca_errors(parts.test[names].to_numpy(np.float32)), pca.test_scores, rtol=1e-5, atol=1e-9)
+    pca_score = thresholded(pca_errors, calibrate(pca.validation_scores, y_val, best_f1).value)
+    out["pca"]["probes"] = flag_shares(pca_score, probes)
 
     start = time.perf_counter()
     seed_cfg = replace(
@@ -132,13 +321,39 @@ def one_seed(data: Path, seed: int, work: Path) -> dict[str, dict[str, Any]]:
     )
     cand = fitter(seed_cfg)
     _, transformer, _, _ = fitter.analysis(seed_cfg)
-    x_test, _ = transformer.transform(parts.test)
-    errors, _ = autoencoder.errors(cand.model, x_test, cand.weights)
+
+    def seed_errors(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return autoencoder.errors(cand.model, transformer.transform(frame(rows))[0], cand.weights)
+
+    errors, _ = seed_errors(parts.test[names].to_numpy(np.float32))
     out["seed_book_network"] = {
         **metrics(errors, y_test),
         "design": seed_cfg.describe(),
         "seconds": time.perf_counter() - start,
     }
+    seed_score = thresholded(lambda r: seed_errors(r)[0], calibrate(cand.val_errors, y_val, best_f1).value)
+    out["seed_book_network"]["probes"] = flag_shares(seed_score, probes)
+    out["seed_book_network"]["explanations"] = {
+        "feature_errors": explanation_quality(
+            caught, seed_errors(caught)[1], medians, seed_score, np.random.default_rng(seed)
+        )
+    }
+    return out
+
+
+def mean_sd(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and sample sd over seeds of every number in ``runs`` (same-shaped dicts, one per seed), nested
+    dicts summarised in place; ``seconds``, flags and text left out."""
+    out: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        if isinstance(value, Mapping):
+            out[key] = mean_sd([r[key] for r in runs])
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "seconds":
+            values = [r[key] for r in runs]
+            out[key] = {
+                "mean": float(np.mean(values)),
+                "sd": float(np.std(values, ddof=1)) if len(runs) > 1 else 0.0,
+            }
     return out
 
 
@@ -146,18 +361,34 @@ def summarise(per_seed: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, 
     summary: dict[str, dict[str, Any]] = {}
     for name in per_seed[0]:
         runs = [s[name] for s in per_seed]
-        keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        summary[name] = {
-            k: {
-                "mean": float(np.mean([r[k] for r in runs])),
-                "sd": float(np.std([r[k] for r in runs], ddof=1)) if len(runs) > 1 else 0.0,
-            }
-            for k in keys
-            if k != "seconds"
-        }
+        summary[name] = mean_sd(runs)
         if "design" in runs[0]:
             summary[name]["design"] = sorted({r["design"] for r in runs})
     return summary
+
+
+def _goal(value: float, goal: float) -> dict[str, Any]:
+    return {"value": value, "goal": goal, "met": bool(value >= goal)}
+
+
+def probe_verdict(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The default's probe shares (means over seeds) against the goals, at a normals' flag rate no higher than
+    the previous rule's (the score alone over the threshold, measured in the same run)."""
+    default = summary["default"]
+    shares = {k: v["mean"] for k, v in default["probes"].items()}
+    normals, previous = shares["normals"], default["probes_previous_rule"]["normals"]["mean"]
+    out: dict[str, Any] = {name: _goal(shares[name], goal) for name, goal in PROBE_GOALS.items()}
+    out["normals_flag_rate"] = {"value": normals, "previous_rule": previous, "met": bool(normals <= previous)}
+    out["all_met"] = all(v["met"] for v in out.values())
+    return out
+
+
+def explanation_verdict(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The default's occlusion explanations (means over seeds) against the goals."""
+    found = summary["default"]["explanations"]["occlusion"]
+    out: dict[str, Any] = {name: _goal(found[name]["mean"], goal) for name, goal in EXPLANATION_GOALS.items()}
+    out["all_met"] = all(v["met"] for v in out.values())
+    return out
 
 
 def verdict(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -172,7 +403,13 @@ def verdict(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
             default["pr_auc"]["mean"] > v["pr_auc"]["mean"] for v in others.values()
         ),
         "recall_at_p085_not_below_best_baseline": default["recall_at_precision_0.85"]["mean"] >= best_recall,
+        "probes": probe_verdict(summary),
+        "explanations": explanation_verdict(summary),
     }
+
+
+def _cell(s: Mapping[str, Any], fmt: str) -> str:
+    return f"{s['mean']:{fmt}} ± {s['sd']:{fmt}}"
 
 
 def table(result: dict[str, Any]) -> str:
@@ -182,16 +419,61 @@ def table(result: dict[str, Any]) -> str:
     ]
     frauds = int(result["summary"]["default"]["test_frauds"]["mean"])
     for name, s in result["summary"].items():
-
-        def cell(key: str, fmt: str = ".3f", s: dict[str, Any] = s) -> str:
-            return f"{s[key]['mean']:{fmt}} ± {s[key]['sd']:{fmt}}"
-
         lines.append(
-            f"| {name} | {cell('pr_auc')} | {cell('roc_auc')} | {cell('recall_at_precision_0.85', '.2f')} "
-            f"| {cell('caught_at_1_fp_per_10k', '.1f')} of {frauds} "
-            f"| {cell('caught_at_22_fp_per_10k', '.1f')} of {frauds} |"
+            f"| {name} | {_cell(s['pr_auc'], '.3f')} | {_cell(s['roc_auc'], '.3f')} "
+            f"| {_cell(s['recall_at_precision_0.85'], '.2f')} "
+            f"| {_cell(s['caught_at_1_fp_per_10k'], '.1f')} of {frauds} "
+            f"| {_cell(s['caught_at_22_fp_per_10k'], '.1f')} of {frauds} |"
         )
     return "\n".join(lines)
+
+
+PROBE_ROWS = {
+    ("default", "probes"): "default, `is_anomaly` as exported",
+    ("default", "probes_previous_rule"): "default's score alone > threshold (the previous rule)",
+    ("pca", "probes"): "PCA (chosen on validation, no clipping, best-F1 threshold)",
+    ("seed_book_network", "probes"): "seed book's network (clipped, best-F1 threshold)",
+}
+EXPLANATION_ROWS = {
+    ("default", "occlusion"): "default, occlusion contributions",
+    ("default", "feature_errors"): "default, shares of feature errors (old style)",
+    ("seed_book_network", "feature_errors"): "seed book's network, shares of feature errors",
+}
+
+
+def probe_table(result: dict[str, Any]) -> str:
+    """Share of each out-of-range probe flagged, per model (mean ± sd over seeds)."""
+    summary = result["summary"]
+    probes = list(summary["default"]["probes"])
+    lines = ["| flagged share | " + " | ".join(probes) + " |", "| --- |" + " ---: |" * len(probes)]
+    for (model, key), label in PROBE_ROWS.items():
+        if key in summary[model]:
+            lines.append(f"| {label} | " + " | ".join(_cell(summary[model][key][p], ".3f") for p in probes) + " |")
+    return "\n".join(lines)
+
+
+def explanation_table(result: dict[str, Any]) -> str:
+    """The explanation measures on the real frauds the default flags (mean ± sd over seeds)."""
+    lines = [
+        "| explanation | flagged frauds | top-1 share, median | distinct top-3 sets | share of frauds "
+        "| deletion: top-3 / random-3 drop, median | top-3 drop | random-3 drop |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for (model, kind), label in EXPLANATION_ROWS.items():
+        e = result["summary"][model].get("explanations", {}).get(kind)
+        if e and "top1_share_median" in e:
+            lines.append(
+                f"| {label} | {_cell(e['rows'], '.1f')} | {_cell(e['top1_share_median'], '.3f')} "
+                f"| {_cell(e['distinct_top3_sets'], '.1f')} | {_cell(e['distinct_top3_share'], '.2f')} "
+                f"| {_cell(e['deletion_ratio_median'], '.1f')}x | {_cell(e['top3_drop_median'], '.3f')} "
+                f"| {_cell(e['random3_drop_median'], '.3f')} |"
+            )
+    return "\n".join(lines)
+
+
+def goals_line(v: Mapping[str, Any]) -> str:
+    """One line per verdict section: each goal met or not."""
+    return "; ".join(f"{k}: {'met' if g['met'] else 'NOT met'}" for k, g in v.items() if k != "all_met")
 
 
 def search_evidence(data: Path, out: Path) -> int:
@@ -265,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
+    print(probe_table(result))
+    print(explanation_table(result))
     print(json.dumps(result["verdict"], indent=2))
     return 0
 

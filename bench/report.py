@@ -102,15 +102,20 @@ def stream_table(d: dict[str, Any]) -> str:
 
 
 def quality_table(d: dict[str, Any]) -> str:
-    from bench.quality import table
+    from bench.quality import explanation_table, goals_line, probe_table, table
 
     v = d["verdict"]
-    return (
+    out = (
         table(d) + f"\n\nSeeds {d['seeds']}, {d['split']}. Best baseline by PR-AUC: {v['best_baseline_by_pr_auc']} "
         f"(margin of the default {v['pr_auc_margin_over_best_baseline']:+.4f}); beats every baseline's mean "
         f"PR-AUC: {'yes' if v['beats_every_baseline_mean_pr_auc'] else 'NO'}; recall at precision >= 0.85 not "
         f"below the best baseline's: {'yes' if v['recall_at_p085_not_below_best_baseline'] else 'NO'}."
     )
+    if "probes" in v:
+        out += f"\n\n{probe_table(d)}\n\nProbe goals (the default): {goals_line(v['probes'])}."
+    if "explanations" in v:
+        out += f"\n\n{explanation_table(d)}\n\nExplanation goals (the default): {goals_line(v['explanations'])}."
+    return out
 
 
 def main() -> None:
