@@ -198,7 +198,8 @@ def compare(
 ) -> tuple[str | None, float]:
     """(None, max relative difference) if the fast path's outputs agree with TensorFlow's, else (reason, ...).
 
-    ``fraud_probability``, when TensorFlow gives one, must agree to ``RTOL`` absolute (it is in [0, 1]);
+    ``fraud_probability`` and ``envelope_distance``, when TensorFlow gives them, must agree to ``RTOL``
+    (absolute up to 1, relative above);
     ``is_anomaly`` is compared on rows whose ``threshold_score`` is not within float tolerance of the threshold.
     """
     for name in (*OUTPUTS, *(n for n in OPTIONAL_OUTPUTS if n in ref)):
@@ -224,8 +225,10 @@ def compare(
         return "out_of_range_count differs from TensorFlow's", worst
     for name in OPTIONAL_OUTPUTS:
         if name in ref:
-            gap = np.abs(np.asarray(fast[name], np.float64) - np.asarray(ref[name], np.float64))
-            if not np.all(gap <= RTOL):
+            want_o = np.asarray(ref[name], np.float64)
+            gap = np.abs(np.asarray(fast[name], np.float64) - want_o)
+            # Absolute in [0, 1] (a probability), relative above 1 (an envelope distance of a 1e6 value).
+            if not np.all(gap <= RTOL * np.maximum(1.0, np.abs(want_o))):
                 return f"{name} differs from TensorFlow's by up to {float(np.max(gap)):.3g} (limit {RTOL:g})", worst
     # A row within float tolerance of the threshold may fall either side of it (a probability's is absolute).
     scored = np.asarray(ref[threshold_score], np.float64)

@@ -16,6 +16,9 @@ inside) and returns:
 - ``feature_errors``        float32 ``[None, F]``  squared error per feature
 - ``is_anomaly``            bool    ``[None]``     error > calibrated threshold
 - ``out_of_range_count``    int32   ``[None]``     features clipped to the training range
+- ``envelope_distance``     float32 ``[None]``     how far outside the training normals' range, in p1-p99 widths
+  (``trainer.envelope``; versions trained before it lack it); ``is_anomaly`` is also true beyond the card's
+  ``envelope.limit_widths``
 - ``fraud_probability``     float32 ``[None]``     only when the card has a ``second_stage``: a supervised
   classifier's probability of fraud from the raw features and ``feature_errors`` (``trainer.derive``)
 
@@ -27,10 +30,18 @@ keep no copies of their own. Both score through :meth:`LoadedModel.score`,
 which uses the LiteRT fast path compiled from this same SavedModel at load time
 (``fraudscore.fastpath``) when it agrees with TensorFlow, and TensorFlow
 otherwise.
+
+Explanations: ``score(rows, explain=True)`` adds ``contributions``, per feature the drop of the row's
+reconstruction error when that feature alone is set to the training normals' median (occlusion; the
+medians are the card's ``statistics``). It is one more call of the same compiled function on ``F`` copies
+of each row, so every path (gRPC, stream, offline) gets the same answer for a row in any batch. A row's
+top features are its largest contributions (:func:`top_k` of :func:`explained`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fraudscore.artifact import CARD_FILE, OUTPUTS, SIGNATURE, THRESHOLD_SCORES, Scores
+from fraudscore.artifact import CARD_FILE, ENVELOPE_DISTANCE, OUTPUTS, SIGNATURE, THRESHOLD_SCORES, Scores
 from fraudscore.versions import latest_version
 
 if TYPE_CHECKING:
@@ -239,13 +250,26 @@ class LoadedModel:
     def has_fraud_probability(self) -> bool:
         return self.card.second_stage is not None
 
-    def score(self, rows: np.ndarray) -> Scores:
-        """Scores raw feature rows ``[n, F]`` in ``features`` order."""
+    @functools.cached_property
+    def medians(self) -> np.ndarray | None:
+        """The training normals' median per feature (raw units, card order); None for a version without them."""
+        stats = self.card.raw.get("statistics") or {}
+        try:
+            return np.array([stats[name]["median"] for name in self.features], dtype=np.float32)
+        except (KeyError, TypeError):
+            return None
+
+    def score(self, rows: np.ndarray, *, explain: bool = False) -> Scores:
+        """Scores raw feature rows ``[n, F]`` in ``features`` order; ``explain`` adds ``contributions``."""
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         if rows.ndim != 2 or rows.shape[1] != len(self.features):
             raise ModelError(f"expected rows of shape [n, {len(self.features)}], got {list(rows.shape)}")
-        out = self._fast(rows) if self._fast is not None else self._score_tf(rows)
-        return _scores(out)
+        call = self._fast if self._fast is not None else self._score_tf
+        scores = _scores(call(rows))
+        if explain and self.medians is not None and len(rows):
+            occluded = call(occlude(rows, self.medians))["reconstruction_error"]
+            scores = dataclasses.replace(scores, contributions=contributions(scores.reconstruction_error, occluded))
+        return scores
 
     def score_tensorflow(self, rows: np.ndarray) -> Scores:
         """Scores with the SavedModel's signature in TensorFlow, never the fast path (for checks)."""
@@ -259,7 +283,34 @@ class LoadedModel:
 
 def _scores(out: Mapping[str, np.ndarray]) -> Scores:
     required = {name: out[name] for name in OUTPUTS}
-    return Scores(**required, fraud_probability=out.get("fraud_probability"))
+    return Scores(
+        **required, fraud_probability=out.get("fraud_probability"), envelope_distance=out.get(ENVELOPE_DISTANCE)
+    )
+
+
+def occlude(rows: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """``[n * F, F]``: each row F times, copy j with feature j set to ``baseline[j]`` (row-major: row i's copies
+    are ``i*F .. i*F+F-1``)."""
+    n, f = rows.shape
+    out = np.repeat(rows, f, axis=0).reshape(n, f, f)
+    out[:, np.arange(f), np.arange(f)] = baseline
+    return out.reshape(n * f, f)
+
+
+def contributions(errors: np.ndarray, occluded_errors: np.ndarray) -> np.ndarray:
+    """``[n, F]`` float32: how much each feature alone adds to the row's error, ``max(0, error - error with the
+    feature at its normal median)``. Faithful by construction: putting a top feature back to normal removes
+    exactly its contribution from the score (one feature at a time; shares of features that interact overlap).
+    """
+    n = len(errors)
+    drop = np.asarray(errors, np.float32)[:, None] - np.asarray(occluded_errors, np.float32).reshape(n, -1)
+    return np.maximum(drop, np.float32(0)).astype(np.float32, copy=False)
+
+
+def explained(scores: Scores) -> np.ndarray:
+    """What a row's top features are taken from: the occlusion contributions, or for a version without
+    training medians (older than explanations), the per-feature reconstruction errors."""
+    return scores.contributions if scores.contributions is not None else scores.feature_errors
 
 
 def load(base: Path, version: int | None = None) -> LoadedModel:

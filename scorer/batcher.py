@@ -35,9 +35,9 @@ IDLE_GAP_S = 0.0005
 INLINE_MAX_ROWS = 64
 
 
-def score_rows(model: LoadedModel, rows: np.ndarray, metrics: ScorerMetrics) -> Scores:
-    """One model call, counted in the metrics; runs on a worker thread."""
-    scores = model.score(rows)
+def score_rows(model: LoadedModel, rows: np.ndarray, metrics: ScorerMetrics, *, explain: bool = True) -> Scores:
+    """One model call (two with ``explain``: the occlusion of each feature), counted; runs on a worker thread."""
+    scores = model.score(rows, explain=explain)
     metrics.batch_size.observe(len(rows))
     metrics.record_scores(scores)
     return scores

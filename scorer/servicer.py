@@ -154,7 +154,9 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
             await _abort(context, grpc.StatusCode.INTERNAL, f"model version {model.version} failed: {exc}")
 
     def _score_columns(self, request: pb.ScoreColumnsRequest, model: LoadedModel, batch: columns.Batch) -> bytes:
-        scores = score_rows(model, batch.rows, self._metrics) if len(batch.rows) else None
+        # Explanations only when top features are asked for: they cost one model call on F copies of each row.
+        explain = batch.top_k > 0
+        scores = score_rows(model, batch.rows, self._metrics, explain=explain) if len(batch.rows) else None
         reply = columns.encode(request, model, batch, scores, echo_ids=False)
         return reply.SerializeToString() + columns.ids_field(request)
 

@@ -190,7 +190,7 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
     ) -> Iterable[ScoredTransaction]:
         model = self._current(model)
         rows = schema.feature_matrix(batch, model.features)
-        scores = model.score(rows)
+        scores = model.score(rows, explain=True)
         # Python scalars once per batch (tolist), metrics once per batch: per-element numpy indexing and
         # metric calls were a large share of a replay's CPU.
         errors = [float(e) for e in scores.reconstruction_error.tolist()]
@@ -200,7 +200,7 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
         metrics.scored_batch(errors, anomalies, out_of_range)
         now = time.time()
         metrics.stage_lags("scored", (now - t for t in event_times))
-        order, shares, has_error = fmodel.top_k(scores.feature_errors, self._top_k)
+        order, shares, has_error = fmodel.top_k(fmodel.explained(scores), self._top_k)
         names = model.features
         top_features = [
             tuple((names[j], share) for j, share in zip(cols, row_shares, strict=True)) if has else ()

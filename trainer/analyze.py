@@ -25,6 +25,7 @@ from trainer.preprocessing import (
     STAT_MAX,
     STAT_MIN,
     STAT_SCALE,
+    UNSCALED,
     make_preprocessing_fn,
 )
 
@@ -151,6 +152,16 @@ class Transformer:
             scaled.append(out[SCALED])
             outside.append(out[OUT_OF_RANGE])
         return np.concatenate(scaled).astype(np.float32), np.concatenate(outside).astype(np.int32)
+
+    def unscaled(self, frame: pd.DataFrame) -> np.ndarray:
+        """The rows of ``frame`` after the log and before clipping and scaling ([n, F] float32)."""
+        parts = [
+            self._call({n: frame[n].iloc[start : start + TRANSFORM_CHUNK].to_numpy(np.float32) for n in self.names})[
+                UNSCALED
+            ]
+            for start in range(0, max(len(frame), 1), TRANSFORM_CHUNK)
+        ]
+        return np.concatenate(parts).astype(np.float32)
 
     def statistics(self) -> dict[str, np.ndarray]:
         """The analyzers' per-feature min, max, center and scale, read back from the transform graph."""

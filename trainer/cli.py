@@ -65,6 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "either way they are counted as out of range)",
     )
     parser.add_argument(
+        "--envelope-widths",
+        type=_positive_float,
+        default=d.envelope_widths,
+        metavar="W",
+        help="also flag a transaction lying more than W p1-p99 widths outside the training normals' range of any "
+        "feature, whatever its score (default %(default)s)",
+    )
+    parser.add_argument(
         "--error-weighting",
         default=d.error_weighting,
         choices=("auto", "none", "standardized"),
@@ -221,6 +229,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         activation=args.activation,
         scaling=args.scaling,
         clip=args.clip,
+        envelope_widths=args.envelope_widths,
         error_weighting=args.error_weighting,
         pca_components=pca_components,
         search=args.search,
@@ -322,3 +331,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"  {name:<18} test ROC-AUC {roc:.4f}  PR-AUC {pr:.4f}")
     print(f"report: {result.version_dir / 'report' / 'report.md'}")
     return 0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value

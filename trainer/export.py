@@ -29,10 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from fraudscore.artifact import ENVELOPE_DISTANCE
 from fraudscore.model import OUTPUTS, SIGNATURE, ModelCard
 from trainer.autoencoder import residual
 from trainer.config import TrainError
-from trainer.preprocessing import OUT_OF_RANGE, SCALED
+from trainer.envelope import Envelope, distance_tf
+from trainer.preprocessing import OUT_OF_RANGE, SCALED, UNSCALED
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +53,18 @@ class ExportError(TrainError):
 
 
 def build_module(
-    autoencoder: Any, transform_dir: str, names: Sequence[str], threshold: float, weights: np.ndarray | None = None
+    autoencoder: Any,
+    transform_dir: str,
+    names: Sequence[str],
+    threshold: float,
+    weights: np.ndarray | None = None,
+    envelope: Envelope | None = None,
 ) -> Any:
     """The servable: raw features -> tf.Transform layer -> autoencoder -> errors and flags.
 
     ``weights`` (standardized errors) divide each feature's squared error, as ``trainer.autoencoder.errors`` does.
+    ``envelope`` adds ``envelope_distance`` and flags a row beyond its limit whatever its error
+    (:mod:`trainer.envelope`).
     """
     import tensorflow as tf
     import tensorflow_transform as tft
@@ -70,6 +79,11 @@ def build_module(
             self.threshold = tf.Variable(threshold, dtype=tf.float32, trainable=False, name="threshold")
             divisors = np.ones(len(names), np.float32) if weights is None else np.asarray(weights, np.float32)
             self.error_divisors = tf.Variable(divisors, trainable=False, name="error_divisors")
+            if envelope is not None:
+                self.envelope_lo = tf.constant(envelope.lo)
+                self.envelope_hi = tf.constant(envelope.hi)
+                self.envelope_width = tf.constant(envelope.width)
+                self.envelope_limit = tf.Variable(envelope.limit, dtype=tf.float32, trainable=False, name="envelope")
 
         @tf.function(input_signature=[{n: tf.TensorSpec([None], tf.float32, name=n) for n in names}])
         def serve(self, raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -77,12 +91,17 @@ def build_module(
             scaled = transformed[SCALED]
             terms = tf.square(residual(self.autoencoder, scaled)) / self.error_divisors
             error = tf.reduce_mean(terms, axis=1)
-            return {
+            out = {
                 "reconstruction_error": error,
                 "feature_errors": terms,
                 "is_anomaly": error > self.threshold,
                 "out_of_range_count": tf.cast(transformed[OUT_OF_RANGE], tf.int32),
             }
+            if envelope is not None:
+                distance = distance_tf(transformed[UNSCALED], self.envelope_lo, self.envelope_hi, self.envelope_width)
+                out[ENVELOPE_DISTANCE] = distance
+                out["is_anomaly"] = tf.logical_or(out["is_anomaly"], distance > self.envelope_limit)
+            return out
 
     return ServingModule()
 
@@ -136,6 +155,7 @@ def export(
     check_rows: np.ndarray,
     check_errors: np.ndarray,
     write_extras: Callable[[Path, int], ModelCard],
+    envelope: Envelope | None = None,
 ) -> tuple[int, Path, dict[str, Any]]:
     """Writes a new version under ``base``; returns (version, its dir, the card written, as its JSON object).
 
@@ -145,7 +165,7 @@ def export(
     import tensorflow as tf
 
     with staging_dir(base) as tmp:
-        module = build_module(autoencoder, transform_dir, names, threshold, weights)
+        module = build_module(autoencoder, transform_dir, names, threshold, weights, envelope)
         tf.saved_model.save(module, str(tmp), signatures={SIGNATURE: module.serve.get_concrete_function()})
         extra = tmp / EXTRA_DIR
         extra.mkdir(exist_ok=True)

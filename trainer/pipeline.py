@@ -20,15 +20,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fraudscore.artifact import ENVELOPE_DISTANCE
 from fraudscore.model import OUTPUTS, SIGNATURE, ModelCard
 from trainer import analyze as analyze_mod
 from trainer import autoencoder, calibrate, data, evaluate, export, split, supervise
 from trainer import search as search_mod
 from trainer.config import PCA_AUTO, QualityGateError, ThresholdPolicy, TrainConfig, TrainResult
+from trainer.envelope import Envelope
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +92,15 @@ def check_quality(metrics: dict[str, float], min_pr_auc: float | None) -> None:
         )
 
 
-def _statistics(transformer: analyze_mod.Transformer, config: TrainConfig) -> dict[str, dict[str, Any]]:
+def _statistics(
+    transformer: analyze_mod.Transformer, config: TrainConfig, train: pd.DataFrame, envelope: Envelope
+) -> dict[str, dict[str, Any]]:
+    """Per feature: the transform's statistics, the envelope's width, and the training normals' raw median and
+    p1/p99 (the occlusion baseline of explanations and the "normal range" they are shown against)."""
     stats = transformer.statistics()
+    raw = train[list(config.features)].to_numpy(np.float64)
+    median = np.median(raw, axis=0)
+    low, high = np.percentile(raw, (1.0, 99.0), axis=0)
     out: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(config.features):
         logged = name in config.log_features
@@ -104,6 +116,8 @@ def _statistics(transformer: analyze_mod.Transformer, config: TrainConfig) -> di
             entry["raw_min"] = float(np.sign(lo) * np.expm1(abs(lo)))
             entry["raw_max"] = float(np.sign(hi) * np.expm1(abs(hi)))
         entry["zero_range"] = bool(hi <= lo)
+        entry.update(median=float(median[i]), p01=float(low[i]), p99=float(high[i]))
+        entry["envelope_width"] = float(envelope.width[i])
         out[name] = entry
     return out
 
@@ -297,21 +311,29 @@ def run(config: TrainConfig) -> TrainResult:
         config = chosen.config
         model, weights, val_errors = chosen.model, chosen.weights, chosen.val_errors
         transformer, transform_dir, history = chosen.transformer, chosen.transform_dir, chosen.history
-        statistics = _statistics(transformer, config)
+        envelope = Envelope.fit(transformer.unscaled(parts.train), config.envelope_widths)
+        statistics = _statistics(transformer, config, parts.train, envelope)
         x_test, oor_test = transformer.transform(parts.test)  # only now: the design is fixed
 
         with stage("calibrate", f"threshold by {policy} on validation"):
             test_errors, _ = autoencoder.errors(model, x_test, weights)
             threshold = calibrate.calibrate(val_errors, y_val, policy)
+            outside_test = envelope.flags(transformer.unscaled(parts.test))
 
         with stage("evaluate", "test split, baselines, report"):
             report = _evaluate(config, chosen, x_test, y_val, y_test, test_errors)
             report["metrics"]["test_out_of_range_rows"] = int(np.sum(oor_test > 0))
             t_metrics = report["metrics"]
+            # What the SavedModel flags: the threshold, or beyond the envelope whatever the error.
+            flagging = np.where(outside_test, np.float32(np.inf), test_errors)
             if y_test is not None:
-                t_metrics.update(calibrate.confusion(test_errors, y_test, threshold.value).as_dict())
+                t_metrics.update(calibrate.confusion(flagging, y_test, threshold.value).as_dict())
                 report["table"] = evaluate.seed_table(test_errors, y_test, threshold.value, val_errors)
-            t_metrics["alert_rate"] = float(np.mean(test_errors > np.float32(threshold.value)))
+            t_metrics["alert_rate"] = float(np.mean(flagging > np.float32(threshold.value)))
+            t_metrics["test_envelope_rows"] = int(np.sum(outside_test))
+            report["envelope"] = envelope.to_card(
+                transformer.unscaled(parts.validation if y_val is None else parts.validation[y_val == 0])
+            )
         check_quality(t_metrics, config.min_pr_auc)
 
         training = _training_info(chosen, searched=search_report is not None)
@@ -358,6 +380,7 @@ def run(config: TrainConfig) -> TrainResult:
                 check_rows=check_rows,
                 check_errors=val_errors[:CHECK_ROWS],
                 write_extras=write_extras,
+                envelope=envelope,
             )
         if labelled is not None:
             with stage("second stage", f"classifier on {len(labelled.labels)} labelled rows, one version"):
@@ -444,7 +467,7 @@ def _card(
         "signature": {
             "name": SIGNATURE,
             "inputs": {n: "float32 [None] raw value" for n in config.features},
-            "outputs": list(OUTPUTS),
+            "outputs": [*OUTPUTS, ENVELOPE_DISTANCE],
             "reconstruction_error": (
                 "mean over features of the squared error of the scaled input"
                 + (", each divided by its mean over the training normals" if error["divisors"] else "")
@@ -468,6 +491,7 @@ def _card(
         },
         "error": error,
         "threshold": report["threshold"],
+        "envelope": report["envelope"],
         "metrics": metrics,
         "metrics_split": "test",
         "baselines": {k: v for k, v in report.get("models", {}).items() if k != "autoencoder"},

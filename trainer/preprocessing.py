@@ -15,7 +15,9 @@ serving time: clipped to the range before scaling (the seed's behaviour), or
 passed through. On real rows clipping flattens exactly the extreme values
 frauds have (the same network lost 0.76 -> 0.60 validation PR-AUC with it on
 the shipped sample), so the search decides. Either way the value is counted:
-``out_of_range_count`` is the training/serving skew signal the dashboard plots.
+``out_of_range_count`` is the training/serving skew signal the dashboard plots,
+and ``unscaled`` (the value before clipping, in the scaled space's units) is
+what ``trainer.envelope`` measures the distance outside the training range on.
 A feature that was constant in training (zero range, zero sd) is scaled to 0
 instead of dividing by zero; any other value of it counts as out of range.
 
@@ -32,6 +34,7 @@ from typing import Any
 from fraudscore import features
 
 SCALED = "scaled"  # float32 [None, F]: the autoencoder's input
+UNSCALED = "unscaled"  # float32 [None, F]: after the log, before clipping and scaling (the envelope's space)
 OUT_OF_RANGE = "out_of_range_count"  # int64 [None]
 STAT_MIN = "stat_min"  # float32 [None, F]: the analyzer's minimum, in the (log-)space that is scaled
 STAT_MAX = "stat_max"
@@ -84,6 +87,7 @@ def make_preprocessing_fn(
             center = tft.mean(x, reduce_instance_dims=False)
             scale = tf.sqrt(tft.var(x, reduce_instance_dims=False))
         outside = tf.logical_or(x < lo, x > hi)
+        unscaled = x
         if clip:
             x = tf.clip_by_value(x, lo, hi)
         has_range = scale > 0
@@ -91,6 +95,7 @@ def make_preprocessing_fn(
         scaled = tf.where(has_range, (x - center) / safe_scale, tf.zeros_like(x))
         return {
             SCALED: scaled,
+            UNSCALED: unscaled,
             OUT_OF_RANGE: tf.reduce_sum(tf.cast(outside, tf.int64), axis=1),
             STAT_MIN: tf.zeros_like(x) + lo,
             STAT_MAX: tf.zeros_like(x) + hi,

@@ -256,16 +256,23 @@ def test_stream_grpc_trainer_and_artifact_agree(
     # The anomaly flag: the artifact's (fast path and TensorFlow), the scorer's, and the trainer's score against
     # the card's threshold (rows within float tolerance of the threshold are the only ones allowed to differ).
     anomalous = {i for i, flag in zip(ids, artifact.is_anomaly, strict=True) if flag}
-    assert anomalous == {i for i, s in zip(ids, thresholded, strict=True) if s > np.float32(loaded.threshold)}
+    # Flagged: above the threshold, or outside the training normals' envelope whatever the score.
+    assert artifact.envelope_distance is not None
+    outside = artifact.envelope_distance > np.float32(loaded.card.raw["envelope"]["limit_widths"])
+    assert anomalous == {
+        i for i, s, o in zip(ids, thresholded, outside, strict=True) if s > np.float32(loaded.threshold) or o
+    }
     assert {i for i in ids if by_batch[i].is_anomaly} == anomalous
     near = np.abs(tf_scores.reconstruction_error - loaded.threshold) <= RTOL * loaded.threshold
     if staged:
         near = np.abs(np.asarray(tf_scores.fraud_probability) - loaded.threshold) <= PROB_ATOL
     np.testing.assert_array_equal(artifact.is_anomaly[~near], tf_scores.is_anomaly[~near])
     clear = np.abs(trainer_thresholded - loaded.threshold) > band
-    assert {i for i, e, c in zip(ids, trainer_thresholded, clear, strict=True) if c and e > loaded.threshold} == {
-        i for i, c in zip(ids, clear, strict=True) if c and i in anomalous
-    }
+    assert {
+        i
+        for i, e, c, o in zip(ids, trainer_thresholded, clear, outside, strict=True)
+        if c and (e > loaded.threshold or o)
+    } == {i for i, c in zip(ids, clear, strict=True) if c and i in anomalous}
 
     # The stream's cases: the same set in Bigtable and on the alerts topic, TX_ANOMALY exactly the anomalous rows.
     streamed = _finish(replay, unique_resources, tmp_path / "stream.log")
@@ -298,6 +305,21 @@ def test_stream_grpc_trainer_and_artifact_agree(
         np.testing.assert_allclose(stream_p, [singles[i].fraud_probability for i in flagged], atol=PROB_ATOL)
     else:
         assert stream_p == [None] * len(flagged)
+
+    # The explanation of each flagged transaction (occlusion top features and shares): the same in the stream's
+    # case, its alert, gRPC Score and ScoreBatch, and the artifact's own.
+    explained = loaded.score(rows[at], explain=True)
+    order, shares, has = model_lib.top_k(model_lib.explained(explained), 3)
+    for n, i in enumerate(flagged):
+        want = [(loaded.features[j], s) for j, s in zip(order[n], shares[n], strict=True)] if has[n] else []
+        for got in (
+            cases[i].top_features,
+            streamed.alerted[i].top_features,
+            [(c.name, c.share) for c in singles[i].top_features],
+            [(c.name, c.share) for c in by_batch[i].top_features],
+        ):
+            assert [name for name, _ in got] == [name for name, _ in want], i
+            np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-5, atol=1e-6)
 
     # Model version and threshold are the artifact's everywhere.
     for i in flagged:

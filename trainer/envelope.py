@@ -1,0 +1,84 @@
+"""The training normals' envelope: how far a transaction lies outside everything the model was trained on.
+
+A reconstruction score alone has blind spots: clipped to the training range,
+a value 10 ranges beyond the maximum looks like one at the maximum, and a
+residual on a few minor axes cannot see a transaction that is large along the
+major ones (normal rows x20 were flagged 14% of the time). So the SavedModel
+also measures, per row, the **envelope distance**: for each feature, how far
+its value lies outside the training normals' [min, max], in units of that
+feature's p1–p99 width on the same rows (a robust spread: the min-max range of
+heavy-tailed features is set by a handful of outliers), and the row's
+distance is the largest over features. Inside the range it is 0, so it never
+changes how the rows the model knows are ranked; beyond it, it grows linearly
+in any direction.
+
+``is_anomaly`` is then ``score > threshold OR envelope_distance > limit``
+(the limit in widths, ``--envelope-widths``, default 1): a transaction the
+model has never seen the like of is flagged whatever its score, with the
+feature that is out named in the explanation. Measured on the shipped real
+sample: validation normals beyond 1 width 0.1 %, real frauds 18-48 %, normal
+rows x20 and one feature 1 range out 100 %.
+
+Everything is in the transform's space (after the signed log of Amount,
+before clipping and scaling: ``trainer.preprocessing.UNSCALED``), fitted on the
+training normals only, and saved inside the SavedModel as constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DEFAULT_LIMIT_WIDTHS = 1.0
+LOW_PCT, HIGH_PCT = 1.0, 99.0
+
+
+@dataclass(frozen=True)
+class Envelope:
+    lo: np.ndarray  # [F] the training normals' minimum (transform space)
+    hi: np.ndarray  # [F] maximum
+    width: np.ndarray  # [F] p99 - p1, floored so a constant feature does not divide by zero
+    limit: float  # widths beyond the range that flag a row
+
+    @classmethod
+    def fit(cls, unscaled_train: np.ndarray, limit: float = DEFAULT_LIMIT_WIDTHS) -> Envelope:
+        x = np.asarray(unscaled_train, np.float64)
+        if x.ndim != 2 or len(x) == 0:
+            raise ValueError(f"envelope: expected training rows [n, F], got shape {list(x.shape)}")
+        if not limit > 0:
+            raise ValueError(f"envelope: the limit must be a positive number of widths, got {limit}")
+        lo, hi = x.min(axis=0), x.max(axis=0)
+        width = np.percentile(x, HIGH_PCT, axis=0) - np.percentile(x, LOW_PCT, axis=0)
+        # A feature whose p1-p99 is empty (nearly constant) falls back to its full range, then to 1.
+        width = np.where(width > 0, width, hi - lo)
+        width = np.where(width > 0, width, 1.0)
+        return cls(lo.astype(np.float32), hi.astype(np.float32), width.astype(np.float32), float(limit))
+
+    def distance(self, unscaled: np.ndarray) -> np.ndarray:
+        """Per row, the largest excess over features, in widths (numpy, float32 like the SavedModel)."""
+        x = np.asarray(unscaled, np.float32)
+        excess = np.maximum(np.maximum(x - self.hi, self.lo - x), np.float32(0)) / self.width
+        return excess.max(axis=1) if x.shape[1] else np.zeros(len(x), np.float32)
+
+    def flags(self, unscaled: np.ndarray) -> np.ndarray:
+        return self.distance(unscaled) > np.float32(self.limit)
+
+    def to_card(self, validation_unscaled: np.ndarray | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "limit_widths": self.limit,
+            "width": f"p{LOW_PCT:g}-p{HIGH_PCT:g} of the training normals, in the transform's space",
+            "rule": "is_anomaly also when envelope_distance > limit_widths",
+        }
+        if validation_unscaled is not None and len(validation_unscaled):
+            out["validation_flag_rate"] = float(np.mean(self.flags(validation_unscaled)))
+        return out
+
+
+def distance_tf(unscaled: Any, lo: Any, hi: Any, width: Any) -> Any:
+    """:meth:`Envelope.distance` in TensorFlow ops LiteRT converts (max, sub, div, reduce_max)."""
+    import tensorflow as tf
+
+    excess = tf.maximum(tf.maximum(unscaled - hi, lo - unscaled), 0.0) / width
+    return tf.reduce_max(excess, axis=1)
