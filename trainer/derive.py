@@ -32,7 +32,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fraudscore import fastpath
-from fraudscore.artifact import CARD_FILE, OPTIONAL_OUTPUTS, OUTPUTS, SAVED_MODEL_FILE, SIGNATURE, THRESHOLD_SCORES
+from fraudscore.artifact import (
+    CARD_FILE,
+    ENVELOPE_DISTANCE,
+    OPTIONAL_OUTPUTS,
+    OUTPUTS,
+    SAVED_MODEL_FILE,
+    SIGNATURE,
+    THRESHOLD_SCORES,
+)
 from fraudscore.model import ModelCard, ModelError
 from fraudscore.versions import latest_version
 from trainer.config import TrainError
@@ -216,11 +224,16 @@ def _derived_module(loaded: Any, names: Sequence[str], threshold: float, score: 
         def serve(self, raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
             out = self.core.serve(raw)
             result = {k: out[k] for k in OUTPUTS if k != "is_anomaly"}
+            if ENVELOPE_DISTANCE in out:  # the source's envelope rule stays: beyond it, flagged whatever the score
+                result[ENVELOPE_DISTANCE] = out[ENVELOPE_DISTANCE]
             if self.stage is not None:
                 stacked = tf.stack([raw[n] for n in names], axis=1)
                 features = tf.concat([stacked, out["feature_errors"]], axis=1)
                 result[FRAUD_PROBABILITY] = self.stage.classify(features)
             result["is_anomaly"] = result[score] > self.threshold
+            if ENVELOPE_DISTANCE in out:
+                outside = out[ENVELOPE_DISTANCE] > self.core.envelope_limit
+                result["is_anomaly"] = tf.logical_or(result["is_anomaly"], outside)
             return result
 
     return DerivedModule()
@@ -274,8 +287,13 @@ def _check(
     stored = float(derived.threshold.numpy())
     if stored != threshold:
         raise DeriveError(f"derived model's threshold variable is {stored!r}, the card says {threshold!r}")
-    if not np.array_equal(got["is_anomaly"], got[score] > np.float32(threshold)):
-        raise DeriveError(f"derived model's is_anomaly is not {score} > {threshold:g}")
+    flagged = got[score] > np.float32(threshold)
+    if ENVELOPE_DISTANCE in want:  # the source's envelope rule, kept: the same distance, the same limit
+        if not np.allclose(got[ENVELOPE_DISTANCE], want[ENVELOPE_DISTANCE], rtol=CHECK_RTOL, atol=CHECK_ATOL):
+            raise DeriveError("derived model's envelope_distance differs from its source's")
+        flagged |= got[ENVELOPE_DISTANCE] > np.float32(derived.core.envelope_limit.numpy())
+    if not np.array_equal(got["is_anomaly"], flagged):
+        raise DeriveError(f"derived model's is_anomaly is not {score} > {threshold:g} (or beyond the envelope)")
 
 
 def _card_content(
