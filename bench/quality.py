@@ -189,16 +189,18 @@ def explanation_quality(
     score: Scorer,
     rng: np.random.Generator,
     draws: int = RANDOM_DRAWS,
+    totals: np.ndarray | None = None,
 ) -> dict[str, float]:
     """How telling and how faithful per-feature ``attributions`` (``[n, F]``, larger = more to blame) of ``rows``
-    are: the median top-1 share, the distinct top-3 feature sets (unordered) and the deletion test's median ratio
-    (top-3 features vs 3 random ones set to the medians, re-scored by ``score``)."""
+    are: the median top-1 share (of ``totals``, each row's score, or of the row's sum of attributions), the
+    distinct top-3 feature sets (unordered) and the deletion test's median ratio (top-3 features vs 3 random
+    ones set to the medians, re-scored by ``score``)."""
     n = len(rows)
     if n == 0:
         return {"rows": 0}
     from fraudscore.model import top_k
 
-    order, shares, _ = top_k(np.asarray(attributions), EXPLAIN_TOP)
+    order, shares, _ = top_k(np.asarray(attributions), EXPLAIN_TOP, totals)
     distinct = len({frozenset(r) for r in order.tolist()})
     top_drop, random_drop = deletion_drops(rows, order, medians, score, rng, draws)
     return {
@@ -276,8 +278,13 @@ def one_seed(data: Path, seed: int, work: Path) -> dict[str, dict[str, Any]]:
     medians = model.medians
     assert medians is not None, "the default's card has no training medians"
     out["default"]["explanations"] = {
-        "occlusion": explanation_quality(
-            caught, explained.contributions[explained.is_anomaly], medians, default_score, np.random.default_rng(seed)
+        "occlusion": explanation_quality(  # shares of the score, as the scorer, alerts and cases show them
+            caught,
+            explained.contributions[explained.is_anomaly],
+            medians,
+            default_score,
+            np.random.default_rng(seed),
+            totals=explained.reconstruction_error[explained.is_anomaly],
         ),
         "feature_errors": explanation_quality(
             caught, explained.feature_errors[explained.is_anomaly], medians, default_score, np.random.default_rng(seed)

@@ -35,7 +35,8 @@ Explanations: ``score(rows, explain=True)`` adds ``contributions``, per feature 
 reconstruction error when that feature alone is set to the training normals' median (occlusion; the
 medians are the card's ``statistics``). It is one more call of the same compiled function on ``F`` copies
 of each row, so every path (gRPC, stream, offline) gets the same answer for a row in any batch. A row's
-top features are its largest contributions (:func:`top_k` of :func:`explained`).
+top features are its largest contributions, each shown as its share of the row's error
+(:func:`top_features`).
 """
 
 from __future__ import annotations
@@ -307,10 +308,19 @@ def contributions(errors: np.ndarray, occluded_errors: np.ndarray) -> np.ndarray
     return np.maximum(drop, np.float32(0)).astype(np.float32, copy=False)
 
 
-def explained(scores: Scores) -> np.ndarray:
-    """What a row's top features are taken from: the occlusion contributions, or for a version without
-    training medians (older than explanations), the per-feature reconstruction errors."""
-    return scores.contributions if scores.contributions is not None else scores.feature_errors
+def explained(scores: Scores) -> tuple[np.ndarray, np.ndarray | None]:
+    """(values, totals) a row's top features are taken from: the occlusion contributions as shares of the
+    row's reconstruction error ("V14: 41% of the score"), or for a version without training medians (older
+    than explanations), the per-feature reconstruction errors as shares of their sum (totals None)."""
+    if scores.contributions is not None:
+        return scores.contributions, scores.reconstruction_error
+    return scores.feature_errors, None
+
+
+def top_features(scores: Scores, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`top_k` of :func:`explained`: each row's k top features, their shares, whether it has any."""
+    values, totals = explained(scores)
+    return top_k(values, k, totals)
 
 
 def load(base: Path, version: int | None = None) -> LoadedModel:
@@ -335,17 +345,22 @@ def sorted_top(feature_errors: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-feature_errors, axis=1, kind="stable")[:, :k]
 
 
-def top_k(feature_errors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row of ``[n, F]`` feature errors: the indices of the k largest (largest first; equal errors in
-    feature order, the lower index first), their shares of the row's error (float64), and whether the row
-    has any error at all (a perfect reconstruction has no contributors).
+def top_k(
+    feature_errors: np.ndarray, k: int, totals: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of ``[n, F]`` non-negative values: the indices of the k largest (largest first; equal values in
+    feature order, the lower index first), their shares of the row's total (float64; ``totals`` [n], or the
+    row's sum), and whether the row has any contributor at all (a perfect reconstruction has none).
 
     A row gets the same answer in any batch: both ways of ordering pick the same features, and the row's
     total is always summed along the row (summed across rows, float32 rounding would differ in the last bit).
     """
     errors = np.asarray(feature_errors)
     k = min(k, errors.shape[1])
-    totals = errors.sum(axis=1)
+    if totals is None:
+        totals = errors.sum(axis=1)
+    else:
+        totals = np.where(errors.max(axis=1, initial=0) > 0, np.asarray(totals), 0)
     order = _top_across_rows(errors, k) if len(errors) > SORT_ROWS and not np.isnan(totals).any() else None
     if order is None:
         order = sorted_top(errors, k)

@@ -19,7 +19,7 @@ import numpy as np
 
 from fraudscore import features, schema
 from fraudscore.features import MAX_ABS_V
-from fraudscore.model import LoadedModel, Scores, explained, top_k
+from fraudscore.model import LoadedModel, Scores, top_features
 from fraudscore.schema import InvalidTransaction
 from fraudscore.v1 import scorer_pb2 as pb
 from scorer.responses import TOP_K
@@ -154,7 +154,7 @@ def encode(
         anomaly[good] = scores.is_anomaly
         out_of_range[good] = scores.out_of_range_count
         if k:  # top features asked for
-            order, share, has_error = top_k(explained(scores), k)
+            order, share, has_error = top_features(scores, k)
             if has_error.all():
                 indices[good], shares[good] = order, share
             else:

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fraudscore.model import LoadedModel, Scores, explained, sorted_top, top_k
+from fraudscore.model import LoadedModel, Scores, explained, sorted_top, top_features
 from fraudscore.schema import InvalidTransaction
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1.transaction_pb2 import Transaction
@@ -36,7 +36,7 @@ class Outcome(NamedTuple):
 
 def _columns(model: LoadedModel, scores: Scores, k: int) -> tuple[Iterator[Any] | list[Any], ...]:
     """Each per-row value of a model call as a Python list (one ``tolist`` per array, not per row)."""
-    order, shares, has_error = top_k(explained(scores), k)
+    order, shares, has_error = top_features(scores, k)
     probability = scores.fraud_probability
     return (
         scores.reconstruction_error.tolist(),
@@ -84,10 +84,13 @@ def _small_outcomes(model: LoadedModel, scores: Scores, k: int) -> list[Outcome]
     does for a few rows, so the same columns in the same order); the shares are
     the same float64 divisions, done on Python floats, and the rest is list indexing.
     """
-    errors = explained(scores)
+    errors, given_totals = explained(scores)
     order = sorted_top(errors, k).tolist()
     values = errors.tolist()
-    totals = errors.sum(axis=1).tolist()
+    # As top_k: a given total only where some feature contributes (else the row has no top features).
+    totals = (
+        errors.sum(axis=1) if given_totals is None else np.where(errors.max(axis=1) > 0, given_totals, 0)
+    ).tolist()
     names = model.features
     probability = scores.fraud_probability
     return [

@@ -17,7 +17,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FileDescriptor
 
-from fraudscore.model import LoadedModel, Scores, explained, top_k
+from fraudscore.model import LoadedModel, Scores, top_features
 from fraudscore.schema import InvalidTransaction
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1.transaction_pb2 import Transaction
@@ -99,7 +99,7 @@ class ReplyEncoder:
     def _scored_rows(self, ids: list[str], model: LoadedModel, scores: Scores) -> Any:
         """Serialized ``RowResult(score=...)`` of each scored row, as an object array of bytes."""
         m = len(ids)
-        order, shares, has_error = top_k(explained(scores), TOP_K)
+        order, shares, has_error = top_features(scores, TOP_K)
         k = order.shape[1]
         top = self._encode(
             "FeatureContribution",

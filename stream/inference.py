@@ -200,7 +200,7 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
         metrics.scored_batch(errors, anomalies, out_of_range)
         now = time.time()
         metrics.stage_lags("scored", (now - t for t in event_times))
-        order, shares, has_error = fmodel.top_k(fmodel.explained(scores), self._top_k)
+        order, shares, has_error = fmodel.top_features(scores, self._top_k)
         names = model.features
         top_features = [
             tuple((names[j], share) for j, share in zip(cols, row_shares, strict=True)) if has else ()

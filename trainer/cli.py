@@ -65,12 +65,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "either way they are counted as out of range)",
     )
     parser.add_argument(
+        "--envelope-budget",
+        type=_positive_float,
+        default=d.envelope_budget,
+        metavar="Q",
+        help="also flag a transaction lying outside the training normals' range (p1-p99 widths summed over "
+        "features) farther than all but Q%% of validation normals, whatever its score (default %(default)s)",
+    )
+    parser.add_argument(
         "--envelope-widths",
         type=_positive_float,
         default=d.envelope_widths,
         metavar="W",
-        help="also flag a transaction lying more than W p1-p99 widths outside the training normals' range of any "
-        "feature, whatever its score (default %(default)s)",
+        help="the envelope rule's limit in widths instead of --envelope-budget's",
     )
     parser.add_argument(
         "--error-weighting",
@@ -230,6 +237,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         scaling=args.scaling,
         clip=args.clip,
         envelope_widths=args.envelope_widths,
+        envelope_budget=args.envelope_budget,
         error_weighting=args.error_weighting,
         pca_components=pca_components,
         search=args.search,

@@ -124,9 +124,11 @@ class TrainConfig:
     activation: str = DEFAULT_ACTIVATION
     scaling: str = DEFAULT_SCALING  # "minmax" or "zscore" (trainer.preprocessing)
     clip: bool = DEFAULT_CLIP  # clip values outside the training range before scaling
-    # Flag a row lying more than this many p1-p99 widths outside the training range, whatever its score
-    # (trainer.envelope): the score alone is blind far outside the training data.
-    envelope_widths: float = 1.0
+    # Flag a row lying outside the training range by more than a limit (in p1-p99 widths summed over features),
+    # whatever its score (trainer.envelope): the score alone is blind far outside the training data. The limit is
+    # envelope_widths when given, else the one at most envelope_budget percent of validation normals exceed.
+    envelope_widths: float | None = None
+    envelope_budget: float = 0.1
     # "none": the error is the mean squared error of the scaled row; "standardized": each feature's squared
     # error is divided by its mean over the training normals first, so a feature the model reconstructs
     # closely on normal traffic weighs as much as a noisy one (a diagonal Mahalanobis distance of the residual).

@@ -30,7 +30,7 @@ from trainer import analyze as analyze_mod
 from trainer import autoencoder, calibrate, data, evaluate, export, split, supervise
 from trainer import search as search_mod
 from trainer.config import PCA_AUTO, QualityGateError, ThresholdPolicy, TrainConfig, TrainResult
-from trainer.envelope import Envelope
+from trainer.envelope import MIN_LIMIT, Envelope
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -120,6 +120,21 @@ def _statistics(
         entry["envelope_width"] = float(envelope.width[i])
         out[name] = entry
     return out
+
+
+def _validation_normals(transformer: analyze_mod.Transformer, parts: split.Splits, y_val: np.ndarray | None) -> Any:
+    return transformer.unscaled(parts.validation if y_val is None else parts.validation[y_val == 0])
+
+
+def _envelope(
+    config: TrainConfig, transformer: analyze_mod.Transformer, parts: split.Splits, y_val: np.ndarray | None
+) -> tuple[Envelope, str]:
+    """The training normals' envelope and its limit: given, or chosen on the validation normals by budget."""
+    envelope = Envelope.fit(transformer.unscaled(parts.train), config.envelope_widths or 1.0)
+    if config.envelope_widths is not None:
+        return envelope, "--envelope-widths"
+    envelope = envelope.with_limit_for(_validation_normals(transformer, parts, y_val), config.envelope_budget)
+    return envelope, f"exceeded by at most {config.envelope_budget:g}% of validation normals (at least {MIN_LIMIT:g})"
 
 
 @dataclass
@@ -311,7 +326,7 @@ def run(config: TrainConfig) -> TrainResult:
         config = chosen.config
         model, weights, val_errors = chosen.model, chosen.weights, chosen.val_errors
         transformer, transform_dir, history = chosen.transformer, chosen.transform_dir, chosen.history
-        envelope = Envelope.fit(transformer.unscaled(parts.train), config.envelope_widths)
+        envelope, envelope_how = _envelope(config, transformer, parts, y_val)
         statistics = _statistics(transformer, config, parts.train, envelope)
         x_test, oor_test = transformer.transform(parts.test)  # only now: the design is fixed
 
@@ -331,9 +346,7 @@ def run(config: TrainConfig) -> TrainResult:
                 report["table"] = evaluate.seed_table(test_errors, y_test, threshold.value, val_errors)
             t_metrics["alert_rate"] = float(np.mean(flagging > np.float32(threshold.value)))
             t_metrics["test_envelope_rows"] = int(np.sum(outside_test))
-            report["envelope"] = envelope.to_card(
-                transformer.unscaled(parts.validation if y_val is None else parts.validation[y_val == 0])
-            )
+            report["envelope"] = envelope.to_card(_validation_normals(transformer, parts, y_val), envelope_how)
         check_quality(t_metrics, config.min_pr_auc)
 
         training = _training_info(chosen, searched=search_report is not None)

@@ -55,7 +55,7 @@ def test_score_matches_offline_score(stub, txs, offline) -> None:
     from trainer.evaluate import offline_errors
 
     rows = np.array([schema.feature_row(tx, offline.features) for tx in txs], np.float32)
-    expected = offline.score(rows)
+    expected = offline.score(rows, explain=True)
     # The trainer's own offline scoring (Keras model + tf.Transform outside the SavedModel) agrees too.
     trainer_errors = offline_errors(rows, offline.path)
     for i, tx in enumerate(txs[:10]):
@@ -67,9 +67,10 @@ def test_score_matches_offline_score(stub, txs, offline) -> None:
         assert r.reconstruction_error == pytest.approx(float(trainer_errors[i]), rel=1e-4, abs=1e-7)
         assert r.is_anomaly == bool(expected.is_anomaly[i])
         assert r.out_of_range_features == int(expected.out_of_range_count[i])
-        want = model_lib.top_contributions(expected.feature_errors[i], offline.features, 3)
-        assert [c.name for c in r.top_features] == [name for name, _ in want]
-        assert sum(c.share for c in r.top_features) <= 1.0 + 1e-9
+        order, shares, has = model_lib.top_features(expected, 3)  # occlusion: each a share of the row's error
+        assert [c.name for c in r.top_features] == ([offline.features[j] for j in order[i]] if has[i] else [])
+        assert [c.share for c in r.top_features] == pytest.approx(shares[i][: len(r.top_features)], rel=1e-5)
+        assert all(0 <= c.share <= 1 for c in r.top_features)
 
 
 def test_score_batch_reports_bad_rows_and_scores_good_ones(stub, txs) -> None:

@@ -76,7 +76,7 @@ def test_scores_equal_offline_and_score_batch(stub, txs, offline) -> None:
     reply = stub.ScoreColumns(_request(txs, offline.features), timeout=10)
     got = _arrays(reply)
     rows = np.array([schema.feature_row(tx, offline.features) for tx in txs], np.float32)
-    want = offline.score(rows)
+    want = offline.score(rows, explain=True)
     assert list(reply.transaction_ids) == [tx.transaction_id for tx in txs]
     assert (reply.scored, reply.failed, list(reply.errors)) == (len(txs), 0, [])
     assert reply.model_version == offline.version
@@ -85,10 +85,9 @@ def test_scores_equal_offline_and_score_batch(stub, txs, offline) -> None:
     np.testing.assert_allclose(got["errors"], want.reconstruction_error, rtol=1e-5, atol=1e-9)
     assert got["anomaly"].astype(bool).tolist() == want.is_anomaly.tolist()
     assert got["oor"].tolist() == want.out_of_range_count.tolist()
-    for i in range(len(txs)):
-        top = model_lib.top_contributions(want.feature_errors[i], offline.features, reply.top_k)
-        assert [reply.feature_names[j] for j in got["top"][i]] == [name for name, _ in top]
-        np.testing.assert_allclose(got["shares"][i], [share for _, share in top], rtol=1e-5)
+    order, shares, _ = model_lib.top_features(want, reply.top_k)  # occlusion: shares of the row's error
+    np.testing.assert_array_equal(got["top"], order)
+    np.testing.assert_allclose(got["shares"], shares, rtol=1e-5)
     batch = stub.ScoreBatch(pb.ScoreBatchRequest(transactions=txs), timeout=10)
     for row, result in zip(columns.responses(reply), batch.results, strict=True):
         assert isinstance(row, pb.ScoreResponse)
@@ -211,12 +210,12 @@ def test_a_large_call_equals_offline(request, txs, offline, tmp_path) -> None:
         assert list(reply.transaction_ids) == ids
         assert [(e.index, e.field) for e in reply.errors] == [(i, "Amount") for i in bad]
         good = np.setdiff1d(np.arange(n), bad)
-        want = offline.score(matrix[good])
+        want = offline.score(matrix[good], explain=True)
         got = _arrays(reply)
         np.testing.assert_array_equal(got["errors"][good], want.reconstruction_error)
         assert np.isnan(got["errors"][bad]).all() and (got["top"][bad] == -1).all()
         np.testing.assert_array_equal(got["anomaly"][good].astype(bool), want.is_anomaly)
-        order, shares, _ = model_lib.top_k(want.feature_errors, reply.top_k)
+        order, shares, _ = model_lib.top_features(want, reply.top_k)
         np.testing.assert_array_equal(got["top"][good], order)
         np.testing.assert_array_equal(got["shares"][good], shares.astype(np.float32))
         assert (reply.scored, reply.failed) == (n - len(bad), len(bad))

@@ -309,7 +309,7 @@ def test_stream_grpc_trainer_and_artifact_agree(
     # The explanation of each flagged transaction (occlusion top features and shares): the same in the stream's
     # case, its alert, gRPC Score and ScoreBatch, and the artifact's own.
     explained = loaded.score(rows[at], explain=True)
-    order, shares, has = model_lib.top_k(model_lib.explained(explained), 3)
+    order, shares, has = model_lib.top_features(explained, 3)
     for n, i in enumerate(flagged):
         want = [(loaded.features[j], s) for j, s in zip(order[n], shares[n], strict=True)] if has[n] else []
         for got in (

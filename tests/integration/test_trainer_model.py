@@ -52,8 +52,12 @@ def test_signature_on_raw_rows_equals_keras_on_offline_transformed_rows(
     assert np.all(np.abs(got.feature_errors - expected_per_feature) <= row_scale)
     np.testing.assert_array_equal(got.out_of_range_count, outside)
     assert (got.out_of_range_count[-40:] >= 1).all()  # the pushed rows are counted, not just clipped
-    np.testing.assert_array_equal(got.is_anomaly, got.reconstruction_error > np.float32(trained_model.threshold))
-    assert got.is_anomaly.any() and not got.is_anomaly.all()
+    # Flagged above the threshold, or beyond the training normals' envelope whatever the error: every pushed row.
+    assert got.envelope_distance is not None
+    outside_envelope = got.envelope_distance > np.float32(trained_model.card.raw["envelope"]["limit_widths"])
+    above = got.reconstruction_error > np.float32(trained_model.threshold)
+    np.testing.assert_array_equal(got.is_anomaly, above | outside_envelope)
+    assert outside_envelope[-40:].all() and got.is_anomaly.any() and not got.is_anomaly.all()
 
 
 def test_offline_errors_from_the_version_dir_agree_with_the_signature(

@@ -44,6 +44,25 @@ def test_outcomes_match_top_contributions_row_by_row() -> None:
 
 
 @pytest.mark.parametrize("rows", [1, 2, SMALL_BATCH_ROWS])
+def test_occlusion_explanations_are_shares_of_the_score_on_both_paths(rows: int) -> None:
+    """With contributions, a top feature's share is its drop over the row's error ("41% of the score"), the
+    same on the small and the bulk path; a row where no feature contributes has no top features."""
+    rng = np.random.default_rng(rows)
+    drops = (rng.random((rows, 29), dtype=np.float32) ** 3).round(2)
+    if rows > 1:
+        drops[1] = 0.0
+    errors = drops.sum(axis=1) * np.float32(0.8) + np.float32(0.5)  # drops overlap or fall short of the error
+    scores = dataclasses.replace(_scores(drops), reconstruction_error=errors, contributions=drops)
+    model = Card(features.MODEL_FEATURES)
+    small = _small_outcomes(model, scores, 3)  # type: ignore[arg-type]
+    assert small == _bulk_outcomes(model, scores, 3)  # type: ignore[arg-type]
+    top = int(np.argmax(drops[0]))
+    assert small[0].top[0] == (model.features[top], pytest.approx(float(drops[0, top]) / float(errors[0])))
+    if rows > 1:
+        assert small[1].top == []
+
+
+@pytest.mark.parametrize("rows", [1, 2, SMALL_BATCH_ROWS])
 @pytest.mark.parametrize("probability", [False, True])
 def test_small_batch_outcomes_equal_the_bulk_ones(rows: int, probability: bool) -> None:
     rng = np.random.default_rng(rows)

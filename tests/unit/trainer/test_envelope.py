@@ -58,3 +58,25 @@ def test_card_entry_reports_the_validation_flag_rate() -> None:
     card = env.to_card(x[4_000:])
     assert card["limit_widths"] == 1.0
     assert card["validation_flag_rate"] == pytest.approx(float(np.mean(env.flags(x[4_000:]))))
+
+
+def test_excess_adds_up_over_features() -> None:
+    """Several features a little outside (a row unlike any seen) count together; drift of one alone does not."""
+    x = _train()
+    env = Envelope.fit(x)
+    row = np.median(x, axis=0, keepdims=True)
+    row[0, 0] = env.hi[0] + 0.4 * env.width[0]
+    row[0, 1] = env.lo[1] - 0.4 * env.width[1]
+    assert env.distance(row)[0] == pytest.approx(0.8, rel=1e-5)
+
+
+def test_the_limit_chosen_on_validation_normals_keeps_to_the_budget() -> None:
+    x = _train()
+    env = Envelope.fit(x[:2_000])
+    validation = x[2_000:]
+    chosen = env.with_limit_for(validation, budget_percent=1.0)
+    assert np.mean(chosen.flags(validation)) <= 0.01
+    assert chosen.limit >= 0.5  # never below the floor, however quiet validation is
+    assert chosen.lo is env.lo  # only the limit changes
+    with pytest.raises(ValueError, match="percentage"):
+        env.with_limit_for(validation, budget_percent=0)
