@@ -51,6 +51,8 @@ from typing import Any
 
 import numpy as np
 
+from trainer.probes import PROBE_GOALS, Scorer, flag_shares, out_of_range_probes
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SAMPLE = ROOT / "samples" / "creditcard-real-dev.csv.gz"
@@ -94,46 +96,11 @@ def metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 # --- Out-of-range probes and explanation quality (issue #19). Pure: arrays and a Scorer, no TensorFlow. ---
 
-Scorer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-"""Raw rows ``[n, F]`` (card order) -> (score ``[n]``, flagged ``[n]`` bool): how probes and deletions call a model."""
 
-SCALE_FACTORS = (5, 20, 100)
-RANGES_OUT = (1, 3, 10)
 EXPLAIN_TOP = 3
 RANDOM_DRAWS = 20
 RATIO_CAP = 1000.0  # a row's deletion ratio when 3 random features remove (almost) nothing of its score
-PROBE_GOALS = {"x5": 0.90, "x20": 0.99, "x100": 0.99, "above_10": 0.99, "below_10": 0.99}
 EXPLANATION_GOALS = {"top1_share_median": 0.25, "deletion_ratio_median": 5.0, "distinct_top3_share": 0.15}
-
-
-def out_of_range_probes(
-    normals: np.ndarray, train: np.ndarray, v_columns: Sequence[int], rng: np.random.Generator
-) -> dict[str, np.ndarray]:
-    """Probes built from raw normal rows: ``normals`` unchanged; ``x<f>`` the ``v_columns`` multiplied by f
-    (the others, Amount, unchanged); ``above_<k>`` / ``below_<k>`` one of ``v_columns`` per row (drawn once per
-    row, the same in every such probe) set k training ranges beyond the training rows' maximum / below their
-    minimum (range = max - min of ``train``, the training normals' raw values)."""
-    normals = np.asarray(normals, np.float32)
-    v = np.asarray(v_columns, dtype=np.intp)
-    out = {"normals": normals.copy()}
-    for factor in SCALE_FACTORS:
-        rows = normals.copy()
-        rows[:, v] *= np.float32(factor)
-        out[f"x{factor}"] = rows
-    lo, hi = np.min(train, axis=0).astype(np.float64), np.max(train, axis=0).astype(np.float64)
-    picked = rng.choice(v, size=len(normals))
-    at = np.arange(len(normals))
-    for k in RANGES_OUT:
-        for side, value in (("above", hi + k * (hi - lo)), ("below", lo - k * (hi - lo))):
-            rows = normals.copy()
-            rows[at, picked] = value[picked]
-            out[f"{side}_{k}"] = rows
-    return out
-
-
-def flag_shares(score: Scorer, probes: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """The share of each probe's rows that ``score`` flags."""
-    return {name: float(np.mean(score(rows)[1])) if len(rows) else float("nan") for name, rows in probes.items()}
 
 
 def thresholded(errors: Callable[[np.ndarray], np.ndarray], threshold: float) -> Scorer:

@@ -268,6 +268,22 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | {size['rows']} | {size['frauds']} |")
     t = report["threshold"]
     lines += ["", f"Threshold **{t['value']:.6g}** by policy `{t['policy']}` ({t['how']}), chosen on validation.", ""]
+    envelope, probes = report.get("envelope"), report.get("probes")
+    if envelope:
+        rate = envelope.get("validation_flag_rate")
+        lines += [
+            f"Envelope rule: also flagged beyond **{envelope['limit_widths']:.3g}** widths outside the training "
+            f"normals' range ({envelope['limit_how']})"
+            + (f"; flags {rate:.2%} of validation normals." if rate is not None else "."),
+            "",
+        ]
+    if probes:
+        shares = probes["validation_normals"]
+        lines += ["| probe (validation normals) | flagged | goal |", "| --- | ---: | ---: |"]
+        for name, share in shares.items():
+            goal = probes["goals"].get(name)
+            lines.append(f"| {name} | {share:.1%} | {'' if goal is None else f'{goal:.0%}'} |")
+        lines.append("")
     if report.get("models"):
         lines += [
             "## Test split",

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fraudscore import features
 from fraudscore.artifact import ENVELOPE_DISTANCE
 from fraudscore.model import OUTPUTS, SIGNATURE, ModelCard
 from trainer import analyze as analyze_mod
-from trainer import autoencoder, calibrate, data, evaluate, export, split, supervise
+from trainer import autoencoder, calibrate, data, evaluate, export, probes, split, supervise
 from trainer import search as search_mod
 from trainer.config import PCA_AUTO, QualityGateError, ThresholdPolicy, TrainConfig, TrainResult
 from trainer.envelope import MIN_LIMIT, Envelope
@@ -122,18 +123,22 @@ def _statistics(
     return out
 
 
-def _validation_normals(transformer: analyze_mod.Transformer, parts: split.Splits, y_val: np.ndarray | None) -> Any:
-    return transformer.unscaled(parts.validation if y_val is None else parts.validation[y_val == 0])
+def _normals(validation: pd.DataFrame, y_val: np.ndarray | None) -> pd.DataFrame:
+    return validation if y_val is None else validation[y_val == 0]
 
 
 def _envelope(
-    config: TrainConfig, transformer: analyze_mod.Transformer, parts: split.Splits, y_val: np.ndarray | None
+    config: TrainConfig,
+    transformer: analyze_mod.Transformer,
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    y_val: np.ndarray | None,
 ) -> tuple[Envelope, str]:
     """The training normals' envelope and its limit: given, or chosen on the validation normals by budget."""
-    envelope = Envelope.fit(transformer.unscaled(parts.train), config.envelope_widths or 1.0)
+    envelope = Envelope.fit(transformer.unscaled(train), config.envelope_widths or 1.0)
     if config.envelope_widths is not None:
         return envelope, "--envelope-widths"
-    envelope = envelope.with_limit_for(_validation_normals(transformer, parts, y_val), config.envelope_budget)
+    envelope = envelope.with_limit_for(transformer.unscaled(_normals(validation, y_val)), config.envelope_budget)
     return envelope, f"exceeded by at most {config.envelope_budget:g}% of validation normals (at least {MIN_LIMIT:g})"
 
 
@@ -151,6 +156,8 @@ class Candidate:
     weights: np.ndarray | None
     val_errors: np.ndarray
     tensorboard_dir: Path | None
+    # Share of each out-of-range probe of the validation normals flagged (trainer.probes): a blind spot shows here.
+    probe_shares: dict[str, float] = field(default_factory=dict)
 
 
 class Fitter:
@@ -234,9 +241,38 @@ class Fitter:
         history["error_weighting_used"] = weighting
         weights = autoencoder.error_weights(model, x_train, weighting)
         val_errors, _ = autoencoder.errors(model, x_val, weights)
-        return Candidate(
+        candidate = Candidate(
             config, model, history, transform_dir, transformer, x_train, x_val, weights, val_errors, tb_dir
         )
+        candidate.probe_shares = self.probe_shares(candidate)
+        return candidate
+
+    def probe_shares(self, candidate: Candidate) -> dict[str, float]:
+        """What the candidate as exported would flag of each probe: its errors over the threshold its policy
+        picks on validation, or beyond the envelope (design-independent but for the log features)."""
+        import pandas as pd
+
+        config, transformer = candidate.config, candidate.transformer
+        names = list(config.features)
+        normals = _normals(self.validation, self.y_val)
+        envelope, _ = _envelope(config, transformer, self.train, self.validation, self.y_val)
+        staged = config.threshold_score != "reconstruction_error"  # the autoencoder's own threshold is the default
+        policy = ThresholdPolicy("auto") if staged else config.threshold_policy
+        threshold = calibrate.calibrate(candidate.val_errors, self.y_val, policy.resolve(self.y_val is not None))
+        rows = probes.out_of_range_probes(
+            normals[names].to_numpy(np.float32),
+            self.train[names].to_numpy(np.float32),
+            [i for i, n in enumerate(names) if n != features.AMOUNT],
+            np.random.default_rng(0),
+        )
+
+        def score(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            frame = pd.DataFrame(raw, columns=names)
+            scaled, _ = transformer.transform(frame)
+            errors, _ = autoencoder.errors(candidate.model, scaled, candidate.weights)
+            return errors, (errors > np.float32(threshold.value)) | envelope.flags(transformer.unscaled(frame))
+
+        return probes.flag_shares(score, rows)
 
 
 def _pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -326,7 +362,7 @@ def run(config: TrainConfig) -> TrainResult:
         config = chosen.config
         model, weights, val_errors = chosen.model, chosen.weights, chosen.val_errors
         transformer, transform_dir, history = chosen.transformer, chosen.transform_dir, chosen.history
-        envelope, envelope_how = _envelope(config, transformer, parts, y_val)
+        envelope, envelope_how = _envelope(config, transformer, parts.train, parts.validation, y_val)
         statistics = _statistics(transformer, config, parts.train, envelope)
         x_test, oor_test = transformer.transform(parts.test)  # only now: the design is fixed
 
@@ -346,7 +382,13 @@ def run(config: TrainConfig) -> TrainResult:
                 report["table"] = evaluate.seed_table(test_errors, y_test, threshold.value, val_errors)
             t_metrics["alert_rate"] = float(np.mean(flagging > np.float32(threshold.value)))
             t_metrics["test_envelope_rows"] = int(np.sum(outside_test))
-            report["envelope"] = envelope.to_card(_validation_normals(transformer, parts, y_val), envelope_how)
+            report["envelope"] = envelope.to_card(transformer.unscaled(_normals(parts.validation, y_val)), envelope_how)
+            report["probes"] = {
+                "validation_normals": chosen.probe_shares,
+                "goals": probes.PROBE_GOALS,
+                "how": "share flagged (score > threshold or beyond the envelope) of the validation normals moved "
+                "outside the training data (trainer.probes)",
+            }
         check_quality(t_metrics, config.min_pr_auc)
 
         training = _training_info(chosen, searched=search_report is not None)

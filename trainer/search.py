@@ -14,6 +14,11 @@ validation errors, and the validation labels. Nothing here can see test
 rows, so nothing here can choose by them (a test checks that the outcome is
 the same whatever the test split holds).
 
+A design whose kept seed misses a hard probe goal (``trainer.probes``: normal
+rows x20, x100, one feature 10 ranges out, flagged as the design would be
+exported, threshold and envelope rule included) fails with the reason "blind
+spot", whatever its PR-AUC.
+
 The winner is the design with the best mean; the model exported is that
 design's best seed on validation. Every trial goes into the report's search
 table, pruned and failed ones included.
@@ -33,6 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from trainer.config import TrainConfig, TrainError
+from trainer.probes import blind_spots
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +111,7 @@ class Candidate(Protocol):
 
     config: TrainConfig
     val_errors: np.ndarray
+    probe_shares: dict[str, float]  # trainer.probes: a design that misses a hard goal has a blind spot
 
 
 @dataclass
@@ -117,6 +124,7 @@ class Trial:
     seconds: float = 0.0
     reason: str = ""
     phase: str = "tpe"  # "tpe" (Optuna's sampler) or "refine around trial N" (a one-step neighbour of a winner)
+    probes: dict[str, float] = field(default_factory=dict)  # of the seed kept: share of each probe flagged
 
     @property
     def mean(self) -> float:
@@ -137,6 +145,7 @@ class Trial:
             "validation_pr_auc_sd": self.sd,
             "seconds": round(self.seconds, 1),
             "phase": self.phase,
+            "probes": self.probes,
             **({"reason": self.reason} if self.reason else {}),
         }
 
@@ -150,7 +159,7 @@ class Outcome:
 
     def report(self) -> dict[str, Any]:
         return {
-            "criterion": "mean validation PR-AUC over seeds (test split never used)",
+            "criterion": "mean validation PR-AUC over seeds, no blind spot on the probes (test split never used)",
             "space": {f.name: list(getattr(self.space, f.name)) for f in dataclasses.fields(self.space)},
             "designs_in_space": self.space.size,
             "winner": self.best_trial.as_row(),
@@ -240,6 +249,12 @@ def search(
                 if step < len(seeds) - 1 and ot.should_prune():  # after the last seed there is nothing to save
                     trial.state = "pruned"
                     raise optuna.TrialPruned()
+            assert kept is not None
+            trial.probes = dict(kept[1].probe_shares)
+            missed = blind_spots(trial.probes)
+            if missed:  # ranks frauds, but blind far outside the training data: it cannot win
+                trial.state, trial.reason = "failed", "blind spot: " + ", ".join(missed)
+                return float("nan")
         except optuna.TrialPruned:
             raise
         except Exception as exc:  # one bad design must not end the search; it is reported with its reason

@@ -12,14 +12,13 @@ from bench.quality import (
     deletion_drops,
     deletion_ratios,
     explanation_quality,
-    flag_shares,
     mean_sd,
-    out_of_range_probes,
     thresholded,
     with_medians,
 )
 from trainer.calibrate import calibrate, confusion
 from trainer.config import ThresholdPolicy
+from trainer.probes import blind_spots, flag_shares, out_of_range_probes
 
 F = 8
 V = [0, 1, 2, 3, 4, 5, 6]  # the last column plays Amount
@@ -216,3 +215,11 @@ def test_explanation_verdict_fails_on_any_goal_missed(key: str) -> None:
     missed = {**GOOD_EXPLAINED, key: quality.EXPLANATION_GOALS[key] * 0.99}
     v = quality.explanation_verdict(_summary(GOOD_PROBES, 0.001, missed))
     assert not v[key]["met"] and not v["all_met"]
+
+
+def test_blind_spots_name_the_hard_goals_missed() -> None:
+    assert blind_spots({"x5": 0.1, "x20": 1.0, "x100": 1.0, "above_10": 0.995, "below_10": 1.0}) == []
+    assert blind_spots({"x20": 0.41, "x100": 1.0, "above_10": 0.5}) == [
+        "x20 flagged 41% (goal 99%)",
+        "above_10 flagged 50% (goal 99%)",
+    ]

@@ -4,7 +4,7 @@ and how failures are reported. No training here: each fake candidate's validatio
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,14 @@ from trainer.search import SearchError, SearchSpace, hidden_layers, search
 Y_VAL = np.array([0, 0, 0, 1, 0, 1], np.int8)
 
 
+NO_BLIND_SPOT = {"x5": 0.95, "x20": 1.0, "x100": 1.0, "above_10": 1.0, "below_10": 1.0}
+
+
 @dataclass
 class FakeCandidate:
     config: TrainConfig
     val_errors: np.ndarray
+    probe_shares: dict[str, float] = field(default_factory=lambda: dict(NO_BLIND_SPOT))
 
 
 def read_score(val_errors: np.ndarray, labels: np.ndarray) -> float:
@@ -330,3 +334,21 @@ def test_neighbours_differ_in_exactly_one_dimension() -> None:
     found = search_mod.neighbours(params, space)
     assert len(found) == sum(len(getattr(space, f)) - 1 for f in params)
     assert all(sum(n[f] != params[f] for f in params) == 1 for n in found)
+
+
+def test_a_design_with_a_blind_spot_cannot_win_whatever_its_pr_auc() -> None:
+    """Bottleneck 16 ranks validation best but misses the x20 probe: it fails with the reason, 8 wins."""
+    table = {4: dict.fromkeys((0, 1, 2), 0.5), 8: dict.fromkeys((0, 1, 2), 0.7), 16: dict.fromkeys((0, 1, 2), 0.9)}
+
+    def fit(config: TrainConfig) -> FakeCandidate:
+        bottleneck = config.hidden[len(config.hidden) // 2]
+        candidate = FakeCandidate(config, np.full(len(Y_VAL), table[bottleneck][config.seed]))
+        if bottleneck == 16:
+            candidate.probe_shares = {**NO_BLIND_SPOT, "x20": 0.14}
+        return candidate
+
+    outcome = search(base(search_trials=8), fit, Y_VAL, read_score)
+    assert outcome.best_trial.params["bottleneck"] == 8
+    blind = [t for t in outcome.trials if t.params["bottleneck"] == 16 and t.state == "failed"]
+    assert blind and blind[0].reason == "blind spot: x20 flagged 14% (goal 99%)"
+    assert outcome.report()["winner"]["probes"] == NO_BLIND_SPOT
