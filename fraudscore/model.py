@@ -252,13 +252,26 @@ class LoadedModel:
         return self.card.second_stage is not None
 
     @functools.cached_property
-    def medians(self) -> np.ndarray | None:
-        """The training normals' median per feature (raw units, card order); None for a version without them."""
+    def normal_ranges(self) -> dict[str, tuple[float, float, float]]:
+        """Per feature, the training normals' (p1, median, p99) in raw units; empty for a version without them."""
         stats = self.card.raw.get("statistics") or {}
         try:
-            return np.array([stats[name]["median"] for name in self.features], dtype=np.float32)
-        except (KeyError, TypeError):
-            return None
+            return {n: tuple(float(stats[n][k]) for k in ("p01", "median", "p99")) for n in self.features}  # type: ignore[misc]
+        except (KeyError, TypeError, ValueError):
+            return {}
+
+    @functools.cached_property
+    def medians(self) -> np.ndarray | None:
+        """The training normals' median per feature (raw units, card order): the occlusion baseline; None for a
+        version without them (older than explanations)."""
+        ranges = self.normal_ranges
+        return np.array([ranges[n][1] for n in self.features], dtype=np.float32) if ranges else None
+
+    @property
+    def envelope_limit(self) -> float | None:
+        """The envelope rule's limit in widths; None for a version older than the rule."""
+        envelope = self.card.raw.get("envelope")
+        return float(envelope["limit_widths"]) if isinstance(envelope, Mapping) else None
 
     def score(self, rows: np.ndarray, *, explain: bool = False) -> Scores:
         """Scores raw feature rows ``[n, F]`` in ``features`` order; ``explain`` adds ``contributions``."""

@@ -69,6 +69,23 @@ def format_response(r: pb.ScoreResponse) -> str:
     )
 
 
+def explanation_lines(r: pb.ScoreResponse, tx: Transaction, info: pb.ModelInfo) -> list[str]:
+    """Each top feature as its value against the training normals' range and its share of the score:
+    ``  V14 = -9.31 (normals p1..p99 -2.6..1.9), 41% of the score``."""
+    if info.version != r.model_version:  # ranges of another version would mislead: say less rather than wrong
+        return [f"  {c.name}: {c.share:.0%} of the score" for c in r.top_features]
+    ranges = {n.feature: n for n in info.normal_ranges}
+    names = tuple(info.features)
+    values = dict(zip(names, (float(v) for v in schema.feature_row(tx, names)), strict=True))
+    lines = []
+    for c in r.top_features:
+        normal = ranges.get(c.name)
+        where = f" (normals p1..p99 {normal.p01:.3g}..{normal.p99:.3g})" if normal else ""
+        value = values.get(c.name)
+        lines.append(f"  {c.name} = {value:.4g}{where}, {c.share:.0%} of the score" if value is not None else "")
+    return [line for line in lines if line]
+
+
 def _channel(args: argparse.Namespace) -> grpc.Channel:
     if args.tls_ca is None and args.tls_cert is None:
         return grpc.insecure_channel(args.target)
@@ -98,11 +115,11 @@ def main(args: argparse.Namespace) -> int:
             call = {"timeout": args.timeout, "metadata": bearer_metadata(token)}
             if args.json is not None:
                 tx = schema.parse_json(args.json)
-                print(
-                    format_response(
-                        stub.Score(pb.ScoreRequest(transaction=tx, model_version=args.model_version), **call)
-                    )
-                )
+                response = stub.Score(pb.ScoreRequest(transaction=tx, model_version=args.model_version), **call)
+                print(format_response(response))
+                info = stub.GetModelInfo(pb.GetModelInfoRequest(), **call)
+                for line in explanation_lines(response, tx, info):
+                    print(line)
                 return 0
             return _score_csv(stub, args, call)
     except schema.InvalidTransaction as exc:

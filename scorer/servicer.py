@@ -182,6 +182,11 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
             runtime_detail=model.fast_path.detail,
             threshold_score=card.threshold_score,
             second_stage=card.second_stage_line(),
+            normal_ranges=[
+                pb.NormalRange(feature=name, p01=low, median=median, p99=high)
+                for name, (low, median, high) in model.normal_ranges.items()
+            ],
+            envelope_limit=model.envelope_limit or 0.0,
         )
 
 

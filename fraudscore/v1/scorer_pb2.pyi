@@ -134,7 +134,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "threshold", "threshold_policy", "features", "metrics", "refused_versions", "loaded_versions", "runtime", "runtime_detail", "threshold_score", "second_stage")
+    __slots__ = ("name", "version", "threshold", "threshold_policy", "features", "metrics", "refused_versions", "loaded_versions", "runtime", "runtime_detail", "threshold_score", "second_stage", "normal_ranges", "envelope_limit")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +154,8 @@ class ModelInfo(_message.Message):
     RUNTIME_DETAIL_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_SCORE_FIELD_NUMBER: _ClassVar[int]
     SECOND_STAGE_FIELD_NUMBER: _ClassVar[int]
+    NORMAL_RANGES_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_LIMIT_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     threshold: float
@@ -166,7 +168,21 @@ class ModelInfo(_message.Message):
     runtime_detail: str
     threshold_score: str
     second_stage: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., threshold: _Optional[float] = ..., threshold_policy: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., refused_versions: _Optional[_Iterable[_Union[RefusedVersion, _Mapping]]] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., runtime: _Optional[str] = ..., runtime_detail: _Optional[str] = ..., threshold_score: _Optional[str] = ..., second_stage: _Optional[str] = ...) -> None: ...
+    normal_ranges: _containers.RepeatedCompositeFieldContainer[NormalRange]
+    envelope_limit: float
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., threshold: _Optional[float] = ..., threshold_policy: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., refused_versions: _Optional[_Iterable[_Union[RefusedVersion, _Mapping]]] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., runtime: _Optional[str] = ..., runtime_detail: _Optional[str] = ..., threshold_score: _Optional[str] = ..., second_stage: _Optional[str] = ..., normal_ranges: _Optional[_Iterable[_Union[NormalRange, _Mapping]]] = ..., envelope_limit: _Optional[float] = ...) -> None: ...
+
+class NormalRange(_message.Message):
+    __slots__ = ("feature", "p01", "median", "p99")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    P01_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_FIELD_NUMBER: _ClassVar[int]
+    P99_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    p01: float
+    median: float
+    p99: float
+    def __init__(self, feature: _Optional[str] = ..., p01: _Optional[float] = ..., median: _Optional[float] = ..., p99: _Optional[float] = ...) -> None: ...
 
 class RefusedVersion(_message.Message):
     __slots__ = ("version", "reason")

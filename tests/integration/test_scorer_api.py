@@ -108,6 +108,13 @@ def test_get_model_info_comes_from_the_card(stub, offline) -> None:
     assert tuple(info.features) == card.features
     assert dict(info.metrics) == pytest.approx(card.metrics)
     assert list(info.loaded_versions) == [card.version] and not info.refused_versions
+    # The normal range of each feature and the envelope limit, from the card's statistics and envelope.
+    stats = card.raw["statistics"]
+    assert [n.feature for n in info.normal_ranges] == list(card.features)
+    for n in info.normal_ranges:
+        assert (n.p01, n.median, n.p99) == pytest.approx(tuple([stats[n.feature][k] for k in ("p01", "median", "p99")]))
+        assert n.p01 <= n.median <= n.p99
+    assert info.envelope_limit == pytest.approx(card.raw["envelope"]["limit_widths"]) and info.envelope_limit > 0
     # The trained model compiles to the LiteRT fast path and passes its load-time check against TensorFlow.
     assert offline.fast_path.runtime == info.runtime == "litert"
     assert "agrees with TensorFlow" in info.runtime_detail
