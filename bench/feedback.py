@@ -22,7 +22,10 @@ stream of simulated days, once per seed:
 
 Arms, all on the same rows: ``unsupervised`` (the autoencoder alone, threshold fixed at training),
 ``recalibrated`` (the autoencoder, threshold recalibrated daily: the same top-k as unsupervised), and one
-``loop`` arm per second-stage design (logistic or one hidden layer; raw features + errors, or errors only).
+``loop`` arm per second-stage design (``selected``: the family trainer.second_stage chooses by time-ordered
+cross-validation, as ``fraudscore train --labels`` does; or one family, e.g. ``logistic``, ``gbdt``).
+
+``--curve`` runs :mod:`bench.label_curve` instead: test PR-AUC by the number of labelled frauds.
 Per day and in total: frauds caught and precision at the budget (top-k), and the alerts and frauds caught
 above each arm's deployed threshold.
 
@@ -61,12 +64,9 @@ DAYS = 8  # ~1,168 rows a day; frauds per day 12, 14, 0, 10, 0, 1, 2, 2
 # the cap there and only 5 frauds could tell them apart (that run: bench/results/feedback-budget-0.5.json).
 BUDGET_PERCENT = 1.0
 SAMPLE_RATE = 0.01  # the stream's durable sample of unflagged traffic
-DESIGNS: dict[str, tuple[int, str]] = {
-    "logistic/raw+errors": (0, "raw+errors"),
-    "logistic/errors": (0, "errors"),
-    "hidden8/raw+errors": (8, "raw+errors"),
-    "hidden8/errors": (8, "errors"),
-}
+# The loop's second-stage designs: "selected" is what ``fraudscore train --labels`` ships (trainer.second_stage's
+# time-ordered CV choice among its families), the others one family each.
+DESIGNS: tuple[str, ...] = ("selected", "logistic", "gbdt")
 
 Ranker = Callable[[np.ndarray], np.ndarray]  # stream row indices -> scores (higher = more suspicious)
 
@@ -82,6 +82,12 @@ class Stream:
 
     def unsupervised(self, rows: np.ndarray) -> np.ndarray:
         return self.reconstruction_error[rows]
+
+    def errors(self, rows: np.ndarray) -> Any:
+        """The autoencoder's outputs for ``rows``, as the second stage reads them."""
+        from trainer.second_stage import Errors
+
+        return Errors(self.feature_errors[rows], self.reconstruction_error[rows])
 
 
 @dataclass(frozen=True)
@@ -203,25 +209,28 @@ def leave_one_day_out(
     return out
 
 
-def stage_fitter(hidden: int, inputs: str, seed: int) -> Fitter:
-    """Fits trainer.second_stage on the labels so far; None while it refuses (e.g. too few frauds)."""
+def stage_fitter(design: str, seed: int) -> Fitter:
+    """Fits trainer.second_stage (``design``: "selected" or one family) on the labels so far; None while it
+    refuses (e.g. too few frauds)."""
     from trainer import second_stage
+
+    family = None if design == "selected" else design
 
     def fit(stream: Stream, known: Sequence[DayLabels]) -> Ranker | None:
         rows = np.concatenate([k.rows for k in known])
         try:
             stage = second_stage.fit(
                 stream.raw[rows],
-                stream.feature_errors[rows],
+                stream.errors(rows),
                 np.concatenate([k.labels for k in known]),
+                order=rows.astype(np.float64),  # stream rows are in time order
                 seed=seed,
                 sample_weight=np.concatenate([k.weights for k in known]),
-                hidden=hidden,
-                inputs=inputs,  # type: ignore[arg-type]
+                family=family,
             )
         except second_stage.SecondStageError:
             return None
-        return lambda idx: second_stage.predict(stage, stream.raw[idx], stream.feature_errors[idx])
+        return lambda idx: second_stage.predict(stage, stream.raw[idx], stream.errors(idx))
 
     return fit
 
@@ -268,7 +277,7 @@ def train_autoencoder(data: Path, seed: int, work: Path, budget: float) -> tuple
     return stream, model.threshold, info
 
 
-def one_seed(data: Path, seed: int, work: Path, budget: float, designs: dict[str, tuple[int, str]]) -> dict[str, Any]:
+def one_seed(data: Path, seed: int, work: Path, budget: float, designs: Sequence[str]) -> dict[str, Any]:
     from trainer.evaluate import ranking
 
     stream, threshold, ae_info = train_autoencoder(data, seed, work, budget)
@@ -298,9 +307,9 @@ def one_seed(data: Path, seed: int, work: Path, budget: float, designs: dict[str
         alerted = top_k(rows, stream.unsupervised(rows), alert_count(len(rows), budget))
         labelled.append(day_labels(stream, day, rows, alerted, SAMPLE_RATE, rng))
     cross_validated: dict[str, list[dict[str, Any]]] = {}
-    for name, (hidden, inputs) in designs.items():
+    for name in designs:
         start = time.perf_counter()
-        fitter = stage_fitter(hidden, inputs, seed)
+        fitter = stage_fitter(name, seed)
         arms[f"loop: {name}"] = loop(fitter)
         cross_validated[name] = leave_one_day_out(stream, plan, labelled, fitter, budget)
         print(
@@ -401,11 +410,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=SAMPLE, help="labelled CSV (default: the shipped real sample)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (at least 3)")
     parser.add_argument("--budget", type=float, default=BUDGET_PERCENT, help="alert budget, percent of a day's rows")
-    parser.add_argument("--designs", default=",".join(DESIGNS), help="second-stage designs to compare")
-    parser.add_argument("--out", type=Path, default=RESULTS / "feedback.json", help="results JSON")
+    parser.add_argument(
+        "--designs", default=",".join(DESIGNS), help="second-stage designs: selected, or trainer.second_stage families"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="results JSON (default: bench/results/feedback.json)")
+    parser.add_argument(
+        "--curve",
+        action="store_true",
+        help="the label-efficiency curve instead (bench.label_curve): test PR-AUC by labelled frauds",
+    )
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    designs = {name: DESIGNS[name] for name in args.designs.split(",")}
+    if args.curve:
+        from bench import label_curve
+
+        return label_curve.main(args.data, seeds, args.out or RESULTS / "label-curve.json")
+    args.out = args.out or RESULTS / "feedback.json"
+    designs = args.designs.split(",")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-feedback-") as tmp:
@@ -426,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             "sample_weight": "alerts 1, sampled unflagged rows 1/rate (taken as legit)",
             "min_frauds": MIN_FRAUDS,
             "second_stage": {"l2": L2, "epochs": EPOCHS},
-            "designs": {k: {"hidden": h, "inputs": i} for k, (h, i) in designs.items()},
+            "designs": designs,
             "ranking_after_fit": "fraud_probability alone",
             "recalibration": "trainer.precision.threshold_for_budget on every row of the days so far, rescored by "
             "the current ranker (the 1 % sample would hold ~12 rows a day)",

@@ -155,7 +155,7 @@ class ModelCard:
         if not isinstance(design, Mapping):
             design = {}
         what = str(design.get("classifier") or stage.get("kind") or "classifier")
-        parts = [f"{what} on raw features + feature errors"]
+        parts = [f"{what} on {design.get('input_summary') or 'raw features + feature errors'}"]
         if "rows" in stage:
             parts.append(
                 f"{stage['rows']} labelled rows ({stage.get('frauds', '?')} frauds, {stage.get('legit', '?')} legit)"

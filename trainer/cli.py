@@ -20,6 +20,7 @@ from trainer.config import (
     TrainConfig,
     TrainError,
 )
+from trainer.second_stage import FAMILIES
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the score is_anomaly thresholds: the autoencoder's error (default; its threshold as without labels) or "
         "fraud_probability, calibrated by --threshold-policy on a held-out part of the labelled rows",
     )
+    labels.add_argument(
+        "--second-stage",
+        default="auto",
+        choices=("auto", *FAMILIES),
+        help="the second stage's family (trainer.second_stage): auto (default) chooses by time-ordered "
+        "cross-validation on the labelled rows",
+    )
     # Not --project/--instance: --beam-args "--project=p ..." would parse as this flag.
     labels.add_argument(
         "--cases-project", default=None, help="the cases' Google Cloud project (default $FRAUDSCORE_PROJECT)"
@@ -262,6 +270,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         cases_project=args.cases_project,
         cases_instance=args.cases_instance,
         threshold_score=args.threshold_score,
+        second_stage_family=None if args.second_stage == "auto" else args.second_stage,
     )
 
 

@@ -172,6 +172,8 @@ class TrainConfig:
     # The score is_anomaly thresholds: "reconstruction_error" (the autoencoder's threshold, as without labels) or
     # "fraud_probability" (calibrated by threshold_policy on a held-out part of the labelled rows).
     threshold_score: str = "reconstruction_error"
+    # The second stage's family (trainer.second_stage.FAMILIES); None: chosen by time-ordered CV on the labels.
+    second_stage_family: str | None = None
 
     def __post_init__(self) -> None:
         if self.labels_file is not None and self.labels_from_cases:

@@ -9,13 +9,15 @@ along when it is saved again) and a new ``serve`` that calls the source's. So ``
   is one threshold variable (the source's own ``threshold``, assigned the new value), and the card's
   ``threshold.value`` is written from it, so the signature and the card cannot disagree.
 - with a :class:`trainer.second_stage.SecondStage`, an extra output ``fraud_probability`` =
-  ``classifier(concat(raw features stacked in card order, feature_errors))[:, 0]``. A version derived from
-  one with a second stage keeps it unless a new one is given.
+  ``classifier(concat(raw features stacked in card order, feature_errors, reconstruction_error))[:, 0]``. A
+  version derived from one with a second stage keeps it unless a new one is given (a stage written before the
+  reconstruction error was an input keeps its [n, 2F] input).
 
 Deriving from a derived version unwraps it first (its ``core`` is the trainer's export), so chains of
 ``calibrate --apply`` do not nest. The new version is written like ``trainer.export``'s: into a hidden temp
 dir, checked by reloading it (source and derived score the same check rows: reconstruction errors equal to
-rtol 1e-5, ``is_anomaly`` exactly the new threshold's, ``fraud_probability`` the classifier's), then
+rtol 1e-5, ``is_anomaly`` exactly the new threshold's, ``fraud_probability`` the classifier's and, for trees,
+the fitting library's own prediction), then
 renamed into ``<base>/<next version>`` by :func:`trainer.export.publish`.
 """
 
@@ -163,19 +165,17 @@ def derive(
 def offline_fraud_probability(raw: np.ndarray, version_dir: Path) -> np.ndarray | None:
     """The second stage's probability as the trainer computes it outside the SavedModel (its Keras copy under
     assets.extra/ on the trainer's offline feature errors); None for a version without one."""
-    import keras
-
     from trainer.evaluate import offline_scores
-    from trainer.second_stage import prepare_class
+    from trainer.second_stage import load_model
 
     path = Path(version_dir) / EXTRA_DIR / SECOND_STAGE_KERAS
     if not path.is_file():
         return None
-    prepare_class()  # registers the classifier's custom layer for loading
-    model = keras.models.load_model(path)
+    model = load_model(path)  # registers the classifier's custom layers first
     raw = np.asarray(raw, np.float32)
-    errors = offline_scores(raw, version_dir).feature_errors
-    return np.asarray(model(np.concatenate([raw, errors], axis=1), training=False), np.float32)[:, 0]
+    scores = offline_scores(raw, version_dir)
+    x = np.concatenate([raw, scores.feature_errors, scores.reconstruction_error[:, None]], axis=1)
+    return np.asarray(model(x[:, : model.input_shape[1]], training=False), np.float32)[:, 0]
 
 
 def _valid_threshold(value: float, score: str) -> float:
@@ -203,7 +203,7 @@ def _derived_module(loaded: Any, names: Sequence[str], threshold: float, score: 
         def __init__(self, model: Any) -> None:
             super().__init__(name="second_stage")
             self.model = model
-            width = 2 * len(names)
+            width = 2 * len(names) + 1
             self.classify = tf.function(
                 self._classify, input_signature=[tf.TensorSpec([None, width], tf.float32, name="stage_input")]
             )
@@ -216,6 +216,7 @@ def _derived_module(loaded: Any, names: Sequence[str], threshold: float, score: 
             super().__init__(name="fraudscore_derived")
             self.core = core
             self.stage = Classifier(stage.model) if stage is not None else carried
+            self.stage_width = _stage_width(self.stage) if self.stage is not None else 0
             # One threshold variable, the core's: assigned, not duplicated, so no stale copy is saved.
             self.threshold = core.threshold
             self.threshold.assign(threshold)
@@ -228,7 +229,8 @@ def _derived_module(loaded: Any, names: Sequence[str], threshold: float, score: 
                 result[ENVELOPE_DISTANCE] = out[ENVELOPE_DISTANCE]
             if self.stage is not None:
                 stacked = tf.stack([raw[n] for n in names], axis=1)
-                features = tf.concat([stacked, out["feature_errors"]], axis=1)
+                total = out["reconstruction_error"][:, None]
+                features = tf.concat([stacked, out["feature_errors"], total], axis=1)[:, : self.stage_width]
                 result[FRAUD_PROBABILITY] = self.stage.classify(features)
             result["is_anomaly"] = result[score] > self.threshold
             if ENVELOPE_DISTANCE in out:
@@ -237,6 +239,16 @@ def _derived_module(loaded: Any, names: Sequence[str], threshold: float, score: 
             return result
 
     return DerivedModule()
+
+
+def _stage_width(stage: Any) -> int:
+    """The classifier's input width: 2F+1 (raw, feature errors, reconstruction error), or 2F for a stage carried
+    from a version written before the reconstruction error was an input (read from its restored signature)."""
+    fn = stage.classify
+    spec = fn.input_signature[0] if getattr(fn, "input_signature", None) else None
+    if spec is None:  # a restored function: its one traced signature
+        spec = fn.concrete_functions[0].structured_input_signature[0][0]
+    return int(spec.shape[1])
 
 
 def _copy_extras(source_dir: Path, tmp: Path) -> None:
@@ -278,10 +290,17 @@ def _check(
     if not np.array_equal(got["out_of_range_count"], want["out_of_range_count"]):
         raise DeriveError("derived model's out_of_range_count differs from its source's")
     if stage is not None:
-        stacked = np.concatenate([rows, got["feature_errors"]], axis=1)
+        stacked = np.concatenate([rows, got["feature_errors"], got["reconstruction_error"][:, None]], axis=1)
         expected_p = np.asarray(stage.model(stacked, training=False), np.float32)[:, 0]
         if not np.allclose(got[FRAUD_PROBABILITY], expected_p, rtol=CHECK_RTOL, atol=1e-6):
             raise DeriveError("derived model's fraud_probability differs from the second stage's own prediction")
+        if stage.library is not None:
+            library_p = stage.library.probability(stacked)
+            if not np.allclose(got[FRAUD_PROBABILITY], library_p, rtol=CHECK_RTOL, atol=1e-6):
+                gap = float(np.max(np.abs(got[FRAUD_PROBABILITY] - library_p)))
+                raise DeriveError(
+                    f"derived model's fraud_probability differs from the fitted trees' by up to {gap:.3g}"
+                )
     elif FRAUD_PROBABILITY in want and not np.allclose(got[FRAUD_PROBABILITY], want[FRAUD_PROBABILITY], atol=1e-6):
         raise DeriveError("derived model's fraud_probability differs from its source's")
     stored = float(derived.threshold.numpy())
@@ -323,7 +342,10 @@ def _card_content(
         data["threshold"] = {**dict(data.get("threshold") or {}), "value": threshold, "score": score}
     if stage is not None:
         changes.append("second stage " + ("replaced" if card.second_stage is not None else "added"))
-        data["second_stage"] = {**dict(stage.info), "input": "raw features in card order, then feature_errors"}
+        data["second_stage"] = {
+            **dict(stage.info),
+            "input": "raw features in card order, then feature_errors, then reconstruction_error",
+        }
     if stage is not None or card.second_stage is not None:
         signature = dict(data.get("signature") or {})
         signature["outputs"] = [*OUTPUTS, FRAUD_PROBABILITY]

@@ -7,7 +7,8 @@ and nothing is exported.
 
 After training, the autoencoder is exported as usual but into a private model base (never published),
 and :func:`attach` (1) scores the labelled rows with that exported SavedModel (its per-feature errors are
-the classifier's input, exactly what the signature will feed it), (2) fits ``trainer.second_stage`` and
+the classifier's input, exactly what the signature will feed it), (2) fits ``trainer.second_stage`` (its family
+chosen by time-ordered cross-validation on these labelled rows only, unless ``--second-stage`` names one) and
 (3) writes ONE new version into the real model base with :func:`trainer.derive.derive`: the same
 SavedModel wrapped with the classifier, so the one place a classifier enters a signature is
 ``trainer.derive`` (``calibrate --apply`` and the trainer share it) and the scorer and the stream never
@@ -190,6 +191,15 @@ def _split(found: TrainingLabels) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(np.concatenate(fit)), np.sort(np.concatenate(held))
 
 
+def _fit_order(labelled: np.ndarray, sampled: int) -> np.ndarray:
+    """Time keys for the selection's time-ordered folds: the labelled rows' own; the traffic sample's rows carry
+    none here, so they are spread evenly over the labelled rows' time range (each fold gets its share)."""
+    if sampled == 0 or len(labelled) == 0:
+        return labelled.astype(np.float64)
+    spread = np.linspace(float(labelled.min()), float(labelled.max()), sampled)
+    return np.concatenate([labelled.astype(np.float64), spread])
+
+
 def attach(
     found: TrainingLabels, config: TrainConfig, source_dir: Path, policy: ThresholdPolicy
 ) -> tuple[int, Path, dict[str, Any]]:
@@ -207,7 +217,19 @@ def attach(
     y = np.concatenate([labels.labels[fit_idx], np.zeros(len(found.sample), np.int8)])
     given = labels.sample_weight[fit_idx] if labels.sample_weight is not None else np.ones(len(fit_idx))
     weight = np.concatenate([given, np.full(len(found.sample), _weight(found))])
-    stage = second_stage.fit(raw, exported.score(raw).feature_errors, y, seed=config.seed, sample_weight=weight)
+    order = _fit_order(found.order[fit_idx], len(found.sample))
+    try:
+        stage = second_stage.fit(
+            raw,
+            exported.score(raw),
+            y,
+            order=order,
+            seed=config.seed,
+            sample_weight=weight,
+            family=config.second_stage_family,
+        )
+    except second_stage.SecondStageError as exc:
+        raise LabelsRefused(f"{_where(found)}: {exc}") from None
     info: dict[str, Any] = {
         **stage.info,
         "labels": found.summary(),
@@ -224,7 +246,7 @@ def attach(
     threshold = None
     if staged:
         held = labels.raw[held_idx]
-        p = second_stage.predict(stage, held, exported.score(held).feature_errors)
+        p = second_stage.predict(stage, held, exported.score(held))
         chosen = calibrate.calibrate(p, labels.labels[held_idx], policy)
         threshold = chosen.value
         card = chosen.to_card()

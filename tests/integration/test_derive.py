@@ -95,10 +95,12 @@ def test_bad_requests_write_nothing(base: Path, kwargs: dict[str, object], messa
     assert sorted(p.name for p in base.iterdir()) == ["1"]  # no version, no temp dir left behind
 
 
-def fitted_stage(model: LoadedModel, train_csv: Path, n: int = 4000) -> tuple[SecondStage, np.ndarray, np.ndarray]:
+def fitted_stage(
+    model: LoadedModel, train_csv: Path, n: int = 4000, family: str = "gbdt"
+) -> tuple[SecondStage, np.ndarray, np.ndarray]:
     frame = pd.read_csv(train_csv).iloc[:n]
     x, y = frame[FEATURES].to_numpy(np.float32), frame["Class"].to_numpy(np.int8)
-    return second_stage.fit(x, model.score(x).feature_errors, y, seed=0), x, y
+    return second_stage.fit(x, model.score(x), y, seed=0, family=family), x, y
 
 
 def test_a_second_stage_is_an_output_of_the_same_signature(
@@ -123,10 +125,18 @@ def test_a_second_stage_is_an_output_of_the_same_signature(
     assert derived.fast_path.runtime == fastpath.LITERT, derived.fast_path.detail
 
     fast, tf = derived.score(x), derived.score_tensorflow(x)
-    expected = second_stage.predict(stage, x, trained_model.score_tensorflow(x).feature_errors)
+    expected = second_stage.predict(stage, x, trained_model.score_tensorflow(x))
     assert fast.fraud_probability is not None and tf.fraud_probability is not None
     np.testing.assert_allclose(tf.fraud_probability, expected, atol=1e-5)
-    np.testing.assert_allclose(fast.fraud_probability, tf.fraud_probability, atol=1e-5)
+    # The trees through both runtimes are scikit-learn's own on each runtime's inputs; LiteRT's feature errors
+    # differ from TensorFlow's by ~1e-6 relative, so a row whose error sits that close to a split threshold can
+    # reach the neighbouring leaf (2 of these 4,000 fitted-on rows in one run): rare, never more.
+    assert stage.library is not None
+    for scored in (fast, tf):
+        inputs = second_stage.stage_input(x, scored)
+        np.testing.assert_allclose(scored.fraud_probability, stage.library.probability(inputs), atol=1e-5)
+    differs = np.abs(fast.fraud_probability - tf.fraud_probability) > 1e-5
+    assert differs.mean() < 0.002, differs.sum()
     np.testing.assert_array_equal(tf.is_anomaly, tf.fraud_probability > np.float32(0.5))
     np.testing.assert_allclose(
         tf.reconstruction_error, trained_model.score_tensorflow(x).reconstruction_error, rtol=1e-5, atol=1e-7

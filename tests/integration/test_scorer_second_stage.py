@@ -54,7 +54,7 @@ def staged(server: ServerThread, base: Path, train_csv: Path, trained_model: Loa
     assert server.running.registry.current is not None and server.running.registry.current.version == 1
     frame = pd.read_csv(train_csv).iloc[:ROWS]
     x, y = frame[list(features.MODEL_FEATURES)].to_numpy(np.float32), frame["Class"].to_numpy(np.int8)
-    stage = second_stage.fit(x, trained_model.score(x).feature_errors, y, seed=0)
+    stage = second_stage.fit(x, trained_model.score(x), y, seed=0, family="gbdt")
     labels = {"count": len(y), "frauds": int(y.sum()), "fingerprint": "0123456789abcdef"}
     version = derive_version(
         base,
@@ -89,7 +89,9 @@ def _expected(model: LoadedModel, txs: list[Transaction]) -> tuple[np.ndarray, n
 def test_model_info_names_the_thresholded_score_and_the_second_stage(stub, staged: LoadedModel) -> None:
     info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
     assert (info.version, info.threshold_score, info.threshold) == (staged.version, "fraud_probability", THRESHOLD)
-    assert "logistic regression" in info.second_stage and "4000 labelled rows" in info.second_stage, info.second_stage
+    assert "gradient-boosted trees" in info.second_stage and "4000 labelled rows" in info.second_stage, (
+        info.second_stage
+    )
     assert "label set 0123456789ab" in info.second_stage
     assert info.runtime == "litert", info.runtime_detail
 

@@ -13,7 +13,9 @@ against one model artifact:
   scorer use too), and ``score_tensorflow`` (the SavedModel's signature in TensorFlow) to rtol 1e-5.
 
 It runs twice: on the quick-trained autoencoder, and on a version derived from it with a second stage
-(``trainer.derive``; fitted on the training CSV's labels) whose threshold applies to ``fraud_probability``:
+(``trainer.derive``; a logistic one fitted on the training CSV's labels: a continuous function of the errors,
+unlike trees, whose leaf can change for a row whose error sits within float rounding of a split threshold,
+README "The second stage") whose threshold applies to ``fraud_probability``:
 there every path must also agree on ``fraud_probability`` (the trainer's is its Keras copy on the offline
 feature errors) and the anomaly flags are the probability's.
 
@@ -131,8 +133,8 @@ def model_base(request: pytest.FixtureRequest, tmp_path: Path, trained_model_bas
 
         frame = pd.read_csv(request.getfixturevalue("train_csv")).iloc[:STAGE_ROWS]
         x = frame[list(model_lib.load(base).features)].to_numpy(np.float32)
-        errors = model_lib.load(base).score(x).feature_errors
-        stage = second_stage.fit(x, errors, frame["Class"].to_numpy(np.int8), seed=0)
+        scores = model_lib.load(base).score(x)
+        stage = second_stage.fit(x, scores, frame["Class"].to_numpy(np.int8), seed=0, family="logistic")
         derive_version(base, threshold=STAGE_THRESHOLD, threshold_score="fraud_probability", second_stage=stage)
     return base
 

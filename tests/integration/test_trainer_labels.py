@@ -120,6 +120,78 @@ def test_bad_labels_files_are_refused_before_training(
     assert not base.exists() or list_versions(base) == []
 
 
+def test_the_second_stage_choice_never_sees_the_test_split(train_csv: Path, labels_csv: Path, tmp_path: Path) -> None:
+    """The same data but for the test split's rows (every row after the validation split, features scrambled):
+    the same family chosen with the same fold scores, the same probabilities. The choice reads the labelled
+    rows only."""
+    from trainer import split
+
+    frame = pd.read_csv(train_csv)
+    last_validation = split.split(frame, True).validation[features.TIME].max()
+    later = (frame[features.TIME] > last_validation).to_numpy()
+    assert later.sum() > 100
+    other = frame.copy()
+    rng = np.random.default_rng(0)
+    v_columns = [f for f in FEATURES if f.startswith("V")]
+    other.loc[later, v_columns] = rng.permutation(other.loc[later, v_columns].to_numpy()) * -3.0
+    other_csv = tmp_path / "other-test.csv"
+    write_csv(other, other_csv)
+
+    cards = []
+    for name, data in (("a", train_csv), ("b", other_csv)):
+        base = tmp_path / name / "creditcard"
+        train(quick_config(data, base, labels_file=labels_csv, baselines=False, plots=False))
+        cards.append((json.loads((base / "1" / CARD_FILE).read_text()), load(base)))
+    (card_a, model_a), (card_b, model_b) = cards
+    assert card_a["metrics"]["pr_auc"] != card_b["metrics"]["pr_auc"]  # the test splits differ
+    sel_a, sel_b = card_a["second_stage"]["selection"], card_b["second_stage"]["selection"]
+    assert sel_a["chosen"] == sel_b["chosen"] and sel_a["families"].keys() == sel_b["families"].keys()
+    for family in sel_a["families"]:
+        a, b = sel_a["families"][family], sel_b["families"][family]
+        assert a["fold_average_precision"] == b["fold_average_precision"], family
+    x = pd.read_csv(labels_csv)[FEATURES].to_numpy(np.float32)
+    p_a, p_b = model_a.score(x).fraud_probability, model_b.score(x).fraud_probability
+    assert p_a is not None and p_b is not None
+    np.testing.assert_allclose(p_a, p_b, atol=1e-6)
+
+
+def test_labels_whose_scores_are_all_equal_are_refused(train_csv: Path, tmp_path: Path) -> None:
+    """Every labelled row the same transaction (half of them called fraud): no second stage can separate them."""
+    frame = generate_frame(200, fraud_rate=0.05, seed=9)
+    same = pd.concat([frame.iloc[[0]]] * len(frame), ignore_index=True)
+    same["Time"] = frame["Time"].to_numpy()
+    same["Class"] = np.arange(len(same)) % 2
+    path = tmp_path / "same.csv"
+    write_csv(same, path)
+    base = tmp_path / "models" / "creditcard"
+    with pytest.raises(LabelsRefused, match="same probability") as caught:
+        train(quick_config(train_csv, base, labels_file=path, baselines=False, plots=False))
+    assert "\n" not in str(caught.value)
+    assert not base.exists() or list_versions(base) == []
+
+
+def test_a_second_stage_that_fails_its_export_check_writes_no_version(
+    train_csv: Path, labels_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The written SavedModel's fraud_probability must equal the fitted stage's (here it cannot: the library's
+    copy of the trees is shifted); the run stops with one line and nothing is published."""
+    from trainer import second_stage
+    from trainer.derive import DeriveError
+
+    real = second_stage.Library.probability
+
+    def shifted(self: second_stage.Library, x: np.ndarray) -> np.ndarray:
+        return np.asarray(real(self, x) * 0.5, np.float64)
+
+    monkeypatch.setattr(second_stage.Library, "probability", shifted)
+    base = tmp_path / "models" / "creditcard"
+    config = quick_config(train_csv, base, labels_file=labels_csv, baselines=False, plots=False)
+    with pytest.raises(DeriveError, match="differs from the fitted trees'") as caught:
+        train(replace(config, second_stage_family="gbdt"))
+    assert "\n" not in str(caught.value)
+    assert not base.exists() or list_versions(base) == []
+
+
 # --- from the analysts' cases in Bigtable ---------------------------------------------------------
 
 

@@ -107,3 +107,24 @@ def test_leave_one_day_out_fits_without_the_day_it_ranks() -> None:
     feedback.leave_one_day_out(s, plan, labelled, recorder, budget_percent=3)
     for day, (seen, rows) in enumerate(zip(recorder.fits, plan, strict=True)):
         assert seen and not seen & set(rows.tolist()), f"day {day + 1}"
+
+
+def test_the_label_curve_points_stop_at_the_frauds_the_split_has() -> None:
+    from bench import label_curve
+
+    assert label_curve.points(22) == [5, 10, 20, 22]  # 50 and "all" are both the 22 there are
+    assert label_curve.points(60) == [5, 10, 20, 50, 60]
+    assert label_curve.points(7) == [5, 7]
+
+
+def test_the_label_curve_summary_compares_the_stage_with_the_better_other_ranker() -> None:
+    from bench import label_curve
+
+    def seed(stage: float, ae: float, gbdt: float) -> dict[str, object]:
+        point = {"labelled_frauds": 5, "pr_auc": {"second_stage": stage, "autoencoder": ae, "gbdt": gbdt}}
+        return {"points": [{**point, "chosen": "error"}]}
+
+    (row,) = label_curve.summarise([seed(0.9, 0.8, 0.85), seed(0.8, 0.8, 0.95)])
+    assert row["pr_auc"]["second_stage"]["mean"] == pytest.approx(0.85)
+    assert row["stage_minus_best_other"] == pytest.approx(0.85 - 0.9)
+    assert row["chosen"] == ["error", "error"]

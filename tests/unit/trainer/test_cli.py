@@ -136,6 +136,8 @@ def test_label_flags() -> None:
     assert cases.labels_since is not None and cases.labels_since.isoformat() == "2026-05-01T00:00:00+00:00"
     assert (cases.cases_project, cases.cases_instance) == ("p", "i")
     assert parse().threshold_score == "reconstruction_error" and not parse().has_labels_source
+    assert parse("--labels", "l.csv").second_stage_family is None  # auto: chosen by time-ordered CV
+    assert parse("--labels", "l.csv", "--second-stage", "gbdt").second_stage_family == "gbdt"
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 
 from fraudscore.labels import LabelSet
 from trainer.config import TrainConfig
-from trainer.supervise import LabelsRefused, TrainingLabels, _check, _split
+from trainer.supervise import LabelsRefused, TrainingLabels, _check, _fit_order, _split
 
 F = ("V1", "Amount")
 
@@ -70,3 +70,10 @@ def test_the_held_out_part_is_the_later_labels_of_each_class() -> None:
     assert int(y[held].sum()) == 3 and int((y[held] == 0).sum()) == 3
     for cls in (0, 1):
         assert max(i for i in fit if y[i] == cls) < min(i for i in held if y[i] == cls)
+
+
+def test_the_traffic_sample_rows_are_spread_over_the_labels_time_range_for_the_folds() -> None:
+    order = _fit_order(np.array([30.0, 10.0, 20.0]), 5)
+    np.testing.assert_array_equal(order[:3], [30.0, 10.0, 20.0])  # the labelled rows keep their own times
+    np.testing.assert_array_equal(order[3:], [10.0, 15.0, 20.0, 25.0, 30.0])
+    np.testing.assert_array_equal(_fit_order(np.array([3.0, 1.0]), 0), [3.0, 1.0])
