@@ -273,6 +273,13 @@ class LoadedModel:
         envelope = self.card.raw.get("envelope")
         return float(envelope["limit_widths"]) if isinstance(envelope, Mapping) else None
 
+    def outside_envelope(self, scores: Scores) -> np.ndarray:
+        """bool [n]: the rows ``is_anomaly`` flags for lying beyond the envelope (all False in an older version)."""
+        limit = self.envelope_limit
+        if scores.envelope_distance is None or limit is None:
+            return np.zeros(len(scores), dtype=bool)
+        return np.asarray(scores.envelope_distance) > np.float32(limit)
+
     def score(self, rows: np.ndarray, *, explain: bool = False) -> Scores:
         """Scores raw feature rows ``[n, F]`` in ``features`` order; ``explain`` adds ``contributions``."""
         rows = np.ascontiguousarray(rows, dtype=np.float32)

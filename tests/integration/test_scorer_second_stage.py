@@ -83,6 +83,10 @@ def txs(train_csv: Path) -> list[Transaction]:
 def _expected(model: LoadedModel, txs: list[Transaction]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     scores = model.score(np.array([schema.feature_row(tx, model.features) for tx in txs], np.float32))
     assert scores.fraud_probability is not None
+    # Flagged above the threshold on the probability, or beyond the envelope whatever it is.
+    np.testing.assert_array_equal(
+        scores.is_anomaly, (scores.fraud_probability > np.float32(model.threshold)) | model.outside_envelope(scores)
+    )
     return scores.reconstruction_error, scores.fraud_probability, scores.is_anomaly
 
 
@@ -106,7 +110,6 @@ def test_score_batch_and_score_carry_both_scores(stub, staged: LoadedModel, txs:
     np.testing.assert_allclose([r.fraud_probability for r in scored], probability, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose([r.reconstruction_error for r in scored], errors, rtol=RTOL, atol=ATOL)
     assert [r.is_anomaly for r in scored] == anomaly.tolist()
-    assert [r.is_anomaly for r in scored] == [r.fraud_probability > THRESHOLD for r in scored]
 
     one = stub.Score(pb.ScoreRequest(transaction=txs[0]), timeout=10)
     assert one.HasField("fraud_probability") and one.fraud_probability == pytest.approx(probability[0], abs=1e-6)
@@ -133,7 +136,8 @@ def test_the_client_prints_the_probability(server: ServerThread, staged: LoadedM
     client.add_arguments(parser)
     args = parser.parse_args(["--target", server.target, "--json", schema.to_json(txs[0]).decode()])
     assert client.main(args) == 0
-    line = capsys.readouterr().out.strip()
+    line, *explanation = capsys.readouterr().out.strip().splitlines()
+    assert explanation and all(" of the score" in e for e in explanation)  # each top feature against its range
     assert re.fullmatch(
         rf"{txs[0].transaction_id} +error=\S+ +p_fraud=[01]\.\d{{4}} +threshold=0\.5 +(normal|ANOMALY) +v2 .*", line
     ), line
