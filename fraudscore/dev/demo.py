@@ -239,8 +239,9 @@ class Demo:
         emulator_config = EmulatorConfig(host=c.host, pubsub_port=c.pubsub_port, bigtable_port=c.bigtable_port)
         say("starting the Pub/Sub and Bigtable emulators")
         self.emulators = Emulators(emulator_config, project=c.resources.project).start()
-        # The children find the emulators through the variables the official clients read.
-        self.env = {**os.environ, **self.emulators.env, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        # The children find the emulators through the variables the official clients read; TensorFlow's log
+        # level (quiet, or all with `fraudscore -v demo`) they inherit from ours (fraudscore.native_logs).
+        self.env = {**os.environ, **self.emulators.env, "PYTHONUNBUFFERED": "1"}
         with self.emulators.exported_env():
             create_resources(c.resources)
         self._ensure_model()
