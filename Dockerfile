@@ -29,8 +29,7 @@ RUN pip install --no-deps . \
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    TF_CPP_MIN_LOG_LEVEL=2
+    PYTHONDONTWRITEBYTECODE=1
 RUN groupadd --system --gid 10001 fraud \
     && useradd --system --uid 10001 --gid fraud --home-dir /app --create-home --shell /usr/sbin/nologin fraud \
     && mkdir -p /app/models /app/data \

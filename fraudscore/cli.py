@@ -3,6 +3,8 @@
 Each subcommand lives in the module that does the work; that module exposes
 ``add_arguments(parser)`` and ``main(args) -> int``. Only the chosen command's
 module is imported, so ``fraudscore generate`` does not pay for TensorFlow.
+Before that, TensorFlow's C++ start-up lines are turned off (on with ``-v``) for
+this process and its children (:mod:`fraudscore.native_logs`).
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
+
+from fraudscore import native_logs
 
 # name -> (module, one-line help shown by `fraudscore --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -33,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("fraudscore.dev.demo", "everything at once on local emulators: train, serve, stream, publish, Prometheus"),
 }
 
+VERBOSE_FLAGS = ("-v", "--verbose")
+
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -40,7 +47,9 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         description="Streaming fraud scoring for card transactions with an autoencoder. "
         "Typical flow: generate (or bring creditcard.csv) -> train -> serve / stream -> publish -> cases.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        *VERBOSE_FLAGS, action="store_true", help="log debug messages, and TensorFlow's C++ start-up lines"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
@@ -52,6 +61,9 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    # Before any command's module is imported: TensorFlow takes its log level from the environment as it loads.
+    global_flags = argv[: argv.index(command)] if command is not None else argv
+    native_logs.configure(any(a in VERBOSE_FLAGS for a in global_flags), os.environ)
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     logging.basicConfig(

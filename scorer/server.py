@@ -6,7 +6,8 @@ as they appear (see registry). On SIGTERM/SIGINT the server drains: health
 NOT_SERVING; calls are served as usual for the drain delay (at least
 drain.SETTLE_S) so load balancers notice and calls already sent are taken;
 then new calls get UNAVAILABLE, health Watch streams end, in-flight calls
-finish within the grace period, and the process exits 0 (see scorer/drain.py).
+finish within the grace period, calls keep being refused until they stop
+coming, and the process exits 0 (see scorer/drain.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from fraudscore.v1 import scorer_pb2
 from scorer.auth import BearerTokenInterceptor, server_credentials
 from scorer.batcher import DirectScorer, MicroBatcher, RowScorer
 from scorer.config import BatchConfig, ConfigError, ServeConfig, add_arguments, grpc_server_options
-from scorer.drain import CORE_STOP_S, SETTLE_S, CallGate, HealthServicer
+from scorer.drain import CORE_STOP_S, REFUSING_S, SETTLE_S, CallGate, HealthServicer
 from scorer.metrics import ScorerMetrics
 from scorer.registry import ModelRegistry
 from scorer.servicer import FraudScorerServicer, add_to_server
@@ -80,6 +81,9 @@ class RunningServer:
         deadline = loop.time() + self.config.grace_s
         if not await self.gate.wait_idle(self.config.grace_s):
             log.warning("%d calls still in flight after the grace period; cancelling them", self.gate.in_flight)
+        elif not await self.gate.wait_quiet(SETTLE_S, min(REFUSING_S, max(0.0, deadline - loop.time()))):
+            # Stopping the core now would cancel the calls it holds; refused, clients retry them elsewhere.
+            log.info("calls still arriving after %.1f s of refusals; stopping anyway", REFUSING_S)
         try:
             # Nothing of ours is in flight now: the core server has only replies and refusals left to send, and
             # calls that are not ours to wait for (drain.CORE_STOP_S); it cancels those, and calls arriving since.

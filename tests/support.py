@@ -29,3 +29,12 @@ def phase(name: str) -> Iterator[None]:
         yield
     except AssertionError as exc:
         raise AssertionError(f"phase {name!r} failed: {exc}") from exc
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not), from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"

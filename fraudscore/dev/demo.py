@@ -15,9 +15,10 @@ Starts, in order, each as a child process of its own with its log under
    share of fraud bursts at a modest rate, restarted when it reaches the end;
 5. Debian's ``prometheus`` with the rules of deploy/prometheus, scraping them.
 
-Then it prints one status block and watches the children. Ctrl-C or SIGTERM
-stops every process it started, newest first, by process group (each child
-runs in its own session, so a terminal's Ctrl-C reaches only this launcher),
+Then it prints one status block and watches the children. Ctrl-C, SIGTERM or
+SIGHUP (its terminal went away: a closed window, a dropped SSH session) stops
+every process it started, newest first, by process group (each child runs in
+its own session, so a terminal's Ctrl-C or hangup reaches only this launcher),
 and leaves the data directory ready for the next run: the generated stream
 file, the Prometheus database and the model are reused, logs are rewritten.
 """
@@ -45,7 +46,7 @@ from typing import IO, Any
 import yaml
 
 from fraudscore.config import EmulatorConfig, Resources
-from fraudscore.dev.processes import group_alive, signal_group, stop_group
+from fraudscore.dev.processes import group_alive, on_stop_signals, say, signal_group, stop_group
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class DemoError(RuntimeError):
 
 
 class Interrupted(DemoError):
-    """Ctrl-C or SIGTERM arrived while starting up."""
+    """Ctrl-C, SIGTERM or SIGHUP arrived while starting up."""
 
 
 @dataclass(frozen=True)
@@ -236,10 +237,11 @@ class Demo:
         c.logs.mkdir(parents=True, exist_ok=True)
         self._check_ports()
         emulator_config = EmulatorConfig(host=c.host, pubsub_port=c.pubsub_port, bigtable_port=c.bigtable_port)
-        print("starting the Pub/Sub and Bigtable emulators", flush=True)
+        say("starting the Pub/Sub and Bigtable emulators")
         self.emulators = Emulators(emulator_config, project=c.resources.project).start()
-        # The children find the emulators through the variables the official clients read.
-        self.env = {**os.environ, **self.emulators.env, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        # The children find the emulators through the variables the official clients read; TensorFlow's log
+        # level (quiet, or all with `fraudscore -v demo`) they inherit from ours (fraudscore.native_logs).
+        self.env = {**os.environ, **self.emulators.env, "PYTHONUNBUFFERED": "1"}
         with self.emulators.exported_env():
             create_resources(c.resources)
         self._ensure_model()
@@ -281,14 +283,14 @@ class Demo:
             self._ensure_csv(
                 c.stream_csv, c.stream_rows, seed=1, fraud_rate=c.fraud_rate, cards=max(1, c.stream_rows // 2)
             )
-        print("waiting for the scorer to load the model and the stream job to start", flush=True)
+        say("waiting for the scorer to load the model and the stream job to start")
         self._wait_until("scorer", scorer, lambda: _grpc_serving(f"{c.host}:{c.scorer_port}"))
         self._wait_until("stream", stream, lambda: _http_ok(f"http://{c.host}:{c.stream_metrics_port}/metrics"))
         if prometheus is not None:
             self._wait_until("prometheus", prometheus, lambda: _http_ok(self._prometheus_url + "/-/ready"))
         if c.publisher:
             self._start_publisher()
-        print(self.status(), flush=True)
+        say(self.status())
         return self._watch()
 
     @property
@@ -337,7 +339,7 @@ class Demo:
     def _ensure_csv(self, path: Path, rows: int, *, seed: int, fraud_rate: float, cards: int | None = None) -> None:
         if path.is_file():
             return
-        print(f"generating {rows:,} transactions into {path}", flush=True)
+        say(f"generating {rows:,} transactions into {path}")
         tmp = path.with_suffix(".csv.tmp")  # renamed when complete: an interrupted run leaves no half file
         args = [
             "generate",
@@ -362,13 +364,13 @@ class Demo:
         reason = training_reason(c)
         if reason is None:
             return
-        print(f"{reason}: training the default model on {c.train_data} (log {c.logs / 'train.log'})", flush=True)
+        say(f"{reason}: training the default model on {c.train_data} (log {c.logs / 'train.log'})")
         self._run_to_end("train", _fraudscore("train", "--data", str(c.train_data), "--model-base", str(c.model_base)))
         version = latest_version(c.model_base)
         if version is None or training_reason(c) is not None:
             raise DemoError(f"training finished but {c.model_base} holds no complete model trained on {c.train_data}")
         report = c.model_base / str(version) / "report" / "report.md"
-        print(f"trained {c.model_base} v{version}" + (f"; evaluation report {report}" if report.is_file() else ""))
+        say(f"trained {c.model_base} v{version}" + (f"; evaluation report {report}" if report.is_file() else ""))
 
     def _start_prometheus(self) -> Child:
         c = self.config
@@ -439,10 +441,10 @@ class Demo:
                     break
                 if child.name.startswith(("generate", "train")):
                     continue  # one-shot steps that finished before the services started
-                print(f"{child.name} exited with code {code}; log {child.log_path}:\n{child.tail()}", file=sys.stderr)
+                say(f"{child.name} exited with code {code}; log {child.log_path}:\n{child.tail()}", err=True)
                 return 1
             if self.emulators is not None and not self.emulators.alive():
-                print("an emulator exited; stopping the demo", file=sys.stderr)
+                say("an emulator exited; stopping the demo", err=True)
                 return 1
         return 0
 
@@ -450,10 +452,10 @@ class Demo:
         """Stops every child, newest first, then the emulators."""
         for child in reversed(self.children):
             if child.exit_code() is None:
-                print(f"stopping {child.name} (pid {child.pid})", flush=True)
+                say(f"stopping {child.name} (pid {child.pid})")
             child.stop()
         if self.emulators is not None:
-            print("stopping the emulators", flush=True)
+            say("stopping the emulators")
             self.emulators.stop()
 
     def status(self) -> str:
@@ -577,17 +579,17 @@ def _http_ok(url: str) -> bool:
 def main(args: argparse.Namespace) -> int:
     config = DemoConfig.from_args(args, os.environ)
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = on_stop_signals(stop.set)
     demo = Demo(config, stop)
     try:
         code = demo.run()
     except Interrupted:
         code = 0
     except DemoError as exc:
-        print(f"fraudscore demo: {exc}", file=sys.stderr)
+        say(f"fraudscore demo: {exc}", err=True)
         code = 1
     except Exception as exc:  # EmulatorError and friends: report, then still stop every child
-        print(f"fraudscore demo: {type(exc).__name__}: {exc}", file=sys.stderr)
+        say(f"fraudscore demo: {type(exc).__name__}: {exc}", err=True)
         code = 1
     finally:
         # A second Ctrl-C during shutdown must not leave children behind: ignore it while stopping.
@@ -597,7 +599,7 @@ def main(args: argparse.Namespace) -> int:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-    print(f"stopped; data dir {config.data_dir} kept for the next run", flush=True)
+    say(f"stopped; data dir {config.data_dir} kept for the next run")
     return code
 
 

@@ -12,7 +12,7 @@ or of this process (:meth:`Emulators.exported_env`) is this module's job, and
 :func:`create_resources` uses only the official clients, so it works unchanged
 against Google Cloud.
 
-Each emulator runs in its own session and process group: Ctrl-C in a terminal
+Each emulator runs in its own session and process group: Ctrl-C in a terminal (or its hangup)
 reaches only the launcher, which then stops the group (SIGTERM, a grace period,
 SIGKILL) and reaps it, which also takes down the Java process that
 ``gcloud ... start`` leaves behind otherwise. An ``atexit`` hook stops whatever
@@ -35,7 +35,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from fraudscore.config import DEFAULT_PROJECT, EmulatorConfig, Resources
-from fraudscore.dev.processes import free_port, signal_group, stop_group
+from fraudscore.dev.processes import free_port, on_stop_signals, say, signal_group, stop_group
 from fraudscore.resources import create_resources, describe_resources
 
 log = logging.getLogger(__name__)
@@ -476,7 +475,7 @@ def main(args: argparse.Namespace) -> int:
         bigtable_instance=args.instance or resources.bigtable_instance,
     )
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = on_stop_signals(stop.set)
     emulators = Emulators(config, backend=args.backend, project=resources.project, startup_timeout=args.startup_timeout)
     try:
         with emulators, emulators.exported_env():
@@ -487,14 +486,11 @@ def main(args: argparse.Namespace) -> int:
                 if not emulators.alive():
                     dead = [p for p in (emulators.pubsub, emulators.bigtable) if p is not None and not p.alive()]
                     for proc in dead:
-                        print(
-                            f"{proc.name} emulator exited ({proc.popen.returncode}):\n{proc.output_tail()}",
-                            file=sys.stderr,
-                        )
+                        say(f"{proc.name} emulator exited ({proc.popen.returncode}):\n{proc.output_tail()}", err=True)
                     return 1
-            print("stopping emulators", flush=True)
+            say("stopping emulators")
     except EmulatorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}", err=True)
         return 1
     finally:
         for sig, handler in previous.items():

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from fraudscore.dev.processes import free_port
-from tests.support import phase
+from tests.support import phase, process_alive
 
 pytestmark = pytest.mark.integration
 
@@ -65,14 +65,6 @@ def _descendants(pid: int) -> set[int]:
         frontier = {child for child, parent in parents.items() if parent in frontier} - found
         found |= frontier
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return state[state.rindex(")") + 2] != "Z"
 
 
 def _wait_for_line(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float) -> re.Match[str]:
@@ -122,7 +114,7 @@ def demo(
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         for pid in seen:
-            if _alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -165,7 +157,7 @@ def test_demo_runs_cases_appear_scorer_answers_and_ctrl_c_stops_everything(
         children |= _descendants(proc.pid)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(STOP_TIMEOUT_S) == 0, out.read_text()[-4000:]
-        stray = {pid for pid in children if _alive(pid)}
+        stray = {pid for pid in children if process_alive(pid)}
         assert not stray, f"processes left behind: {stray}"
         assert all(_port_free(port) for port in ports.values()), ports
         text = out.read_text()

@@ -1,7 +1,8 @@
 """SIGTERM under load: a real `fraudscore serve` process on loopback, real concurrent clients.
 
-Every call a client sent before the SIGTERM must finish OK; NOT_SERVING must be visible before the first
-refusal; the process exits 0, and promptly: neither a Health.Watch stream, nor a reflection session, nor a call
+Every call a client sent before the SIGTERM must finish OK, and every later one OK or UNAVAILABLE (which clients
+retry elsewhere), never CANCELLED; NOT_SERVING must be visible before the first refusal; the process exits 0, and
+promptly: neither a Health.Watch stream, nor a reflection session, nor a call
 taken in as the server stops (none of them ours to finish) holds the exit for the grace period.
 """
 
@@ -148,6 +149,13 @@ def test_sigterm_under_load_finishes_every_call_already_sent(serve, base, tmp_pa
     assert failed_before == [], failed_before
     refused = [c for c in calls if c.code != grpc.StatusCode.OK]
     assert len(refused) == CLIENTS  # every client stopped at a refusal (or at the closed port)
+    # Not CANCELLED: calls sent as the refusals began (a client's next call after an OK) are refused too, not
+    # cancelled by a core server stopped under them (29-31 per SIGTERM before the drain waited for quiet).
+    not_unavailable = [
+        (c.code.name, c.details, round(c.end - seen["sigterm"], 3)) for c in refused
+        if c.code != grpc.StatusCode.UNAVAILABLE
+    ]  # fmt: skip
+    assert not_unavailable == [], not_unavailable
     assert "not_serving" in seen, "NOT_SERVING never seen on the Watch stream"
     first_refusal = min(c.end for c in refused)
     assert seen["not_serving"] <= first_refusal, (seen, first_refusal)

@@ -31,6 +31,7 @@ from fraudscore.dev.demo import (
     training_reason,
     write_prometheus_config,
 )
+from tests.support import process_alive
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -203,3 +204,79 @@ def test_child_that_ignores_its_signal_is_killed_with_its_group(tmp_path: Path) 
     while Path(f"/proc/{grandchild}").exists() and "Z" not in Path(f"/proc/{grandchild}/stat").read_text().split()[2]:
         assert time.monotonic() < deadline, "grandchild survived"
         time.sleep(0.05)
+
+
+# The demo's own main(), with its start-up (emulators, model, scorer...) replaced by stand-in children that stop on
+# the demo's stop signals as the real ones do; argv: data dir.
+_DEMO_STAND_IN = """
+import signal, sys
+from fraudscore.cli import build_parser
+from fraudscore.dev import demo
+
+SLEEPER = "import time\\nprint('ready', flush=True)\\n" \\
+    "try:\\n time.sleep(120)\\nexcept KeyboardInterrupt:\\n print('stopped')"
+PROMETHEUS = "import signal,sys,time\\nsignal.signal(signal.SIGTERM, lambda *_: sys.exit(print('stopped')))\\n" \\
+    "print('ready', flush=True)\\ntime.sleep(120)"
+
+def run(self):
+    for name in ("scorer", "stream"):
+        self._spawn(name, [sys.executable, "-c", SLEEPER], signal.SIGINT)
+    self._spawn("prometheus", [sys.executable, "-c", PROMETHEUS], signal.SIGTERM)
+    self.publisher = self._spawn("publisher", [sys.executable, "-c", SLEEPER], signal.SIGINT)
+    print("fraudscore demo is running", flush=True)
+    return self._watch()
+
+demo.Demo.run = run
+sys.exit(demo.main(build_parser("demo").parse_args(["demo", "--data-dir", sys.argv[1]])))
+"""
+
+
+def _on_a_terminal(argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+    """``argv`` as the leader of a new session whose controlling terminal is a fresh pty; returns it and the master."""
+    import fcntl
+    import pty
+    import termios
+
+    master, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        argv, stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # the child is single-threaded
+    )  # fmt: skip
+    os.close(terminal)
+    return proc, master
+
+
+def test_a_closed_terminal_stops_every_child_like_ctrl_c(tmp_path: Path) -> None:
+    # A closed window or a dropped SSH session: the kernel sends SIGHUP to the demo (the session leader) and every
+    # write to its terminal fails from then on. Its children run in their own sessions and get no SIGHUP.
+    proc, master = _on_a_terminal([sys.executable, "-c", _DEMO_STAND_IN, str(tmp_path / "demo")])
+    children: list[int] = []
+    try:
+        logs = [tmp_path / "demo" / "logs" / f"{name}.log" for name in ("scorer", "stream", "prometheus", "publisher")]
+        deadline = time.monotonic() + 60
+        while not all(log.is_file() and "ready" in log.read_text() for log in logs):
+            assert proc.poll() is None, f"the demo exited with {proc.returncode}"
+            assert time.monotonic() < deadline, "stand-in children never ready"
+            time.sleep(0.1)
+        children += [int(pid) for pid in _children_of(proc.pid)]
+        assert len(children) == 4, children
+        os.close(master)  # the terminal goes away
+        master = -1
+        assert proc.wait(timeout=60) == 0
+        stray = [pid for pid in children if process_alive(pid)]
+        assert stray == [], f"children left running after the hangup: {stray}"
+        # Each was stopped by its own stop signal (SIGINT, Prometheus SIGTERM), as at Ctrl-C, not killed.
+        assert [log.read_text().split() for log in logs] == [["ready", "stopped"]] * 4
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in children:  # each leads its own group (start_new_session)
+            if process_alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def _children_of(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
