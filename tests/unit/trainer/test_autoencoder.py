@@ -99,6 +99,9 @@ def test_pca_component_count_is_chosen_on_validation_or_by_variance_without_labe
 def test_auto_error_weighting_picks_what_ranks_validation_better(rows: np.ndarray) -> None:
     from trainer.pipeline import Fitter
 
+    # A seeded model: with random initial weights the two weightings' top 2% were sometimes the same rows, a tie
+    # that "none" wins, and the test failed about one run in a few.
+    autoencoder.set_determinism(0)
     model = autoencoder.build(6, (3,), "tanh", 1e-3, "linear")
     fitter = Fitter.__new__(Fitter)  # only the validation labels matter here
     x_val = rows[:500]
