@@ -40,7 +40,7 @@ class Resources:
     dlq_topic: str = "transactions-dlq"
     dlq_subscription: str = "transactions-dlq-watch"
     bigtable_instance: str = DEFAULT_BIGTABLE_INSTANCE
-    # Cases keyed for "all cases of card X, newest first" (see stream/cases/store.py).
+    # Cases keyed for "all cases of card X, newest first" (see cases/store.py).
     cases_table: str = "flagged"
     # Secondary index keyed for "cases in a time range" without a hotspot.
     cases_by_time_table: str = "flagged-by-time"

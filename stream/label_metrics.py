@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from stream import metrics
 
 if TYPE_CHECKING:
-    from stream.cases.store import CaseStore
+    from cases.store import CaseStore
 
 _LOG = logging.getLogger(__name__)
 DEFAULT_INTERVAL_S = 60.0

@@ -34,13 +34,13 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 
 from fraudscore import csvfiles, schema
 from fraudscore.config import DEFAULT_PROJECT, Resources
-from stream.cases.sample_sink import WriteSample
-from stream.cases.sink import DeliverCases
+from stream.case_sink import DeliverCases
 from stream.flag_cases import AGGREGATIONS, FlagCases
 from stream.inference import ScoreTransactions, latest_version_uri
 from stream.ingest import PullTransactions
 from stream.parse import ParseCsvFiles, ParseTransactions, json_line_message
 from stream.rules import RuleConfig, add_rule_arguments, rule_thresholds
+from stream.sample_sink import WriteSample
 from stream.sampling import DEFAULT_SAMPLE_RATE, check_rate
 from stream.sinks import PublishDeadLetters
 from stream.windows import WindowConfig

@@ -18,10 +18,11 @@ from typing import Any
 
 import apache_beam as beam
 
+from cases.records import Case
 from fraudscore.config import Resources
 from stream import ingest, metrics
 from stream.clients import per_process
-from stream.records import Case, DeadLetter
+from stream.records import DeadLetter
 
 PUBLISH_TIMEOUT_S = 60.0
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import apache_beam as beam
 
+from cases.records import Case
+from cases.store import ALERTED, HELD, MINE, WON, CaseStore
 from fraudscore.config import Resources
-from stream.cases.store import ALERTED, HELD, MINE, WON, CaseStore
-from stream.records import Case
 from tests.integration.test_stream_pipeline import Puller
 
 
@@ -48,7 +48,7 @@ def test_first_claim_wins_then_alerted_then_takeover_after_lease(unique_resource
 
 def test_deliver_cases_alerts_once_across_runs(unique_resources: Resources) -> None:
     """Two pipeline runs (a restart) and a duplicate in one batch: one alert per case, with its case_id attribute."""
-    from stream.cases.sink import DeliverCases
+    from stream.case_sink import DeliverCases
 
     res = unique_resources
     cases = [_case(f"tx-{i}") for i in range(5)]
@@ -120,7 +120,7 @@ def test_a_case_twice_in_one_round_is_won_once(unique_resources: Resources) -> N
 
 
 def test_bulk_writes_report_the_rows_bigtable_refused(unique_resources: Resources) -> None:
-    from stream.cases.row_writes import BulkWrite, SetCell
+    from cases.row_writes import BulkWrite, SetCell
 
     res = unique_resources
     with CaseStore(res) as store:

@@ -25,13 +25,14 @@ import grpc
 import numpy as np
 import pytest
 
+from cases.records import StoredCase
+from cases.store import CaseStore
 from fraudscore.cli import main as cli_main
 from fraudscore.config import Resources
 from fraudscore.resources import create_resources
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
 from fraudscore.versions import latest_version
-from stream.cases.store import CaseStore, StoredCase
 from stream.rules import TX_ANOMALY
 from tests.integration.scorer_support import start_serve, wait_for
 
@@ -100,7 +101,7 @@ def test_replay_label_calibrate_apply_and_the_scorer_serves_it(
 
     store = CaseStore(res)
     try:
-        from stream.cases.labels import read_sample
+        from cases.labels import read_sample
 
         cases: list[StoredCase] = store.list_since(EPOCH, limit=10_000)
         sample, rate = read_sample(store, cases[0].case.feature_names)

@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cases.records import Case
+from cases.store import CaseStore
 from fraudscore.cli import main as cli_main
 from fraudscore.config import Resources
-from stream.cases.store import CaseStore
-from stream.records import Case
 from stream.rules import TX_ANOMALY
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from cases.records import Case
+from cases.store import FRAUD, LEGIT, CaseNotFound, CaseStore, bucket_of
 from fraudscore.config import Resources
 from fraudscore.resources import close_bigtable_client
-from stream.cases.store import FRAUD, LEGIT, CaseNotFound, CaseStore, bucket_of
-from stream.records import Case
 from stream.rules import CARD_BURST, TX_ANOMALY
 
 pytestmark = pytest.mark.integration
@@ -131,7 +131,7 @@ def test_write_cases_transform_writes_through_beam(store: CaseStore, unique_reso
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.testing.test_pipeline import TestPipeline
 
-    from stream.cases.sink import WriteCases
+    from stream.case_sink import WriteCases
 
     cases = [make_case(i, f"card-{i % 5}", T0 + timedelta(seconds=i)) for i in range(30)]
     pipeline = TestPipeline()

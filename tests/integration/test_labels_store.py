@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cases.labels import NO_RAW, read_labels, read_sample
+from cases.records import Case
+from cases.store import CaseStore
 from fraudscore.config import Resources
-from stream.cases.labels import NO_RAW, read_labels, read_sample
-from stream.cases.store import CaseStore
-from stream.records import Case, ScoredTransaction, float32_bytes
+from stream.records import ScoredTransaction, float32_bytes
 from stream.rules import TX_ANOMALY
 from tests.integration.test_cases_store import StepClock
 

@@ -37,6 +37,7 @@ import grpc
 import numpy as np
 import pytest
 
+from cases.records import Case
 from fraudscore import fastpath, schema
 from fraudscore import model as model_lib
 from fraudscore.config import Resources
@@ -44,7 +45,6 @@ from fraudscore.dev.generate import generate_frame, write_csv
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
 from fraudscore.v1.transaction_pb2 import Transaction
-from stream.records import Case
 from stream.rules import TX_ANOMALY
 from tests.integration.scorer_support import ServerThread, config, copy_base
 
@@ -74,7 +74,7 @@ def _replay_argv(csv_path: Path, model_base: Path, res: Resources) -> list[str]:
 
 
 def _read_stored(res: Resources) -> dict[str, Case]:
-    from stream.cases.store import CaseStore
+    from cases.store import CaseStore
 
     with CaseStore(res) as store:
         found = store.list_since(schema.DEFAULT_EPOCH - timedelta(days=1), limit=10_000)

@@ -235,7 +235,7 @@ def _scored(port: int) -> float:
 
 
 def _stored_ids(res: Resources) -> set[str]:
-    from stream.cases.store import CaseStore
+    from cases.store import CaseStore
 
     with CaseStore(res) as store:
         found = store.list_since(datetime(2000, 1, 1, tzinfo=UTC), limit=100_000)
@@ -244,7 +244,7 @@ def _stored_ids(res: Resources) -> set[str]:
 
 def _alerted(res: Resources, case_ids: list[str]) -> list[str]:
     """The cases whose ``alerted`` record is written: re-publishing them must never alert again."""
-    from stream.cases.store import CaseStore
+    from cases.store import CaseStore
 
     with CaseStore(res) as store:
         return [i for i in case_ids if store.alert_state(i)[1] is not None]

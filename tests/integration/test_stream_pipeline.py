@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cases.records import Case
 from fraudscore import model as fmodel
 from fraudscore import schema
 from fraudscore.config import Resources
 from fraudscore.dev.generate import generate_frame
 from fraudscore.dev.processes import free_port, stop_group
 from fraudscore.v1.transaction_pb2 import Transaction
-from stream.records import Case
 from stream.rules import CARD_BURST, CARD_VELOCITY, TX_ANOMALY, RuleConfig
 from tests.integration.scorer_support import copy_base
 from tests.support import copy_version, phase
@@ -179,7 +179,7 @@ def alerts_by_case(messages: list[Any]) -> dict[str, list[Case]]:
 
 
 def stored_cases(res: Resources) -> dict[str, tuple[str, ...]]:
-    from stream.cases.store import CaseStore
+    from cases.store import CaseStore
 
     with CaseStore(res) as store:
         found = store.list_since(datetime.now(UTC) - timedelta(days=1), limit=10_000)
@@ -188,7 +188,7 @@ def stored_cases(res: Resources) -> dict[str, tuple[str, ...]]:
 
 def sample_records(res: Resources) -> dict[str, dict[str, Any]]:
     """The traffic sample's records by transaction id."""
-    from stream.cases.store import CaseStore
+    from cases.store import CaseStore
 
     with CaseStore(res) as store:
         return {r["transaction_id"]: r for r in store.sample_records()}

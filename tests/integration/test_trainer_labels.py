@@ -140,8 +140,9 @@ def cases_instance(emulators: object, unique_resources_factory: object) -> tuple
 
 
 def _write_cases(res: Resources, frame: pd.DataFrame, *, sample: pd.DataFrame, raw: bool = True) -> None:
-    from stream.cases.store import CaseStore
-    from stream.records import Case, ScoredTransaction, float32_bytes
+    from cases.records import Case
+    from cases.store import CaseStore
+    from stream.records import ScoredTransaction, float32_bytes
     from stream.rules import TX_ANOMALY
 
     t0 = datetime(2026, 5, 1, tzinfo=UTC)

@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from fraudscore.config import Resources
-from stream.cases.store import (
+from cases.records import Case
+from cases.store import (
     _decisions,
     bucket_of,
     card_prefix,
@@ -20,7 +20,7 @@ from stream.cases.store import (
     id_key,
     time_key,
 )
-from stream.records import Case
+from fraudscore.config import Resources
 from stream.rules import TX_ANOMALY
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -131,7 +131,7 @@ def test_write_cases_batches_every_case_and_counts_metrics() -> None:
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.testing.test_pipeline import TestPipeline
 
-    from stream.cases.sink import WriteCases
+    from stream.case_sink import WriteCases
 
     FakeStore.batches, FakeStore.closed = [], 0
     cases = [make_case(f"tx-{i}", f"card-{i % 4}", T0 + timedelta(seconds=i)) for i in range(23)]

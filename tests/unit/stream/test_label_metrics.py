@@ -9,9 +9,8 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from stream.cases.store import Decision
+from cases.records import Case, Decision
 from stream.label_metrics import LabelMetrics, count_labels
-from stream.records import Case
 from stream.rules import TX_ANOMALY
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

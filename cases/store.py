@@ -37,7 +37,7 @@ the separator cannot reach into another card's range.
 
 Labels: :meth:`CaseStore.labelled` scans ``flagged`` for rows with a ``decision`` cell
 (a server-side condition filter) and returns each case with its latest decision: the
-latest label wins (:mod:`stream.cases.labels`).
+latest label wins (:mod:`cases.labels`).
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cases.records import Case, Decision, SampledTransaction, StoredCase
 from fraudscore.config import Resources
 from fraudscore.resources import close_bigtable_client
-from stream.records import Case, ScoredTransaction
 
 DEFAULT_BUCKETS = 8
 FRAUD = "fraud"
@@ -170,41 +170,13 @@ def _prefix_end(prefix: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class Decision:
-    """An analyst's verdict on a case."""
+class ClaimTarget:
+    """One alert to claim: a row, its claim and alerted columns (``case`` family), cells the first claim writes."""
 
-    verdict: str  # FRAUD or LEGIT
-    note: str
-    analyst: str
-    decided_at: datetime
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "verdict": self.verdict,
-            "note": self.note,
-            "analyst": self.analyst,
-            "decided_at": self.decided_at.isoformat(),
-        }
-
-
-@dataclass(frozen=True)
-class StoredCase:
-    """A case as stored: the record, its row key and its decisions (newest first)."""
-
-    case: Case
-    row_key: str
-    decisions: tuple[Decision, ...] = ()
-
-    @property
-    def decision(self) -> Decision | None:
-        return self.decisions[0] if self.decisions else None
-
-    def to_json_dict(self) -> dict[str, Any]:
-        data = self.case.to_json_dict()
-        data["row_key"] = self.row_key
-        data["decision"] = self.decision.to_json_dict() if self.decision else None
-        data["decisions"] = [d.to_json_dict() for d in self.decisions]
-        return data
+    key: bytes
+    claim_column: bytes
+    alerted_column: bytes
+    cells: tuple[Any, ...] = ()  # cases.row_writes.SetCell
 
 
 def _utcnow() -> datetime:
@@ -246,20 +218,20 @@ class CaseStore:
     def _conditional(self) -> Any:
         """Check-and-mutate rounds on ``flagged`` (made on first use: reading commands never claim)."""
         if self._conditional_writes is None:
-            from stream.cases.row_writes import CheckAndMutate
+            from cases.row_writes import CheckAndMutate
 
             self._conditional_writes = CheckAndMutate(self._cases)
         return self._conditional_writes
 
     @functools.cached_property
     def _case_writes(self) -> Any:
-        from stream.cases.row_writes import BulkWrite
+        from cases.row_writes import BulkWrite
 
         return BulkWrite(self._cases)
 
     @functools.cached_property
     def _index_writes(self) -> Any:
-        from stream.cases.row_writes import BulkWrite
+        from cases.row_writes import BulkWrite
 
         return BulkWrite(self._index)
 
@@ -305,36 +277,52 @@ class CaseStore:
         return self.claim_many([case], token, lease_s)[0]
 
     def claim_many(self, cases: Sequence[Case], token: str, lease_s: float = CLAIM_LEASE_S) -> list[tuple[str, float]]:
-        """Claims the right to publish each case's alert: one conditional mutation per case row, all at once.
+        """Claims the right to publish each old-style case's alert (:meth:`claim_targets` on the case rows).
 
-        Returns ``(outcome, retry_after_s)`` per case, in order. The first claim also writes the case
-        record, in the same atomic mutation (check-and-mutate: "if the row has no claim cell, set claim
-        and record"); Bigtable has no multi-row condition, so a batch is one round of per-row ones in
-        flight together (:mod:`stream.cases.row_writes`), and the rows already claimed are read
-        back in one scan. A claim without an ``alerted`` cell after ``lease_s`` is taken over by a second
-        check-and-mutate that matches the old claim's exact value, so of several callers taking over only
-        one wins. A case twice in ``cases`` is won once and ``MINE`` the other time.
+        The first claim also writes the case record, in the same atomic mutation.
         """
-        from stream.cases.row_writes import chain
+        from cases.row_writes import SetCell
+
+        targets = []
+        for case in cases:
+            record = json.dumps(case.to_json_dict(), sort_keys=True).encode("utf-8")
+            cell = SetCell(CASE_FAMILY, RECORD_COLUMN, epoch_ms(case.event_time), record)
+            targets.append(ClaimTarget(case_key(case).encode("utf-8"), CLAIM_COLUMN, ALERTED_COLUMN, (cell,)))
+        return self.claim_targets(targets, token, lease_s)
+
+    def claim_targets(
+        self, targets: Sequence[ClaimTarget], token: str, lease_s: float = CLAIM_LEASE_S
+    ) -> list[tuple[str, float]]:
+        """Claims the right to publish each target's alert: one conditional mutation per target, all at once.
+
+        Returns ``(outcome, retry_after_s)`` per target, in order. A claim is a check-and-mutate on the
+        target's row: "if the row has no cell in the claim column, set it (and the target's cells)";
+        Bigtable has no multi-row condition, so a batch is one round of per-row ones in flight together
+        (:mod:`cases.row_writes`), and the rows already claimed are read back in one scan. A claim without
+        its ``alerted`` cell after ``lease_s`` is taken over by a second check-and-mutate that matches the
+        old claim's exact value, so of several callers taking over only one wins. A target twice in
+        ``targets`` is won once and ``MINE`` the other time.
+        """
+        from cases.row_writes import SetCell, chain
 
         now_ms = epoch_ms(self._clock())
         value = f"{token}@{now_ms}".encode()
-        keys = [case_key(c).encode("utf-8") for c in cases]
-        cells = [self._claim_cells(c, value, now_ms) for c in cases]
-        any_claim = chain(family=CASE_FAMILY, column=CLAIM_COLUMN)
-        matched = self._conditional.if_absent([(k, any_claim, c) for k, c in zip(keys, cells, strict=True)])
-        outcomes: list[tuple[str, float]] = [(WON, 0.0)] * len(cases)
+        cells = [(SetCell(CASE_FAMILY, t.claim_column, now_ms, value), *t.cells) for t in targets]
+        matched = self._conditional.if_absent(
+            [(t.key, chain(family=CASE_FAMILY, column=t.claim_column), c) for t, c in zip(targets, cells, strict=True)]
+        )
+        outcomes: list[tuple[str, float]] = [(WON, 0.0)] * len(targets)
         contested = [i for i, m in enumerate(matched) if m]
         if not contested:
             return outcomes
-        found = self._latest_case_cells([keys[i] for i in contested])
+        found = self._latest_case_cells([targets[i].key for i in contested])
         takeovers: list[tuple[int, bytes]] = []
         for i in contested:
-            row = found.get(keys[i], {})
-            if ALERTED_COLUMN in row:
+            row = found.get(targets[i].key, {})
+            if targets[i].alerted_column in row:
                 outcomes[i] = (ALERTED, 0.0)
                 continue
-            current = row.get(CLAIM_COLUMN, b"")
+            current = row.get(targets[i].claim_column, b"")
             holder, _, at = current.decode("utf-8").partition("@")
             age_s = (now_ms - int(at or 0)) / 1000
             if holder == token:
@@ -344,40 +332,33 @@ class CaseStore:
             else:
                 takeovers.append((i, current))
         if takeovers:
-            exact = [chain(family=CASE_FAMILY, column=CLAIM_COLUMN, latest_value=old) for _, old in takeovers]
-            taken = self._conditional.if_present(
-                [(keys[i], predicate, cells[i]) for (i, _), predicate in zip(takeovers, exact, strict=True)]
-            )
+            rows = [
+                (targets[i].key, chain(family=CASE_FAMILY, column=targets[i].claim_column, latest_value=old), cells[i])
+                for i, old in takeovers
+            ]
+            taken = self._conditional.if_present(rows)
             for (i, _), won in zip(takeovers, taken, strict=True):
                 outcomes[i] = (WON, 0.0) if won else (HELD, 0.1)
         return outcomes
 
-    @staticmethod
-    def _claim_cells(case: Case, value: bytes, now_ms: int) -> list[Any]:
-        from stream.cases.row_writes import SetCell
-
-        record = json.dumps(case.to_json_dict(), sort_keys=True).encode("utf-8")
-        return [
-            SetCell(CASE_FAMILY, CLAIM_COLUMN, now_ms, value),
-            SetCell(CASE_FAMILY, RECORD_COLUMN, epoch_ms(case.event_time), record),
-        ]
-
     def _latest_case_cells(self, keys: list[bytes]) -> dict[bytes, dict[bytes, bytes]]:
-        """Row key -> {column: newest value} of the ``case`` family's claim and alerted cells, in one scan."""
+        """Row key -> {column: newest value} of the rows' ``case`` family, in one scan."""
+        from google.cloud.bigtable.row_filters import FamilyNameRegexFilter, RowFilterChain
         from google.cloud.bigtable.row_set import RowSet
 
         row_set = RowSet()
         for key in keys:
             row_set.add_row_key(key)
         out: dict[bytes, dict[bytes, bytes]] = {}
-        for row in self._cases.read_rows(row_set=row_set, filter_=_latest_cells()):
+        only_case = RowFilterChain([FamilyNameRegexFilter(CASE_FAMILY), _latest_cells()])
+        for row in self._cases.read_rows(row_set=row_set, filter_=only_case):
             family = row.cells.get(CASE_FAMILY, {})
-            out[row.row_key] = {col: family[col][0].value for col in (CLAIM_COLUMN, ALERTED_COLUMN) if col in family}
+            out[row.row_key] = {col: cells[0].value for col, cells in family.items()}
         return out
 
     def write_index(self, cases: Iterable[Case]) -> None:
         """The time-index and id-lookup rows of cases whose records are written."""
-        from stream.cases.row_writes import SetCell
+        from cases.row_writes import SetCell
 
         rows = []
         for case in cases:
@@ -389,7 +370,7 @@ class CaseStore:
 
     def mark_alerted(self, alerted: Iterable[tuple[Case, str]]) -> None:
         """Records that each case's alert is published (with its Pub/Sub message id)."""
-        from stream.cases.row_writes import SetCell
+        from cases.row_writes import SetCell
 
         now_ms = epoch_ms(self._clock())
         rows = [
@@ -400,7 +381,7 @@ class CaseStore:
 
     @staticmethod
     def _write_rows(writer: Any, name: str, rows: list[Any]) -> None:
-        # The alert path's bulk writes (stream.cases.row_writes): one MutateRows, plain protobuf.
+        # The alert path's bulk writes (cases.row_writes): one MutateRows, plain protobuf.
         if rows:
             failures = writer.write(rows)
             if failures:
@@ -489,7 +470,7 @@ class CaseStore:
         # Bigtable returns rows in key order; give them back in the caller's order.
         return [_stored_case(found[k]) for k in keys if k in found]
 
-    # --- labels (stream.cases.labels) ---
+    # --- labels (cases.labels) ---
 
     def labelled(self) -> Iterator[tuple[Case | None, tuple[Decision, ...]]]:
         """Every case row with an analyst's decision: (case, or None without a record; decisions newest first).
@@ -536,7 +517,7 @@ class CaseStore:
 
     # --- the traffic sample (stream.sampling) ---
 
-    def write_sample(self, scored: Iterable[ScoredTransaction], rate: float) -> int:
+    def write_sample(self, scored: Iterable[SampledTransaction], rate: float) -> int:
         """Writes sampled transactions (idempotent: the key derives from the transaction); returns the count.
 
         The cell time is the write time, not the event time: the family's age GC (90 days) counts from it,

@@ -22,7 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from stream.cases.store import CaseStore, StoredCase
+    from cases.records import StoredCase
+    from cases.store import CaseStore
 
 DEFAULT_LIMIT = 50
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
@@ -74,8 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from cases.store import CaseNotFound, CaseStore
     from fraudscore.config import Resources
-    from stream.cases.store import CaseNotFound, CaseStore
 
     res = Resources.from_env().at(args.project, args.instance)
     try:

@@ -1,7 +1,7 @@
 """Beam sinks for flagged cases: ``DeliverCases`` (the job's: rows, one alert per case, acknowledgements)
 and ``WriteCases`` (rows only).
 
-Kept apart from :mod:`stream.cases.store` so the ``fraudscore cases`` command
+Kept apart from :mod:`cases.store` so the ``fraudscore cases`` command
 does not import Beam. Writes go through :class:`CaseStore`, the one place that
 knows the row keys; they are idempotent, so Beam retrying a failed bundle
 rewrites the same cells instead of making second cases.
@@ -17,11 +17,12 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from cases.records import Case
+from cases.store import CLAIM_LEASE_S, DEFAULT_BUCKETS, HELD, WON, CaseStore
 from fraudscore.config import Resources
 from stream import ingest, metrics
-from stream.cases.store import CLAIM_LEASE_S, DEFAULT_BUCKETS, HELD, WON, CaseStore
 from stream.clients import per_process
-from stream.records import Case, Release
+from stream.records import Release
 from stream.sinks import PUBLISH_TIMEOUT_S, alert_message, new_publisher
 
 METRICS_NAMESPACE = "fraudscore"
