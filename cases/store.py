@@ -75,7 +75,7 @@ WON = "won"  # this caller publishes the alert (first claim, or a dead holder's 
 ALERTED = "alerted"  # the alert is out already
 MINE = "mine"  # claimed earlier with the same token (the same case twice in one batch)
 HELD = "held"  # another live holder is publishing: ask again later
-_DECISION_COLUMNS = (b"verdict", b"note", b"analyst")
+DECISION_COLUMNS = (b"verdict", b"note", b"analyst")
 
 _MAX_MS = 10**13 - 1  # 13 digits of milliseconds: up to the year 2286
 _ID_PREFIX = "id#"
@@ -86,10 +86,10 @@ class CaseStoreError(Exception):
 
 
 class CaseNotFound(CaseStoreError, LookupError):
-    """No case is stored for this transaction id."""
+    """No case or flagged transaction is stored under this id."""
 
     def __init__(self, transaction_id: str) -> None:
-        super().__init__(f"no flagged case for transaction {transaction_id!r}")
+        super().__init__(f"no case or flagged transaction {transaction_id!r}")
         self.transaction_id = transaction_id
 
 
@@ -222,6 +222,26 @@ class CaseStore:
 
             self._conditional_writes = CheckAndMutate(self._cases)
         return self._conditional_writes
+
+    @functools.cached_property
+    def _index_conditional(self) -> Any:
+        """Check-and-mutate rounds on ``flagged-by-time``: the cards' ``open#`` pointers (cases.episode_store)."""
+        from cases.row_writes import CheckAndMutate
+
+        return CheckAndMutate(self._index)
+
+    def _read_rows(self, table: Any, keys: list[bytes], *, latest: bool = True) -> dict[bytes, Any]:
+        """The rows of ``keys`` that exist, by key, in one multi-row read (newest cell per column if ``latest``)."""
+        from google.cloud.bigtable.row_set import RowSet
+
+        if not keys:
+            return {}
+        row_set = RowSet()
+        for key in dict.fromkeys(keys):
+            row_set.add_row_key(key)
+        return {
+            row.row_key: row for row in table.read_rows(row_set=row_set, filter_=_latest_cells() if latest else None)
+        }
 
     @functools.cached_property
     def _case_writes(self) -> Any:
@@ -418,7 +438,7 @@ class CaseStore:
         )
         row = self._cases.direct_row(key)
         values = (decision.verdict, decision.note, decision.analyst)
-        for column, value in zip(_DECISION_COLUMNS, values, strict=True):
+        for column, value in zip(DECISION_COLUMNS, values, strict=True):
             # One timestamp for the three cells: that is what groups them into one decision.
             row.set_cell(DECISION_FAMILY, column, value.encode("utf-8"), decision.decided_at)
         self._mutate(self._cases, self._cases_name, [row])
@@ -434,22 +454,28 @@ class CaseStore:
         return _stored_case(row)
 
     def list_by_card(self, card_id: str, limit: int = 50) -> list[StoredCase]:
-        """The card's cases, newest first."""
+        """The card's transaction rows (old-style cases and case members), newest first."""
         from google.cloud.bigtable.row_set import RowSet
 
         prefix = card_prefix(card_id)
         row_set = RowSet()
         row_set.add_row_range_from_keys(start_key=prefix.encode("utf-8"), end_key=_prefix_end(prefix))
-        rows = self._cases.read_rows(row_set=row_set, limit=limit, filter_=_latest_cells())
-        return [_stored_case(row) for row in rows]
+        rows = self._cases.read_rows(row_set=row_set, filter_=_latest_cells())
+        return [_stored_case(row) for row in rows if _has_record(row)][:limit]
 
     def list_since(self, start: datetime, end: datetime | None = None, limit: int = 50) -> list[StoredCase]:
-        """Cases with ``start <= event_time < end`` in event-time order (oldest first)."""
+        """Transaction rows (old-style cases) with ``start <= event_time < end`` in event-time order (oldest first).
+
+        The time index also holds card-episode cases, by opening time (:mod:`cases.casebook` lists those).
+        """
+        return self._read_cases(self._time_keys(start, end, limit))
+
+    def _time_keys(self, start: datetime, end: datetime | None, limit: int) -> list[str]:
+        """The ``flagged`` keys of the first ``limit`` time-index rows in ``[start, end)``, oldest first."""
         start_ms = epoch_ms(start)
         end_ms = epoch_ms(end) if end is not None else None
         merged = heapq.merge(*(self._scan_bucket(b, start_ms, end_ms, limit) for b in range(self.buckets)))
-        refs = [ref for _, ref in zip(range(limit), merged, strict=False)]
-        return self._read_cases([main_key for _, main_key in refs])
+        return [main_key for _, (_, main_key) in zip(range(limit), merged, strict=False)]
 
     def _scan_bucket(self, bucket: int, start_ms: int, end_ms: int | None, limit: int) -> Iterator[tuple[str, str]]:
         """(time key without bucket, main key) pairs of one bucket, in time order."""
@@ -467,8 +493,8 @@ class CaseStore:
         for key in keys:
             row_set.add_row_key(key.encode("utf-8"))
         found = {row.row_key.decode("utf-8"): row for row in self._cases.read_rows(row_set=row_set)}
-        # Bigtable returns rows in key order; give them back in the caller's order.
-        return [_stored_case(found[k]) for k in keys if k in found]
+        # Bigtable returns rows in key order; give them back in the caller's order (transaction rows only).
+        return [_stored_case(found[k]) for k in keys if k in found and _has_record(found[k])]
 
     # --- labels (cases.labels) ---
 
@@ -495,9 +521,20 @@ class CaseStore:
             decisions = _decisions(row)
             if not decisions:
                 continue
+            if b"episode" in row.cells.get(CASE_FAMILY, {}):
+                continue  # a card-episode case's own row: its members' rows carry the same decision
             record = row.cells.get(CASE_FAMILY, {}).get(RECORD_COLUMN)
             case = Case.from_json_dict(json.loads(record[0].value)) if record else None
             yield case, decisions
+
+    def flagged_transactions(self) -> Iterator[Case]:
+        """Every flagged transaction's record (case members and old-style cases): one scan of ``flagged``.
+
+        For checks and exports over a whole table; an analyst's lookups go through :mod:`cases.casebook`.
+        """
+        for row in self._cases.read_rows(filter_=_latest_cells()):
+            if _has_record(row):
+                yield Case.from_json_dict(json.loads(_cell(row, CASE_FAMILY, RECORD_COLUMN)))
 
     def count_since(self, start: datetime) -> int:
         """How many cases have an event time at or after ``start``: time-index keys only (values stripped)."""
@@ -576,6 +613,11 @@ def _cell(row: Any, family: str, column: bytes) -> bytes:
     return value
 
 
+def _has_record(row: Any) -> bool:
+    """Whether a ``flagged`` row is a transaction's (``case:record``), not a card-episode case's."""
+    return RECORD_COLUMN in row.cells.get(CASE_FAMILY, {})
+
+
 def _stored_case(row: Any) -> StoredCase:
     case = Case.from_json_dict(json.loads(_cell(row, CASE_FAMILY, RECORD_COLUMN)))
     return StoredCase(case=case, row_key=row.row_key.decode("utf-8"), decisions=_decisions(row))
@@ -585,7 +627,7 @@ def _decisions(row: Any) -> tuple[Decision, ...]:
     """Decision cells grouped by their shared timestamp, newest first."""
     family = row.cells.get(DECISION_FAMILY, {})
     by_time: dict[datetime, dict[bytes, str]] = {}
-    for column in _DECISION_COLUMNS:
+    for column in DECISION_COLUMNS:
         for cell in family.get(column, []):
             by_time.setdefault(cell.timestamp, {})[column] = cell.value.decode("utf-8")
     return tuple(

@@ -68,7 +68,8 @@ class Resources:
         """Each Bigtable table with its column families."""
         return {
             self.cases_table: (
-                ColumnFamily("case", max_versions=1),  # the flagged transaction and its scores
+                ColumnFamily("case", max_versions=1),  # the flagged transaction and its scores; a case's header
+                ColumnFamily("member", max_versions=1),  # a card-episode case's members, one cell each (cases/)
                 ColumnFamily("decision", max_versions=5),  # analyst labels, newest first
             ),
             self.cases_by_time_table: (ColumnFamily("ref", max_versions=1),),

@@ -13,10 +13,10 @@ from fraudscore.config import Resources
 from tests.integration.test_stream_pipeline import Puller
 
 
-def _case(tx: str) -> Case:
+def _case(tx: str, card: str = "card-1") -> Case:
     return Case(
         transaction_id=tx,
-        card_id="card-1",
+        card_id=card,
         merchant_id="m",
         event_time=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         amount=12.5,
@@ -48,20 +48,23 @@ def test_first_claim_wins_then_alerted_then_takeover_after_lease(unique_resource
 
 def test_deliver_cases_alerts_once_across_runs(unique_resources: Resources) -> None:
     """Two pipeline runs (a restart) and a duplicate in one batch: one alert per case, with its case_id attribute."""
+    from cases.casebook import Casebook
+    from cases.episodes import case_id_for
     from stream.case_sink import DeliverCases
 
     res = unique_resources
-    cases = [_case(f"tx-{i}") for i in range(5)]
+    cases = [_case(f"tx-{i}", f"card-{i}") for i in range(5)]  # one card each: five cases
     for run in range(2):
         with beam.Pipeline() as p:
             _ = p | f"Cases{run}" >> beam.Create([*cases, cases[0]]) | DeliverCases(res, batch_size=3)
     alerts = Puller(res, res.alerts_subscription).settle(2, 30)
     ids = sorted(m.attributes["case_id"] for m in alerts)
-    assert ids == sorted(c.case_id for c in cases)
+    assert ids == sorted(case_id_for(c.card_id, c.transaction_id) for c in cases)
     with CaseStore(res) as store:
         for c in cases:
-            assert store.alert_state(c.case_id)[1] is not None
-            assert store.get(c.case_id).case == c
+            episode = Casebook(store).find(case_id_for(c.card_id, c.transaction_id))
+            assert episode.alerted == {"reason-TX_ANOMALY", "band-2"}  # error 3 x the threshold
+            assert store.get(c.transaction_id).case.transaction_id == c.transaction_id
 
 
 def test_two_claimers_of_one_bulk_round_never_both_win(unique_resources: Resources) -> None:
