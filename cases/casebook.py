@@ -112,7 +112,9 @@ class Casebook:
         scan: int = 5000,
     ) -> list[Episode]:
         """Cases opened in ``[start, end)`` (by the time index), at most ``scan`` of them read, filtered."""
-        keys = self.store._time_keys(start, end, scan)
+        keys = self.store.time_keys(start, end, scan)
+        if not keys:
+            return []
         rows = self.store._read_rows(self.store._cases, [k.encode() for k in keys]).values()
         return self._take(iter(rows), limit, status, reason)
 

@@ -468,9 +468,9 @@ class CaseStore:
 
         The time index also holds card-episode cases, by opening time (:mod:`cases.casebook` lists those).
         """
-        return self._read_cases(self._time_keys(start, end, limit))
+        return self._read_cases(self.time_keys(start, end, limit))
 
-    def _time_keys(self, start: datetime, end: datetime | None, limit: int) -> list[str]:
+    def time_keys(self, start: datetime, end: datetime | None, limit: int) -> list[str]:
         """The ``flagged`` keys of the first ``limit`` time-index rows in ``[start, end)``, oldest first."""
         start_ms = epoch_ms(start)
         end_ms = epoch_ms(end) if end is not None else None

@@ -92,6 +92,17 @@ ALERTS_CONFIRMED = Gauge(
     "fraudscore_alerts_confirmed_ratio",
     "Share of the label window's cases (alerts) that analysts confirmed fraud, unlabelled ones included.",
 )
+CASES_CLOSED = Gauge(
+    "fraudscore_cases_closed",
+    "Cases of the trailing label window (by opening time) that are closed, by the opening reason code.",
+    ["reason"],
+)
+CASE_DECISION_SECONDS = Gauge(
+    "fraudscore_case_first_decision_seconds",
+    "Seconds from a case's opening to its close (an analyst's first decision closes it), over the label window's "
+    "closed cases, by quantile (0.5, 0.9).",
+    ["quantile"],
+)
 LABEL_SCAN = Gauge("fraudscore_label_scan_timestamp_seconds", "When the label metrics were last computed (Unix time).")
 
 _beam_counters: dict[str, object] = {}
@@ -218,6 +229,19 @@ def model_loaded(model: str, version: int) -> None:
 
 def duplicate_case() -> None:
     _inc("duplicate_cases_suppressed")
+
+
+def closed_cases(by_reason: dict[str, int], seconds: Sequence[float]) -> None:
+    """The label scan's closed cases (:func:`stream.label_metrics.closed_cases`)."""
+    for labels in list(CASES_CLOSED._metrics):  # a reason no longer closed in the window drops to 0
+        CASES_CLOSED.labels(*labels).set(0)
+    for reason, n in by_reason.items():
+        CASES_CLOSED.labels(reason).set(n)
+    ordered = sorted(seconds)
+    for q in (0.5, 0.9):
+        CASE_DECISION_SECONDS.labels(str(q)).set(
+            ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else float("nan")
+        )
 
 
 def label_counts(cases: int, fraud: int, legit: int, at: float) -> None:

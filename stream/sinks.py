@@ -63,6 +63,7 @@ def episode_alert(episode: Episode, components: Iterable[str], trigger: Case | N
         "kind": data["kind"],
         "escalation": ",".join(comps),
         "model_version": str(data["model_version"]),
+        "transaction_id": trigger.transaction_id if trigger else "",  # the member behind it (latency checks)
     }
     return json.dumps(data, sort_keys=True).encode("utf-8"), attributes
 
