@@ -72,8 +72,8 @@ class Casebook:
         stored = _stored_case(row)
         if stored.case.episode_id:
             raise CaseError(
-                f"{case_id!r} is a transaction of case {stored.case.episode_id}, not a case id "
-                f"(cases get {stored.case.episode_id}, or --transaction {case_id})"
+                f"{case_id!r} is a transaction of case {stored.case.episode_id}, not a case id: use the case id "
+                f"(label the transaction alone with --transaction {case_id})"
             )
         return Episode.from_old_style(stored)
 

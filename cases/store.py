@@ -1,8 +1,14 @@
 """Flagged cases in Bigtable: row keys, idempotent writes, lookups and analyst labels.
 
+Cases are card episodes (:mod:`cases.episodes`); their case, member and pointer rows are in
+:mod:`cases.episode_rows`, written by :mod:`cases.episode_store` and read by :mod:`cases.casebook`.
+This module has the client, the shared keys and the rows every flagged transaction has: below is
+the original one-row-per-transaction layout, which case members share (their ``case:record``) and
+which *old-style* cases (written before episodes, case id = transaction id) still use.
+
 Row-key design (two tables from :class:`fraudscore.config.Resources`):
 
-``flagged`` (one row per case)
+``flagged`` (old-style: one row per flagged transaction)
     ``<h4(card)>#<card_id>#<reverse_ms>#<transaction_id>``. ``h4`` is the first
     four hex digits of SHA-256 of the card id: sequential card ids land on
     different tablets instead of one hot range. ``reverse_ms`` is
@@ -65,8 +71,6 @@ DECISION_FAMILY = "decision"
 REF_FAMILY = "ref"
 SAMPLE_FAMILY = "sample"
 RECORD_COLUMN = b"record"
-CLAIM_COLUMN = b"alert_claim"  # "<token>@<claimed at, epoch ms>": who is publishing the case's alert
-ALERTED_COLUMN = b"alerted"  # the alert's Pub/Sub message id: the alert is out
 KEY_COLUMN = b"key"
 CLAIM_LEASE_S = 10.0  # an unconfirmed claim older than this is taken over (its holder is presumed dead)
 
@@ -268,7 +272,10 @@ class CaseStore:
     # --- writes ---
 
     def write(self, cases: Iterable[Case]) -> int:
-        """Writes cases and their index rows; returns how many cases were written.
+        """Writes old-style case rows (one per transaction) and their index rows; returns how many were written.
+
+        What the job wrote before cases were card episodes: kept to write such rows in compatibility tests
+        and imports; the job's cases go through :class:`cases.episode_store.EpisodeStore`.
 
         The case rows go first: an index row never points at a case that was not
         written. On a partial failure the caller retries the same cases, which
@@ -291,24 +298,6 @@ class CaseStore:
         self._mutate(self._cases, self._cases_name, case_rows)
         self._mutate(self._index, self._index_name, index_rows)
         return len(case_rows)
-
-    def claim(self, case: Case, token: str, lease_s: float = CLAIM_LEASE_S) -> tuple[str, float]:
-        """Claims one case's alert: :meth:`claim_many` of one."""
-        return self.claim_many([case], token, lease_s)[0]
-
-    def claim_many(self, cases: Sequence[Case], token: str, lease_s: float = CLAIM_LEASE_S) -> list[tuple[str, float]]:
-        """Claims the right to publish each old-style case's alert (:meth:`claim_targets` on the case rows).
-
-        The first claim also writes the case record, in the same atomic mutation.
-        """
-        from cases.row_writes import SetCell
-
-        targets = []
-        for case in cases:
-            record = json.dumps(case.to_json_dict(), sort_keys=True).encode("utf-8")
-            cell = SetCell(CASE_FAMILY, RECORD_COLUMN, epoch_ms(case.event_time), record)
-            targets.append(ClaimTarget(case_key(case).encode("utf-8"), CLAIM_COLUMN, ALERTED_COLUMN, (cell,)))
-        return self.claim_targets(targets, token, lease_s)
 
     def claim_targets(
         self, targets: Sequence[ClaimTarget], token: str, lease_s: float = CLAIM_LEASE_S
@@ -376,29 +365,6 @@ class CaseStore:
             out[row.row_key] = {col: cells[0].value for col, cells in family.items()}
         return out
 
-    def write_index(self, cases: Iterable[Case]) -> None:
-        """The time-index and id-lookup rows of cases whose records are written."""
-        from cases.row_writes import SetCell
-
-        rows = []
-        for case in cases:
-            key = case_key(case).encode("utf-8")
-            ms = epoch_ms(case.event_time)
-            for ikey in (time_key(case, self.buckets), id_key(case.transaction_id)):
-                rows.append((ikey.encode("utf-8"), [SetCell(REF_FAMILY, KEY_COLUMN, ms, key)]))
-        self._write_rows(self._index_writes, self._index_name, rows)
-
-    def mark_alerted(self, alerted: Iterable[tuple[Case, str]]) -> None:
-        """Records that each case's alert is published (with its Pub/Sub message id)."""
-        from cases.row_writes import SetCell
-
-        now_ms = epoch_ms(self._clock())
-        rows = [
-            (case_key(case).encode("utf-8"), [SetCell(CASE_FAMILY, ALERTED_COLUMN, now_ms, message_id.encode("utf-8"))])
-            for case, message_id in alerted
-        ]
-        self._write_rows(self._case_writes, self._cases_name, rows)
-
     @staticmethod
     def _write_rows(writer: Any, name: str, rows: list[Any]) -> None:
         # The alert path's bulk writes (cases.row_writes): one MutateRows, plain protobuf.
@@ -406,15 +372,6 @@ class CaseStore:
             failures = writer.write(rows)
             if failures:
                 raise CaseWriteError(name, [(key.decode("utf-8"), message) for key, message in failures])
-
-    def alert_state(self, transaction_id: str) -> tuple[bytes | None, bytes | None]:
-        """(claim, alerted) cells of a case, for checks and operators."""
-        row = self._cases.read_row(self._main_key(transaction_id), filter_=_latest_cells())
-        cells = row.cells.get(CASE_FAMILY, {}) if row is not None else {}
-        return (
-            cells[CLAIM_COLUMN][0].value if CLAIM_COLUMN in cells else None,
-            cells[ALERTED_COLUMN][0].value if ALERTED_COLUMN in cells else None,
-        )
 
     @staticmethod
     def _mutate(table: Any, name: str, rows: list[Any]) -> None:
@@ -426,23 +383,6 @@ class CaseStore:
         ]
         if failures:
             raise CaseWriteError(name, failures)
-
-    def label(self, transaction_id: str, fraud: bool, note: str, analyst: str) -> Decision:
-        """Stores an analyst's verdict on the case as a new version of the decision cells."""
-        key = self._main_key(transaction_id)
-        decision = Decision(
-            verdict=FRAUD if fraud else LEGIT,
-            note=note,
-            analyst=analyst,
-            decided_at=datetime.fromtimestamp(epoch_ms(self._clock()) / 1000, UTC),
-        )
-        row = self._cases.direct_row(key)
-        values = (decision.verdict, decision.note, decision.analyst)
-        for column, value in zip(DECISION_COLUMNS, values, strict=True):
-            # One timestamp for the three cells: that is what groups them into one decision.
-            row.set_cell(DECISION_FAMILY, column, value.encode("utf-8"), decision.decided_at)
-        self._mutate(self._cases, self._cases_name, [row])
-        return decision
 
     # --- reads ---
 
