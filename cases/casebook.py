@@ -27,12 +27,12 @@ from cases.store import (
     CaseNotFound,
     CaseStore,
     CaseStoreError,
-    _decisions,
-    _latest_cells,
-    _prefix_end,
-    _stored_case,
     card_prefix,
+    decisions_of,
     epoch_ms,
+    latest_cells,
+    prefix_end,
+    stored_case,
 )
 
 # Rows of a card's range that are cases (episode or old-style), not members: three '#' separators
@@ -66,10 +66,10 @@ class Casebook:
         row = self.store._cases.read_row(key.encode())
         if row is None:
             raise CaseNotFound(case_id)
-        episode = parse_episode(row, _decisions(row))
+        episode = parse_episode(row, decisions_of(row))
         if episode is not None:
             return episode
-        stored = _stored_case(row)
+        stored = stored_case(row)
         if stored.case.episode_id:
             raise CaseError(
                 f"{case_id!r} is a transaction of case {stored.case.episode_id}, not a case id: use the case id "
@@ -83,8 +83,8 @@ class Casebook:
         if episode.old_style:
             return CaseDetail(episode, (self.store.get(case_id),))
         start = (episode.key + "#").encode()
-        rows = self.store._cases.read_rows(start_key=start, end_key=_prefix_end(episode.key + "#"))
-        members = sorted((_stored_case(r) for r in rows), key=lambda s: (s.case.event_time, s.case.transaction_id))
+        rows = self.store._cases.read_rows(start_key=start, end_key=prefix_end(episode.key + "#"))
+        members = sorted((stored_case(r) for r in rows), key=lambda s: (s.case.event_time, s.case.transaction_id))
         return CaseDetail(episode, tuple(members))
 
     def list_card(
@@ -96,8 +96,8 @@ class Casebook:
         prefix = card_prefix(card_id)
         rows = self.store._cases.read_rows(
             start_key=prefix.encode(),
-            end_key=_prefix_end(prefix),
-            filter_=RowFilterChain([RowKeyRegexFilter(_CASE_ROW), _latest_cells()]),
+            end_key=prefix_end(prefix),
+            filter_=RowFilterChain([RowKeyRegexFilter(_CASE_ROW), latest_cells()]),
         )
         return self._take(rows, limit, status, reason)
 
@@ -115,7 +115,7 @@ class Casebook:
         keys = self.store.time_keys(start, end, scan)
         if not keys:
             return []
-        rows = self.store._read_rows(self.store._cases, [k.encode() for k in keys]).values()
+        rows = self.store.read_rows(self.store._cases, [k.encode() for k in keys]).values()
         return self._take(iter(rows), limit, status, reason)
 
     def _take(self, rows: Iterator[object], limit: int, status: str | None, reason: str | None) -> list[Episode]:
@@ -171,7 +171,7 @@ class Casebook:
     def label_transaction(self, transaction_id: str, fraud: bool, note: str, analyst: str) -> Decision:
         """Labels one transaction's row (a member, or an old-style case)."""
         key = self.store._main_key(transaction_id)
-        row = self.store._cases.read_row(key.encode(), filter_=_latest_cells())
+        row = self.store._cases.read_row(key.encode(), filter_=latest_cells())
         if row is None or RECORD_COLUMN not in row.cells.get(CASE_FAMILY, {}):
             raise CaseError(f"{transaction_id!r} is a case id, not a transaction: label it without --transaction")
         decision = self._decision(fraud, note, analyst)
@@ -205,13 +205,13 @@ class Casebook:
 
 
 def _episode_of(row: object) -> Episode | None:
-    decisions = _decisions(row)
+    decisions = decisions_of(row)
     episode = parse_episode(row, decisions)
     if episode is not None:
         return episode
     if RECORD_COLUMN not in row.cells.get(CASE_FAMILY, {}):  # type: ignore[attr-defined]
         return None
-    stored = _stored_case(row)
+    stored = stored_case(row)
     return None if stored.case.episode_id else Episode.from_old_style(stored)
 
 

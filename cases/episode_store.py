@@ -41,17 +41,17 @@ from cases.episodes import CASE_ID_PREFIX, EpisodeConfig, case_id_for, escalatio
 from cases.records import Case
 from cases.row_writes import SetCell, chain
 from cases.store import (
-    _MAX_MS,
     CASE_FAMILY,
     KEY_COLUMN,
+    MAX_MS,
     RECORD_COLUMN,
     REF_FAMILY,
     CaseStore,
-    _decisions,
-    _escape,
     bucket_of,
     card_prefix,
+    decisions_of,
     epoch_ms,
+    escape,
     id_key,
 )
 
@@ -61,12 +61,12 @@ _ATTEMPTS = 5
 def episode_key(card_id: str, opened_ms: int, case_id: str) -> str:
     """The case row key: the card's prefix, then newest first (as old-style rows, by opening time)."""
 
-    return f"{card_prefix(card_id)}{_MAX_MS - opened_ms:013d}#{case_id}"
+    return f"{card_prefix(card_id)}{MAX_MS - opened_ms:013d}#{case_id}"
 
 
 def member_key(case_key: str, transaction_id: str) -> str:
 
-    return f"{case_key}#{_escape(transaction_id)}"
+    return f"{case_key}#{escape(transaction_id)}"
 
 
 def open_key(card_id: str) -> bytes:
@@ -86,7 +86,7 @@ class EpisodeStore:
     def already_done(self, cases: Sequence[Case]) -> set[str]:
         """Transaction ids among ``cases`` that already have a case row (a member, or an old-style case)."""
 
-        found = self.store._read_rows(self.store._index, [id_key(c.transaction_id).encode() for c in cases])
+        found = self.store.read_rows(self.store._index, [id_key(c.transaction_id).encode() for c in cases])
         return {c.transaction_id for c in cases if id_key(c.transaction_id).encode() in found}
 
     def assign(self, cases: Sequence[Case]) -> tuple[list[Case], dict[str, Episode], set[str]]:
@@ -152,7 +152,7 @@ class EpisodeStore:
 
     def _pointers(self, cards: list[str]) -> dict[str, bytes]:
 
-        rows = self.store._read_rows(self.store._index, [open_key(c) for c in cards])
+        rows = self.store.read_rows(self.store._index, [open_key(c) for c in cards])
         by_key = {open_key(c): c for c in cards}
         out = {}
         for key, row in rows.items():
@@ -267,8 +267,8 @@ class EpisodeStore:
 
         wanted = [k.encode() for k in keys if k]
         out = {}
-        for key, row in self.store._read_rows(self.store._cases, wanted, latest=True).items():
-            episode = parse_episode(row, _decisions(row))
+        for key, row in self.store.read_rows(self.store._cases, wanted, latest=True).items():
+            episode = parse_episode(row, decisions_of(row))
             if episode is not None:
                 out[key.decode()] = episode
         return out

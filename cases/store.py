@@ -81,7 +81,7 @@ MINE = "mine"  # claimed earlier with the same token (the same case twice in one
 HELD = "held"  # another live holder is publishing: ask again later
 DECISION_COLUMNS = (b"verdict", b"note", b"analyst")
 
-_MAX_MS = 10**13 - 1  # 13 digits of milliseconds: up to the year 2286
+MAX_MS = 10**13 - 1  # 13 digits of milliseconds: up to the year 2286
 _ID_PREFIX = "id#"
 
 
@@ -110,7 +110,7 @@ class CaseWriteError(CaseStoreError):
 # --- row keys -------------------------------------------------------------------------
 
 
-def _escape(part: str) -> str:
+def escape(part: str) -> str:
     return part.replace("%", "%25").replace("#", "%23")
 
 
@@ -123,19 +123,19 @@ def epoch_ms(when: datetime) -> int:
     if when.tzinfo is None:
         raise ValueError(f"event time {when} has no timezone; cases carry UTC times")
     ms = int(when.timestamp() * 1000)
-    if not 0 <= ms <= _MAX_MS:
+    if not 0 <= ms <= MAX_MS:
         raise ValueError(f"event time {when.isoformat()} outside the key range (1970..2286)")
     return ms
 
 
 def card_prefix(card_id: str) -> str:
     """The key prefix of every case of one card."""
-    return f"{_hash4(card_id)}#{_escape(card_id)}#"
+    return f"{_hash4(card_id)}#{escape(card_id)}#"
 
 
 def case_key(case: Case) -> str:
     """The ``flagged`` row key: card's hashed prefix, then newest first."""
-    return f"{card_prefix(case.card_id)}{_MAX_MS - epoch_ms(case.event_time):013d}#{_escape(case.transaction_id)}"
+    return f"{card_prefix(case.card_id)}{MAX_MS - epoch_ms(case.event_time):013d}#{escape(case.transaction_id)}"
 
 
 def bucket_of(transaction_id: str, buckets: int) -> int:
@@ -145,17 +145,17 @@ def bucket_of(transaction_id: str, buckets: int) -> int:
 def time_key(case: Case, buckets: int) -> str:
     """The ``flagged-by-time`` index key: a hash bucket, then event time ascending."""
     bucket = bucket_of(case.transaction_id, buckets)
-    return f"{bucket:02d}#{epoch_ms(case.event_time):013d}#{_escape(case.transaction_id)}"
+    return f"{bucket:02d}#{epoch_ms(case.event_time):013d}#{escape(case.transaction_id)}"
 
 
 def id_key(transaction_id: str) -> str:
     """The lookup row key that finds a case from its transaction id alone."""
-    return f"{_ID_PREFIX}{_hash4(transaction_id)}#{_escape(transaction_id)}"
+    return f"{_ID_PREFIX}{_hash4(transaction_id)}#{escape(transaction_id)}"
 
 
 def sample_key(transaction_id: str, event_ms: int, buckets: int) -> str:
     """The ``traffic-sample`` row key: a hash bucket, then event time ascending (as :func:`time_key`)."""
-    return f"{bucket_of(transaction_id, buckets):02d}#{event_ms:013d}#{_escape(transaction_id)}"
+    return f"{bucket_of(transaction_id, buckets):02d}#{event_ms:013d}#{escape(transaction_id)}"
 
 
 def _time_range(bucket: int, start_ms: int, end_ms: int | None) -> tuple[bytes, bytes]:
@@ -165,7 +165,7 @@ def _time_range(bucket: int, start_ms: int, end_ms: int | None) -> tuple[bytes, 
     return start, end
 
 
-def _prefix_end(prefix: str) -> bytes:
+def prefix_end(prefix: str) -> bytes:
     raw = prefix.encode("utf-8")
     return raw[:-1] + bytes([raw[-1] + 1])
 
@@ -234,7 +234,7 @@ class CaseStore:
 
         return CheckAndMutate(self._index)
 
-    def _read_rows(self, table: Any, keys: list[bytes], *, latest: bool = True) -> dict[bytes, Any]:
+    def read_rows(self, table: Any, keys: list[bytes], *, latest: bool = True) -> dict[bytes, Any]:
         """The rows of ``keys`` that exist, by key, in one multi-row read (newest cell per column if ``latest``)."""
         from google.cloud.bigtable.row_set import RowSet
 
@@ -244,7 +244,7 @@ class CaseStore:
         for key in dict.fromkeys(keys):
             row_set.add_row_key(key)
         return {
-            row.row_key: row for row in table.read_rows(row_set=row_set, filter_=_latest_cells() if latest else None)
+            row.row_key: row for row in table.read_rows(row_set=row_set, filter_=latest_cells() if latest else None)
         }
 
     @functools.cached_property
@@ -359,7 +359,7 @@ class CaseStore:
         for key in keys:
             row_set.add_row_key(key)
         out: dict[bytes, dict[bytes, bytes]] = {}
-        only_case = RowFilterChain([FamilyNameRegexFilter(CASE_FAMILY), _latest_cells()])
+        only_case = RowFilterChain([FamilyNameRegexFilter(CASE_FAMILY), latest_cells()])
         for row in self._cases.read_rows(row_set=row_set, filter_=only_case):
             family = row.cells.get(CASE_FAMILY, {})
             out[row.row_key] = {col: cells[0].value for col, cells in family.items()}
@@ -391,7 +391,7 @@ class CaseStore:
         row = self._cases.read_row(self._main_key(transaction_id))
         if row is None:
             raise CaseNotFound(transaction_id)
-        return _stored_case(row)
+        return stored_case(row)
 
     def list_by_card(self, card_id: str, limit: int = 50) -> list[StoredCase]:
         """The card's transaction rows (old-style cases and case members), newest first."""
@@ -399,9 +399,9 @@ class CaseStore:
 
         prefix = card_prefix(card_id)
         row_set = RowSet()
-        row_set.add_row_range_from_keys(start_key=prefix.encode("utf-8"), end_key=_prefix_end(prefix))
-        rows = self._cases.read_rows(row_set=row_set, filter_=_latest_cells())
-        return [_stored_case(row) for row in rows if _has_record(row)][:limit]
+        row_set.add_row_range_from_keys(start_key=prefix.encode("utf-8"), end_key=prefix_end(prefix))
+        rows = self._cases.read_rows(row_set=row_set, filter_=latest_cells())
+        return [stored_case(row) for row in rows if _has_record(row)][:limit]
 
     def list_since(self, start: datetime, end: datetime | None = None, limit: int = 50) -> list[StoredCase]:
         """Transaction rows (old-style cases) with ``start <= event_time < end`` in event-time order (oldest first).
@@ -420,7 +420,7 @@ class CaseStore:
     def _scan_bucket(self, bucket: int, start_ms: int, end_ms: int | None, limit: int) -> Iterator[tuple[str, str]]:
         """(time key without bucket, main key) pairs of one bucket, in time order."""
         start, end = _time_range(bucket, start_ms, end_ms)
-        for row in self._index.read_rows(start_key=start, end_key=end, limit=limit, filter_=_latest_cells()):
+        for row in self._index.read_rows(start_key=start, end_key=end, limit=limit, filter_=latest_cells()):
             # Sort key: "<ms>#<tx>" after the bucket digits; equal-width ms keeps it ordered.
             yield row.row_key.decode("utf-8")[3:], _cell(row, REF_FAMILY, KEY_COLUMN).decode("utf-8")
 
@@ -434,7 +434,7 @@ class CaseStore:
             row_set.add_row_key(key.encode("utf-8"))
         found = {row.row_key.decode("utf-8"): row for row in self._cases.read_rows(row_set=row_set)}
         # Bigtable returns rows in key order; give them back in the caller's order (transaction rows only).
-        return [_stored_case(found[k]) for k in keys if k in found and _has_record(found[k])]
+        return [stored_case(found[k]) for k in keys if k in found and _has_record(found[k])]
 
     # --- labels (cases.labels) ---
 
@@ -458,7 +458,7 @@ class CaseStore:
             false_filter=BlockAllFilter(True),
         )
         for row in self._cases.read_rows(filter_=has_decision):
-            decisions = _decisions(row)
+            decisions = decisions_of(row)
             if not decisions:
                 continue
             if b"episode" in row.cells.get(CASE_FAMILY, {}):
@@ -472,7 +472,7 @@ class CaseStore:
 
         For checks and exports over a whole table; an analyst's lookups go through :mod:`cases.casebook`.
         """
-        for row in self._cases.read_rows(filter_=_latest_cells()):
+        for row in self._cases.read_rows(filter_=latest_cells()):
             if _has_record(row):
                 yield Case.from_json_dict(json.loads(_cell(row, CASE_FAMILY, RECORD_COLUMN)))
 
@@ -532,17 +532,17 @@ class CaseStore:
         start_ms = epoch_ms(since) if since is not None else 0
         for bucket in range(self.buckets):
             start, end = _time_range(bucket, start_ms, None)
-            for row in self._sample.read_rows(start_key=start, end_key=end, filter_=_latest_cells()):
+            for row in self._sample.read_rows(start_key=start, end_key=end, filter_=latest_cells()):
                 yield json.loads(_cell(row, SAMPLE_FAMILY, RECORD_COLUMN))
 
     def _main_key(self, transaction_id: str) -> str:
-        row = self._index.read_row(id_key(transaction_id), filter_=_latest_cells())
+        row = self._index.read_row(id_key(transaction_id), filter_=latest_cells())
         if row is None:
             raise CaseNotFound(transaction_id)
         return _cell(row, REF_FAMILY, KEY_COLUMN).decode("utf-8")
 
 
-def _latest_cells() -> Any:
+def latest_cells() -> Any:
     from google.cloud.bigtable.row_filters import CellsColumnLimitFilter
 
     return CellsColumnLimitFilter(1)
@@ -558,12 +558,12 @@ def _has_record(row: Any) -> bool:
     return RECORD_COLUMN in row.cells.get(CASE_FAMILY, {})
 
 
-def _stored_case(row: Any) -> StoredCase:
+def stored_case(row: Any) -> StoredCase:
     case = Case.from_json_dict(json.loads(_cell(row, CASE_FAMILY, RECORD_COLUMN)))
-    return StoredCase(case=case, row_key=row.row_key.decode("utf-8"), decisions=_decisions(row))
+    return StoredCase(case=case, row_key=row.row_key.decode("utf-8"), decisions=decisions_of(row))
 
 
-def _decisions(row: Any) -> tuple[Decision, ...]:
+def decisions_of(row: Any) -> tuple[Decision, ...]:
     """Decision cells grouped by their shared timestamp, newest first."""
     family = row.cells.get(DECISION_FAMILY, {})
     by_time: dict[datetime, dict[bytes, str]] = {}

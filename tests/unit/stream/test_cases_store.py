@@ -12,10 +12,10 @@ import pytest
 
 from cases.records import Case
 from cases.store import (
-    _decisions,
     bucket_of,
     card_prefix,
     case_key,
+    decisions_of,
     epoch_ms,
     id_key,
     time_key,
@@ -105,7 +105,7 @@ def test_decisions_grouped_by_timestamp_newest_first() -> None:
             }
         }
     )
-    decisions = _decisions(row)
+    decisions = decisions_of(row)
     assert [(d.verdict, d.analyst, d.note, d.decided_at) for d in decisions] == [
         ("legit", "bob", "refund", t2),
         ("fraud", "ann", "", t1),
