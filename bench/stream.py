@@ -360,6 +360,11 @@ def main() -> int:
         action="store_true",
         help="only the card-episode soak (bench/stream_soak.py): writes bench/results/stream_soak.json",
     )
+    parser.add_argument(
+        "--paced-only",
+        action="store_true",
+        help="only the paced runs of --rates (default aggregation), into bench/results/stream_paced.json",
+    )
     parser.add_argument("--soak-seconds", type=float, default=600.0, help="soak duration (goal: >= 600)")
     parser.add_argument("--soak-rate", type=float, default=500.0, help="soak tx/s (goal: 500)")
     parser.add_argument("--soak-cards", type=int, default=213_000, help="card population of the soak's traffic")
@@ -385,7 +390,7 @@ def main() -> int:
 
     work = ROOT / ".cache" / "bench-stream"
     work.mkdir(parents=True, exist_ok=True)
-    if args.soak:
+    if args.soak or args.paced_only:
         return run_soak(args, work)
     results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "when": datetime.now(UTC).isoformat()}
     # The machine may be shared: its 1/5/15-minute load averages at the start and the end of the run.
@@ -438,9 +443,7 @@ def main() -> int:
                 "ratio_to_bare": t_bare / t_job,
             }
         # The goal's rates, paced, for the default aggregation.
-        for spec in [r for r in args.rates.split(",") if r]:
-            rate_text, _, seconds_text = spec.partition(":")
-            rate, seconds = float(rate_text), float(seconds_text or args.latency_seconds)
+        for rate, seconds in rate_specs(args):
             aggregation = aggregations[0]
             lat_res = with_suffix(Resources(), f"bench-latency-{int(rate)}-{aggregation}")
             create_resources(lat_res)
@@ -456,6 +459,15 @@ def main() -> int:
     return 0
 
 
+def rate_specs(args: argparse.Namespace) -> list[tuple[float, float]]:
+    """``--rates`` as (tx/s, seconds) pairs: ``RATE[:SECONDS]`` each, SECONDS defaulting to --latency-seconds."""
+    specs = []
+    for spec in [r for r in args.rates.split(",") if r]:
+        rate_text, _, seconds_text = spec.partition(":")
+        specs.append((float(rate_text), float(seconds_text or args.latency_seconds)))
+    return specs
+
+
 def stream_argv(model_base: Path, r: Any, port: int, aggregation: str = "state") -> list[str]:
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(r).items() if k != "project"]
     return [sys.executable, "-m", "fraudscore.cli", "stream", f"--model-base={model_base}",
@@ -463,6 +475,7 @@ def stream_argv(model_base: Path, r: Any, port: int, aggregation: str = "state")
 
 
 def run_soak(args: argparse.Namespace, work: Path) -> int:
+    """The soak (``--soak``) or the paced runs alone (``--paced-only``), each into a results file of its own."""
     from bench.stream_soak import SOAK_RESULTS, soak
     from fraudscore.config import EmulatorConfig, Resources
     from fraudscore.dev.emulators import Emulators, with_suffix
@@ -474,16 +487,32 @@ def run_soak(args: argparse.Namespace, work: Path) -> int:
         Emulators(EmulatorConfig(pubsub_port=0, bigtable_port=0), project=Resources().project) as em,
         em.exported_env(),
     ):
-        res = with_suffix(Resources(), "bench-soak")
-        create_resources(res)
-        port = free_port()
-        results["soak"] = soak(
-            stream_argv(args.model_base, res, port), port, res, work / "soak.log",
-            seconds=args.soak_seconds, rate=args.soak_rate, cards=args.soak_cards, busy=args.soak_busy,
-            busy_every_s=10.0,
-        )  # fmt: skip
+        for spec in [r for r in args.rates.split(",") if r] if args.paced_only else []:
+            rate_text, _, seconds_text = spec.partition(":")
+            rate, seconds = float(rate_text), float(seconds_text or args.latency_seconds)
+            lat_res = with_suffix(Resources(), f"bench-paced-{int(rate)}")
+            create_resources(lat_res)
+            port = free_port()
+            results[f"paced_{int(rate)}_per_s"] = latency(
+                stream_argv(args.model_base, lat_res, port),
+                port,
+                lat_res,
+                seconds,
+                rate,
+                work / f"paced-{int(rate)}.log",
+            )
+        if args.soak:
+            res = with_suffix(Resources(), "bench-soak")
+            create_resources(res)
+            port = free_port()
+            results["soak"] = soak(
+                stream_argv(args.model_base, res, port), port, res, work / "soak.log",
+                seconds=args.soak_seconds, rate=args.soak_rate, cards=args.soak_cards, busy=args.soak_busy,
+                busy_every_s=10.0,
+            )  # fmt: skip
     results["load_average"]["end"] = list(os.getloadavg())
-    SOAK_RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    out = SOAK_RESULTS if args.soak else SOAK_RESULTS.with_name("stream_paced.json")
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     return 0
 

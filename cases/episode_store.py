@@ -80,14 +80,22 @@ class EpisodeStore:
     def __init__(self, store: CaseStore, config: EpisodeConfig | None = None) -> None:
         self.store = store
         self.config = config or EpisodeConfig()
+        # Pointers read with already_done(): (cards asked, card -> value), used once by the next assign().
+        self._prefetched: tuple[set[str], dict[str, bytes]] | None = None
 
     # --- the stream's writes ---
 
     def already_done(self, cases: Sequence[Case]) -> set[str]:
-        """Transaction ids among ``cases`` that already have a case row (a member, or an old-style case)."""
+        """Transaction ids among ``cases`` that already have a case row (a member, or an old-style case).
 
-        found = self.store.read_rows(self.store._index, [id_key(c.transaction_id).encode() for c in cases])
-        return {c.transaction_id for c in cases if id_key(c.transaction_id).encode() in found}
+        The same multi-row read fetches the cases' cards' pointers, which the next :meth:`assign` starts from
+        (one round trip less per batch on the alert path).
+        """
+        cards = sorted({c.card_id for c in cases})
+        ids = [id_key(c.transaction_id).encode() for c in cases]
+        found = self.store.read_rows(self.store._index, ids + [open_key(c) for c in cards])
+        self._prefetched = self._pointer_values(found, cards)
+        return {c.transaction_id for c, key in zip(cases, ids, strict=True) if key in found}
 
     def assign(self, cases: Sequence[Case]) -> tuple[list[Case], dict[str, Episode], set[str]]:
         """Each flagged transaction with its case id; the touched cases (as read, plus these members); opened ids."""
@@ -151,15 +159,21 @@ class EpisodeStore:
         return episode_key(card, int(opened), CASE_ID_PREFIX + hex_id)
 
     def _pointers(self, cards: list[str]) -> dict[str, bytes]:
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None and set(cards) <= prefetched[0]:
+            return {c: v for c, v in prefetched[1].items() if c in cards}
+        return self._pointer_values(self.store.read_rows(self.store._index, [open_key(c) for c in cards]), cards)[1]
 
-        rows = self.store.read_rows(self.store._index, [open_key(c) for c in cards])
+    @staticmethod
+    def _pointer_values(rows: dict[bytes, Any], cards: list[str]) -> tuple[set[str], dict[str, bytes]]:
+        """(the cards asked, card -> pointer value) from index rows read by key."""
         by_key = {open_key(c): c for c in cards}
         out = {}
         for key, row in rows.items():
-            cell = row.cells.get(REF_FAMILY, {}).get(OPEN_COLUMN)
+            cell = row.cells.get(REF_FAMILY, {}).get(OPEN_COLUMN) if key in by_key else None
             if cell:
                 out[by_key[key]] = cell[0].value
-        return out
+        return set(cards), out
 
     def _write_headers(self, episodes: list[Episode]) -> None:
 
