@@ -15,7 +15,9 @@ Everything runs against the local emulators started here, with baselines measure
   alert received for TX_ANOMALY cases, and whether the job kept up (scored/s while sending, backlog
   left at the end, time to catch up).
 
-Results go to bench/results/stream.json.
+Results go to bench/results/stream.json. ``--soak`` runs only the card-episode soak (bench/stream_soak.py:
+busy cards among a large card population; alerts per case, none suppressed, opening-alert latency) and
+writes bench/results/stream_soak.json.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -179,7 +182,8 @@ def bare_reader(subscription: str, port: int) -> None:
 
 
 def alert_reader(subscription: str, out: Path) -> None:
-    """Pulls TX_ANOMALY alerts and appends ``case_id received published`` lines to ``out`` (run as ``--alert-reader``).
+    """Pulls alerts and appends one JSON line per alert to ``out``: its attributes, when it was received and
+    when Pub/Sub accepted it (run as ``--alert-reader``).
 
     A process of its own: read inside the benchmark process, the alerts waited for the paced publisher's
     thread (the GIL) and the streaming-pull client's machinery, which added seconds to the measured p99.
@@ -198,10 +202,14 @@ def alert_reader(subscription: str, out: Path) -> None:
                 time.sleep(0.005)
                 continue
             for m in received:
-                if m.message.attributes.get("reasons") == "TX_ANOMALY":  # single-transaction flags: the goal's scope
-                    case_id = m.message.attributes.get("case_id", "")
-                    lines.write(f"{case_id} {now:.6f} {m.message.publish_time.timestamp():.6f}\n")
+                attributes = dict(m.message.attributes)
+                published = m.message.publish_time.timestamp()
+                lines.write(json.dumps({"attributes": attributes, "received": now, "published": published}) + "\n")
             sub.acknowledge(request={"subscription": subscription, "ack_ids": [m.ack_id for m in received]})
+
+
+def read_alerts(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def stage_lags(port: int) -> dict[str, float]:
@@ -223,13 +231,26 @@ def stage_lags(port: int) -> dict[str, float]:
     return out
 
 
-def latency(argv: list[str], port: int, res: Any, seconds: float, rate: float, log: Path) -> dict[str, Any]:
-    """At ``rate`` tx/s for ``seconds``: event time -> alert received for TX_ANOMALY cases, and whether the job kept up.
+def paced(
+    argv: list[str],
+    port: int,
+    res: Any,
+    log: Path,
+    send: Callable[[], dict[str, float]],
+    *,
+    catch_up_s: float = 60.0,
+    settle_s: float = 5.0,
+    at_end: Callable[[], dict[str, Any]] | None = None,
+) -> tuple[dict[str, float], dict[str, Any], Path]:
+    """Runs the job and an alert reader, calls ``send()`` (paced publishing: transaction id -> event time), and
+    measures whether the job kept up. Returns what was sent, the figures, and the reader's alerts file.
 
     ``scored_per_s_while_sending`` is what the job scored during the send window over its length;
     ``behind_at_end`` how many sent transactions were not yet scored when the last one was sent;
-    ``caught_up_after_s`` how long after that every one was scored (None: not within 60 s).
+    ``caught_up_after_s`` how long after that every one was scored (None: not within ``catch_up_s``).
+    ``at_end()`` runs after the settle time, while the job is still up (its metrics).
     """
+    import threading
 
     proc = _start(argv, log)
     path = res.subscription_path(res.alerts_subscription)
@@ -244,15 +265,12 @@ def latency(argv: list[str], port: int, res: Any, seconds: float, rate: float, l
         while _metric(port, metric) < 0:
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.5)
-        _publish(res, _transactions(1, 98, "warm"))
+        _publish(res, _transactions(1, 98, "warm"))  # model loading is not part of the measurement
         while _metric(port, metric) < 1:
             time.sleep(0.2)
-        import threading
-
-        txs = _transactions(int(seconds * rate), 21, f"lat{int(rate)}")
         base = _metric(port, metric)
         sent: dict[str, float] = {}
-        sender = threading.Thread(target=lambda: sent.update(_publish(res, txs, rate)))
+        sender = threading.Thread(target=lambda: sent.update(send()))
         load_start = list(os.getloadavg())
         start = time.perf_counter()
         sender.start()
@@ -261,45 +279,57 @@ def latency(argv: list[str], port: int, res: Any, seconds: float, rate: float, l
         scored_by_end = _metric(port, metric) - base
         load_end = list(os.getloadavg())
         caught_up: float | None = None
-        while time.perf_counter() - start - send_s < 60:
-            if _metric(port, metric) - base >= len(txs):
+        while time.perf_counter() - start - send_s < catch_up_s:
+            if _metric(port, metric) - base >= len(sent):
                 caught_up = time.perf_counter() - start - send_s
                 break
             time.sleep(0.2)
-        time.sleep(5)
-        received: dict[str, float] = {}
-        published: dict[str, float] = {}  # when Pub/Sub accepted the alert: the job's part of the latency
-        for line in alerts_file.read_text().splitlines():
-            case_id, got, accepted = line.split()
-            received.setdefault(case_id, float(got))
-            published.setdefault(case_id, float(accepted))
-        alerts = sorted((k for k in received if k in sent), key=sent.__getitem__)  # in the order sent
-        lags = np.array([received[k] - sent[k] for k in alerts])
-        tenths = [chunk for chunk in np.array_split(lags, 10) if len(chunk)]
-        to_publish = np.array([published[k] - sent[k] for k in alerts])
-        return {
-            "rate_tx_per_s": rate,
-            "seconds": seconds,
-            "sent": len(txs),
+        time.sleep(settle_s)
+        figures = {
+            "sent": len(sent),
             "send_s": send_s,
             "scored_per_s_while_sending": scored_by_end / send_s,
-            "behind_at_end": len(txs) - scored_by_end,
+            "behind_at_end": len(sent) - scored_by_end,
             "caught_up_after_s": caught_up,
-            "alerts": float(len(lags)),
-            "p50_s": float(np.percentile(lags, 50)) if len(lags) else float("nan"),
-            "p99_s": float(np.percentile(lags, 99)) if len(lags) else float("nan"),
-            "max_s": float(lags.max()) if len(lags) else float("nan"),
-            # Whether alerts fell behind as the run went on: p99 over each tenth of the alerts, in send order.
-            "p99_by_tenth_s": [float(np.percentile(chunk, 99)) for chunk in tenths],
-            # Event time -> the alert's Pub/Sub publish time: the job's share, without the delivery to the reader.
-            "to_publish_p50_s": float(np.percentile(to_publish, 50)) if len(lags) else float("nan"),
-            "to_publish_p99_s": float(np.percentile(to_publish, 99)) if len(lags) else float("nan"),
             "mean_lag_by_stage_s": stage_lags(port),
             "load_average_while_sending": {"start": load_start, "end": load_end},
+            **(at_end() if at_end else {}),
         }
+        return sent, figures, alerts_file
     finally:
         stop_group(proc)
         stop_group(reader)
+
+
+def latency(argv: list[str], port: int, res: Any, seconds: float, rate: float, log: Path) -> dict[str, Any]:
+    """At ``rate`` tx/s for ``seconds``: event time -> alert received for TX_ANOMALY cases; whether the job kept up."""
+    txs = _transactions(int(seconds * rate), 21, f"lat{int(rate)}")
+    sent, figures, alerts_file = paced(argv, port, res, log, lambda: _publish(res, txs, rate))
+    received: dict[str, float] = {}
+    published: dict[str, float] = {}  # when Pub/Sub accepted the alert: the job's part of the latency
+    for alert in read_alerts(alerts_file):
+        if alert["attributes"].get("reasons") == "TX_ANOMALY":  # single-transaction flags: the goal's scope
+            tx = alert["attributes"].get("transaction_id", "")  # the member behind the alert
+            received.setdefault(tx, alert["received"])
+            published.setdefault(tx, alert["published"])
+    alerts = sorted((k for k in received if k in sent), key=sent.__getitem__)  # in the order sent
+    lags = np.array([received[k] - sent[k] for k in alerts])
+    tenths = [chunk for chunk in np.array_split(lags, 10) if len(chunk)]
+    to_publish = np.array([published[k] - sent[k] for k in alerts])
+    return {
+        "rate_tx_per_s": rate,
+        "seconds": seconds,
+        **figures,
+        "alerts": float(len(lags)),
+        "p50_s": float(np.percentile(lags, 50)) if len(lags) else float("nan"),
+        "p99_s": float(np.percentile(lags, 99)) if len(lags) else float("nan"),
+        "max_s": float(lags.max()) if len(lags) else float("nan"),
+        # Whether alerts fell behind as the run went on: p99 over each tenth of the alerts, in send order.
+        "p99_by_tenth_s": [float(np.percentile(chunk, 99)) for chunk in tenths],
+        # Event time -> the alert's Pub/Sub publish time: the job's share, without the delivery to the reader.
+        "to_publish_p50_s": float(np.percentile(to_publish, 50)) if len(lags) else float("nan"),
+        "to_publish_p99_s": float(np.percentile(to_publish, 99)) if len(lags) else float("nan"),
+    }
 
 
 def main() -> int:
@@ -325,6 +355,20 @@ def main() -> int:
         action="store_true",
         help="only the model baseline and the replay runs; prints them and leaves bench/results/stream.json alone",
     )
+    parser.add_argument(
+        "--soak",
+        action="store_true",
+        help="only the card-episode soak (bench/stream_soak.py): writes bench/results/stream_soak.json",
+    )
+    parser.add_argument(
+        "--paced-only",
+        action="store_true",
+        help="only the paced runs of --rates (default aggregation), into bench/results/stream_paced.json",
+    )
+    parser.add_argument("--soak-seconds", type=float, default=600.0, help="soak duration (goal: >= 600)")
+    parser.add_argument("--soak-rate", type=float, default=500.0, help="soak tx/s (goal: 500)")
+    parser.add_argument("--soak-cards", type=int, default=213_000, help="card population of the soak's traffic")
+    parser.add_argument("--soak-busy", type=int, default=20, help="busy cards, each paying every 10 s")
     parser.add_argument("--bare-reader", nargs=2, metavar=("SUBSCRIPTION", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--alert-reader", nargs=2, metavar=("SUBSCRIPTION", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -346,6 +390,8 @@ def main() -> int:
 
     work = ROOT / ".cache" / "bench-stream"
     work.mkdir(parents=True, exist_ok=True)
+    if args.soak or args.paced_only:
+        return run_soak(args, work)
     results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "when": datetime.now(UTC).isoformat()}
     # The machine may be shared: its 1/5/15-minute load averages at the start and the end of the run.
     results["load_average"] = {"start": list(os.getloadavg())}
@@ -377,11 +423,6 @@ def main() -> int:
             print(json.dumps(results, indent=2))
             return 0
 
-        def stream_argv(r: Resources, port: int, aggregation: str) -> list[str]:
-            flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(r).items() if k != "project"]
-            return [sys.executable, "-m", "fraudscore.cli", "stream", f"--model-base={args.model_base}",
-                    *flags, f"--metrics-port={port}", f"--card-aggregation={aggregation}"]  # fmt: skip
-
         bare_res = with_suffix(Resources(), "bench-bare")
         create_resources(bare_res)
         port = free_port()
@@ -394,28 +435,84 @@ def main() -> int:
             create_resources(job_res)
             port = free_port()
             t_job = drain_time(
-                stream_argv(job_res, port, aggregation), port, "fraudscore_stream_transactions_total", job_res,
-                args.backlog, work / f"job-{aggregation}.log",
+                stream_argv(args.model_base, job_res, port, aggregation), port,
+                "fraudscore_stream_transactions_total", job_res, args.backlog, work / f"job-{aggregation}.log",
             )  # fmt: skip
             results["streaming"][f"stream_job_{aggregation}"] = {
                 "msg_per_s": args.backlog / t_job,
                 "ratio_to_bare": t_bare / t_job,
             }
         # The goal's rates, paced, for the default aggregation.
-        for spec in [r for r in args.rates.split(",") if r]:
-            rate_text, _, seconds_text = spec.partition(":")
-            rate, seconds = float(rate_text), float(seconds_text or args.latency_seconds)
+        for rate, seconds in rate_specs(args):
             aggregation = aggregations[0]
             lat_res = with_suffix(Resources(), f"bench-latency-{int(rate)}-{aggregation}")
             create_resources(lat_res)
             port = free_port()
             results.setdefault(f"paced_{int(rate)}_per_s", {})[aggregation] = latency(
-                stream_argv(lat_res, port, aggregation), port, lat_res, seconds, rate,
+                stream_argv(args.model_base, lat_res, port, aggregation), port, lat_res, seconds, rate,
                 work / f"latency-{int(rate)}-{aggregation}.log",
             )  # fmt: skip
     results["load_average"]["end"] = list(os.getloadavg())
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def rate_specs(args: argparse.Namespace) -> list[tuple[float, float]]:
+    """``--rates`` as (tx/s, seconds) pairs: ``RATE[:SECONDS]`` each, SECONDS defaulting to --latency-seconds."""
+    specs = []
+    for spec in [r for r in args.rates.split(",") if r]:
+        rate_text, _, seconds_text = spec.partition(":")
+        specs.append((float(rate_text), float(seconds_text or args.latency_seconds)))
+    return specs
+
+
+def stream_argv(model_base: Path, r: Any, port: int, aggregation: str = "state") -> list[str]:
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(r).items() if k != "project"]
+    return [sys.executable, "-m", "fraudscore.cli", "stream", f"--model-base={model_base}",
+            *flags, f"--metrics-port={port}", f"--card-aggregation={aggregation}"]  # fmt: skip
+
+
+def run_soak(args: argparse.Namespace, work: Path) -> int:
+    """The soak (``--soak``) or the paced runs alone (``--paced-only``), each into a results file of its own."""
+    from bench.stream_soak import SOAK_RESULTS, soak
+    from fraudscore.config import EmulatorConfig, Resources
+    from fraudscore.dev.emulators import Emulators, with_suffix
+    from fraudscore.resources import create_resources
+
+    results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "when": datetime.now(UTC).isoformat()}
+    results["load_average"] = {"start": list(os.getloadavg())}
+    with (
+        Emulators(EmulatorConfig(pubsub_port=0, bigtable_port=0), project=Resources().project) as em,
+        em.exported_env(),
+    ):
+        for spec in [r for r in args.rates.split(",") if r] if args.paced_only else []:
+            rate_text, _, seconds_text = spec.partition(":")
+            rate, seconds = float(rate_text), float(seconds_text or args.latency_seconds)
+            lat_res = with_suffix(Resources(), f"bench-paced-{int(rate)}")
+            create_resources(lat_res)
+            port = free_port()
+            results[f"paced_{int(rate)}_per_s"] = latency(
+                stream_argv(args.model_base, lat_res, port),
+                port,
+                lat_res,
+                seconds,
+                rate,
+                work / f"paced-{int(rate)}.log",
+            )
+        if args.soak:
+            res = with_suffix(Resources(), "bench-soak")
+            create_resources(res)
+            port = free_port()
+            results["soak"] = soak(
+                stream_argv(args.model_base, res, port), port, res, work / "soak.log",
+                seconds=args.soak_seconds, rate=args.soak_rate, cards=args.soak_cards, busy=args.soak_busy,
+                busy_every_s=10.0,
+            )  # fmt: skip
+    results["load_average"]["end"] = list(os.getloadavg())
+    out = SOAK_RESULTS if args.soak else SOAK_RESULTS.with_name("stream_paced.json")
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     return 0
 

@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("scorer.client", "score transactions by hand against a running `fraudscore serve`"),
     "stream": ("stream.cli", "run the Beam job: Pub/Sub -> score -> per-card windows -> Bigtable cases + alerts"),
     "publish": ("fraudscore.dev.publish", "replay a CSV of transactions into the Pub/Sub transactions topic"),
-    "cases": ("stream.cases.cli", "list, show and label flagged cases stored in Bigtable"),
+    "cases": ("cases.cli", "list, show and label flagged cases stored in Bigtable"),
     "calibrate": (
         "trainer.recalibrate",
         "precision from analysts' labels; propose (and --apply as a new version) a threshold for a precision or budget",

@@ -40,7 +40,7 @@ class Resources:
     dlq_topic: str = "transactions-dlq"
     dlq_subscription: str = "transactions-dlq-watch"
     bigtable_instance: str = DEFAULT_BIGTABLE_INSTANCE
-    # Cases keyed for "all cases of card X, newest first" (see stream/cases/store.py).
+    # Cases keyed for "all cases of card X, newest first" (see cases/store.py).
     cases_table: str = "flagged"
     # Secondary index keyed for "cases in a time range" without a hotspot.
     cases_by_time_table: str = "flagged-by-time"
@@ -68,7 +68,8 @@ class Resources:
         """Each Bigtable table with its column families."""
         return {
             self.cases_table: (
-                ColumnFamily("case", max_versions=1),  # the flagged transaction and its scores
+                ColumnFamily("case", max_versions=1),  # the flagged transaction and its scores; a case's header
+                ColumnFamily("member", max_versions=1),  # a card-episode case's members, one cell each (cases/)
                 ColumnFamily("decision", max_versions=5),  # analyst labels, newest first
             ),
             self.cases_by_time_table: (ColumnFamily("ref", max_versions=1),),

@@ -1,6 +1,6 @@
 """Analysts' labels as training and calibration data: :class:`LabelSet` (numpy only).
 
-Built by :func:`stream.cases.labels.read_labels` from the labelled cases in Bigtable (or by a
+Built by :func:`cases.labels.read_labels` from the labelled cases in Bigtable (or by a
 reader of a labels file): one row per transaction, its raw features in ``features`` order (the
 model card's), the analyst's latest verdict (the latest label wins; earlier ones are history) and
 when it was given. ``fingerprint`` and ``summary`` are what a model card records about the labels

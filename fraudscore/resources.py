@@ -2,7 +2,7 @@
 
 Shared runtime, not a development tool: ``fraudscore emulators`` and the demo call
 :func:`create_resources` against the local emulators, ``docker compose``'s init service and
-``deploy/dataflow/create_resources.sh`` against Google Cloud, and :mod:`stream.cases.store` closes
+``deploy/dataflow/create_resources.sh`` against Google Cloud, and :mod:`cases.store` closes
 its client with :func:`close_bigtable_client`. It uses only the official clients, which find
 emulators through ``PUBSUB_EMULATOR_HOST`` / ``BIGTABLE_EMULATOR_HOST`` or else talk to Google
 Cloud with Application Default Credentials. The names come from :mod:`fraudscore.config`.

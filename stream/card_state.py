@@ -50,8 +50,9 @@ from apache_beam.coders import PickleCoder
 from apache_beam.transforms import userstate
 from apache_beam.utils.timestamp import Timestamp
 
+from cases.records import Case
 from stream import ingest, metrics
-from stream.records import Case, Release, ScoredTransaction
+from stream.records import Release, ScoredTransaction
 from stream.rules import RuleConfig, window_cases
 from stream.windows import WindowConfig, summarize, window_starts
 

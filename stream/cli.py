@@ -108,7 +108,7 @@ def _label_metrics(config: Any, args: argparse.Namespace) -> Any:
         return None
     from datetime import timedelta
 
-    from stream.cases.store import CaseStore
+    from cases.store import CaseStore
     from stream.label_metrics import LabelMetrics
 
     res = config.resources

@@ -7,7 +7,7 @@ keyed state that an event-time timer clears ``dedupe_ttl_s`` after the case's
 timestamp; only the first emission passes to the sinks (the card-state path
 keeps the same in its card's state). A case's reasons are those of that first
 emission. These in-memory filters are cheap; the guarantee is DeliverCases'
-durable claim on the case row (:mod:`stream.cases.sink`), which also drops the
+durable claim on the case row (:mod:`stream.case_sink`), which also drops the
 repeats a lost state or a re-published message lets through.
 
 Above :mod:`stream.card_state` and :mod:`stream.windows` (it chooses between
@@ -24,9 +24,10 @@ from apache_beam.coders import BooleanCoder
 from apache_beam.transforms import userstate, window
 from apache_beam.utils.timestamp import Duration
 
+from cases.records import Case
 from stream import metrics
 from stream.card_state import CardStateCases
-from stream.records import Case, Release, ScoredTransaction
+from stream.records import Release, ScoredTransaction
 from stream.rules import RuleConfig, transaction_cases, window_cases
 from stream.windows import CardWindows, WindowConfig
 

@@ -300,7 +300,7 @@ def _with_event_time_and_acks(s: ScoredTransaction, sample_rate: float = 0.0) ->
 
     An anomalous one owes a second part before its message is acknowledged: its TX_ANOMALY case,
     which takes its own path to the sink (:mod:`stream.ingest`); a sampled one owes a part for its
-    row in the traffic sample (:mod:`stream.cases.sample_sink`). Both are added here, before the
+    row in the traffic sample (:mod:`stream.sample_sink`). Both are added here, before the
     card step can release the first part.
     """
     ack_ids = ingest.take(s.transaction_id)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,7 +30,8 @@ from typing import TYPE_CHECKING
 from stream import metrics
 
 if TYPE_CHECKING:
-    from stream.cases.store import CaseStore
+    from cases.records import Decision
+    from cases.store import CaseStore
 
 _LOG = logging.getLogger(__name__)
 DEFAULT_INTERVAL_S = 60.0
@@ -44,15 +46,36 @@ class LabelCounts:
 
 
 def count_labels(store: CaseStore, start: datetime) -> LabelCounts:
-    """Cases with event time at or after ``start``, and how many of them analysts labelled fraud / legit."""
-    fraud = legit = 0
+    """Cases opened at or after ``start``, and how many of them analysts labelled fraud / legit.
+
+    Labels sit on the member rows (one per flagged transaction); a case counts once, by its latest label
+    (old-style cases are their one transaction).
+    """
+    latest: dict[str, Decision] = {}
     for case, decisions in store.labelled():
         if case is None or case.event_time < start:
             continue
-        verdict = decisions[0].verdict  # the latest label wins
-        fraud += verdict == "fraud"
-        legit += verdict == "legit"
+        held = latest.get(case.case_id)
+        if held is None or decisions[0].decided_at > held.decided_at:  # the latest label wins
+            latest[case.case_id] = decisions[0]
+    fraud = sum(d.verdict == "fraud" for d in latest.values())
+    legit = sum(d.verdict == "legit" for d in latest.values())
     return LabelCounts(store.count_since(start), fraud, legit)
+
+
+def closed_cases(store: CaseStore, start: datetime, scan: int = 20_000) -> tuple[dict[str, int], list[float]]:
+    """Of the cases opened since ``start``: how many are closed, by opening reason, and each one's seconds
+    from opening to its close (an analyst's first decision closes a case, so this is time to first decision)."""
+    from cases.casebook import Casebook
+
+    closed: Counter[str] = Counter()
+    seconds = []
+    for episode in Casebook(store).list_since(start, limit=scan, scan=scan, status="closed"):
+        if episode.closed_ms is None:
+            continue  # an old-style case with a label: it has no close
+        closed[episode.reasons[0] if episode.reasons else "UNKNOWN"] += 1
+        seconds.append(max(episode.closed_ms - episode.opened_ms, 0) / 1000)
+    return dict(closed), seconds
 
 
 class LabelMetrics:
@@ -84,6 +107,7 @@ class LabelMetrics:
     def refresh(self, store: CaseStore) -> LabelCounts:
         now = self._clock()
         counts = count_labels(store, now - self._window)
+        metrics.closed_cases(*closed_cases(store, now - self._window))
         metrics.label_counts(counts.cases, counts.fraud, counts.legit, now.timestamp())
         return counts
 

@@ -19,6 +19,9 @@ from collections.abc import Iterable, Sequence
 from apache_beam.metrics import Metrics
 from prometheus_client import Counter, Gauge, Histogram
 
+from cases.episode_rows import Episode
+from cases.episodes import REASON_PREFIX
+from cases.records import Case
 from fraudscore.telemetry import RECONSTRUCTION_ERROR_BUCKETS
 
 NAMESPACE = "fraudscore"
@@ -29,7 +32,24 @@ TRANSACTIONS = Counter(
     ["outcome"],
 )
 FLAGGED = Counter("fraudscore_stream_flagged_total", "Cases emitted after de-duplication, by reason code.", ["reason"])
-ALERTS = Counter("fraudscore_stream_alerts_published_total", "Alerts confirmed published to the alerts topic.")
+ALERTS = Counter(
+    "fraudscore_stream_alerts_published_total",
+    "Alerts confirmed published to the alerts topic: one per case opened, one per escalation (cases/episodes.py).",
+)
+CASES_OPENED = Counter(
+    "fraudscore_stream_cases_opened_total",
+    "Card-episode cases opened, by the opening transaction's first reason code: what an analyst must look at.",
+    ["reason"],
+)
+CASES_ESCALATED = Counter(
+    "fraudscore_stream_cases_escalated_total",
+    "Alerts on an already alerted case, by what escalated: a new reason code, or BAND (a higher score band).",
+    ["reason"],
+)
+CASE_MEMBERS = Counter(
+    "fraudscore_stream_case_members_total",
+    "Flagged transactions written as members of a case (over cases opened: members per case).",
+)
 DEAD_LETTERS = Counter(
     "fraudscore_stream_dead_letters_total", "Messages sent to the dead-letter topic, by reason code.", ["reason"]
 )
@@ -71,6 +91,17 @@ LABELLED_PRECISION = Gauge(
 ALERTS_CONFIRMED = Gauge(
     "fraudscore_alerts_confirmed_ratio",
     "Share of the label window's cases (alerts) that analysts confirmed fraud, unlabelled ones included.",
+)
+CASES_CLOSED = Gauge(
+    "fraudscore_cases_closed",
+    "Cases of the trailing label window (by opening time) that are closed, by the opening reason code.",
+    ["reason"],
+)
+CASE_DECISION_SECONDS = Gauge(
+    "fraudscore_case_first_decision_seconds",
+    "Seconds from a case's opening to its close (an analyst's first decision closes it), over the label window's "
+    "closed cases, by quantile (0.5, 0.9).",
+    ["quantile"],
 )
 LABEL_SCAN = Gauge("fraudscore_label_scan_timestamp_seconds", "When the label metrics were last computed (Unix time).")
 
@@ -157,6 +188,32 @@ def alerts_published(n: int) -> None:
     _inc("alerts_published", n)
 
 
+def members_already_done(n: int) -> None:
+    """Flagged transactions skipped by the case sink: already members (redelivered or re-published)."""
+    _inc("case_members_already_done", n)
+
+
+def case_members(members: Sequence[Case], opened: Iterable[Episode]) -> None:
+    """A batch's members written, and the cases it opened (by the opening transaction's first reason)."""
+    CASE_MEMBERS.inc(len(members))
+    _inc("case_members", len(members))
+    for episode in opened:
+        reason = episode.reasons[0] if episode.reasons else "UNKNOWN"
+        CASES_OPENED.labels(reason).inc()
+        _inc(f"cases_opened_{reason}")
+
+
+def case_alerted(episode: Episode, components: Sequence[str], trigger: Case | None) -> None:
+    """An alert of a case is published: an opening, or an escalation counted by what escalated."""
+    if episode.alerted:  # something was alerted (or snoozed) before: this one escalates
+        for component in components:
+            reason = component.removeprefix(REASON_PREFIX) if component.startswith(REASON_PREFIX) else "BAND"
+            CASES_ESCALATED.labels(reason).inc()
+            _inc(f"cases_escalated_{reason}")
+    if trigger is not None:
+        stage_lag("alert", time.time() - trigger.event_time.timestamp())
+
+
 def dead_letters_published(n: int) -> None:
     _inc("dead_letters_published", n)
 
@@ -172,6 +229,19 @@ def model_loaded(model: str, version: int) -> None:
 
 def duplicate_case() -> None:
     _inc("duplicate_cases_suppressed")
+
+
+def closed_cases(by_reason: dict[str, int], seconds: Sequence[float]) -> None:
+    """The label scan's closed cases (:func:`stream.label_metrics.closed_cases`)."""
+    for labels in list(CASES_CLOSED._metrics):  # a reason no longer closed in the window drops to 0
+        CASES_CLOSED.labels(*labels).set(0)
+    for reason, n in by_reason.items():
+        CASES_CLOSED.labels(reason).set(n)
+    ordered = sorted(seconds)
+    for q in (0.5, 0.9):
+        CASE_DECISION_SECONDS.labels(str(q)).set(
+            ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else float("nan")
+        )
 
 
 def label_counts(cases: int, fraud: int, legit: int, at: float) -> None:

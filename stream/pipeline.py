@@ -32,15 +32,16 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
+from cases.episodes import EpisodeConfig, add_episode_arguments, episode_config
 from fraudscore import csvfiles, schema
 from fraudscore.config import DEFAULT_PROJECT, Resources
-from stream.cases.sample_sink import WriteSample
-from stream.cases.sink import DeliverCases
+from stream.case_sink import DeliverCases
 from stream.flag_cases import AGGREGATIONS, FlagCases
 from stream.inference import ScoreTransactions, latest_version_uri
 from stream.ingest import PullTransactions
 from stream.parse import ParseCsvFiles, ParseTransactions, json_line_message
 from stream.rules import RuleConfig, add_rule_arguments, rule_thresholds
+from stream.sample_sink import WriteSample
 from stream.sampling import DEFAULT_SAMPLE_RATE, check_rate
 from stream.sinks import PublishDeadLetters
 from stream.windows import WindowConfig
@@ -56,6 +57,7 @@ class StreamConfig:
     resources: Resources = field(default_factory=Resources)
     windows: WindowConfig = field(default_factory=WindowConfig)
     rules: RuleConfig = field(default_factory=RuleConfig)
+    episodes: EpisodeConfig = field(default_factory=EpisodeConfig)  # when a card's case ends; a legit close's snooze
     replay: str | None = None  # file pattern; None = read the transactions subscription
     epoch: datetime = schema.DEFAULT_EPOCH  # Time 0 of replayed CSVs
     model_refresh_s: float = 10.0
@@ -102,6 +104,7 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allowed-lateness", type=int, default=w.allowed_lateness_s, help="seconds")
     add_rule_arguments(parser, r)
     parser.add_argument("--dedupe-ttl", type=int, default=r.dedupe_ttl_s, help="seconds a case id is remembered")
+    add_episode_arguments(parser)
     parser.add_argument("--model-watch", type=float, default=10.0, help="seconds between checks for a new model")
     parser.add_argument(
         "--model-refresh",
@@ -154,6 +157,7 @@ def config_from_args(args: argparse.Namespace) -> StreamConfig:
             allowed_lateness_s=args.allowed_lateness,
         ),
         rules=RuleConfig(**rule_thresholds(args), dedupe_ttl_s=args.dedupe_ttl),
+        episodes=episode_config(args),
         replay=args.replay,
         epoch=datetime.fromisoformat(args.epoch),
         model_refresh_s=args.model_watch,
@@ -235,7 +239,7 @@ def build(pipeline: beam.Pipeline, config: StreamConfig) -> None:
     cases = scored | "FlagCases" >> FlagCases(
         config.windows, config.rules, streaming=not config.replay, aggregation=config.card_aggregation
     )
-    _ = cases | "DeliverCases" >> DeliverCases(res)
+    _ = cases | "DeliverCases" >> DeliverCases(res, episodes=config.episodes)
     if config.sample_rate > 0:
         _ = scored | "WriteSample" >> WriteSample(res, config.sample_rate)
     _ = (

@@ -29,7 +29,8 @@ from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from stream.records import CardWindow, Case, ScoredTransaction
+from cases.records import Case
+from stream.records import CardWindow, ScoredTransaction
 
 TX_ANOMALY = "TX_ANOMALY"
 TX_ANOMALY_RULE = (

@@ -5,7 +5,7 @@ estimate needs no more, but an alert-rate estimate (``fraudscore calibrate --bud
 second stage (negatives that are not only flagged-then-cleared) do. The stream therefore writes a
 uniform random sample of *all* scored transactions, flagged or not, to the ``traffic-sample`` table
 (:class:`fraudscore.config.Resources`), with the raw features, both scores, the model version and the
-event time (:meth:`stream.cases.store.CaseStore.write_sample`).
+event time (:meth:`cases.store.CaseStore.write_sample`).
 
 Selection-bias handling:
 

@@ -11,17 +11,20 @@ when the job itself fails over; consumers de-duplicate on ``case_id``.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
 import apache_beam as beam
 
+from cases.episode_rows import Episode
+from cases.records import Case
 from fraudscore.config import Resources
 from stream import ingest, metrics
 from stream.clients import per_process
-from stream.records import Case, DeadLetter
+from stream.records import DeadLetter
 
 PUBLISH_TIMEOUT_S = 60.0
 
@@ -36,6 +39,33 @@ def alert_message(case: Case) -> tuple[bytes, dict[str, str]]:
         "reasons": ",".join(case.reasons),
         "model_version": str(case.model_version),
     }
+
+
+def episode_alert(episode: Episode, components: Iterable[str], trigger: Case | None) -> tuple[bytes, dict[str, str]]:
+    """The alert of a card-episode case's escalation: the case so far, what escalated, the member behind it.
+
+    ``kind`` is ``opened`` for a case's first alert, ``escalated`` for a later one. The triggering member
+    carries the scores, the top contributing features, the model version and the threshold.
+    """
+    comps = sorted(components)
+    first = not episode.alerted  # nothing alerted (nor snoozed) before these
+    data = episode.to_json_dict() | {
+        "kind": "opened" if first else "escalated",
+        "escalation": comps,
+        "transaction": trigger.to_json_dict() if trigger else None,
+        "model_version": trigger.model_version if trigger else None,
+        "top_features": [{"name": n, "share": s} for n, s in trigger.top_features] if trigger else [],
+    }
+    attributes = {
+        "case_id": episode.case_id,
+        "card_id": episode.card_id,
+        "reasons": ",".join(episode.reasons),
+        "kind": data["kind"],
+        "escalation": ",".join(comps),
+        "model_version": str(data["model_version"]),
+        "transaction_id": trigger.transaction_id if trigger else "",  # the member behind it (latency checks)
+    }
+    return json.dumps(data, sort_keys=True).encode("utf-8"), attributes
 
 
 def dead_letter_message(dead: DeadLetter) -> tuple[bytes, dict[str, str]]:

@@ -278,7 +278,7 @@ def _since(text: str | None) -> datetime | None:
     """--labels-since as a time: a duration back from now (30d, 12h) or ISO 8601, as ``fraudscore cases``."""
     if text is None:
         return None
-    from stream.cases.cli import UsageError, parse_time  # Bigtable's client only when cases are read
+    from cases.cli import UsageError, parse_time  # Bigtable's client only when cases are read
 
     try:
         return parse_time(text, datetime.now(UTC))

@@ -4,7 +4,7 @@
     fraudscore calibrate --model-base M --since 30d --target-precision 0.8 --apply
     fraudscore calibrate --model-base M --budget 0.5% --apply
 
-Reads the labelled cases from Bigtable (:func:`stream.cases.labels.read_labels`: the latest label per
+Reads the labelled cases from Bigtable (:func:`cases.labels.read_labels`: the latest label per
 transaction wins), **rescores** their raw transactions with the newest model version (cases may come from
 older versions), and reports precision at the current threshold, overall and per reason code, with a
 Wilson interval (:mod:`trainer.precision`). Then it proposes a threshold:
@@ -330,8 +330,8 @@ def main(args: argparse.Namespace) -> int:
     except Exception as exc:
         from google.api_core import exceptions as gexc
 
+        from cases.cli import UsageError
         from fraudscore.model import ModelError
-        from stream.cases.cli import UsageError
 
         if isinstance(exc, (ModelError, UsageError, gexc.GoogleAPIError)):
             print(f"error: {exc}", file=sys.stderr)
@@ -365,11 +365,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> Calibration:
+    from cases.cli import parse_time
+    from cases.labels import read_labels, read_sample
+    from cases.store import CaseStore
     from fraudscore import model as fmodel
     from fraudscore.config import Resources
-    from stream.cases.cli import parse_time
-    from stream.cases.labels import read_labels, read_sample
-    from stream.cases.store import CaseStore
 
     loaded = fmodel.load(args.model_base)
     since = parse_time(args.since, datetime.now(UTC)) if args.since else None

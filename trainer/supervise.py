@@ -118,9 +118,9 @@ def _from_file(path: Path, config: TrainConfig) -> TrainingLabels:
 
 
 def _from_cases(config: TrainConfig) -> TrainingLabels:
+    from cases.labels import read_labels, read_sample  # Bigtable's client only when cases are read
+    from cases.store import CaseStore
     from fraudscore.config import Resources
-    from stream.cases.labels import read_labels, read_sample  # Bigtable's client only when cases are read
-    from stream.cases.store import CaseStore
 
     res = Resources.from_env().at(config.cases_project, config.cases_instance)
     try:

@@ -1,4 +1,5 @@
-"""The durable one-alert-per-case record (CaseStore.claim) and DeliverCases on the Bigtable and Pub/Sub emulators."""
+"""The durable one-alert-per-(case, component) claim (CaseStore.claim_targets) and DeliverCases on the Bigtable and
+Pub/Sub emulators."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ from typing import Any
 
 import apache_beam as beam
 
+from cases.episode_rows import alerted_column, claim_column
+from cases.records import Case
+from cases.store import ALERTED, HELD, MINE, WON, CaseStore, ClaimTarget
 from fraudscore.config import Resources
-from stream.cases.store import ALERTED, HELD, MINE, WON, CaseStore
-from stream.records import Case
 from tests.integration.test_stream_pipeline import Puller
 
 
-def _case(tx: str) -> Case:
+def _case(tx: str, card: str = "card-1") -> Case:
     return Case(
         transaction_id=tx,
-        card_id="card-1",
+        card_id=card,
         merchant_id="m",
         event_time=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         amount=12.5,
@@ -27,50 +29,69 @@ def _case(tx: str) -> Case:
     )
 
 
+def _target(key: str, component: str = "reason-TX_ANOMALY") -> ClaimTarget:
+    """The claim of one alert component on a case row (cases.episode_store claims these)."""
+    return ClaimTarget(key.encode(), claim_column(component), alerted_column(component))
+
+
+def _alerted(store: CaseStore, target: ClaimTarget, message_id: str) -> None:
+    from cases.row_writes import SetCell
+
+    cell = SetCell("case", target.alerted_column, 1_000, message_id.encode())
+    store._write_rows(store._case_writes, store._cases_name, [(target.key, [cell])])
+
+
+def _cells(store: CaseStore, target: ClaimTarget) -> dict[bytes, bytes]:
+    return store._latest_case_cells([target.key]).get(target.key, {})
+
+
 def test_first_claim_wins_then_alerted_then_takeover_after_lease(unique_resources: Resources) -> None:
     res = unique_resources
     with CaseStore(res) as store:
-        case = _case("tx-1")
-        assert store.claim(case, "aaaa")[0] == WON
-        assert store.claim(case, "aaaa")[0] == MINE
-        outcome, wait = store.claim(case, "bbbb", lease_s=30)
+        target = _target("row-1")
+        assert store.claim_targets([target], "aaaa")[0][0] == WON
+        assert store.claim_targets([target], "aaaa")[0][0] == MINE
+        outcome, wait = store.claim_targets([target], "bbbb", lease_s=30)[0]
         assert outcome == HELD and 0 < wait <= 30
         # The holder died before recording "alerted": after the lease exactly one taker wins.
-        assert store.claim(case, "cccc", lease_s=0)[0] == WON
-        assert store.claim(case, "dddd", lease_s=30)[0] == HELD
-        store.write_index([case])
-        store.mark_alerted([(case, "msg-1")])
-        assert store.claim(case, "eeee", lease_s=0)[0] == ALERTED
-        claim, alerted = store.alert_state("tx-1")
-        assert claim is not None and claim.startswith(b"cccc@") and alerted == b"msg-1"
-        assert store.get("tx-1").case == case  # the record came with the claim
+        assert store.claim_targets([target], "cccc", lease_s=0)[0][0] == WON
+        assert store.claim_targets([target], "dddd", lease_s=30)[0][0] == HELD
+        # Another component of the same row is a claim of its own.
+        assert store.claim_targets([_target("row-1", "band-2")], "dddd")[0][0] == WON
+        _alerted(store, target, "msg-1")
+        assert store.claim_targets([target], "eeee", lease_s=0)[0][0] == ALERTED
+        cells = _cells(store, target)
+        assert cells[target.claim_column].startswith(b"cccc@") and cells[target.alerted_column] == b"msg-1"
 
 
 def test_deliver_cases_alerts_once_across_runs(unique_resources: Resources) -> None:
     """Two pipeline runs (a restart) and a duplicate in one batch: one alert per case, with its case_id attribute."""
-    from stream.cases.sink import DeliverCases
+    from cases.casebook import Casebook
+    from cases.episodes import case_id_for
+    from stream.case_sink import DeliverCases
 
     res = unique_resources
-    cases = [_case(f"tx-{i}") for i in range(5)]
+    cases = [_case(f"tx-{i}", f"card-{i}") for i in range(5)]  # one card each: five cases
     for run in range(2):
         with beam.Pipeline() as p:
             _ = p | f"Cases{run}" >> beam.Create([*cases, cases[0]]) | DeliverCases(res, batch_size=3)
     alerts = Puller(res, res.alerts_subscription).settle(2, 30)
     ids = sorted(m.attributes["case_id"] for m in alerts)
-    assert ids == sorted(c.case_id for c in cases)
+    assert ids == sorted(case_id_for(c.card_id, c.transaction_id) for c in cases)
     with CaseStore(res) as store:
         for c in cases:
-            assert store.alert_state(c.case_id)[1] is not None
-            assert store.get(c.case_id).case == c
+            episode = Casebook(store).find(case_id_for(c.card_id, c.transaction_id))
+            assert episode.alerted == {"reason-TX_ANOMALY", "band-2"}  # error 3 x the threshold
+            assert store.get(c.transaction_id).case.transaction_id == c.transaction_id
 
 
 def test_two_claimers_of_one_bulk_round_never_both_win(unique_resources: Resources) -> None:
-    """Two writers claim the same 300 cases at the same moment; a minute later two others take them over."""
+    """Two writers claim the same 300 components at the same moment; a minute later two others take them over."""
     import threading
     from datetime import timedelta
 
     res = unique_resources
-    cases = [_case(f"tx-race-{i}") for i in range(300)]
+    targets = [_target(f"row-race-{i // 3}", f"band-{i % 3}") for i in range(300)]
 
     def now() -> datetime:
         return datetime.now(UTC)
@@ -85,7 +106,7 @@ def test_two_claimers_of_one_bulk_round_never_both_win(unique_resources: Resourc
 
         def claim(store: CaseStore, token: str, start: threading.Barrier, outcomes: dict[str, Any]) -> None:
             start.wait()
-            outcomes[token] = store.claim_many(cases, token, lease_s=30)
+            outcomes[token] = store.claim_targets(targets, token, lease_s=30)
 
         threads = [
             threading.Thread(target=claim, args=(s, t, start, outcomes)) for s, t in zip(stores, tokens, strict=True)
@@ -95,32 +116,29 @@ def test_two_claimers_of_one_bulk_round_never_both_win(unique_resources: Resourc
         for t in threads:
             t.join(60)
         first, second = (outcomes[t] for t in tokens)
-        for case, a, b in zip(cases, first, second, strict=True):
-            # Exactly one winner per case; the other sees a live claim (or, taking over, lost the race).
-            assert sorted([a[0], b[0]]) == [HELD, WON], (case.case_id, a, b)
+        for target, a, b in zip(targets, first, second, strict=True):
+            # Exactly one winner per component; the other sees a live claim (or, taking over, lost the race).
+            assert sorted([a[0], b[0]]) == [HELD, WON], (target, a, b)
         # The claim cell names the winner.
-        stores[0].write_index(cases[:20])
-        for case, a in zip(cases[:20], first, strict=False):
-            claim_cell, _ = stores[0].alert_state(case.case_id)
+        for target, a in zip(targets[:20], first, strict=False):
             winner = tokens[0] if a[0] == WON else tokens[1]
-            assert claim_cell is not None and claim_cell.startswith(winner.encode() + b"@")
+            assert _cells(stores[0], target)[target.claim_column].startswith(winner.encode() + b"@")
         for s in stores:
             s.close()
 
 
-def test_a_case_twice_in_one_round_is_won_once(unique_resources: Resources) -> None:
+def test_a_component_twice_in_one_round_is_won_once(unique_resources: Resources) -> None:
     res = unique_resources
-    case, other = _case("tx-twice"), _case("tx-once")
+    twice, once = _target("row-twice"), _target("row-once")
     with CaseStore(res) as store:
-        outcomes = [o for o, _ in store.claim_many([case, other, case], "ee05")]
+        outcomes = [o for o, _ in store.claim_targets([twice, once, twice], "ee05")]
         assert sorted(outcomes[::2]) == [MINE, WON] and outcomes[1] == WON
-        store.write_index([case])
-        store.mark_alerted([(case, "msg-7")])
-        assert [o for o, _ in store.claim_many([case, other], "ff06", lease_s=0)] == [ALERTED, WON]
+        _alerted(store, twice, "msg-7")
+        assert [o for o, _ in store.claim_targets([twice, _target("row-new")], "ff06", lease_s=0)] == [ALERTED, WON]
 
 
 def test_bulk_writes_report_the_rows_bigtable_refused(unique_resources: Resources) -> None:
-    from stream.cases.row_writes import BulkWrite, SetCell
+    from cases.row_writes import BulkWrite, SetCell
 
     res = unique_resources
     with CaseStore(res) as store:

@@ -25,13 +25,14 @@ import grpc
 import numpy as np
 import pytest
 
+from cases.records import Case
+from cases.store import CaseStore
 from fraudscore.cli import main as cli_main
 from fraudscore.config import Resources
 from fraudscore.resources import create_resources
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
 from fraudscore.versions import latest_version
-from stream.cases.store import CaseStore, StoredCase
 from stream.rules import TX_ANOMALY
 from tests.integration.scorer_support import start_serve, wait_for
 
@@ -100,16 +101,16 @@ def test_replay_label_calibrate_apply_and_the_scorer_serves_it(
 
     store = CaseStore(res)
     try:
-        from stream.cases.labels import read_sample
+        from cases.labels import read_sample
 
-        cases: list[StoredCase] = store.list_since(EPOCH, limit=10_000)
-        sample, rate = read_sample(store, cases[0].case.feature_names)
+        cases: list[Case] = list(store.flagged_transactions())  # the members of the cases, one row each
+        sample, rate = read_sample(store, cases[0].feature_names)
     finally:
         store.close()
     # Cases keep the raw transaction; the sample is ~20% of all scored traffic.
-    assert cases and all(c.case.has_raw_features for c in cases)
+    assert cases and all(c.has_raw_features for c in cases)
     assert rate == SAMPLE_RATE and 0.15 * ROWS < len(sample) < 0.25 * ROWS
-    anomalies = sorted((c.case for c in cases if TX_ANOMALY in c.case.reasons), key=lambda c: c.reconstruction_error)
+    anomalies = sorted((c for c in cases if TX_ANOMALY in c.reasons), key=lambda c: c.reconstruction_error)
     assert len(anomalies) >= 20, f"{len(anomalies)} TX_ANOMALY cases: too few for this scenario"
     at = ("--instance", instance)
     calibrate = ("calibrate", "--model-base", str(base), *at)
@@ -120,12 +121,12 @@ def test_replay_label_calibrate_apply_and_the_scorer_serves_it(
 
     # A label for an unknown transaction is impossible.
     code, _, err = run(capsys, "cases", "label", "cal-nonexistent", "--fraud", *at)
-    assert code == 1 and "no flagged case for transaction 'cal-nonexistent'" in err
+    assert code == 1 and "no case or flagged transaction 'cal-nonexistent'" in err
 
     # Only legit labels: no frauds -> refused.
     low_half = anomalies[: len(anomalies) // 2]
     for case in low_half:
-        assert run(capsys, "cases", "label", case.transaction_id, "--legit", *at)[0] == 0
+        assert run(capsys, "cases", "label", "--transaction", case.transaction_id, "--legit", *at)[0] == 0
     code, _, err = run(capsys, *calibrate, "--target-precision", "0.7", *RELAXED, "--apply")
     assert code == 1 and f"the label set has no frauds ({len(low_half)} legit)" in err
     assert latest_version(base) == 1
@@ -133,13 +134,13 @@ def test_replay_label_calibrate_apply_and_the_scorer_serves_it(
     # The analysts' verdicts: the upper half of the anomalies confirmed fraud, the lower half legit; one of the
     # upper half first labelled legit by mistake, then fraud (the latest wins); card-rule cases by their truth.
     high_half = anomalies[len(anomalies) // 2 :]
-    assert run(capsys, "cases", "label", high_half[0].transaction_id, "--legit", *at)[0] == 0
+    assert run(capsys, "cases", "label", "--transaction", high_half[0].transaction_id, "--legit", *at)[0] == 0
     for case in high_half:
-        assert run(capsys, "cases", "label", case.transaction_id, "--fraud", *at)[0] == 0
-    card_cases = [c.case for c in cases if TX_ANOMALY not in c.case.reasons][:10]
+        assert run(capsys, "cases", "label", "--transaction", case.transaction_id, "--fraud", *at)[0] == 0
+    card_cases = [c for c in cases if TX_ANOMALY not in c.reasons][:10]
     for case in card_cases:
         verdict = "--fraud" if truth[case.transaction_id] else "--legit"
-        assert run(capsys, "cases", "label", case.transaction_id, verdict, *at)[0] == 0
+        assert run(capsys, "cases", "label", "--transaction", case.transaction_id, verdict, *at)[0] == 0
 
     # Too few labels for the stated confidence: refused.
     code, _, err = run(capsys, *calibrate, "--target-precision", "0.7", "--min-labels", "1000", "--apply")

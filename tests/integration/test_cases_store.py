@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
+from cases.casebook import Casebook
+from cases.records import Case
+from cases.store import FRAUD, LEGIT, CaseNotFound, CaseStore, bucket_of
 from fraudscore.config import Resources
 from fraudscore.resources import close_bigtable_client
-from stream.cases.store import FRAUD, LEGIT, CaseNotFound, CaseStore, bucket_of
-from stream.records import Case
 from stream.rules import CARD_BURST, TX_ANOMALY
 
 pytestmark = pytest.mark.integration
@@ -109,8 +110,8 @@ def test_label_stores_verdict_who_when_note_and_history(store: CaseStore) -> Non
     case = make_case(5, "card-1", T0)
     store.write([case])
     assert store.get("tx-5").decision is None
-    first = store.label("tx-5", True, "customer confirmed", "ann")
-    second = store.label("tx-5", False, "refund was legitimate", "bob")
+    first = Casebook(store).label_transaction("tx-5", True, "customer confirmed", "ann")
+    second = Casebook(store).label_transaction("tx-5", False, "refund was legitimate", "bob")
     store.write([case])  # a redelivered case does not touch the decisions
     stored = store.get("tx-5")
     assert stored.decisions == (second, first)
@@ -123,7 +124,7 @@ def test_unknown_transaction_is_not_found(store: CaseStore) -> None:
     with pytest.raises(CaseNotFound, match="tx-nope"):
         store.get("tx-nope")
     with pytest.raises(CaseNotFound):
-        store.label("tx-nope", True, "", "ann")
+        Casebook(store).label_transaction("tx-nope", True, "", "ann")
 
 
 def test_write_cases_transform_writes_through_beam(store: CaseStore, unique_resources: Resources) -> None:
@@ -131,7 +132,7 @@ def test_write_cases_transform_writes_through_beam(store: CaseStore, unique_reso
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.testing.test_pipeline import TestPipeline
 
-    from stream.cases.sink import WriteCases
+    from stream.case_sink import WriteCases
 
     cases = [make_case(i, f"card-{i % 5}", T0 + timedelta(seconds=i)) for i in range(30)]
     pipeline = TestPipeline()

@@ -146,7 +146,7 @@ def test_demo_runs_cases_appear_scorer_answers_and_ctrl_c_stops_everything(
             if not cases:
                 assert time.monotonic() < deadline, f"no case within {CASES_TIMEOUT_S:.0f} s\n{out.read_text()[-4000:]}"
                 time.sleep(3.0)
-        assert cases[0]["reasons"] and cases[0]["transaction_id"]
+        assert cases[0]["reasons"] and cases[0]["case_id"] and cases[0]["members"] >= 1
         stream_csv = tmp_path / "demo" / "stream-sparse-cards.csv"
         scored = cli("score", "--target", f"127.0.0.1:{ports['scorer']}", "--csv", str(stream_csv), "--limit", "3")
         assert scored.returncode == 0, scored.stderr

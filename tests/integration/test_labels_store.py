@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cases.casebook import Casebook
+from cases.labels import NO_RAW, read_labels, read_sample
+from cases.records import Case
+from cases.store import CaseStore
 from fraudscore.config import Resources
-from stream.cases.labels import NO_RAW, read_labels, read_sample
-from stream.cases.store import CaseStore
-from stream.records import Case, ScoredTransaction, float32_bytes
+from stream.records import ScoredTransaction, float32_bytes
 from stream.rules import TX_ANOMALY
 from tests.integration.test_cases_store import StepClock
 
@@ -38,11 +40,11 @@ def store(unique_resources: Resources) -> Iterator[CaseStore]:
 
 def test_labels_round_trip_through_bigtable(store: CaseStore) -> None:
     store.write([make_case(i) for i in range(6)] + [make_case(6, raw=False)])
-    store.label("tx-0", True, "", "ann")
-    store.label("tx-1", True, "", "ann")
-    store.label("tx-1", False, "second look", "bob")  # later: legit wins
-    store.label("tx-2", False, "", "ann")
-    store.label("tx-6", True, "", "ann")  # an old case without raw features
+    Casebook(store).label_transaction("tx-0", True, "", "ann")
+    Casebook(store).label_transaction("tx-1", True, "", "ann")
+    Casebook(store).label_transaction("tx-1", False, "second look", "bob")  # later: legit wins
+    Casebook(store).label_transaction("tx-2", False, "", "ann")
+    Casebook(store).label_transaction("tx-6", True, "", "ann")  # an old case without raw features
     labels = read_labels(store, FEATURES)
     assert labels.transaction_ids == ("tx-0", "tx-1", "tx-2")  # unlabelled tx-3..5 never read
     assert labels.labels.tolist() == [1, 0, 0] and labels.conflicting == 1
@@ -80,9 +82,9 @@ def test_feedback_counts_from_bigtable(store: CaseStore) -> None:
     from stream.label_metrics import count_labels
 
     store.write([make_case(i) for i in range(6)])
-    store.label("tx-4", True, "", "ann")
-    store.label("tx-5", False, "", "ann")
-    store.label("tx-1", True, "", "ann")  # before the window
+    Casebook(store).label_transaction("tx-4", True, "", "ann")
+    Casebook(store).label_transaction("tx-5", False, "", "ann")
+    Casebook(store).label_transaction("tx-1", True, "", "ann")  # before the window
     assert store.count_since(T0) == 6 and store.count_since(T0 + timedelta(seconds=4)) == 2
     counts = count_labels(store, T0 + timedelta(seconds=2))
     assert (counts.cases, counts.fraud, counts.legit) == (4, 1, 1)

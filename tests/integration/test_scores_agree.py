@@ -31,7 +31,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ import grpc
 import numpy as np
 import pytest
 
+from cases.records import Case
 from fraudscore import fastpath, schema
 from fraudscore import model as model_lib
 from fraudscore.config import Resources
@@ -46,7 +46,6 @@ from fraudscore.dev.generate import generate_frame, write_csv
 from fraudscore.v1 import scorer_pb2 as pb
 from fraudscore.v1 import scorer_pb2_grpc
 from fraudscore.v1.transaction_pb2 import Transaction
-from stream.records import Case
 from stream.rules import TX_ANOMALY
 from tests.integration.scorer_support import ServerThread, config, copy_base
 
@@ -63,8 +62,9 @@ REPLAY_TIMEOUT_S = 180
 
 @dataclass(frozen=True)
 class Streamed:
-    stored: dict[str, Case]  # Bigtable, by case id (= transaction id)
-    alerted: dict[str, Case]  # alerts topic, by case id
+    stored: dict[str, Case]  # Bigtable, each flagged transaction's row by transaction id
+    alerted: dict[str, Case]  # alerts topic: each alert's triggering transaction, by transaction id
+    cases: set[str]  # case ids alerted
 
 
 def _replay_argv(csv_path: Path, model_base: Path, res: Resources) -> list[str]:
@@ -76,21 +76,22 @@ def _replay_argv(csv_path: Path, model_base: Path, res: Resources) -> list[str]:
 
 
 def _read_stored(res: Resources) -> dict[str, Case]:
-    from stream.cases.store import CaseStore
+    from cases.store import CaseStore
 
     with CaseStore(res) as store:
-        found = store.list_since(schema.DEFAULT_EPOCH - timedelta(days=1), limit=10_000)
-    return {s.case.case_id: s.case for s in found}
+        return {c.transaction_id: c for c in store.flagged_transactions()}
 
 
-def _read_alerts(res: Resources) -> dict[str, Case]:
-    """Everything on the alerts subscription (the replay has finished, so it is all there)."""
+def _read_alerts(res: Resources) -> tuple[dict[str, Case], set[str]]:
+    """Everything on the alerts subscription (the replay has finished, so it is all there): each alert's
+    triggering transaction by id, and the case ids; no (case, escalation component) alerted twice."""
     from google.api_core import exceptions
     from google.cloud.pubsub_v1 import SubscriberClient
 
     client = SubscriberClient()
     path = res.subscription_path(res.alerts_subscription)
     out: dict[str, Case] = {}
+    components: set[tuple[str, str]] = set()
     try:
         while True:
             try:
@@ -101,12 +102,15 @@ def _read_alerts(res: Resources) -> dict[str, Case]:
                 break
             client.acknowledge(subscription=path, ack_ids=[m.ack_id for m in response.received_messages])
             for m in response.received_messages:
-                case = Case.from_json_dict(json.loads(m.message.data))
-                assert case.case_id not in out, f"two alerts for case {case.case_id}"
-                out[case.case_id] = case
+                alert = json.loads(m.message.data)
+                for c in alert["escalation"]:
+                    assert (alert["case_id"], c) not in components, f"two alerts for case {alert['case_id']}, {c}"
+                    components.add((alert["case_id"], c))
+                case = Case.from_json_dict(alert["transaction"])
+                out[case.transaction_id] = case
     finally:
         client.close()
-    return out
+    return out, {case_id for case_id, _ in components}
 
 
 def _csv_transactions(path: Path) -> list[Transaction]:
@@ -181,7 +185,8 @@ def _finish(proc: subprocess.Popen[bytes], res: Resources, log_path: Path) -> St
     except subprocess.TimeoutExpired:
         raise AssertionError("stream replay did not finish:\n" + log_path.read_text()[-3000:]) from None
     assert code == 0, f"stream replay exited {code}:\n" + log_path.read_text()[-3000:]
-    return Streamed(stored=_read_stored(res), alerted=_read_alerts(res))
+    alerted, case_ids = _read_alerts(res)
+    return Streamed(stored=_read_stored(res), alerted=alerted, cases=case_ids)
 
 
 # --- the test -----------------------------------------------------------------------------------
@@ -280,17 +285,18 @@ def test_stream_grpc_trainer_and_artifact_agree(
     streamed = _finish(replay, unique_resources, tmp_path / "stream.log")
     cases = streamed.stored
     assert len(cases) >= MIN_CASES, f"only {len(cases)} cases flagged; the comparison needs at least {MIN_CASES}"
-    assert set(streamed.alerted) == set(cases)
-    assert set(cases) <= set(ids)
+    assert streamed.cases == {c.episode_id for c in cases.values()}, "every case alerted"
+    assert set(streamed.alerted) <= set(cases) <= set(ids)
     assert {k for k, c in cases.items() if TX_ANOMALY in c.reasons} == anomalous
     flagged = sorted(cases, key=ids.index)
     at = [ids.index(i) for i in flagged]
 
     # Errors of the flagged transactions, path against path.
     stream_errors = np.array([cases[i].reconstruction_error for i in flagged])
-    alert_errors = np.array([streamed.alerted[i].reconstruction_error for i in flagged])
     singles = {i: scorer.Score(pb.ScoreRequest(transaction=txs[ids.index(i)]), timeout=10) for i in flagged}
-    np.testing.assert_array_equal(alert_errors, stream_errors)
+    for i, alerted in streamed.alerted.items():  # an alert's triggering transaction, as stored
+        assert alerted.reconstruction_error == cases[i].reconstruction_error
+        assert alerted.fraud_probability == cases[i].fraud_probability
     np.testing.assert_allclose(stream_errors, artifact.reconstruction_error[at], rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(stream_errors, trainer_errors[at], rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(stream_errors, [by_batch[i].reconstruction_error for i in flagged], rtol=RTOL, atol=ATOL)
@@ -298,7 +304,6 @@ def test_stream_grpc_trainer_and_artifact_agree(
 
     # The second stage's probability of the flagged transactions, path against path (None everywhere without one).
     stream_p = [cases[i].fraud_probability for i in flagged]
-    assert [streamed.alerted[i].fraud_probability for i in flagged] == stream_p
     assert all(singles[i].HasField("fraud_probability") == staged for i in flagged)
     if staged:
         assert trainer_probability is not None and artifact.fraud_probability is not None
@@ -327,5 +332,5 @@ def test_stream_grpc_trainer_and_artifact_agree(
     for i in flagged:
         assert singles[i].transaction_id == i
         assert singles[i].is_anomaly == (i in anomalous) == (TX_ANOMALY in cases[i].reasons)
-        assert cases[i].model_version == streamed.alerted[i].model_version == singles[i].model_version == loaded.version
+        assert cases[i].model_version == singles[i].model_version == loaded.version
         assert cases[i].threshold == pytest.approx(loaded.threshold) == singles[i].threshold

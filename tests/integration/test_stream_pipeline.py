@@ -7,9 +7,11 @@ shared by the checks, because starting it costs ~20 s here:
    burst, a velocity burst and quiet cards, malformed messages between them
    and redelivered duplicates; expected cases come from scoring the same
    transactions offline with LoadedModel and applying the documented rules;
+   each flagged transaction is a member of its card's case, every case
+   alerts once per escalation (a burst is one case, one alert);
 2. a new model version is published into the model base mid-stream; phase
-   two's alerts must carry it;
-3. a bounded replay of phase one's input gives the same cases.
+   two's flagged transactions must carry it;
+3. a bounded replay of phase one's input flags the same transactions.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,13 +32,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cases.records import Case
 from fraudscore import model as fmodel
 from fraudscore import schema
 from fraudscore.config import Resources
 from fraudscore.dev.generate import generate_frame
 from fraudscore.dev.processes import free_port, stop_group
 from fraudscore.v1.transaction_pb2 import Transaction
-from stream.records import Case
 from stream.rules import CARD_BURST, CARD_VELOCITY, TX_ANOMALY, RuleConfig
 from tests.integration.scorer_support import copy_base
 from tests.support import copy_version, phase
@@ -170,25 +173,47 @@ class Puller:
         return self.messages
 
 
-def alerts_by_case(messages: list[Any]) -> dict[str, list[Case]]:
-    out: dict[str, list[Case]] = {}
+def alerts_by_case(messages: list[Any]) -> dict[str, list[dict[str, Any]]]:
+    """The alerts (JSON) by case id, in arrival order."""
+    out: dict[str, list[dict[str, Any]]] = {}
     for m in messages:
-        case = Case.from_json_dict(json.loads(m.data))
-        out.setdefault(case.case_id, []).append(case)
+        alert = json.loads(m.data)
+        out.setdefault(alert["case_id"], []).append(alert)
     return out
 
 
-def stored_cases(res: Resources) -> dict[str, tuple[str, ...]]:
-    from stream.cases.store import CaseStore
+def alerted_components(messages: list[Any]) -> Counter[tuple[str, str]]:
+    """How many alerts carried each (case, escalation component): one each when nothing repeats."""
+    return Counter((a["case_id"], c) for m in messages for a in [json.loads(m.data)] for c in a["escalation"])
+
+
+def stored_members(res: Resources) -> dict[str, Case]:
+    """Every flagged transaction's row (the members of the cases), by transaction id."""
+    from cases.store import CaseStore
 
     with CaseStore(res) as store:
-        found = store.list_since(datetime.now(UTC) - timedelta(days=1), limit=10_000)
-    return {s.case.case_id: s.case.reasons for s in found}
+        return {c.transaction_id: c for c in store.flagged_transactions()}
+
+
+def stored_cases(res: Resources) -> dict[str, tuple[str, ...]]:
+    """Flagged transactions by id with their reasons."""
+    return {tx: c.reasons for tx, c in stored_members(res).items()}
+
+
+def wait_for_members(res: Resources, ids: set[str], timeout: float, log: Path | None = None) -> dict[str, Case]:
+    """Polls the case store until every id in ``ids`` has its member row; returns all member rows."""
+    deadline = time.monotonic() + timeout
+    while not ids <= set(found := stored_members(res)):
+        if time.monotonic() > deadline:
+            tail = log.read_text()[-4000:] if log else ""
+            raise AssertionError(f"{len(ids - set(found))} flagged transactions without a case row\n{tail}")
+        time.sleep(0.5)
+    return found
 
 
 def sample_records(res: Resources) -> dict[str, dict[str, Any]]:
     """The traffic sample's records by transaction id."""
-    from stream.cases.store import CaseStore
+    from cases.store import CaseStore
 
     with CaseStore(res) as store:
         return {r["transaction_id"]: r for r in store.sample_records()}
@@ -300,33 +325,42 @@ def test_stream_end_to_end(
         publish(res, [tx_message(tx) for tx in one.transactions[-10:]])  # redelivered duplicates
 
         alerts = Puller(res, res.alerts_subscription)
-        alerts.until(
-            lambda ms: len(alerts_by_case(ms)) >= len(expected), RESULT_TIMEOUT_S, "phase one alerts", stream_job["log"]
-        )
+        members = wait_for_members(res, set(expected), RESULT_TIMEOUT_S, stream_job["log"])
         dlq = Puller(res, res.dlq_subscription).until(
             lambda ms: len(ms) >= len(bad), 30, "dead letters", stream_job["log"]
         )
+        case_ids = {members[i].episode_id for i in expected}
+        alerts.until(lambda ms: case_ids <= set(alerts_by_case(ms)), RESULT_TIMEOUT_S, "phase one alerts")
         alerts.settle(3, RESULT_TIMEOUT_S)  # room for any (wrong) extra alert from later firings to show up
         by_case = alerts_by_case(alerts.messages)
 
-        assert set(by_case) == set(expected)
-        assert all(len(v) == 1 for v in by_case.values()), "one alert per case"
-        for case_id, reasons in expected.items():
+        # Every flagged transaction is a member of a card's case; every case alerted, each escalation once.
+        assert set(stored_members(res)) == set(expected)
+        assert set(by_case) == case_ids
+        assert all(n == 1 for n in alerted_components(alerts.messages).values()), "one alert per (case, escalation)"
+        assert all([a["kind"] for a in v].count("opened") == 1 for v in by_case.values())
+        # The burst card (frauds and normals within 30 s): one case holding every flagged transaction of it.
+        burst = [tx for tx in expected if members[tx].card_id == "p1-burst"]
+        assert len(burst) >= 4 and len({members[tx].episode_id for tx in burst}) == 1
+        assert len(by_case[members[burst[0]].episode_id]) <= 1 + 4, "an opening plus at most one escalation per reason"
+        for tx, reasons in expected.items():
             if reasons == (TX_ANOMALY,):
-                assert by_case[case_id][0].reasons == reasons
+                assert members[tx].reasons == reasons
             else:  # card-level: the first firing's card reasons, never TX_ANOMALY
-                assert set(by_case[case_id][0].reasons) <= {CARD_BURST, CARD_VELOCITY}
+                assert set(members[tx].reasons) <= {CARD_BURST, CARD_VELOCITY}
         # Scores agree with the offline LoadedModel score of the same transaction.
         txs = {tx.transaction_id: tx for tx in one.transactions}
-        ids = sorted(by_case)
+        ids = sorted(expected)
         offline = v1.score(np.array([schema.feature_row(txs[i], v1.features) for i in ids])).reconstruction_error
-        online = [by_case[i][0].reconstruction_error for i in ids]
+        online = [members[i].reconstruction_error for i in ids]
         np.testing.assert_allclose(online, offline, rtol=1e-5, atol=1e-7)
         from trainer.evaluate import offline_errors  # the trainer's own evaluation path
 
         rows = np.array([schema.feature_row(txs[i], v1.features) for i in ids])
         np.testing.assert_allclose(online, offline_errors(rows, model_base / str(v1.version)), rtol=1e-4, atol=1e-6)
-        assert {c.model_version for v in by_case.values() for c in v} == {v1.version}
+        triggers = [a["transaction"] for v in by_case.values() for a in v]
+        assert all(t["reconstruction_error"] == members[t["transaction_id"]].reconstruction_error for t in triggers)
+        assert {t["model_version"] for t in triggers} == {members[i].model_version for i in ids} == {v1.version}
 
         # Dead letters: original payloads with field and reason; good messages around them were scored.
         by_origin = {m.attributes["origin"]: m for m in dlq}
@@ -336,9 +370,6 @@ def test_stream_end_to_end(
             assert letter.data == body
             assert letter.attributes["dlq_field"] == field and letter.attributes["dlq_reason"]
         assert by_origin["bad-oversized"].attributes["dlq_code"] == "oversized"
-
-        # Bigtable holds exactly the expected cases.
-        assert set(stored_cases(res)) == set(expected)
 
         # The traffic sample (rate 1 here): one row per scored transaction, duplicates rewriting the same row,
         # none for a malformed message, each with the raw features as published and the online score.
@@ -369,6 +400,8 @@ def test_stream_end_to_end(
         for name in (
             "fraudscore_stream_transactions_total",
             "fraudscore_stream_flagged_total",
+            "fraudscore_stream_cases_opened_total",
+            "fraudscore_stream_case_members_total",
             "fraudscore_stream_dead_letters_total",
             "fraudscore_reconstruction_error_bucket",
             "fraudscore_stream_event_lag_seconds_bucket",
@@ -385,13 +418,8 @@ def test_stream_end_to_end(
         two = scenario("p2", datetime.now(UTC), seed=12)
         expected_two = {k: v for k, v in expected_cases(two.transactions, v2).items() if v == (TX_ANOMALY,)}
         publish(res, [tx_message(tx) for tx in two.transactions])
-        alerts.until(
-            lambda ms: set(expected_two) <= set(alerts_by_case(ms)),
-            RESULT_TIMEOUT_S,
-            "phase two alerts",
-            stream_job["log"],
-        )
-        assert {alerts_by_case(alerts.messages)[i][0].model_version for i in expected_two} == {v2.version}
+        members_two = wait_for_members(res, set(expected_two), RESULT_TIMEOUT_S, stream_job["log"])
+        assert {members_two[i].model_version for i in expected_two} == {v2.version}
         wait_for_metrics(stream_job, f'fraudscore_model_info{{model="{v2.card.name}",version="{v2.version}"}} 1.0', 10)
 
     with phase("three: replay of phase one"):

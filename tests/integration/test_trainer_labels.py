@@ -214,8 +214,10 @@ def cases_instance(emulators: object, unique_resources_factory: object) -> tuple
 
 
 def _write_cases(res: Resources, frame: pd.DataFrame, *, sample: pd.DataFrame, raw: bool = True) -> None:
-    from stream.cases.store import CaseStore
-    from stream.records import Case, ScoredTransaction, float32_bytes
+    from cases.casebook import Casebook
+    from cases.records import Case
+    from cases.store import CaseStore
+    from stream.records import ScoredTransaction, float32_bytes
     from stream.rules import TX_ANOMALY
 
     t0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -230,7 +232,7 @@ def _write_cases(res: Resources, frame: pd.DataFrame, *, sample: pd.DataFrame, r
         ]  # fmt: skip
         store.write(cases)
         for i, row in frame.iterrows():
-            store.label(f"tx-{i}", bool(row["Class"]), "", "test")
+            Casebook(store).label_transaction(f"tx-{i}", bool(row["Class"]), "", "test")
         scored = [
             ScoredTransaction(
                 f"s-{i}", "card", "m", (t0 + timedelta(seconds=i)).timestamp(), float(row["Amount"]), 0.1, False, (),

@@ -180,6 +180,9 @@ def test_dashboard_covers_what_operations_watch() -> None:
         used |= metric_names_in(expr)
     assert {
         "fraudscore_stream_alerts_published_total",
+        "fraudscore_stream_cases_opened_total",
+        "fraudscore_stream_cases_escalated_total",
+        "fraudscore_stream_case_members_total",
         "fraudscore_stream_flagged_total",
         "fraudscore_stream_transactions_total",
         "fraudscore_stream_dead_letters_total",

@@ -1,4 +1,4 @@
-"""LabelSet (fraudscore.labels) and reading labels / the traffic sample (stream.cases.labels) with a fake store."""
+"""LabelSet (fraudscore.labels) and reading labels / the traffic sample (cases.labels) with a fake store."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cases.labels import MISSING_FEATURES, NO_RAW, NO_RECORD, read_labels, read_sample
+from cases.records import Case, Decision
 from fraudscore.labels import LabelError, LabelSet
-from stream.cases.labels import MISSING_FEATURES, NO_RAW, NO_RECORD, read_labels, read_sample
-from stream.cases.store import Decision
-from stream.records import Case
 from stream.rules import CARD_BURST, TX_ANOMALY
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import pickle
 
-from stream.records import Case, ScoredTransaction, float32_bytes
+from cases.records import Case
+from stream.records import ScoredTransaction, float32_bytes
 from stream.rules import TX_ANOMALY, RuleConfig, transaction_cases, window_cases
 from stream.windows import summarize
 
@@ -61,8 +62,8 @@ def test_feature_names_pickled_once_per_state_value() -> None:
 
 
 def test_cases_get_shows_both_scores_and_the_raw_features() -> None:
-    from stream.cases.cli import format_case
-    from stream.cases.store import StoredCase
+    from cases.cli import format_case
+    from cases.records import StoredCase
 
     (case,) = transaction_cases(scored("t1", anomaly=True))
     shown = format_case(StoredCase(case, "key"))

@@ -10,17 +10,17 @@ from typing import Any, ClassVar
 
 import pytest
 
-from fraudscore.config import Resources
-from stream.cases.store import (
-    _decisions,
+from cases.records import Case
+from cases.store import (
     bucket_of,
     card_prefix,
     case_key,
+    decisions_of,
     epoch_ms,
     id_key,
     time_key,
 )
-from stream.records import Case
+from fraudscore.config import Resources
 from stream.rules import TX_ANOMALY
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -105,7 +105,7 @@ def test_decisions_grouped_by_timestamp_newest_first() -> None:
             }
         }
     )
-    decisions = _decisions(row)
+    decisions = decisions_of(row)
     assert [(d.verdict, d.analyst, d.note, d.decided_at) for d in decisions] == [
         ("legit", "bob", "refund", t2),
         ("fraud", "ann", "", t1),
@@ -131,7 +131,7 @@ def test_write_cases_batches_every_case_and_counts_metrics() -> None:
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.testing.test_pipeline import TestPipeline
 
-    from stream.cases.sink import WriteCases
+    from stream.case_sink import WriteCases
 
     FakeStore.batches, FakeStore.closed = [], 0
     cases = [make_case(f"tx-{i}", f"card-{i % 4}", T0 + timedelta(seconds=i)) for i in range(23)]

@@ -9,9 +9,8 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from stream.cases.store import Decision
+from cases.records import Case, Decision
 from stream.label_metrics import LabelMetrics, count_labels
-from stream.records import Case
 from stream.rules import TX_ANOMALY
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -50,6 +49,9 @@ class FakeStore:
         assert start == NOW - timedelta(days=7)
         return self.cases_in_window
 
+    def time_keys(self, start: datetime, end: datetime | None, limit: int) -> list[str]:
+        return []  # no card-episode case in the window: none closed (tests/integration/test_case_episodes.py)
+
     def close(self) -> None:
         self.closed = True
 
@@ -71,6 +73,7 @@ def test_window_counts_and_gauges() -> None:
     assert gauge("fraudscore_labelled_precision") == 1 / 3
     assert gauge("fraudscore_alerts_confirmed_ratio") == 0.1
     assert gauge("fraudscore_label_scan_timestamp_seconds") == NOW.timestamp()
+    assert math.isnan(gauge("fraudscore_case_first_decision_seconds", quantile="0.5"))
     empty: Any = FakeStore(cases_in_window=0)
     empty.labelled = lambda: iter([])
     LabelMetrics(lambda: empty, window=timedelta(days=7), clock=lambda: NOW).refresh(empty)

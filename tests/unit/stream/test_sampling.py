@@ -1,4 +1,4 @@
-"""The durable traffic sample (stream.sampling, stream.cases.sample_sink): which transactions, and their
+"""The durable traffic sample (stream.sampling, stream.sample_sink): which transactions, and their
 acknowledgement only once their sample row is written."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import pytest
 
 from fraudscore.config import Resources
 from stream import ingest
-from stream.cases.sample_sink import _WriteSampleFn
 from stream.inference import _with_event_time_and_acks
 from stream.pipeline import add_app_arguments, config_from_args
 from stream.records import ScoredTransaction, float32_bytes
+from stream.sample_sink import _WriteSampleFn
 from stream.sampling import DEFAULT_SAMPLE_RATE, sample_point, sampled
 from tests.unit.stream.test_ingest import FakeSubscriber
 

@@ -15,10 +15,10 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from cases.store import DEFAULT_BUCKETS
 from fraudscore.config import Resources
 from stream import ingest
-from stream.cases.sink import DEFAULT_BATCH_SIZE, METRICS_NAMESPACE, StoreFn
-from stream.cases.store import DEFAULT_BUCKETS
+from stream.case_sink import DEFAULT_BATCH_SIZE, METRICS_NAMESPACE, StoreFn
 from stream.records import ScoredTransaction
 from stream.sampling import sampled
 

@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cases.records import Case
 from fraudscore.labels import FRAUD, LEGIT, LabelError, LabelSet
-from stream.records import Case
 
 if TYPE_CHECKING:
-    from stream.cases.store import CaseStore, Decision
+    from cases.records import Decision
+    from cases.store import CaseStore
 
 NO_RECORD = "no case record"
 NO_RAW = "no raw features (case written before cases kept them)"

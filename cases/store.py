@@ -1,8 +1,14 @@
 """Flagged cases in Bigtable: row keys, idempotent writes, lookups and analyst labels.
 
+Cases are card episodes (:mod:`cases.episodes`); their case, member and pointer rows are in
+:mod:`cases.episode_rows`, written by :mod:`cases.episode_store` and read by :mod:`cases.casebook`.
+This module has the client, the shared keys and the rows every flagged transaction has: below is
+the original one-row-per-transaction layout, which case members share (their ``case:record``) and
+which *old-style* cases (written before episodes, case id = transaction id) still use.
+
 Row-key design (two tables from :class:`fraudscore.config.Resources`):
 
-``flagged`` (one row per case)
+``flagged`` (old-style: one row per flagged transaction)
     ``<h4(card)>#<card_id>#<reverse_ms>#<transaction_id>``. ``h4`` is the first
     four hex digits of SHA-256 of the card id: sequential card ids land on
     different tablets instead of one hot range. ``reverse_ms`` is
@@ -37,7 +43,7 @@ the separator cannot reach into another card's range.
 
 Labels: :meth:`CaseStore.labelled` scans ``flagged`` for rows with a ``decision`` cell
 (a server-side condition filter) and returns each case with its latest decision: the
-latest label wins (:mod:`stream.cases.labels`).
+latest label wins (:mod:`cases.labels`).
 """
 
 from __future__ import annotations
@@ -51,9 +57,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cases.records import Case, Decision, SampledTransaction, StoredCase
 from fraudscore.config import Resources
 from fraudscore.resources import close_bigtable_client
-from stream.records import Case, ScoredTransaction
 
 DEFAULT_BUCKETS = 8
 FRAUD = "fraud"
@@ -65,8 +71,6 @@ DECISION_FAMILY = "decision"
 REF_FAMILY = "ref"
 SAMPLE_FAMILY = "sample"
 RECORD_COLUMN = b"record"
-CLAIM_COLUMN = b"alert_claim"  # "<token>@<claimed at, epoch ms>": who is publishing the case's alert
-ALERTED_COLUMN = b"alerted"  # the alert's Pub/Sub message id: the alert is out
 KEY_COLUMN = b"key"
 CLAIM_LEASE_S = 10.0  # an unconfirmed claim older than this is taken over (its holder is presumed dead)
 
@@ -75,9 +79,9 @@ WON = "won"  # this caller publishes the alert (first claim, or a dead holder's 
 ALERTED = "alerted"  # the alert is out already
 MINE = "mine"  # claimed earlier with the same token (the same case twice in one batch)
 HELD = "held"  # another live holder is publishing: ask again later
-_DECISION_COLUMNS = (b"verdict", b"note", b"analyst")
+DECISION_COLUMNS = (b"verdict", b"note", b"analyst")
 
-_MAX_MS = 10**13 - 1  # 13 digits of milliseconds: up to the year 2286
+MAX_MS = 10**13 - 1  # 13 digits of milliseconds: up to the year 2286
 _ID_PREFIX = "id#"
 
 
@@ -86,10 +90,10 @@ class CaseStoreError(Exception):
 
 
 class CaseNotFound(CaseStoreError, LookupError):
-    """No case is stored for this transaction id."""
+    """No case or flagged transaction is stored under this id."""
 
     def __init__(self, transaction_id: str) -> None:
-        super().__init__(f"no flagged case for transaction {transaction_id!r}")
+        super().__init__(f"no case or flagged transaction {transaction_id!r}")
         self.transaction_id = transaction_id
 
 
@@ -106,7 +110,7 @@ class CaseWriteError(CaseStoreError):
 # --- row keys -------------------------------------------------------------------------
 
 
-def _escape(part: str) -> str:
+def escape(part: str) -> str:
     return part.replace("%", "%25").replace("#", "%23")
 
 
@@ -119,19 +123,19 @@ def epoch_ms(when: datetime) -> int:
     if when.tzinfo is None:
         raise ValueError(f"event time {when} has no timezone; cases carry UTC times")
     ms = int(when.timestamp() * 1000)
-    if not 0 <= ms <= _MAX_MS:
+    if not 0 <= ms <= MAX_MS:
         raise ValueError(f"event time {when.isoformat()} outside the key range (1970..2286)")
     return ms
 
 
 def card_prefix(card_id: str) -> str:
     """The key prefix of every case of one card."""
-    return f"{_hash4(card_id)}#{_escape(card_id)}#"
+    return f"{_hash4(card_id)}#{escape(card_id)}#"
 
 
 def case_key(case: Case) -> str:
     """The ``flagged`` row key: card's hashed prefix, then newest first."""
-    return f"{card_prefix(case.card_id)}{_MAX_MS - epoch_ms(case.event_time):013d}#{_escape(case.transaction_id)}"
+    return f"{card_prefix(case.card_id)}{MAX_MS - epoch_ms(case.event_time):013d}#{escape(case.transaction_id)}"
 
 
 def bucket_of(transaction_id: str, buckets: int) -> int:
@@ -141,17 +145,17 @@ def bucket_of(transaction_id: str, buckets: int) -> int:
 def time_key(case: Case, buckets: int) -> str:
     """The ``flagged-by-time`` index key: a hash bucket, then event time ascending."""
     bucket = bucket_of(case.transaction_id, buckets)
-    return f"{bucket:02d}#{epoch_ms(case.event_time):013d}#{_escape(case.transaction_id)}"
+    return f"{bucket:02d}#{epoch_ms(case.event_time):013d}#{escape(case.transaction_id)}"
 
 
 def id_key(transaction_id: str) -> str:
     """The lookup row key that finds a case from its transaction id alone."""
-    return f"{_ID_PREFIX}{_hash4(transaction_id)}#{_escape(transaction_id)}"
+    return f"{_ID_PREFIX}{_hash4(transaction_id)}#{escape(transaction_id)}"
 
 
 def sample_key(transaction_id: str, event_ms: int, buckets: int) -> str:
     """The ``traffic-sample`` row key: a hash bucket, then event time ascending (as :func:`time_key`)."""
-    return f"{bucket_of(transaction_id, buckets):02d}#{event_ms:013d}#{_escape(transaction_id)}"
+    return f"{bucket_of(transaction_id, buckets):02d}#{event_ms:013d}#{escape(transaction_id)}"
 
 
 def _time_range(bucket: int, start_ms: int, end_ms: int | None) -> tuple[bytes, bytes]:
@@ -161,7 +165,7 @@ def _time_range(bucket: int, start_ms: int, end_ms: int | None) -> tuple[bytes, 
     return start, end
 
 
-def _prefix_end(prefix: str) -> bytes:
+def prefix_end(prefix: str) -> bytes:
     raw = prefix.encode("utf-8")
     return raw[:-1] + bytes([raw[-1] + 1])
 
@@ -170,41 +174,13 @@ def _prefix_end(prefix: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class Decision:
-    """An analyst's verdict on a case."""
+class ClaimTarget:
+    """One alert to claim: a row, its claim and alerted columns (``case`` family), cells the first claim writes."""
 
-    verdict: str  # FRAUD or LEGIT
-    note: str
-    analyst: str
-    decided_at: datetime
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "verdict": self.verdict,
-            "note": self.note,
-            "analyst": self.analyst,
-            "decided_at": self.decided_at.isoformat(),
-        }
-
-
-@dataclass(frozen=True)
-class StoredCase:
-    """A case as stored: the record, its row key and its decisions (newest first)."""
-
-    case: Case
-    row_key: str
-    decisions: tuple[Decision, ...] = ()
-
-    @property
-    def decision(self) -> Decision | None:
-        return self.decisions[0] if self.decisions else None
-
-    def to_json_dict(self) -> dict[str, Any]:
-        data = self.case.to_json_dict()
-        data["row_key"] = self.row_key
-        data["decision"] = self.decision.to_json_dict() if self.decision else None
-        data["decisions"] = [d.to_json_dict() for d in self.decisions]
-        return data
+    key: bytes
+    claim_column: bytes
+    alerted_column: bytes
+    cells: tuple[Any, ...] = ()  # cases.row_writes.SetCell
 
 
 def _utcnow() -> datetime:
@@ -246,20 +222,40 @@ class CaseStore:
     def _conditional(self) -> Any:
         """Check-and-mutate rounds on ``flagged`` (made on first use: reading commands never claim)."""
         if self._conditional_writes is None:
-            from stream.cases.row_writes import CheckAndMutate
+            from cases.row_writes import CheckAndMutate
 
             self._conditional_writes = CheckAndMutate(self._cases)
         return self._conditional_writes
 
     @functools.cached_property
+    def _index_conditional(self) -> Any:
+        """Check-and-mutate rounds on ``flagged-by-time``: the cards' ``open#`` pointers (cases.episode_store)."""
+        from cases.row_writes import CheckAndMutate
+
+        return CheckAndMutate(self._index)
+
+    def read_rows(self, table: Any, keys: list[bytes], *, latest: bool = True) -> dict[bytes, Any]:
+        """The rows of ``keys`` that exist, by key, in one multi-row read (newest cell per column if ``latest``)."""
+        from google.cloud.bigtable.row_set import RowSet
+
+        if not keys:
+            return {}
+        row_set = RowSet()
+        for key in dict.fromkeys(keys):
+            row_set.add_row_key(key)
+        return {
+            row.row_key: row for row in table.read_rows(row_set=row_set, filter_=latest_cells() if latest else None)
+        }
+
+    @functools.cached_property
     def _case_writes(self) -> Any:
-        from stream.cases.row_writes import BulkWrite
+        from cases.row_writes import BulkWrite
 
         return BulkWrite(self._cases)
 
     @functools.cached_property
     def _index_writes(self) -> Any:
-        from stream.cases.row_writes import BulkWrite
+        from cases.row_writes import BulkWrite
 
         return BulkWrite(self._index)
 
@@ -276,7 +272,10 @@ class CaseStore:
     # --- writes ---
 
     def write(self, cases: Iterable[Case]) -> int:
-        """Writes cases and their index rows; returns how many cases were written.
+        """Writes old-style case rows (one per transaction) and their index rows; returns how many were written.
+
+        What the job wrote before cases were card episodes: kept to write such rows in compatibility tests
+        and imports; the job's cases go through :class:`cases.episode_store.EpisodeStore`.
 
         The case rows go first: an index row never points at a case that was not
         written. On a partial failure the caller retries the same cases, which
@@ -300,41 +299,39 @@ class CaseStore:
         self._mutate(self._index, self._index_name, index_rows)
         return len(case_rows)
 
-    def claim(self, case: Case, token: str, lease_s: float = CLAIM_LEASE_S) -> tuple[str, float]:
-        """Claims one case's alert: :meth:`claim_many` of one."""
-        return self.claim_many([case], token, lease_s)[0]
+    def claim_targets(
+        self, targets: Sequence[ClaimTarget], token: str, lease_s: float = CLAIM_LEASE_S
+    ) -> list[tuple[str, float]]:
+        """Claims the right to publish each target's alert: one conditional mutation per target, all at once.
 
-    def claim_many(self, cases: Sequence[Case], token: str, lease_s: float = CLAIM_LEASE_S) -> list[tuple[str, float]]:
-        """Claims the right to publish each case's alert: one conditional mutation per case row, all at once.
-
-        Returns ``(outcome, retry_after_s)`` per case, in order. The first claim also writes the case
-        record, in the same atomic mutation (check-and-mutate: "if the row has no claim cell, set claim
-        and record"); Bigtable has no multi-row condition, so a batch is one round of per-row ones in
-        flight together (:mod:`stream.cases.row_writes`), and the rows already claimed are read
-        back in one scan. A claim without an ``alerted`` cell after ``lease_s`` is taken over by a second
-        check-and-mutate that matches the old claim's exact value, so of several callers taking over only
-        one wins. A case twice in ``cases`` is won once and ``MINE`` the other time.
+        Returns ``(outcome, retry_after_s)`` per target, in order. A claim is a check-and-mutate on the
+        target's row: "if the row has no cell in the claim column, set it (and the target's cells)";
+        Bigtable has no multi-row condition, so a batch is one round of per-row ones in flight together
+        (:mod:`cases.row_writes`), and the rows already claimed are read back in one scan. A claim without
+        its ``alerted`` cell after ``lease_s`` is taken over by a second check-and-mutate that matches the
+        old claim's exact value, so of several callers taking over only one wins. A target twice in
+        ``targets`` is won once and ``MINE`` the other time.
         """
-        from stream.cases.row_writes import chain
+        from cases.row_writes import SetCell, chain
 
         now_ms = epoch_ms(self._clock())
         value = f"{token}@{now_ms}".encode()
-        keys = [case_key(c).encode("utf-8") for c in cases]
-        cells = [self._claim_cells(c, value, now_ms) for c in cases]
-        any_claim = chain(family=CASE_FAMILY, column=CLAIM_COLUMN)
-        matched = self._conditional.if_absent([(k, any_claim, c) for k, c in zip(keys, cells, strict=True)])
-        outcomes: list[tuple[str, float]] = [(WON, 0.0)] * len(cases)
+        cells = [(SetCell(CASE_FAMILY, t.claim_column, now_ms, value), *t.cells) for t in targets]
+        matched = self._conditional.if_absent(
+            [(t.key, chain(family=CASE_FAMILY, column=t.claim_column), c) for t, c in zip(targets, cells, strict=True)]
+        )
+        outcomes: list[tuple[str, float]] = [(WON, 0.0)] * len(targets)
         contested = [i for i, m in enumerate(matched) if m]
         if not contested:
             return outcomes
-        found = self._latest_case_cells([keys[i] for i in contested])
+        found = self._latest_case_cells([targets[i].key for i in contested])
         takeovers: list[tuple[int, bytes]] = []
         for i in contested:
-            row = found.get(keys[i], {})
-            if ALERTED_COLUMN in row:
+            row = found.get(targets[i].key, {})
+            if targets[i].alerted_column in row:
                 outcomes[i] = (ALERTED, 0.0)
                 continue
-            current = row.get(CLAIM_COLUMN, b"")
+            current = row.get(targets[i].claim_column, b"")
             holder, _, at = current.decode("utf-8").partition("@")
             age_s = (now_ms - int(at or 0)) / 1000
             if holder == token:
@@ -344,76 +341,37 @@ class CaseStore:
             else:
                 takeovers.append((i, current))
         if takeovers:
-            exact = [chain(family=CASE_FAMILY, column=CLAIM_COLUMN, latest_value=old) for _, old in takeovers]
-            taken = self._conditional.if_present(
-                [(keys[i], predicate, cells[i]) for (i, _), predicate in zip(takeovers, exact, strict=True)]
-            )
+            rows = [
+                (targets[i].key, chain(family=CASE_FAMILY, column=targets[i].claim_column, latest_value=old), cells[i])
+                for i, old in takeovers
+            ]
+            taken = self._conditional.if_present(rows)
             for (i, _), won in zip(takeovers, taken, strict=True):
                 outcomes[i] = (WON, 0.0) if won else (HELD, 0.1)
         return outcomes
 
-    @staticmethod
-    def _claim_cells(case: Case, value: bytes, now_ms: int) -> list[Any]:
-        from stream.cases.row_writes import SetCell
-
-        record = json.dumps(case.to_json_dict(), sort_keys=True).encode("utf-8")
-        return [
-            SetCell(CASE_FAMILY, CLAIM_COLUMN, now_ms, value),
-            SetCell(CASE_FAMILY, RECORD_COLUMN, epoch_ms(case.event_time), record),
-        ]
-
     def _latest_case_cells(self, keys: list[bytes]) -> dict[bytes, dict[bytes, bytes]]:
-        """Row key -> {column: newest value} of the ``case`` family's claim and alerted cells, in one scan."""
+        """Row key -> {column: newest value} of the rows' ``case`` family, in one scan."""
+        from google.cloud.bigtable.row_filters import FamilyNameRegexFilter, RowFilterChain
         from google.cloud.bigtable.row_set import RowSet
 
         row_set = RowSet()
         for key in keys:
             row_set.add_row_key(key)
         out: dict[bytes, dict[bytes, bytes]] = {}
-        for row in self._cases.read_rows(row_set=row_set, filter_=_latest_cells()):
+        only_case = RowFilterChain([FamilyNameRegexFilter(CASE_FAMILY), latest_cells()])
+        for row in self._cases.read_rows(row_set=row_set, filter_=only_case):
             family = row.cells.get(CASE_FAMILY, {})
-            out[row.row_key] = {col: family[col][0].value for col in (CLAIM_COLUMN, ALERTED_COLUMN) if col in family}
+            out[row.row_key] = {col: cells[0].value for col, cells in family.items()}
         return out
-
-    def write_index(self, cases: Iterable[Case]) -> None:
-        """The time-index and id-lookup rows of cases whose records are written."""
-        from stream.cases.row_writes import SetCell
-
-        rows = []
-        for case in cases:
-            key = case_key(case).encode("utf-8")
-            ms = epoch_ms(case.event_time)
-            for ikey in (time_key(case, self.buckets), id_key(case.transaction_id)):
-                rows.append((ikey.encode("utf-8"), [SetCell(REF_FAMILY, KEY_COLUMN, ms, key)]))
-        self._write_rows(self._index_writes, self._index_name, rows)
-
-    def mark_alerted(self, alerted: Iterable[tuple[Case, str]]) -> None:
-        """Records that each case's alert is published (with its Pub/Sub message id)."""
-        from stream.cases.row_writes import SetCell
-
-        now_ms = epoch_ms(self._clock())
-        rows = [
-            (case_key(case).encode("utf-8"), [SetCell(CASE_FAMILY, ALERTED_COLUMN, now_ms, message_id.encode("utf-8"))])
-            for case, message_id in alerted
-        ]
-        self._write_rows(self._case_writes, self._cases_name, rows)
 
     @staticmethod
     def _write_rows(writer: Any, name: str, rows: list[Any]) -> None:
-        # The alert path's bulk writes (stream.cases.row_writes): one MutateRows, plain protobuf.
+        # The alert path's bulk writes (cases.row_writes): one MutateRows, plain protobuf.
         if rows:
             failures = writer.write(rows)
             if failures:
                 raise CaseWriteError(name, [(key.decode("utf-8"), message) for key, message in failures])
-
-    def alert_state(self, transaction_id: str) -> tuple[bytes | None, bytes | None]:
-        """(claim, alerted) cells of a case, for checks and operators."""
-        row = self._cases.read_row(self._main_key(transaction_id), filter_=_latest_cells())
-        cells = row.cells.get(CASE_FAMILY, {}) if row is not None else {}
-        return (
-            cells[CLAIM_COLUMN][0].value if CLAIM_COLUMN in cells else None,
-            cells[ALERTED_COLUMN][0].value if ALERTED_COLUMN in cells else None,
-        )
 
     @staticmethod
     def _mutate(table: Any, name: str, rows: list[Any]) -> None:
@@ -426,23 +384,6 @@ class CaseStore:
         if failures:
             raise CaseWriteError(name, failures)
 
-    def label(self, transaction_id: str, fraud: bool, note: str, analyst: str) -> Decision:
-        """Stores an analyst's verdict on the case as a new version of the decision cells."""
-        key = self._main_key(transaction_id)
-        decision = Decision(
-            verdict=FRAUD if fraud else LEGIT,
-            note=note,
-            analyst=analyst,
-            decided_at=datetime.fromtimestamp(epoch_ms(self._clock()) / 1000, UTC),
-        )
-        row = self._cases.direct_row(key)
-        values = (decision.verdict, decision.note, decision.analyst)
-        for column, value in zip(_DECISION_COLUMNS, values, strict=True):
-            # One timestamp for the three cells: that is what groups them into one decision.
-            row.set_cell(DECISION_FAMILY, column, value.encode("utf-8"), decision.decided_at)
-        self._mutate(self._cases, self._cases_name, [row])
-        return decision
-
     # --- reads ---
 
     def get(self, transaction_id: str) -> StoredCase:
@@ -450,30 +391,36 @@ class CaseStore:
         row = self._cases.read_row(self._main_key(transaction_id))
         if row is None:
             raise CaseNotFound(transaction_id)
-        return _stored_case(row)
+        return stored_case(row)
 
     def list_by_card(self, card_id: str, limit: int = 50) -> list[StoredCase]:
-        """The card's cases, newest first."""
+        """The card's transaction rows (old-style cases and case members), newest first."""
         from google.cloud.bigtable.row_set import RowSet
 
         prefix = card_prefix(card_id)
         row_set = RowSet()
-        row_set.add_row_range_from_keys(start_key=prefix.encode("utf-8"), end_key=_prefix_end(prefix))
-        rows = self._cases.read_rows(row_set=row_set, limit=limit, filter_=_latest_cells())
-        return [_stored_case(row) for row in rows]
+        row_set.add_row_range_from_keys(start_key=prefix.encode("utf-8"), end_key=prefix_end(prefix))
+        rows = self._cases.read_rows(row_set=row_set, filter_=latest_cells())
+        return [stored_case(row) for row in rows if _has_record(row)][:limit]
 
     def list_since(self, start: datetime, end: datetime | None = None, limit: int = 50) -> list[StoredCase]:
-        """Cases with ``start <= event_time < end`` in event-time order (oldest first)."""
+        """Transaction rows (old-style cases) with ``start <= event_time < end`` in event-time order (oldest first).
+
+        The time index also holds card-episode cases, by opening time (:mod:`cases.casebook` lists those).
+        """
+        return self._read_cases(self.time_keys(start, end, limit))
+
+    def time_keys(self, start: datetime, end: datetime | None, limit: int) -> list[str]:
+        """The ``flagged`` keys of the first ``limit`` time-index rows in ``[start, end)``, oldest first."""
         start_ms = epoch_ms(start)
         end_ms = epoch_ms(end) if end is not None else None
         merged = heapq.merge(*(self._scan_bucket(b, start_ms, end_ms, limit) for b in range(self.buckets)))
-        refs = [ref for _, ref in zip(range(limit), merged, strict=False)]
-        return self._read_cases([main_key for _, main_key in refs])
+        return [main_key for _, (_, main_key) in zip(range(limit), merged, strict=False)]
 
     def _scan_bucket(self, bucket: int, start_ms: int, end_ms: int | None, limit: int) -> Iterator[tuple[str, str]]:
         """(time key without bucket, main key) pairs of one bucket, in time order."""
         start, end = _time_range(bucket, start_ms, end_ms)
-        for row in self._index.read_rows(start_key=start, end_key=end, limit=limit, filter_=_latest_cells()):
+        for row in self._index.read_rows(start_key=start, end_key=end, limit=limit, filter_=latest_cells()):
             # Sort key: "<ms>#<tx>" after the bucket digits; equal-width ms keeps it ordered.
             yield row.row_key.decode("utf-8")[3:], _cell(row, REF_FAMILY, KEY_COLUMN).decode("utf-8")
 
@@ -486,10 +433,10 @@ class CaseStore:
         for key in keys:
             row_set.add_row_key(key.encode("utf-8"))
         found = {row.row_key.decode("utf-8"): row for row in self._cases.read_rows(row_set=row_set)}
-        # Bigtable returns rows in key order; give them back in the caller's order.
-        return [_stored_case(found[k]) for k in keys if k in found]
+        # Bigtable returns rows in key order; give them back in the caller's order (transaction rows only).
+        return [stored_case(found[k]) for k in keys if k in found and _has_record(found[k])]
 
-    # --- labels (stream.cases.labels) ---
+    # --- labels (cases.labels) ---
 
     def labelled(self) -> Iterator[tuple[Case | None, tuple[Decision, ...]]]:
         """Every case row with an analyst's decision: (case, or None without a record; decisions newest first).
@@ -511,12 +458,23 @@ class CaseStore:
             false_filter=BlockAllFilter(True),
         )
         for row in self._cases.read_rows(filter_=has_decision):
-            decisions = _decisions(row)
+            decisions = decisions_of(row)
             if not decisions:
                 continue
+            if b"episode" in row.cells.get(CASE_FAMILY, {}):
+                continue  # a card-episode case's own row: its members' rows carry the same decision
             record = row.cells.get(CASE_FAMILY, {}).get(RECORD_COLUMN)
             case = Case.from_json_dict(json.loads(record[0].value)) if record else None
             yield case, decisions
+
+    def flagged_transactions(self) -> Iterator[Case]:
+        """Every flagged transaction's record (case members and old-style cases): one scan of ``flagged``.
+
+        For checks and exports over a whole table; an analyst's lookups go through :mod:`cases.casebook`.
+        """
+        for row in self._cases.read_rows(filter_=latest_cells()):
+            if _has_record(row):
+                yield Case.from_json_dict(json.loads(_cell(row, CASE_FAMILY, RECORD_COLUMN)))
 
     def count_since(self, start: datetime) -> int:
         """How many cases have an event time at or after ``start``: time-index keys only (values stripped)."""
@@ -536,7 +494,7 @@ class CaseStore:
 
     # --- the traffic sample (stream.sampling) ---
 
-    def write_sample(self, scored: Iterable[ScoredTransaction], rate: float) -> int:
+    def write_sample(self, scored: Iterable[SampledTransaction], rate: float) -> int:
         """Writes sampled transactions (idempotent: the key derives from the transaction); returns the count.
 
         The cell time is the write time, not the event time: the family's age GC (90 days) counts from it,
@@ -574,17 +532,17 @@ class CaseStore:
         start_ms = epoch_ms(since) if since is not None else 0
         for bucket in range(self.buckets):
             start, end = _time_range(bucket, start_ms, None)
-            for row in self._sample.read_rows(start_key=start, end_key=end, filter_=_latest_cells()):
+            for row in self._sample.read_rows(start_key=start, end_key=end, filter_=latest_cells()):
                 yield json.loads(_cell(row, SAMPLE_FAMILY, RECORD_COLUMN))
 
     def _main_key(self, transaction_id: str) -> str:
-        row = self._index.read_row(id_key(transaction_id), filter_=_latest_cells())
+        row = self._index.read_row(id_key(transaction_id), filter_=latest_cells())
         if row is None:
             raise CaseNotFound(transaction_id)
         return _cell(row, REF_FAMILY, KEY_COLUMN).decode("utf-8")
 
 
-def _latest_cells() -> Any:
+def latest_cells() -> Any:
     from google.cloud.bigtable.row_filters import CellsColumnLimitFilter
 
     return CellsColumnLimitFilter(1)
@@ -595,16 +553,21 @@ def _cell(row: Any, family: str, column: bytes) -> bytes:
     return value
 
 
-def _stored_case(row: Any) -> StoredCase:
+def _has_record(row: Any) -> bool:
+    """Whether a ``flagged`` row is a transaction's (``case:record``), not a card-episode case's."""
+    return RECORD_COLUMN in row.cells.get(CASE_FAMILY, {})
+
+
+def stored_case(row: Any) -> StoredCase:
     case = Case.from_json_dict(json.loads(_cell(row, CASE_FAMILY, RECORD_COLUMN)))
-    return StoredCase(case=case, row_key=row.row_key.decode("utf-8"), decisions=_decisions(row))
+    return StoredCase(case=case, row_key=row.row_key.decode("utf-8"), decisions=decisions_of(row))
 
 
-def _decisions(row: Any) -> tuple[Decision, ...]:
+def decisions_of(row: Any) -> tuple[Decision, ...]:
     """Decision cells grouped by their shared timestamp, newest first."""
     family = row.cells.get(DECISION_FAMILY, {})
     by_time: dict[datetime, dict[bytes, str]] = {}
-    for column in _DECISION_COLUMNS:
+    for column in DECISION_COLUMNS:
         for cell in family.get(column, []):
             by_time.setdefault(cell.timestamp, {})[column] = cell.value.decode("utf-8")
     return tuple(

@@ -1,7 +1,7 @@
 """Beam sinks for flagged cases: ``DeliverCases`` (the job's: rows, one alert per case, acknowledgements)
 and ``WriteCases`` (rows only).
 
-Kept apart from :mod:`stream.cases.store` so the ``fraudscore cases`` command
+Kept apart from :mod:`cases.store` so the ``fraudscore cases`` command
 does not import Beam. Writes go through :class:`CaseStore`, the one place that
 knows the row keys; they are idempotent, so Beam retrying a failed bundle
 rewrites the same cells instead of making second cases.
@@ -17,12 +17,16 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from cases.episode_rows import Episode, alerted_column, claim_column
+from cases.episode_store import EpisodeStore
+from cases.episodes import EpisodeConfig
+from cases.records import Case
+from cases.store import CLAIM_LEASE_S, DEFAULT_BUCKETS, HELD, WON, CaseStore, ClaimTarget
 from fraudscore.config import Resources
 from stream import ingest, metrics
-from stream.cases.store import CLAIM_LEASE_S, DEFAULT_BUCKETS, HELD, WON, CaseStore
 from stream.clients import per_process
-from stream.records import Case, Release
-from stream.sinks import PUBLISH_TIMEOUT_S, alert_message, new_publisher
+from stream.records import Release
+from stream.sinks import PUBLISH_TIMEOUT_S, episode_alert, new_publisher
 
 METRICS_NAMESPACE = "fraudscore"
 DEFAULT_BATCH_SIZE = 500
@@ -118,21 +122,24 @@ class WriteCases(beam.PTransform):  # type: ignore[misc]
 
 
 class _DeliverCasesFn(_WriteCasesFn):  # type: ignore[misc]
-    """Cases and Release markers in; each case's row, index and alert exactly once; then the releases.
+    """Flagged transactions and Release markers in; card-episode cases, one alert per escalation; then the releases.
 
-    Per batch (at most ``batch_size`` cases, and at the end of the bundle):
+    Per batch (at most ``batch_size`` transactions, and at the end of the bundle), through
+    :class:`cases.episode_store.EpisodeStore`:
 
-    1. claim each case (:meth:`CaseStore.claim_many`: check-and-mutate on its row, writing the record;
-       one round of them for the batch);
-       cases whose alert is out already are dropped; a claim held by another live writer is asked
-       again until it is confirmed or its lease runs out (then taken over);
-    2. write the won cases' index rows;
-    3. publish their alerts (attribute ``case_id``) and wait for Pub/Sub's confirmations;
-    4. record ``alerted`` (the message id) on their rows.
+    1. skip the transactions already done (their ``id#`` row exists: a redelivery or a re-publish);
+    2. assign each to its card's case, opening one where none is open (the card's pointer row moved by
+       check-and-mutate, so workers and replays agree);
+    3. write the member rows and the cases' member cells and index rows;
+    4. claim each touched case's escalation, component by component (:mod:`cases.episodes`); a component
+       held by another live writer is asked again until confirmed or its lease runs out (then taken over);
+    5. publish one alert per case with won components (attribute ``case_id``), wait for Pub/Sub's
+       confirmations, record ``alerted-<component>`` on the case row;
+    6. write the members' ``id#`` rows: done.
 
     Only after the bundle's last batch are its Release markers' ack ids released (stream.ingest).
-    A crash after 3 and before 4 is the one window that repeats an alert: the claim is then taken
-    over after its lease and the alert published again (a duplicate, never a loss).
+    A crash after 5's publish and before its record is the one window that repeats an alert: the claim
+    is taken over after its lease and the alert published again (a duplicate, never a loss).
     """
 
     def __init__(
@@ -141,12 +148,14 @@ class _DeliverCasesFn(_WriteCasesFn):  # type: ignore[misc]
         buckets: int,
         batch_size: int,
         lease_s: float,
+        episodes: EpisodeConfig,
         store_factory: Callable[[], Any] | None = None,
         publisher_factory: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__(resources, buckets, batch_size, store_factory)
         self._topic = resources.topic_path(resources.alerts_topic)
         self._lease_s = lease_s
+        self._episodes_config = episodes
         self._publisher_factory = publisher_factory
         self._publisher: Any = None
         self._cases: dict[str, Case] = {}
@@ -166,7 +175,7 @@ class _DeliverCasesFn(_WriteCasesFn):  # type: ignore[misc]
         if isinstance(element, Release):
             self._releases.extend(element.ack_ids)
             return
-        self._cases.setdefault(element.case_id, element)
+        self._cases.setdefault(element.transaction_id, element)
         if len(self._cases) >= self._batch_size:
             self._flush()
 
@@ -179,50 +188,83 @@ class _DeliverCasesFn(_WriteCasesFn):  # type: ignore[misc]
         if not self._cases:
             return
         batch, self._cases = list(self._cases.values()), {}
-        token = uuid.uuid4().hex
-        won = self._claim(batch, token)
-        if not won:
-            return
-        self._store.write_index(won)
-        futures = []
-        for case in won:
-            data, attributes = alert_message(case)
-            # The claim behind the alert: two alerts of one case (the documented crash window) differ here.
-            futures.append(self._publisher.publish(self._topic, data, **attributes, alert_claim=token))
-        message_ids = [f.result(timeout=PUBLISH_TIMEOUT_S) for f in futures]
-        self._store.mark_alerted(zip(won, message_ids, strict=True))
-        now = time.time()
-        for case in won:
-            metrics.stage_lag("alert", now - case.event_time.timestamp())
-        metrics.alerts_published(len(won))
-        self._written.inc(len(won))
+        episodes = EpisodeStore(self._store, self._episodes_config)
+        done = episodes.already_done(batch)
+        if done:
+            metrics.members_already_done(len(done))
+            batch = [c for c in batch if c.transaction_id not in done]
+            if not batch:
+                return
+        members, touched, opened = episodes.assign(batch)
+        episodes.write_members(members, touched)
+        metrics.case_members(members, [e for e in touched.values() if e.case_id in opened])
+        alerted = self._alert(episodes, list(touched.values()), members)
+        episodes.mark_done(members, touched)
+        metrics.alerts_published(alerted)
+        self._written.inc(len(members))
 
-    def _claim(self, cases: list[Case], token: str) -> list[Case]:
-        won: list[Case] = []
-        pending = cases
+    def _alert(self, episodes: EpisodeStore, touched: list[Episode], members: list[Case]) -> int:
+        """Claims, publishes and records each touched case's escalation; returns how many alerts went out."""
+        token = uuid.uuid4().hex
+        pending = episodes.escalations(touched)
         deadline = time.monotonic() + self._lease_s + 30
+        sent = 0
+        by_case: dict[str, list[Case]] = {}
+        for m in members:
+            by_case.setdefault(m.episode_id, []).append(m)
         while pending:
-            # One check-and-mutate round for the whole batch (CaseStore.claim_many), not a call per case.
-            outcomes = self._store.claim_many(pending, token, self._lease_s)
-            held = [(c, wait) for c, (outcome, wait) in zip(pending, outcomes, strict=True) if outcome == HELD]
-            won.extend(c for c, (outcome, _) in zip(pending, outcomes, strict=True) if outcome == WON)
-            self._already.inc(sum(1 for outcome, _ in outcomes if outcome not in (WON, HELD)))
+            targets = [(e, c) for e, comps in pending for c in sorted(comps)]
+            outcomes = self._store.claim_targets(
+                [ClaimTarget(e.key.encode(), claim_column(c), alerted_column(c)) for e, c in targets],
+                token,
+                self._lease_s,
+            )
+            won: dict[str, tuple[Episode, list[str]]] = {}
+            held: dict[str, tuple[Episode, set[str]]] = {}
+            waits = []
+            for (e, c), (outcome, wait) in zip(targets, outcomes, strict=True):
+                if outcome == WON:
+                    won.setdefault(e.case_id, (e, []))[1].append(c)
+                elif outcome == HELD:
+                    held.setdefault(e.case_id, (e, set()))[1].add(c)
+                    waits.append(wait)
+                else:
+                    self._already.inc()
+            if won:
+                futures = []
+                triggers = [_trigger(by_case.get(case_id, [])) for case_id in won]
+                for (e, comps), trigger in zip(won.values(), triggers, strict=True):
+                    data, attributes = episode_alert(e, comps, trigger)
+                    futures.append(self._publisher.publish(self._topic, data, **attributes, alert_claim=token))
+                message_ids = [f.result(timeout=PUBLISH_TIMEOUT_S) for f in futures]
+                episodes.mark_alerted(
+                    (e, comps, mid) for (e, comps), mid in zip(won.values(), message_ids, strict=True)
+                )
+                for (e, comps), trigger in zip(won.values(), triggers, strict=True):
+                    metrics.case_alerted(e, comps, trigger)
+                sent += len(won)
             if not held:
                 break
             if time.monotonic() > deadline:
-                first = held[0][0].case_id
-                raise TimeoutError(f"{len(held)} case claim(s) neither confirmed nor expired; first {first}")
+                first = next(iter(held))
+                raise TimeoutError(f"{len(held)} case alert claim(s) neither confirmed nor expired; first {first}")
             self._taken.inc(len(held))
-            time.sleep(min(max(min(w for _, w in held), 0.05), 1.0))
-            pending = [c for c, _ in held]
-        return won
+            time.sleep(min(max(min(waits), 0.05), 1.0))
+            pending = [(e, frozenset(comps)) for e, comps in held.values()]
+        return sent
+
+
+def _trigger(members: list[Case]) -> Case | None:
+    """The batch's member that stands for the alert: the highest error over threshold."""
+    return max(members, key=lambda c: c.reconstruction_error / c.threshold if c.threshold else 0.0, default=None)
 
 
 class DeliverCases(beam.PTransform):  # type: ignore[misc]
-    """PCollection[Case | Release] -> Bigtable rows + one alert per case, ever; then acknowledgements.
+    """PCollection[Case | Release] -> card-episode cases in Bigtable + one alert per escalation, ever; then acks.
 
-    The durable idempotency record is the case row itself (:meth:`CaseStore.claim`), so it holds
-    across restarts, re-published messages and Dataflow workers alike.
+    The durable idempotency records are the rows themselves (the card's pointer, the case row's claims,
+    the members' id rows: :mod:`cases.episode_store`), so they hold across restarts, re-published
+    messages and Dataflow workers alike.
     """
 
     def __init__(
@@ -232,11 +274,14 @@ class DeliverCases(beam.PTransform):  # type: ignore[misc]
         buckets: int = DEFAULT_BUCKETS,
         batch_size: int = DEFAULT_BATCH_SIZE,
         lease_s: float = CLAIM_LEASE_S,
+        episodes: EpisodeConfig | None = None,
         store_factory: Callable[[], Any] | None = None,
         publisher_factory: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__()
-        self._fn = _DeliverCasesFn(resources, buckets, batch_size, lease_s, store_factory, publisher_factory)
+        self._fn = _DeliverCasesFn(
+            resources, buckets, batch_size, lease_s, episodes or EpisodeConfig(), store_factory, publisher_factory
+        )
 
     def expand(self, cases: beam.PCollection) -> beam.PCollection:
         return cases | "DeliverCases" >> beam.ParDo(self._fn)
