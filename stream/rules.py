@@ -2,8 +2,9 @@
 
 Reason codes:
 
-- ``TX_ANOMALY``  the transaction's reconstruction error is above the model card's threshold
-  (its threshold is the model's, not a flag). Emitted straight from scoring, without waiting
+- ``TX_ANOMALY``  the model's ``is_anomaly``: the transaction's reconstruction error is above the model
+  card's threshold, or the transaction lies beyond the training normals' envelope (``trainer.envelope``)
+  whatever its error (both are the model's, not flags). Emitted straight from scoring, without waiting
   for any window.
 - the card rules of :data:`CARD_RULES`, each a predicate over one card's window aggregates
   and the :class:`RuleConfig` field holding its threshold.
@@ -34,7 +35,8 @@ from stream.records import CardWindow, ScoredTransaction
 
 TX_ANOMALY = "TX_ANOMALY"
 TX_ANOMALY_RULE = (
-    "the transaction's reconstruction error is above the model card's threshold; emitted straight from scoring, "
+    "the model flags the transaction (`is_anomaly`): its reconstruction error is above the model card's threshold, "
+    "or it lies beyond the training normals' envelope whatever its error; emitted straight from scoring, "
     "no window wait"
 )
 

@@ -34,7 +34,11 @@ def _args(target: str, *argv: str) -> argparse.Namespace:
 def test_json_transaction_is_scored(server, request: pytest.FixtureRequest, capsys) -> None:
     tx = transactions(Path(request.getfixturevalue("train_csv")), 1)[0]
     assert client.main(_args(server.target, "--json", schema.to_json(tx).decode())) == 0
-    line = capsys.readouterr().out.strip()
+    line, *explanation = capsys.readouterr().out.strip().splitlines()
+    # Then each top feature against the training normals' range: "  V13 = 3.031 (normals p1..p99 ...), 28% ...".
+    assert explanation and all(
+        re.fullmatch(r"  \w+ = \S+ \(normals p1\.\.p99 \S+\), \d+% of the score", e) for e in explanation
+    )
     assert re.fullmatch(
         rf"{tx.transaction_id} +error=\S+ +threshold=\S+ +(normal|ANOMALY) +v1 .*top: \w+ \d+%.*", line
     ), line

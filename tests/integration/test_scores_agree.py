@@ -314,19 +314,22 @@ def test_stream_grpc_trainer_and_artifact_agree(
         assert stream_p == [None] * len(flagged)
 
     # The explanation of each flagged transaction (occlusion top features and shares): the same in the stream's
-    # case, its alert, gRPC Score and ScoreBatch, and the artifact's own.
+    # case member, its alert (for the transactions that opened or escalated a case), gRPC Score and ScoreBatch,
+    # and the artifact's own.
     explained = loaded.score(rows[at], explain=True)
     order, shares, has = model_lib.top_features(explained, 3)
     for n, i in enumerate(flagged):
         want = [(loaded.features[j], s) for j, s in zip(order[n], shares[n], strict=True)] if has[n] else []
+        alert = [streamed.alerted[i].top_features] if i in streamed.alerted else []
         for got in (
             cases[i].top_features,
-            streamed.alerted[i].top_features,
+            *alert,
             [(c.name, c.share) for c in singles[i].top_features],
             [(c.name, c.share) for c in by_batch[i].top_features],
         ):
             assert [name for name, _ in got] == [name for name, _ in want], i
             np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-5, atol=1e-6)
+    assert any(i in streamed.alerted for i in flagged)  # the alerts' explanations were compared too
 
     # Model version and threshold are the artifact's everywhere.
     for i in flagged:
