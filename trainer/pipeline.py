@@ -127,19 +127,45 @@ def _normals(validation: pd.DataFrame, y_val: np.ndarray | None) -> pd.DataFrame
     return validation if y_val is None else validation[y_val == 0]
 
 
-def _envelope(
+@dataclass(frozen=True)
+class _Guard:
+    """What the envelope rule needs, the same for every design with the same log features (it works before
+    scaling and clipping): the envelope, its card entry, and which probe rows it flags on its own."""
+
+    envelope: Envelope
+    card: dict[str, Any]
+    probe_rows: dict[str, np.ndarray]
+    probe_outside: dict[str, np.ndarray]
+
+
+def _guard(
     config: TrainConfig,
     transformer: analyze_mod.Transformer,
     train: pd.DataFrame,
     validation: pd.DataFrame,
     y_val: np.ndarray | None,
-) -> tuple[Envelope, str]:
-    """The training normals' envelope and its limit: given, or chosen on the validation normals by budget."""
+) -> _Guard:
+    """The training normals' envelope with its limit (given, or chosen on the validation normals by budget), and
+    the out-of-range probes of the validation normals (trainer.probes) with the rows the envelope flags."""
+    import pandas as pd
+
+    names = list(config.features)
+    normals = _normals(validation, y_val)
+    unscaled_normals = transformer.unscaled(normals)
     envelope = Envelope.fit(transformer.unscaled(train), config.envelope_widths or 1.0)
     if config.envelope_widths is not None:
-        return envelope, "--envelope-widths"
-    envelope = envelope.with_limit_for(transformer.unscaled(_normals(validation, y_val)), config.envelope_budget)
-    return envelope, f"exceeded by at most {config.envelope_budget:g}% of validation normals (at least {MIN_LIMIT:g})"
+        how = "--envelope-widths"
+    else:
+        envelope = envelope.with_limit_for(unscaled_normals, config.envelope_budget)
+        how = f"exceeded by at most {config.envelope_budget:g}% of validation normals (at least {MIN_LIMIT:g})"
+    rows = probes.out_of_range_probes(
+        normals[names].to_numpy(np.float32),
+        train[names].to_numpy(np.float32),
+        [i for i, n in enumerate(names) if n != features.AMOUNT],
+        np.random.default_rng(0),
+    )
+    outside = {name: envelope.flags(transformer.unscaled(pd.DataFrame(r, columns=names))) for name, r in rows.items()}
+    return _Guard(envelope, envelope.to_card(unscaled_normals, how), rows, outside)
 
 
 @dataclass
@@ -172,6 +198,7 @@ class Fitter:
         self.work_dir, self.started = work_dir, started
         self._analyses: dict[tuple[Any, ...], tuple[str, analyze_mod.Transformer, np.ndarray, np.ndarray]] = {}
         self._components: dict[tuple[Any, ...], int] = {}
+        self._guards: dict[tuple[Any, ...], _Guard] = {}
 
     def analysis(self, config: TrainConfig) -> tuple[str, analyze_mod.Transformer, np.ndarray, np.ndarray]:
         key = (config.scaling, config.clip, config.log_features)
@@ -247,32 +274,35 @@ class Fitter:
         candidate.probe_shares = self.probe_shares(candidate)
         return candidate
 
+    def guard(self, config: TrainConfig, transformer: analyze_mod.Transformer) -> _Guard:
+        """The envelope and probes for ``config``'s log features, computed once per run and shared by every
+        candidate and the export."""
+        key = (config.log_features, config.envelope_widths, config.envelope_budget)
+        if key not in self._guards:
+            self._guards[key] = _guard(config, transformer, self.train, self.validation, self.y_val)
+        return self._guards[key]
+
     def probe_shares(self, candidate: Candidate) -> dict[str, float]:
         """What the candidate as exported would flag of each probe: its errors over the threshold its policy
-        picks on validation, or beyond the envelope (design-independent but for the log features)."""
+        picks on validation, or beyond the envelope."""
         import pandas as pd
 
         config, transformer = candidate.config, candidate.transformer
-        names = list(config.features)
-        normals = _normals(self.validation, self.y_val)
-        envelope, _ = _envelope(config, transformer, self.train, self.validation, self.y_val)
+        guard = self.guard(config, transformer)
         staged = config.threshold_score != "reconstruction_error"  # the autoencoder's own threshold is the default
         policy = ThresholdPolicy("auto") if staged else config.threshold_policy
         threshold = calibrate.calibrate(candidate.val_errors, self.y_val, policy.resolve(self.y_val is not None))
-        rows = probes.out_of_range_probes(
-            normals[names].to_numpy(np.float32),
-            self.train[names].to_numpy(np.float32),
-            [i for i, n in enumerate(names) if n != features.AMOUNT],
-            np.random.default_rng(0),
-        )
+        names = list(config.features)
 
-        def score(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            frame = pd.DataFrame(raw, columns=names)
-            scaled, _ = transformer.transform(frame)
+        def above(raw: np.ndarray) -> np.ndarray:
+            scaled, _ = transformer.transform(pd.DataFrame(raw, columns=names))
             errors, _ = autoencoder.errors(candidate.model, scaled, candidate.weights)
-            return errors, (errors > np.float32(threshold.value)) | envelope.flags(transformer.unscaled(frame))
+            return errors > np.float32(threshold.value)
 
-        return probes.flag_shares(score, rows)
+        return {
+            name: float(np.mean(above(rows) | guard.probe_outside[name])) if len(rows) else float("nan")
+            for name, rows in guard.probe_rows.items()
+        }
 
 
 def _pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -362,7 +392,8 @@ def run(config: TrainConfig) -> TrainResult:
         config = chosen.config
         model, weights, val_errors = chosen.model, chosen.weights, chosen.val_errors
         transformer, transform_dir, history = chosen.transformer, chosen.transform_dir, chosen.history
-        envelope, envelope_how = _envelope(config, transformer, parts.train, parts.validation, y_val)
+        guard = fitter.guard(config, transformer)
+        envelope = guard.envelope
         statistics = _statistics(transformer, config, parts.train, envelope)
         x_test, oor_test = transformer.transform(parts.test)  # only now: the design is fixed
 
@@ -382,7 +413,7 @@ def run(config: TrainConfig) -> TrainResult:
                 report["table"] = evaluate.seed_table(test_errors, y_test, threshold.value, val_errors)
             t_metrics["alert_rate"] = float(np.mean(flagging > np.float32(threshold.value)))
             t_metrics["test_envelope_rows"] = int(np.sum(outside_test))
-            report["envelope"] = envelope.to_card(transformer.unscaled(_normals(parts.validation, y_val)), envelope_how)
+            report["envelope"] = guard.card
             report["probes"] = {
                 "validation_normals": chosen.probe_shares,
                 "goals": probes.PROBE_GOALS,
