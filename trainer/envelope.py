@@ -25,7 +25,7 @@ The budget is a trade-off, not a free choice: a normal transaction can lie far
 outside the training range in many features at once (the shipped sample's
 validation normals hold one 16.5 widths out in 10 features), so a rule that
 flags no validation normal also misses most normals x5 (bench.quality's
-envelope budget table: x5 91% flagged at 0.1%, a few % at 0).
+envelope budget table: x5 91% flagged at 0.1%, 2% at 0).
 
 Everything is in the transform's space (after the signed log of Amount,
 before clipping and scaling: ``trainer.preprocessing.UNSCALED``), fitted on the
