@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from fraudscore.artifact import Scores
 from trainer.probes import PROBE_GOALS, Scorer, flag_shares, out_of_range_probes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +102,8 @@ EXPLAIN_TOP = 3
 RANDOM_DRAWS = 20
 RATIO_CAP = 1000.0  # a row's deletion ratio when 3 random features remove (almost) nothing of its score
 EXPLANATION_GOALS = {"top1_share_median": 0.25, "deletion_ratio_median": 5.0, "distinct_top3_share": 0.15}
+# Envelope budgets (% of validation normals the rule may flag) whose trade-off the run measures; 0.1 is the default.
+ENVELOPE_BUDGETS = (0.1, 0.05, 0.0)
 
 
 def thresholded(errors: Callable[[np.ndarray], np.ndarray], threshold: float) -> Scorer:
@@ -162,23 +165,81 @@ def explanation_quality(
     are: the median top-1 share (of ``totals``, each row's score, or of the row's sum of attributions), the
     distinct top-3 feature sets (unordered) and the deletion test's median ratio (top-3 features vs 3 random
     ones set to the medians, re-scored by ``score``)."""
-    n = len(rows)
-    if n == 0:
+    if len(rows) == 0:
         return {"rows": 0}
     from fraudscore.model import top_k
 
     order, shares, _ = top_k(np.asarray(attributions), EXPLAIN_TOP, totals)
-    distinct = len({frozenset(r) for r in order.tolist()})
-    top_drop, random_drop = deletion_drops(rows, order, medians, score, rng, draws)
     return {
-        "rows": n,
         "top1_share_median": float(np.median(shares[:, 0])),
+        **deletion_quality(rows, order, medians, score, rng, draws),
+    }
+
+
+def best_deletion_sets(
+    rows: np.ndarray, medians: np.ndarray, errors: Callable[[np.ndarray], np.ndarray], k: int = EXPLAIN_TOP
+) -> np.ndarray:
+    """``[n, k]``: per row, the k features whose reset to the medians removes the most of ``errors`` (every one
+    of the C(F, k) sets tried): the best any explanation's top k can do in the deletion test."""
+    import itertools
+
+    n, f = rows.shape
+    sets = np.array(list(itertools.combinations(range(f), k)), dtype=np.intp)
+    best = np.empty((n, k), dtype=np.intp)
+    for i in range(n):  # one row's C(F, k) copies per call (29 features, k = 3: 3,654 rows)
+        copies = with_medians(np.repeat(rows[i : i + 1], len(sets), axis=0), sets, medians)
+        best[i] = sets[int(np.argmin(np.asarray(errors(copies), np.float64)))]
+    return best
+
+
+def deletion_quality(
+    rows: np.ndarray, top: np.ndarray, medians: np.ndarray, score: Scorer, rng: np.random.Generator, draws: int
+) -> dict[str, float]:
+    """The deletion test of ``top`` (``[n, k]``) and its distinct sets: :func:`explanation_quality` without shares."""
+    distinct = len({frozenset(r) for r in top.tolist()})
+    top_drop, random_drop = deletion_drops(rows, top, medians, score, rng, draws)
+    return {
+        "rows": len(rows),
         "distinct_top3_sets": distinct,
-        "distinct_top3_share": distinct / n,
+        "distinct_top3_share": distinct / len(rows),
         "deletion_ratio_median": float(np.median(deletion_ratios(top_drop, random_drop))),
         "top3_drop_median": float(np.nanmedian(top_drop)),
         "random3_drop_median": float(np.nanmedian(random_drop)),
     }
+
+
+def envelope_budgets(
+    validation_normals: Scores,
+    threshold: float,
+    score: Callable[[np.ndarray], Scores],
+    probes: Mapping[str, np.ndarray],
+) -> dict[str, dict[str, float]]:
+    """The envelope budget's trade-off: per budget, the limit the trainer would choose on the validation normals'
+    distances (:func:`trainer.envelope.limit_for`), the validation normals the rule (score > threshold or beyond
+    the limit) then flags, and its probe shares; ``score_alone`` is the score over the threshold."""
+    from trainer.envelope import limit_for
+
+    assert validation_normals.envelope_distance is not None, "the default has no envelope_distance output"
+    cut = np.float32(threshold)
+
+    def flagged(s: Scores, limit: float) -> np.ndarray:
+        above = np.asarray(s.reconstruction_error, np.float32) > cut
+        return above if s.envelope_distance is None else above | (np.asarray(s.envelope_distance) > np.float32(limit))
+
+    scored = {name: score(rows) for name, rows in probes.items()}
+    out: dict[str, dict[str, float]] = {}
+    for name, limit in [
+        *((f"budget_{b:g}", limit_for(validation_normals.envelope_distance, b)) for b in ENVELOPE_BUDGETS),
+        ("score_alone", math.inf),
+    ]:
+        out[name] = {
+            "limit_widths": limit,
+            "validation_normals": len(validation_normals),
+            "validation_normals_flagged": int(np.sum(flagged(validation_normals, limit))),
+            **{p: float(np.mean(flagged(s, limit))) for p, s in scored.items()},
+        }
+    out["score_alone"].pop("limit_widths")
+    return out
 
 
 def one_seed(data: Path, seed: int, work: Path) -> dict[str, dict[str, Any]]:
@@ -256,7 +317,21 @@ def one_seed(data: Path, seed: int, work: Path) -> dict[str, dict[str, Any]]:
         "feature_errors": explanation_quality(
             caught, explained.feature_errors[explained.is_anomaly], medians, default_score, np.random.default_rng(seed)
         ),
+        # The ceiling: per fraud, the 3 features whose reset removes the most of its score (all 3,654 sets).
+        "best_3_set": deletion_quality(
+            caught,
+            best_deletion_sets(caught, medians, lambda r: default_score(r)[0]),
+            medians,
+            default_score,
+            np.random.default_rng(seed),
+            RANDOM_DRAWS,
+        ),
     }
+    # The envelope budget's trade-off, each limit chosen on the validation normals as the trainer chooses it.
+    assert model.threshold_score == "reconstruction_error", "the default thresholds its reconstruction error"
+    out["default"]["envelope_budgets"] = envelope_budgets(
+        model.score(parts.validation[names].to_numpy(np.float32)[y_val == 0]), model.threshold, model.score, probes
+    )
 
     fitter = Fitter(parts, y_val, str(work / f"work-{seed}"), datetime.now(UTC))
     pcas = []
@@ -411,6 +486,7 @@ PROBE_ROWS = {
 EXPLANATION_ROWS = {
     ("default", "occlusion"): "default, occlusion contributions",
     ("default", "feature_errors"): "default, shares of feature errors (old style)",
+    ("default", "best_3_set"): "ceiling: each fraud's best 3-feature set (all C(F, 3) tried)",
     ("seed_book_network", "feature_errors"): "seed book's network, shares of feature errors",
 }
 
@@ -435,13 +511,35 @@ def explanation_table(result: dict[str, Any]) -> str:
     ]
     for (model, kind), label in EXPLANATION_ROWS.items():
         e = result["summary"][model].get("explanations", {}).get(kind)
-        if e and "top1_share_median" in e:
+        if e and "deletion_ratio_median" in e:
+            top1 = _cell(e["top1_share_median"], ".3f") if "top1_share_median" in e else "-"
             lines.append(
-                f"| {label} | {_cell(e['rows'], '.1f')} | {_cell(e['top1_share_median'], '.3f')} "
+                f"| {label} | {_cell(e['rows'], '.1f')} | {top1} "
                 f"| {_cell(e['distinct_top3_sets'], '.1f')} | {_cell(e['distinct_top3_share'], '.2f')} "
                 f"| {_cell(e['deletion_ratio_median'], '.1f')}x | {_cell(e['top3_drop_median'], '.3f')} "
                 f"| {_cell(e['random3_drop_median'], '.3f')} |"
             )
+    return "\n".join(lines)
+
+
+ENVELOPE_PROBES = ("normals", "x5", "x20", "x100", "above_1", "below_1", "above_10", "below_10")
+
+
+def envelope_budget_table(result: dict[str, Any]) -> str:
+    """The envelope budget's trade-off (mean ± sd over seeds): limit, validation normals flagged, probe shares."""
+    found = result["summary"]["default"].get("envelope_budgets", {})
+    lines = [
+        "| rule | limit (widths) | validation normals flagged | " + " | ".join(ENVELOPE_PROBES) + " |",
+        "| --- | ---: | ---: |" + " ---: |" * len(ENVELOPE_PROBES),
+    ]
+    for name, e in found.items():
+        limit = _cell(e["limit_widths"], ".2f") if "limit_widths" in e else "-"
+        lines.append(
+            f"| {name} | {limit} | {_cell(e['validation_normals_flagged'], '.1f')} of "
+            f"{int(e['validation_normals']['mean'])} | "
+            + " | ".join(_cell(e[p], ".4f") for p in ENVELOPE_PROBES)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -523,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(result))
     print(probe_table(result))
     print(explanation_table(result))
+    print(envelope_budget_table(result))
     print(json.dumps(result["verdict"], indent=2))
     return 0
 

@@ -102,7 +102,7 @@ def stream_table(d: dict[str, Any]) -> str:
 
 
 def quality_table(d: dict[str, Any]) -> str:
-    from bench.quality import explanation_table, goals_line, probe_table, table
+    from bench.quality import envelope_budget_table, explanation_table, goals_line, probe_table, table
 
     v = d["verdict"]
     out = (
@@ -115,7 +115,18 @@ def quality_table(d: dict[str, Any]) -> str:
         out += f"\n\n{probe_table(d)}\n\nProbe goals (the default): {goals_line(v['probes'])}."
     if "explanations" in v:
         out += f"\n\n{explanation_table(d)}\n\nExplanation goals (the default): {goals_line(v['explanations'])}."
+    if "envelope_budgets" in d["summary"]["default"]:
+        out += f"\n\nEnvelope budgets (limit chosen on validation normals):\n\n{envelope_budget_table(d)}"
     return out
+
+
+def explain_cost_table(d: dict[str, Any]) -> str:
+    from bench.explain_cost import table
+
+    load = d["load_average_1m"]
+    return (
+        f"{table(d)}\n\n{d['model']}, {d['fast_path']}; load average (1 min) {load['start']:.1f} -> {load['end']:.1f}."
+    )
 
 
 def main() -> None:
@@ -123,6 +134,7 @@ def main() -> None:
         ("quality", quality_table),
         ("train", train_table),
         ("scorer", scorer_table),
+        ("explain_cost", explain_cost_table),
         ("stream", stream_table),
     ):
         data = _load(name)

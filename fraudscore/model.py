@@ -36,7 +36,13 @@ reconstruction error when that feature alone is set to the training normals' med
 medians are the card's ``statistics``). It is one more call of the same compiled function on ``F`` copies
 of each row, so every path (gRPC, stream, offline) gets the same answer for a row in any batch. A row's
 top features are its largest contributions, each shown as its share of the row's error
-(:func:`top_features`).
+(:func:`top_features`). ``only_flagged=True`` (bulk ScoreColumns calls) explains only the rows
+``is_anomaly`` flags, with the same answer for them.
+
+Why one feature at a time and not a search over sets: on the shipped real sample, for every flagged fraud
+(37 per seed), the three features whose joint reset removes the most of the score (all 3,654 sets tried,
+``bench.quality``'s ``best_3_set``) are the occlusion top 3 in 110 of 111 cases, and greedy sequential
+occlusion picks them too: a search would cost F-fold more rows and explain no better.
 """
 
 from __future__ import annotations
@@ -280,16 +286,27 @@ class LoadedModel:
             return np.zeros(len(scores), dtype=bool)
         return np.asarray(scores.envelope_distance) > np.float32(limit)
 
-    def score(self, rows: np.ndarray, *, explain: bool = False) -> Scores:
-        """Scores raw feature rows ``[n, F]`` in ``features`` order; ``explain`` adds ``contributions``."""
+    def score(self, rows: np.ndarray, *, explain: bool = False, only_flagged: bool = False) -> Scores:
+        """Scores raw feature rows ``[n, F]`` in ``features`` order; ``explain`` adds ``contributions``, for every
+        row, or with ``only_flagged`` for the rows ``is_anomaly`` flags (the others' are all 0, so they have no
+        top features): a bulk call then pays the F occluded copies only for its few flagged rows. A flagged
+        row's contributions are the same either way (the same compiled call on the same copies)."""
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         if rows.ndim != 2 or rows.shape[1] != len(self.features):
             raise ModelError(f"expected rows of shape [n, {len(self.features)}], got {list(rows.shape)}")
         call = self._fast if self._fast is not None else self._score_tf
         scores = _scores(call(rows))
         if explain and self.medians is not None and len(rows):
-            occluded = call(occlude(rows, self.medians))["reconstruction_error"]
-            scores = dataclasses.replace(scores, contributions=contributions(scores.reconstruction_error, occluded))
+            errors = scores.reconstruction_error
+            if not only_flagged or scores.is_anomaly.all():
+                found = contributions(errors, call(occlude(rows, self.medians))["reconstruction_error"])
+            else:
+                found = np.zeros(rows.shape, dtype=np.float32)
+                flagged = np.flatnonzero(scores.is_anomaly)
+                if len(flagged):
+                    occluded = call(occlude(rows[flagged], self.medians))["reconstruction_error"]
+                    found[flagged] = contributions(errors[flagged], occluded)
+            scores = dataclasses.replace(scores, contributions=found)
         return scores
 
     def score_tensorflow(self, rows: np.ndarray) -> Scores:

@@ -35,9 +35,12 @@ IDLE_GAP_S = 0.0005
 INLINE_MAX_ROWS = 64
 
 
-def score_rows(model: LoadedModel, rows: np.ndarray, metrics: ScorerMetrics, *, explain: bool = True) -> Scores:
-    """One model call (two with ``explain``: the occlusion of each feature), counted; runs on a worker thread."""
-    scores = model.score(rows, explain=explain)
+def score_rows(
+    model: LoadedModel, rows: np.ndarray, metrics: ScorerMetrics, *, explain: bool = True, only_flagged: bool = False
+) -> Scores:
+    """One model call (two with ``explain``: the occlusion of each feature, of the flagged rows only with
+    ``only_flagged``), counted; runs on a worker thread."""
+    scores = model.score(rows, explain=explain, only_flagged=only_flagged)
     metrics.batch_size.observe(len(rows))
     metrics.record_scores(scores)
     return scores

@@ -47,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=500, help="rows per ScoreBatch/ScoreColumns call (default %(default)s)"
     )
     parser.add_argument(
-        "--columns", action="store_true", help="send CSV rows with ScoreColumns (one float32 matrix a call)"
+        "--columns",
+        action="store_true",
+        help="send CSV rows with ScoreColumns (one float32 matrix a call; top features for the flagged rows only)",
     )
     parser.add_argument("--model-version", type=int, default=0, help="pin a loaded model version (0: newest)")
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline per call in seconds")

@@ -45,7 +45,7 @@ class Batch(NamedTuple):
     good: np.ndarray  # indices of the rows to score, ascending
     rows: np.ndarray  # float32 [len(good), F], the model's feature order
     errors: dict[int, InvalidTransaction]  # row index -> why it is not scored
-    top_k: int  # top features per row in the reply (0: none)
+    top_k: int  # top features per row in the reply (0: none), given for the flagged rows only
 
 
 def check_shape(request: pb.ScoreColumnsRequest, max_rows: int) -> None:

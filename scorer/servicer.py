@@ -154,9 +154,14 @@ class FraudScorerServicer(scorer_pb2_grpc.FraudScorerServicer):
             await _abort(context, grpc.StatusCode.INTERNAL, f"model version {model.version} failed: {exc}")
 
     def _score_columns(self, request: pb.ScoreColumnsRequest, model: LoadedModel, batch: columns.Batch) -> bytes:
-        # Explanations only when top features are asked for: they cost one model call on F copies of each row.
+        # Explanations only when top features are asked for, and only of the flagged rows: they cost one model
+        # call on F copies of each row explained (a 10,000-row call explaining every row took 31-36x as long).
         explain = batch.top_k > 0
-        scores = score_rows(model, batch.rows, self._metrics, explain=explain) if len(batch.rows) else None
+        scores = (
+            score_rows(model, batch.rows, self._metrics, explain=explain, only_flagged=True)
+            if len(batch.rows)
+            else None
+        )
         reply = columns.encode(request, model, batch, scores, echo_ids=False)
         return reply.SerializeToString() + columns.ids_field(request)
 

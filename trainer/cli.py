@@ -67,11 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--envelope-budget",
-        type=_positive_float,
+        type=_budget_percent,
         default=d.envelope_budget,
         metavar="Q",
         help="also flag a transaction lying outside the training normals' range (p1-p99 widths summed over "
-        "features) farther than all but Q%% of validation normals, whatever its score (default %(default)s)",
+        "features) farther than all but Q%% of validation normals, whatever its score (default %(default)s; 0: "
+        "farther than any of them)",
     )
     parser.add_argument(
         "--envelope-widths",
@@ -348,6 +349,16 @@ def main(args: argparse.Namespace) -> int:
         print(f"  {name:<18} test ROC-AUC {roc:.4f}  PR-AUC {pr:.4f}")
     print(f"report: {result.version_dir / 'report' / 'report.md'}")
     return 0
+
+
+def _budget_percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage, got {text!r}") from None
+    if not 0 <= value < 100:
+        raise argparse.ArgumentTypeError(f"expected a percentage in [0, 100), got {text!r}")
+    return value
 
 
 def _positive_float(text: str) -> float:

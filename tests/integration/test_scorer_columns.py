@@ -72,11 +72,20 @@ def _arrays(reply: pb.ScoreColumnsResponse) -> dict[str, np.ndarray]:
     }
 
 
+def _far(tx: Transaction) -> Transaction:
+    """``tx`` with V1..V28 x20: beyond the training normals' envelope, so flagged whatever its score."""
+    out = Transaction()
+    out.CopyFrom(tx)
+    out.v[:] = [20 * v for v in tx.v]
+    return out
+
+
 def test_scores_equal_offline_and_score_batch(stub, txs, offline) -> None:
+    txs = [_far(tx) if i % 9 == 4 else tx for i, tx in enumerate(txs)]  # some flagged rows among them
     reply = stub.ScoreColumns(_request(txs, offline.features), timeout=10)
     got = _arrays(reply)
     rows = np.array([schema.feature_row(tx, offline.features) for tx in txs], np.float32)
-    want = offline.score(rows, explain=True)
+    want = offline.score(rows, explain=True, only_flagged=True)
     assert list(reply.transaction_ids) == [tx.transaction_id for tx in txs]
     assert (reply.scored, reply.failed, list(reply.errors)) == (len(txs), 0, [])
     assert reply.model_version == offline.version
@@ -85,11 +94,16 @@ def test_scores_equal_offline_and_score_batch(stub, txs, offline) -> None:
     np.testing.assert_allclose(got["errors"], want.reconstruction_error, rtol=1e-5, atol=1e-9)
     assert got["anomaly"].astype(bool).tolist() == want.is_anomaly.tolist()
     assert got["oor"].tolist() == want.out_of_range_count.tolist()
-    order, shares, _ = model_lib.top_features(want, reply.top_k)  # occlusion: shares of the row's error
-    np.testing.assert_array_equal(got["top"], order)
-    np.testing.assert_allclose(got["shares"], shares, rtol=1e-5)
+    order, shares, has = model_lib.top_features(want, reply.top_k)  # occlusion: shares of the row's error
+    np.testing.assert_array_equal(got["top"], np.where(has[:, None], order, -1))
+    np.testing.assert_allclose(got["shares"], np.where(has[:, None], shares, 0.0), rtol=1e-5)
+    # Top features for the flagged rows only (bulk calls explain no other): -1 / 0 for the rest.
+    flagged = want.is_anomaly
+    assert 0 < flagged.sum() < len(txs), "the test needs flagged and unflagged rows"
+    assert (got["top"][~flagged] == -1).all() and (got["shares"][~flagged] == 0).all()
+    assert (got["top"][flagged] >= 0).all()
     batch = stub.ScoreBatch(pb.ScoreBatchRequest(transactions=txs), timeout=10)
-    for row, result in zip(columns.responses(reply), batch.results, strict=True):
+    for row, result, explained in zip(columns.responses(reply), batch.results, flagged, strict=True):
         assert isinstance(row, pb.ScoreResponse)
         s = result.score
         assert row.transaction_id == s.transaction_id
@@ -99,6 +113,9 @@ def test_scores_equal_offline_and_score_batch(stub, txs, offline) -> None:
             s.out_of_range_features,
             s.model_version,
         )
+        if not explained:  # ScoreBatch explains every row, ScoreColumns the flagged ones
+            assert list(row.top_features) == [] and len(s.top_features) > 0
+            continue
         assert [c.name for c in row.top_features] == [c.name for c in s.top_features]
         assert [c.share for c in row.top_features] == pytest.approx([c.share for c in s.top_features], rel=1e-6)
 
@@ -185,7 +202,12 @@ def test_client_columns_prints_the_same_lines_as_score_batch(server, request, ca
         assert client.main(parser.parse_args(argv)) == 0
         outputs.append(capsys.readouterr().out.splitlines())
     assert len(outputs[0]) == 7
-    assert outputs[1] == outputs[0]
+    # The same lines, but ScoreColumns names top features for the flagged rows only (bulk calls explain no other).
+    for by_columns, by_batch in zip(outputs[1], outputs[0], strict=True):
+        if " normal " in by_batch:
+            assert by_columns == by_batch.split(" top: ")[0] + " top: "
+        else:
+            assert by_columns == by_batch
 
 
 def test_a_large_call_equals_offline(request, txs, offline, tmp_path) -> None:
@@ -210,14 +232,14 @@ def test_a_large_call_equals_offline(request, txs, offline, tmp_path) -> None:
         assert list(reply.transaction_ids) == ids
         assert [(e.index, e.field) for e in reply.errors] == [(i, "Amount") for i in bad]
         good = np.setdiff1d(np.arange(n), bad)
-        want = offline.score(matrix[good], explain=True)
+        want = offline.score(matrix[good], explain=True, only_flagged=True)
         got = _arrays(reply)
         np.testing.assert_array_equal(got["errors"][good], want.reconstruction_error)
         assert np.isnan(got["errors"][bad]).all() and (got["top"][bad] == -1).all()
         np.testing.assert_array_equal(got["anomaly"][good].astype(bool), want.is_anomaly)
-        order, shares, _ = model_lib.top_features(want, reply.top_k)
-        np.testing.assert_array_equal(got["top"][good], order)
-        np.testing.assert_array_equal(got["shares"][good], shares.astype(np.float32))
+        order, shares, has = model_lib.top_features(want, reply.top_k)
+        np.testing.assert_array_equal(got["top"][good], np.where(has[:, None], order, -1))
+        np.testing.assert_array_equal(got["shares"][good], np.where(has[:, None], shares, 0.0).astype(np.float32))
         assert (reply.scored, reply.failed) == (n - len(bad), len(bad))
     finally:
         thread.close()

@@ -9,13 +9,16 @@ import pytest
 
 from bench import quality
 from bench.quality import (
+    best_deletion_sets,
     deletion_drops,
     deletion_ratios,
+    envelope_budgets,
     explanation_quality,
     mean_sd,
     thresholded,
     with_medians,
 )
+from fraudscore.artifact import Scores
 from trainer.calibrate import calibrate, confusion
 from trainer.config import ThresholdPolicy
 from trainer.probes import blind_spots, flag_shares, out_of_range_probes
@@ -223,3 +226,57 @@ def test_blind_spots_name_the_hard_goals_missed() -> None:
         "x20 flagged 41% (goal 99%)",
         "above_10 flagged 50% (goal 99%)",
     ]
+
+
+def test_best_deletion_sets_find_the_set_single_resets_miss() -> None:
+    """Features that interact: with x0 = x1 = 5 under max(|x0|, |x1|), resetting either alone removes nothing,
+    so one-at-a-time occlusion ranks x2 first; the best 2-set is {x0, x1} (removes 5, x2 and x0 remove 4.4)."""
+
+    def errors(x: np.ndarray) -> np.ndarray:
+        return np.maximum(np.abs(x[:, 0]), np.abs(x[:, 1])) + 0.9 * np.abs(x[:, 2])
+
+    row = np.array([[5.0, 5.0, 4.9, 0.0]], np.float32)
+    medians = np.zeros(4, np.float32)
+    assert set(best_deletion_sets(row, medians, errors, 2)[0].tolist()) == {0, 1}
+    # without interactions (one term per feature) the best set is the largest terms
+    x = np.abs(rows(5)) + 0.1
+    got = best_deletion_sets(x, np.zeros(F, np.float32), lambda r: np.abs(r).sum(axis=1), 3)
+    want = np.argsort(-x, axis=1)[:, :3]
+    assert [set(g) for g in got.tolist()] == [set(w) for w in want.tolist()]
+
+
+def _scores(error: np.ndarray, distance: np.ndarray) -> Scores:
+    n = len(error)
+    return Scores(
+        reconstruction_error=error.astype(np.float32),
+        feature_errors=np.zeros((n, 1), np.float32),
+        is_anomaly=np.zeros(n, bool),
+        out_of_range_count=np.zeros(n, np.int32),
+        envelope_distance=distance.astype(np.float32),
+    )
+
+
+def test_envelope_budgets_choose_each_limit_on_validation_and_budget_zero_adds_no_validation_flag() -> None:
+    """Per budget, the rule flags at most that share of validation normals beyond the score's own flags (0: none
+    beyond), and the probes are flagged by score > threshold or distance > that limit."""
+    rng = np.random.default_rng(0)
+    n = 2_000
+    distance = np.where(rng.random(n) < 0.01, rng.exponential(2.0, n), 0.0)
+    distance[:2] = [30.0, 12.0]  # two far-out validation normals
+    error = rng.random(n)
+    error[5] = 2.0  # one normal the score flags (threshold 1)
+    validation = _scores(error, distance)
+
+    def score(x: np.ndarray) -> Scores:  # column 0 is the error, column 1 the distance
+        return _scores(x[:, 0], x[:, 1])
+
+    probes = {"normals": np.zeros((10, 2)), "far": np.array([[0.0, 20.0]] * 9 + [[0.0, 40.0]])}
+    got = envelope_budgets(validation, 1.0, score, probes)
+    assert list(got) == [f"budget_{b:g}" for b in quality.ENVELOPE_BUDGETS] + ["score_alone"]
+    assert got["score_alone"]["validation_normals_flagged"] == 1 and "limit_widths" not in got["score_alone"]
+    assert got["budget_0"]["limit_widths"] == pytest.approx(30.0)
+    assert got["budget_0"]["validation_normals_flagged"] == 1  # the score's own, nothing added
+    assert got["budget_0"]["far"] == pytest.approx(0.1)
+    assert got["budget_0.1"]["validation_normals_flagged"] <= 1 + 0.001 * n
+    assert got["budget_0.1"]["far"] == 1.0 and got["budget_0.1"]["normals"] == 0.0
+    assert got["budget_0.1"]["validation_normals"] == n

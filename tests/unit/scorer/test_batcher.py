@@ -28,7 +28,7 @@ class FakeModel:
         self.calls: list[int] = []
         self.threads: set[str] = set()
 
-    def score(self, rows: np.ndarray, *, explain: bool = False) -> Scores:
+    def score(self, rows: np.ndarray, *, explain: bool = False, only_flagged: bool = False) -> Scores:
         self.calls.append(len(rows))
         self.threads.add(threading.current_thread().name)
         if self.fail:

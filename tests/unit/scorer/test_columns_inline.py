@@ -29,7 +29,7 @@ class Model:
         self.fast_path = FastPath(LITERT, "fake")
         self.threads: list[str] = []
 
-    def score(self, rows: np.ndarray, *, explain: bool = False) -> Scores:
+    def score(self, rows: np.ndarray, *, explain: bool = False, only_flagged: bool = False) -> Scores:
         self.threads.append(threading.current_thread().name)
         errors = np.abs(rows).sum(axis=1)
         return Scores(errors, np.abs(rows), errors > 1.0, np.zeros(len(rows), np.int32))

@@ -157,3 +157,14 @@ def test_the_two_label_sources_are_exclusive(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         parse("--labels", "l.csv", "--labels-from-cases")
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_envelope_budget_takes_zero_and_refuses_what_is_no_percentage(capsys: pytest.CaptureFixture[str]) -> None:
+    """0 is a budget (the rule flags no validation normal); a negative one or 100 is an argparse error naming
+    the flag."""
+    assert parse("--envelope-budget", "0").envelope_budget == 0.0
+    assert parse("--envelope-budget", "0.05").envelope_budget == 0.05
+    for bad in ("-1", "100", "x"):
+        with pytest.raises(SystemExit):
+            parse("--envelope-budget", bad)
+        assert "--envelope-budget" in capsys.readouterr().err

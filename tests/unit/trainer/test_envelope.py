@@ -79,4 +79,17 @@ def test_the_limit_chosen_on_validation_normals_keeps_to_the_budget() -> None:
     assert chosen.limit >= 0.5  # never below the floor, however quiet validation is
     assert chosen.lo is env.lo  # only the limit changes
     with pytest.raises(ValueError, match="percentage"):
-        env.with_limit_for(validation, budget_percent=0)
+        env.with_limit_for(validation, budget_percent=100)
+
+
+def test_a_zero_budget_flags_no_validation_normal() -> None:
+    """Budget 0: the limit is the validation normals' largest distance, so the rule flags none of them (and
+    the floor still holds)."""
+    x = _train()
+    env = Envelope.fit(x[:2_000])
+    validation = x[2_000:]
+    validation[0] = env.hi + 5 * env.width  # a normal far outside in every feature
+    chosen = env.with_limit_for(validation, budget_percent=0)
+    assert not chosen.flags(validation).any()
+    assert chosen.limit == pytest.approx(float(env.distance(validation).max()))
+    assert env.with_limit_for(validation, budget_percent=1.0).limit < chosen.limit
