@@ -287,3 +287,23 @@ def test_close_and_reopen_with_notes_in_the_audit_trail(
     assert [r.split()[3] for r in rows] == ["note", "closed", "reopened"]
     assert "called the cardholder" in rows[0] and all("carol" in r for r in rows)
     assert Casebook(store).find(case_id).status == "open"
+
+
+def test_a_new_case_appears_in_an_open_queue_without_a_reload(
+    console: Console, browser: WebDriver, make_case: Callable[..., str], tag: str
+) -> None:
+    login(browser, console)
+    open_queue_for(browser, console, f"{tag}-card")
+    assert "no open cases matching the filters" in browser.find_element(By.ID, "empty").text
+    url = browser.current_url
+    case_id = make_case(members=1)
+    wait_for(browser, lambda b: b.find_elements(By.LINK_TEXT, case_id))
+    assert browser.current_url == url
+
+
+def test_the_overview_shows_the_chart(console: Console, browser: WebDriver) -> None:
+    login(browser, console)
+    browser.get(console.url + "overview")
+    chart = browser.find_element(By.ID, "chart")
+    wait_for(browser, lambda b: b.execute_script("return arguments[0].naturalWidth", chart) > 0)
+    assert "open" in browser.find_element(By.TAG_NAME, "main").text
