@@ -157,7 +157,13 @@ def create_app(
         action = form.get("action", "")
         note = form.get("note", "").strip()
         version = form.get("version", "")
-        transaction = form.get("transaction", "").strip()
+        transaction = ""
+        if "member" in form:  # a member's own button: "<verdict>:<transaction id>"
+            action, _, transaction = form["member"].partition(":")
+            if action not in ("fraud", "legit") or not transaction:
+                abort(
+                    400, description=f"member: expected fraud:<transaction id> or legit:<...>, got {form['member']!r}"
+                )
         if action not in ACTIONS:
             abort(400, description=f"action: expected one of {', '.join(ACTIONS)}, got {action!r}")
         if len(note) > MAX_NOTE:
