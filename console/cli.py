@@ -40,13 +40,14 @@ def serve(config: ConsoleConfig) -> int:
     from cases.store import CaseStore
     from console.app import create_app
     from console.models import ModelCards
-    from console.queue import Queue
+    from console.queue import ProcessScan, Queue
 
     # The Bigtable client warns on every connection to the emulator: noise, as in `fraudscore cases`.
     warnings.filterwarnings("ignore", message="Connecting to Bigtable emulator", category=RuntimeWarning)
+    scan = ProcessScan(config.resources)
     with CaseStore(config.resources) as store:
         book = Casebook(store)
-        queue = Queue(book.all_cases, config.refresh_s).start()
+        queue = Queue(scan, config.refresh_s).start()
         app = create_app(
             book,
             queue,
@@ -65,5 +66,6 @@ def serve(config: ConsoleConfig) -> int:
             pass
         finally:
             queue.stop()
+            scan.close()
             server.close()
     return 0

@@ -2,11 +2,13 @@
 
 Ordering open cases by priority needs all of them: Bigtable keeps cases by card and by opening time, not by
 score. A scan of the case rows (:meth:`cases.casebook.Casebook.all_cases`, small cells only) is too slow to
-run per page view with thousands of cases, so a background thread keeps a :class:`Snapshot` (sorted once per
-scan) and pages, filters and counts come from it. A scan starts at most every ``refresh_s`` seconds, and
-never sooner than twice the last scan took, so a large table costs at most a third of a core. A decision made
-in this console is applied to the snapshot at once (:meth:`Queue.changed`), so the analyst never sees the
-case they just closed; cases opened by the stream appear within one rescan.
+run per page view with thousands of cases (10,000: seconds), so a :class:`Snapshot` (sorted, with each open
+case's reasons, once per scan) is kept and pages, filters and counts come from it. The scan and the sort run
+in a child process (:class:`ProcessScan`): in this one they would hold the GIL for seconds and stall the
+server's threads; here only the finished snapshot is unpickled. A scan starts at most every ``refresh_s``
+seconds, and never sooner than twice the last scan took, so a large table costs at most a third of a core.
+A decision made in this console is applied to the snapshot at once (:meth:`Queue.changed`), so the analyst
+never sees the case they just closed; cases opened by the stream appear within one rescan.
 """
 
 from __future__ import annotations
@@ -17,21 +19,25 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cases.casebook import priority
 from cases.episode_rows import CLOSED, OPEN, Episode
+from fraudscore.config import Resources
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """All cases as of one scan: open ones in priority order, counts by status and verdict."""
+    """All cases as of one scan: open ones in priority order (with their reasons), counts by status and verdict."""
 
     cases: tuple[Episode, ...] = ()  # every case, priority order (open and undecided first)
     scanned_at: float = 0.0  # time.time() of the scan's end
     scan_s: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
+    open_reasons: tuple[tuple[str, ...], ...] = ()  # per open case (the first len(open_reasons) of cases)
+    all_reasons: tuple[str, ...] = ()  # every reason code among open cases, for the filter's choices
 
     @classmethod
     def of(cls, cases: Iterable[Episode], scanned_at: float, scan_s: float) -> Snapshot:
@@ -42,13 +48,21 @@ class Snapshot:
             if e.decision is not None:
                 counts[e.decision.verdict] += 1
         counts["all"] = len(ordered)
-        return cls(ordered, scanned_at, scan_s, {k: counts[k] for k in ("all", OPEN, CLOSED, "fraud", "legit")})
+        # Open cases sort first: the prefix up to the first closed one. Episode.reasons orders the members
+        # on every call: once here, not per filtered page view.
+        open_reasons = tuple(e.reasons for e in ordered[: counts[OPEN]])
+        return cls(
+            ordered,
+            scanned_at,
+            scan_s,
+            {k: counts[k] for k in ("all", OPEN, CLOSED, "fraud", "legit")},
+            open_reasons,
+            tuple(sorted({r for reasons in open_reasons for r in reasons})),
+        )
 
     @property
     def open_cases(self) -> Sequence[Episode]:
-        # Open cases sort first: the prefix up to the first closed one.
-        end = next((i for i, e in enumerate(self.cases) if e.status != OPEN), len(self.cases))
-        return self.cases[:end]
+        return self.cases[: len(self.open_reasons)]
 
 
 @dataclass(frozen=True)
@@ -66,19 +80,67 @@ def select(snapshot: Snapshot, *, reason: str = "", card: str = "", page: int = 
     if size < 1:
         raise ValueError(f"page size must be positive, got {size}")
     open_cases = snapshot.open_cases
-    matching = [e for e in open_cases if (not reason or reason in e.reasons) and (not card or card in e.card_id)]
+    if reason or card:
+        pairs = zip(open_cases, snapshot.open_reasons, strict=True)
+        matching: Sequence[Episode] = [
+            e for e, reasons in pairs if (not reason or reason in reasons) and (not card or card in e.card_id)
+        ]
+    else:
+        matching = open_cases
     pages = max(1, -(-len(matching) // size))
     page = min(max(page, 1), pages)
-    reasons = tuple(sorted({r for e in open_cases for r in e.reasons}))
     chosen = tuple(matching[(page - 1) * size : page * size])
-    return QueuePage(chosen, page, pages, len(matching), reasons, snapshot)
+    return QueuePage(chosen, page, pages, len(matching), snapshot.all_reasons, snapshot)
+
+
+def scan_snapshot(scan: Callable[[], Iterable[Episode]]) -> Snapshot:
+    """A snapshot of what ``scan`` yields, timed."""
+    started = time.monotonic()
+    cases = list(scan())
+    return Snapshot.of(cases, time.time(), time.monotonic() - started)
+
+
+_child_book: Any = None  # the child process's Casebook, made on its first scan
+
+
+def _scan_in_child(resources: Resources) -> Snapshot:
+    global _child_book
+    if _child_book is None:
+        import warnings
+
+        from cases.casebook import Casebook
+        from cases.store import CaseStore
+
+        warnings.filterwarnings("ignore", message="Connecting to Bigtable emulator", category=RuntimeWarning)
+        _child_book = Casebook(CaseStore(resources))
+    return scan_snapshot(_child_book.all_cases)
+
+
+class ProcessScan:
+    """``scan_snapshot`` of every case, run in one long-lived child process (spawned: no forked gRPC threads).
+
+    The child finds Bigtable as this process does (it inherits the environment, BIGTABLE_EMULATOR_HOST too).
+    """
+
+    def __init__(self, resources: Resources) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        self._resources = resources
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
+
+    def __call__(self) -> Snapshot:
+        return self._pool.submit(_scan_in_child, self._resources).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Queue:
-    """Keeps a :class:`Snapshot` of ``scan()`` fresh in a daemon thread (``start``) or on demand (``refresh``)."""
+    """Keeps the :class:`Snapshot` ``build()`` makes fresh in a daemon thread (``start``) or on demand (``refresh``)."""
 
-    def __init__(self, scan: Callable[[], Iterable[Episode]], refresh_s: float = 2.0) -> None:
-        self._scan = scan
+    def __init__(self, build: Callable[[], Snapshot], refresh_s: float = 2.0) -> None:
+        self._build = build
         self._refresh_s = refresh_s
         self._snapshot = Snapshot()
         self._lock = threading.Lock()
@@ -95,9 +157,7 @@ class Queue:
         return self._ready.wait(timeout)
 
     def refresh(self) -> Snapshot:
-        started = time.monotonic()
-        cases = list(self._scan())
-        snapshot = Snapshot.of(cases, time.time(), time.monotonic() - started)
+        snapshot = self._build()
         with self._lock:
             self._snapshot = snapshot
         self.error = ""

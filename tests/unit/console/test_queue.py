@@ -10,7 +10,7 @@ from cases.episode_rows import Episode, Member
 from cases.records import Decision
 from console.app import _local
 from console.overview import chart_svg, series
-from console.queue import Queue, Snapshot, select
+from console.queue import Queue, Snapshot, scan_snapshot, select
 
 T0 = datetime(2030, 5, 1, 12, tzinfo=UTC)
 MS0 = int(T0.timestamp() * 1000)
@@ -65,7 +65,7 @@ def test_select_filters_by_reason_and_card_and_pages() -> None:
 
 def test_a_decision_made_here_leaves_the_queue_at_once() -> None:
     cases = [episode(1), episode(2)]
-    queue = Queue(lambda: cases)
+    queue = Queue(lambda: scan_snapshot(lambda: cases))
     queue.refresh()
     closed = episode(1, closed=True, verdict="legit")
     queue.changed(closed)
