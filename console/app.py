@@ -28,6 +28,7 @@ from cases.store import CaseNotFound
 from console.models import ModelCards
 from console.overview import chart_svg, series
 from console.queue import Queue, select
+from console.views import member_row
 
 OPEN_ENDPOINTS = frozenset({"health", "login", "static"})
 ACTIONS = ("fraud", "legit", "close", "reopen", "note")
@@ -142,7 +143,7 @@ def create_app(
 
     def case_context(detail: CaseDetail) -> dict[str, Any]:
         e = detail.episode
-        members = [(m, cards.explain(m.case)) for m in detail.members]
+        members = [member_row(m, cards.explain(m.case)) for m in detail.members]
         return {
             "e": e,
             "members": members,
