@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import warnings
 
@@ -60,12 +61,19 @@ def serve(config: ConsoleConfig) -> int:
         host, port = server.socket.getsockname()[:2]  # type: ignore[union-attr]
         # The line the demo and the tests wait for: the address, once the socket listens.
         print(f"console listening on http://{host}:{port}/", flush=True)
+        # SIGTERM (the demo's stop, a service manager, the tests) ends it like Ctrl-C: the clean-up below runs.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             server.run()
         except KeyboardInterrupt:
             pass
         finally:
-            queue.stop()
+            signal.signal(signal.SIGTERM, previous)
             scan.close()
+            queue.stop()
             server.close()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -68,6 +68,7 @@ def chart_svg(data: Series) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib.dates import DateFormatter
     from matplotlib.figure import Figure
 
     with _render_lock:
@@ -83,10 +84,12 @@ def chart_svg(data: Series) -> str:
         bottom.set_xlim(data.days[0] - timedelta(hours=12), data.days[-1] + timedelta(hours=12))
         bottom.set_title("labelled precision per day (fraud / labelled, by decision day)", fontsize=10)
         bottom.set_ylabel("precision")
+        top.xaxis.set_major_formatter(DateFormatter("%m-%d %H:00"))
+        bottom.xaxis.set_major_formatter(DateFormatter("%Y-%m-%d"))
         for axis in (top, bottom):
             axis.tick_params(labelsize=8)
+            axis.tick_params(axis="x", labelrotation=20)
             axis.grid(alpha=0.3)
-        fig.autofmt_xdate()
         fig.tight_layout()
         out = io.StringIO()
         fig.savefig(out, format="svg")

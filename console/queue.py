@@ -103,43 +103,76 @@ def scan_snapshot(scan: Callable[[], Iterable[Episode]]) -> Snapshot:
     return Snapshot.of(cases, time.time(), time.monotonic() - started)
 
 
-_child_book: Any = None  # the child process's Casebook, made on its first scan
+class ScanError(RuntimeError):
+    """The rescanning child failed or is gone; the message says why."""
 
 
-def _scan_in_child(resources: Resources) -> Snapshot:
-    global _child_book
-    if _child_book is None:
-        import warnings
+def _exit_with_parent(parent: int) -> None:
+    # A parent killed outright (SIGKILL, a crash) runs no clean-up: the child notices it is orphaned and ends.
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
-        from cases.casebook import Casebook
-        from cases.store import CaseStore
 
-        warnings.filterwarnings("ignore", message="Connecting to Bigtable emulator", category=RuntimeWarning)
-        _child_book = Casebook(CaseStore(resources))
-    return scan_snapshot(_child_book.all_cases)
+def _scan_loop(conn: Any, resources: Resources, parent: int) -> None:
+    """The child: one snapshot per request on ``conn``, until the parent closes it or goes away."""
+    import warnings
+
+    from cases.casebook import Casebook
+    from cases.store import CaseStore
+
+    os.nice(NICE)  # on a busy machine the server's answers go first, the rescan waits
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    warnings.filterwarnings("ignore", message="Connecting to Bigtable emulator", category=RuntimeWarning)
+    with CaseStore(resources) as store:
+        book = Casebook(store)
+        while True:
+            try:
+                conn.recv()
+            except (EOFError, OSError):
+                return
+            try:
+                conn.send(scan_snapshot(book.all_cases))
+            except Exception as exc:  # a Bigtable error: the parent reports it and asks again later
+                conn.send(ScanError(f"{type(exc).__name__}: {exc}"))
 
 
 class ProcessScan:
     """``scan_snapshot`` of every case, run in one long-lived child process (spawned: no forked gRPC threads).
 
-    The child finds Bigtable as this process does (it inherits the environment, BIGTABLE_EMULATOR_HOST too).
+    The child finds Bigtable as this process does (it inherits the environment, BIGTABLE_EMULATOR_HOST too)
+    and ends with this process: :meth:`close`, multiprocessing's exit handler (a daemon process), or its own
+    check of its parent when this one is killed outright.
     """
 
     def __init__(self, resources: Resources) -> None:
-        from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
 
-        self._resources = resources
-        # At a lower priority: on a busy machine the server's answers go first, the rescan waits.
-        self._pool = ProcessPoolExecutor(
-            max_workers=1, mp_context=get_context("spawn"), initializer=os.nice, initargs=(NICE,)
+        ctx = get_context("spawn")
+        self._conn, child_end = ctx.Pipe()
+        self._process = ctx.Process(
+            target=_scan_loop, args=(child_end, resources, os.getpid()), name="case-scan", daemon=True
         )
+        self._process.start()
+        child_end.close()
+        self._lock = threading.Lock()
 
     def __call__(self) -> Snapshot:
-        return self._pool.submit(_scan_in_child, self._resources).result()
+        with self._lock:
+            try:
+                self._conn.send("scan")
+                result = self._conn.recv()
+            except (EOFError, OSError) as exc:
+                raise ScanError(f"the scanning process is gone (exit code {self._process.exitcode})") from exc
+        if isinstance(result, ScanError):
+            raise result
+        snapshot: Snapshot = result
+        return snapshot
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._conn.close()
+        self._process.terminate()
+        self._process.join(timeout=5)
 
 
 class Queue:

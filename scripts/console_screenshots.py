@@ -42,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         driver.save_screenshot(str(args.out / "console-queue.png"))
         case = args.case or driver.find_element(By.CLASS_NAME, "case-link").text
         driver.get(f"{url}cases/{case}")
-        height = driver.execute_script("return document.body.scrollHeight")
-        driver.set_window_size(1500, min(max(1000, height), 2400))
+        for _ in range(2):  # the window's height is the page's, up to 2400 px (a wider window reflows it)
+            height = driver.execute_script("return document.documentElement.scrollHeight")
+            driver.set_window_size(1500, min(max(1000, height + 150), 2400))
         driver.save_screenshot(str(args.out / "console-case.png"))
         driver.set_window_size(1500, 1000)
         driver.get(url + "overview")

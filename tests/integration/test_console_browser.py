@@ -49,28 +49,45 @@ class Console:
     process: subprocess.Popen[str]
 
 
-@pytest.fixture(scope="module")
-def console(emulators: object, resources: Resources, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    token_file = tmp_path_factory.mktemp("console") / "token"
-    token_file.write_text(TOKEN + "\n")
+def start_console(token_file: Path) -> Console:
     argv = [sys.executable, "-m", "fraudscore.cli", "console", "--port", "0", "--token-file", str(token_file)]
     argv += ["--refresh", "0.5", "--poll", "1"]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
     assert process.stdout is not None
     deadline = time.monotonic() + 60
-    url = ""
     while time.monotonic() < deadline and process.poll() is None:
-        line = process.stdout.readline()
-        match = re.search(r"console listening on (http://\S+)", line)
+        match = re.search(r"console listening on (http://\S+)", process.stdout.readline())
         if match:
-            url = match.group(1)
-            break
-    if not url:
-        process.kill()
-        pytest.fail(f"the console did not start: {process.stdout.read()}")
-    yield Console(url, process)
-    process.terminate()
-    process.wait(timeout=10)
+            return Console(match.group(1), process)
+    process.kill()
+    pytest.fail(f"the console did not start: {process.stdout.read()}")
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def token_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("console") / "token"
+    path.write_text(TOKEN + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def console(emulators: object, resources: Resources, token_file: Path) -> Iterator[Console]:
+    running = start_console(token_file)
+    yield running
+    running.process.terminate()
+    running.process.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +324,16 @@ def test_the_overview_shows_the_chart(console: Console, browser: WebDriver) -> N
     chart = browser.find_element(By.ID, "chart")
     wait_for(browser, lambda b: b.execute_script("return arguments[0].naturalWidth", chart) > 0)
     assert "open" in browser.find_element(By.TAG_NAME, "main").text
+
+
+def test_sigterm_stops_the_console_and_its_scanning_process(emulators: object, token_file: Path) -> None:
+    running = start_console(token_file)
+    assert requests.get(running.url + "health", timeout=10).text == "ok\n"
+    scanner = children_of(running.process.pid)
+    assert scanner, "the queue's scanning child process is missing"
+    running.process.terminate()
+    assert running.process.wait(timeout=20) == 0
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in scanner) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in scanner), f"left behind: {scanner}"
