@@ -10,7 +10,7 @@ from cases.episode_rows import Episode, Member
 from cases.records import Decision
 from console.app import _local
 from console.overview import chart_svg, series
-from console.queue import Queue, Snapshot, scan_snapshot, select
+from console.queue import CHUNK, Queue, Snapshot, _packed, _unpacked, scan_snapshot, select
 
 T0 = datetime(2030, 5, 1, 12, tzinfo=UTC)
 MS0 = int(T0.timestamp() * 1000)
@@ -87,3 +87,19 @@ def test_login_redirects_only_within_the_site() -> None:
     assert _local("/cases/case-1?x=1") == "/cases/case-1?x=1"
     for outside in ("https://evil.example/", "//evil.example/x", "javascript:alert(1)", ""):
         assert _local(outside) == ""
+
+
+def test_a_snapshot_crosses_the_process_boundary_in_chunks_unchanged() -> None:
+    cases = [
+        episode(i, closed=i % 3 == 0, reasons=("CARD_VELOCITY",) if i % 2 else ("TX_ANOMALY",))
+        for i in range(2 * CHUNK + 7)
+    ]
+    snap = Snapshot.of(cases, 5.0, 1.5)
+    head, chunks = _packed(snap)
+    assert len(chunks) == 3 and head.cases == ()
+    back = _unpacked((head, chunks))
+    assert [e.case_id for e in back.cases] == [e.case_id for e in snap.cases]
+    assert (
+        back.open_reasons == snap.open_reasons and back.counts == snap.counts and back.all_reasons == snap.all_reasons
+    )
+    assert (back.scanned_at, back.scan_s) == (5.0, 1.5)
