@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APT_STAMP := .cache/apt.stamp
-APT_PACKAGES := golang-go golang-google-cloud-dev prometheus docker-compose
+APT_PACKAGES := golang-go golang-google-cloud-dev prometheus docker-compose chromium chromium-driver
 EMULATOR_BIN := deploy/emulators/bin
 EMULATORS := $(EMULATOR_BIN)/pstest $(EMULATOR_BIN)/bttest
 GO_ENV := GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS=-mod=mod GOCACHE=$(CURDIR)/.cache/go-build

@@ -1,8 +1,15 @@
 """The analysts' side of cases: find, list, close and label card-episode cases (and old-style ones).
 
-What ``fraudscore cases`` and a console call. Every check runs before the first write, so bad input (an
-unknown id, an old-style id where a case is needed, a closed case closed again) changes nothing and
+What ``fraudscore cases`` and ``fraudscore console`` call. Every check runs before the first write, so bad
+input (an unknown id, an old-style id where a case is needed, a closed case closed again) changes nothing and
 raises a :class:`CaseError` whose one-line message names the id and the reason.
+
+Every analyst's action (label, close, reopen, note) first moves the case row's revision (``case:rev``) with a
+check-and-mutate that matches the revision it read, and writes the action's audit cell (family ``audit``) in
+the same mutation: of two analysts acting on the same version of a case one wins, the other gets a
+:class:`CaseConflict` and nothing of theirs is written. A caller holding the version a page showed
+(:attr:`~cases.episode_rows.Episode.version`: the revision and the members) passes it as ``expected``: a case
+that changed since (another analyst, or the stream adding a member) is a conflict too.
 
 Old-style rows (written before cases were card episodes: one transaction, case id = transaction id) are
 read and listed as one-member cases marked ``old-style``; they are labelled with ``--transaction``.
@@ -14,8 +21,21 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from cases.episode_rows import CLOSED, CLOSED_COLUMN, OLD_STYLE, Episode, parse_episode
+from cases.episode_rows import (
+    AUDIT_FAMILY,
+    CLOSED,
+    CLOSED_COLUMN,
+    EPISODE_COLUMN,
+    MEMBER_FAMILY,
+    OLD_STYLE,
+    OPEN,
+    REVISION_COLUMN,
+    Episode,
+    parse_episode,
+    revision_of,
+)
 from cases.records import Decision, StoredCase
 from cases.store import (
     CASE_FAMILY,
@@ -44,12 +64,46 @@ class CaseError(CaseStoreError):
     """A case command that cannot be done as asked; the message names the id and why."""
 
 
+class CaseConflict(CaseError):
+    """The case changed since the caller read it (or while it acted): nothing was written."""
+
+    def __init__(self, case_id: str, expected: str, found: str) -> None:
+        super().__init__(
+            f"case {case_id} changed since it was read (version {expected}, now {found}): "
+            "nothing was written; look at it again and decide again"
+        )
+        self.case_id = case_id
+        self.expected = expected
+        self.found = found
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One analyst's action on a case: who, when, what (and the note they gave)."""
+
+    at: datetime
+    analyst: str
+    action: str
+    note: str = ""
+    revision: int = 0
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "analyst": self.analyst,
+            "action": self.action,
+            "note": self.note,
+            "revision": self.revision,
+        }
+
+
 @dataclass(frozen=True)
 class CaseDetail:
-    """A case with its members' full records (old-style: the one transaction)."""
+    """A case with its members' full records (old-style: the one transaction) and its audit trail (oldest first)."""
 
     episode: Episode
     members: tuple[StoredCase, ...]
+    audit: tuple[AuditEntry, ...] = ()
 
 
 class Casebook:
@@ -62,30 +116,82 @@ class Casebook:
 
     def find(self, case_id: str) -> Episode:
         """The case with this id (an episode, or an old-style case); raises CaseError for a member's id."""
+        return self._find_row(case_id)[0]
+
+    def _find_row(self, case_id: str) -> tuple[Episode, Any]:
         key = self.store._main_key(case_id)
         row = self.store._cases.read_row(key.encode())
         if row is None:
             raise CaseNotFound(case_id)
         episode = parse_episode(row, decisions_of(row))
         if episode is not None:
-            return episode
+            return episode, row
         stored = stored_case(row)
         if stored.case.episode_id:
             raise CaseError(
                 f"{case_id!r} is a transaction of case {stored.case.episode_id}, not a case id: use the case id "
                 f"(label the transaction alone with --transaction {case_id})"
             )
-        return Episode.from_old_style(stored)
+        episode = Episode.from_old_style(stored)
+        episode.revision = revision_of(row)
+        return episode, row
 
     def detail(self, case_id: str) -> CaseDetail:
-        """A case and its members' records (oldest first)."""
-        episode = self.find(case_id)
+        """A case, its members' records (oldest first) and its audit trail."""
+        episode, row = self._find_row(case_id)
         if episode.old_style:
-            return CaseDetail(episode, (self.store.get(case_id),))
+            return CaseDetail(episode, (stored_case(row),), audit_of(row))
         start = (episode.key + "#").encode()
         rows = self.store._cases.read_rows(start_key=start, end_key=prefix_end(episode.key + "#"))
         members = sorted((stored_case(r) for r in rows), key=lambda s: (s.case.event_time, s.case.transaction_id))
-        return CaseDetail(episode, tuple(members))
+        return CaseDetail(episode, tuple(members), audit_of(row))
+
+    def all_cases(self) -> Iterator[Episode]:
+        """Every case (open or closed) in one scan of ``flagged``: the case rows only, their small cells only.
+
+        What a queue keeps in memory: member rows and the alert claims stay in Bigtable (server-side filters),
+        so each case costs its header, its members' summaries, its closed cell and its latest decision.
+        """
+        from google.cloud.bigtable.row_filters import (
+            ColumnQualifierRegexFilter,
+            FamilyNameRegexFilter,
+            RowFilterChain,
+            RowFilterUnion,
+            RowKeyRegexFilter,
+        )
+
+        header = b"|".join((EPISODE_COLUMN, CLOSED_COLUMN, REVISION_COLUMN, RECORD_COLUMN))
+        cells = RowFilterUnion(
+            [
+                RowFilterChain([FamilyNameRegexFilter(CASE_FAMILY), ColumnQualifierRegexFilter(header)]),
+                FamilyNameRegexFilter(MEMBER_FAMILY),
+                FamilyNameRegexFilter(DECISION_FAMILY),
+            ]
+        )
+        rows = self.store._cases.read_rows(
+            filter_=RowFilterChain([RowKeyRegexFilter(_CASE_ROW), cells, latest_cells()])
+        )
+        for row in rows:
+            episode = _episode_of(row)
+            if episode is not None and episode.members:
+                yield episode
+
+    def card_history(self, card_id: str, case_key: str, limit: int = 20) -> list[StoredCase]:
+        """The card's flagged transactions outside the case at ``case_key`` (its other cases, old-style rows),
+        newest first: two key ranges around the case's own rows, so a large case costs nothing here."""
+        from google.cloud.bigtable.row_set import RowSet
+
+        prefix = card_prefix(card_id)
+        row_set = RowSet()
+        row_set.add_row_range_from_keys(start_key=prefix.encode(), end_key=case_key.encode())
+        row_set.add_row_range_from_keys(start_key=prefix_end(case_key + "#"), end_key=prefix_end(prefix))
+        out = []
+        for row in self.store._cases.read_rows(row_set=row_set, filter_=latest_cells()):
+            if RECORD_COLUMN in row.cells.get(CASE_FAMILY, {}):
+                out.append(stored_case(row))
+                if len(out) >= limit:
+                    break
+        return out
 
     def list_card(
         self, card_id: str, limit: int = 50, *, status: str | None = None, reason: str | None = None
@@ -135,10 +241,30 @@ class Casebook:
 
     # --- decisions ---
 
-    def close(self, case_id: str, analyst: str) -> datetime:
+    def close(self, case_id: str, analyst: str, *, expected: str | None = None) -> datetime:
         """Closes an open case (check-and-mutate: two analysts closing at once, one succeeds)."""
         episode = self._open_episode(case_id, "closed")
+        self._begin(episode, expected, analyst, "closed")
         return self._close(episode, analyst)
+
+    def reopen(self, case_id: str, analyst: str, *, expected: str | None = None) -> Episode:
+        """Reopens a closed case (its decisions stay: the latest label is still what training reads)."""
+        episode = self.find(case_id)
+        if episode.old_style:
+            raise CaseError(f"{case_id!r} is an old-style case (one transaction): it has no open/closed state")
+        if episode.closed_ms is None:
+            raise CaseError(f"case {case_id} is open already")
+        self._begin(episode, expected, analyst, "reopened")
+        row = self.store._cases.direct_row(episode.key.encode())
+        row.delete_cell(CASE_FAMILY, CLOSED_COLUMN)
+        row.commit()
+        return self.find(case_id)
+
+    def note(self, case_id: str, note: str, analyst: str, *, expected: str | None = None) -> None:
+        """Adds a note to the case's audit trail (no verdict, no change of status)."""
+        if not note.strip():
+            raise CaseError(f"case {case_id}: the note is empty")
+        self._begin(self.find(case_id), expected, analyst, "note", note)
 
     def _close(self, episode: Episode, analyst: str) -> datetime:
         from cases.row_writes import SetCell, chain
@@ -152,31 +278,65 @@ class Casebook:
             raise CaseError(f"case {episode.case_id} was closed meanwhile by someone else")
         return datetime.fromtimestamp(now_ms / 1000, UTC)
 
-    def label(self, case_id: str, fraud: bool, note: str, analyst: str) -> tuple[Decision, int]:
+    def label(
+        self, case_id: str, fraud: bool, note: str, analyst: str, *, expected: str | None = None
+    ) -> tuple[Decision, int]:
         """Labels every member of a case (and the case), closing it if open; returns the decision and the members."""
-        episode = self.find(case_id)
+        detail = self.detail(case_id)
+        episode = detail.episode
         if episode.old_style:
             raise CaseError(
                 f"{case_id!r} is an old-style case (one transaction, written before cases were card episodes): "
                 f"label it with --transaction {case_id}"
             )
-        detail = self.detail(case_id)
         decision = self._decision(fraud, note, analyst)
+        closes = episode.status != CLOSED
+        what = f"labelled {decision.verdict} ({len(detail.members)} members)" + ("; closed" if closes else "")
+        self._begin(episode, expected, analyst, what, note)
         keys = [episode.key, *(m.row_key for m in detail.members)]
         self._write_decision(keys, decision)
-        if episode.status != CLOSED:
+        if closes:
             self._close(episode, analyst)
         return decision, len(detail.members)
 
-    def label_transaction(self, transaction_id: str, fraud: bool, note: str, analyst: str) -> Decision:
-        """Labels one transaction's row (a member, or an old-style case)."""
+    def label_transaction(
+        self, transaction_id: str, fraud: bool, note: str, analyst: str, *, expected: str | None = None
+    ) -> Decision:
+        """Labels one transaction's row (a member, or an old-style case); ``expected``: its case's version."""
         key = self.store._main_key(transaction_id)
         row = self.store._cases.read_row(key.encode(), filter_=latest_cells())
         if row is None or RECORD_COLUMN not in row.cells.get(CASE_FAMILY, {}):
             raise CaseError(f"{transaction_id!r} is a case id, not a transaction: label it without --transaction")
+        case = stored_case(row).case
         decision = self._decision(fraud, note, analyst)
+        self._begin(self.find(case.case_id), expected, analyst, f"labelled {transaction_id} {decision.verdict}", note)
         self._write_decision([key], decision)
         return decision
+
+    def _begin(self, episode: Episode, expected: str | None, analyst: str, action: str, note: str = "") -> None:
+        """Checks the version and moves the revision, writing the audit cell in the same check-and-mutate."""
+        from cases.row_writes import SetCell, chain
+
+        if expected is not None and expected != episode.version:
+            raise CaseConflict(episode.case_id, expected, episode.version)
+        now_ms = epoch_ms(self.store._clock())
+        revision = episode.revision + 1
+        entry = {"analyst": analyst, "action": action, "note": note, "revision": revision}
+        cells = [
+            SetCell(CASE_FAMILY, REVISION_COLUMN, now_ms, str(revision).encode()),
+            SetCell(AUDIT_FAMILY, f"{now_ms:013d}#{revision}".encode(), now_ms, json.dumps(entry).encode("utf-8")),
+        ]
+        key = episode.key.encode()
+        column = chain(family=CASE_FAMILY, column=REVISION_COLUMN)
+        if episode.revision == 0:
+            (taken,) = self.store._conditional.if_absent([(key, column, cells)])
+            won = not taken
+        else:
+            current = chain(family=CASE_FAMILY, column=REVISION_COLUMN, latest_value=str(episode.revision).encode())
+            (won,) = self.store._conditional.if_present([(key, current, cells)])
+        if not won:
+            found = self.find(episode.case_id)
+            raise CaseConflict(episode.case_id, episode.version, found.version)
 
     def _open_episode(self, case_id: str, verb: str) -> Episode:
         episode = self.find(case_id)
@@ -204,6 +364,35 @@ class Casebook:
         self.store._write_rows(self.store._case_writes, self.store._cases_name, [(k.encode(), cells) for k in keys])
 
 
+def priority(e: Episode) -> tuple[int, int, int, float, int, float, float]:
+    """Open and undecided first, then the higher score band and score, more members, more money, latest activity."""
+    top = e.max_score
+    ratio = top.error / top.threshold if top and top.threshold else 0.0
+    return (
+        e.status != OPEN,
+        e.decision is not None,
+        -e.band,
+        -ratio,
+        -len(e.members),
+        -e.total_amount,
+        -e.last_activity_ms,
+    )
+
+
+def audit_of(row: Any) -> tuple[AuditEntry, ...]:
+    """A case row's audit cells, oldest first (the column starts with the action's time)."""
+    entries = []
+    for column, cells in sorted(row.cells.get(AUDIT_FAMILY, {}).items()):
+        data = json.loads(cells[0].value)
+        at = datetime.fromtimestamp(int(column.split(b"#", 1)[0]) / 1000, UTC)
+        entries.append(
+            AuditEntry(
+                at, data.get("analyst", ""), data.get("action", ""), data.get("note", ""), data.get("revision", 0)
+            )
+        )
+    return tuple(entries)
+
+
 def _episode_of(row: object) -> Episode | None:
     decisions = decisions_of(row)
     episode = parse_episode(row, decisions)
@@ -212,7 +401,11 @@ def _episode_of(row: object) -> Episode | None:
     if RECORD_COLUMN not in row.cells.get(CASE_FAMILY, {}):  # type: ignore[attr-defined]
         return None
     stored = stored_case(row)
-    return None if stored.case.episode_id else Episode.from_old_style(stored)
+    if stored.case.episode_id:
+        return None
+    old = Episode.from_old_style(stored)
+    old.revision = revision_of(row)
+    return old
 
 
-__all__ = ["OLD_STYLE", "CaseDetail", "CaseError", "Casebook"]
+__all__ = ["OLD_STYLE", "AuditEntry", "CaseConflict", "CaseDetail", "CaseError", "Casebook", "priority"]

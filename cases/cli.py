@@ -9,9 +9,10 @@ that (one transaction each, case id = transaction id) are listed as ``old-style`
     fraudscore cases label --transaction TXID --legit     # one transaction (also an old-style case)
     fraudscore cases close CASE_ID
 
-Lists are ordered by priority: open and undecided first, then the higher score band and score, then the
-latest activity. Times are event times in UTC. ``--since``/``--until`` take a duration back from now
-(``90s``, ``15m``, ``2h``, ``7d``) or an ISO 8601 time. ``--json`` everywhere prints JSON for tools.
+Lists are ordered by priority (:func:`cases.casebook.priority`): open and undecided first, then the higher
+score band and score, more members, more money, the latest activity. Times are event times in UTC.
+``--since``/``--until`` take a duration back from now (``90s``, ``15m``, ``2h``, ``7d``) or an ISO 8601
+time. ``--json`` everywhere prints JSON for tools.
 """
 
 from __future__ import annotations
@@ -143,18 +144,13 @@ def _list(book: Casebook, args: argparse.Namespace) -> str:
         if end is not None and end <= start:
             raise UsageError(f"--until ({end.isoformat()}) must be after --since ({start.isoformat()})")
         found = book.list_since(start, end, args.limit, **filters)
+    from cases.casebook import priority
+
     ordered = sorted(found, key=priority)
     if args.json:
         return json.dumps([e.to_json_dict() for e in ordered], indent=2)
     more = f"\n(first {args.limit}; raise --limit or narrow the filters for more)" if len(found) == args.limit else ""
     return format_table(ordered) + more
-
-
-def priority(e: Episode) -> tuple[int, int, int, float, float]:
-    """Open and undecided first, then the higher score band, the higher score, the latest activity."""
-    top = e.max_score
-    ratio = top.error / top.threshold if top and top.threshold else 0.0
-    return (e.status != OPEN, e.decision is not None, -e.band, -ratio, -e.last_activity_ms)
 
 
 def _get(book: Casebook, args: argparse.Namespace) -> str:
@@ -173,13 +169,14 @@ def _label(book: Casebook, args: argparse.Namespace) -> str:
         decision = book.label_transaction(args.transaction, args.fraud, args.note, analyst)
         if args.json:
             return json.dumps(decision.to_json_dict())
-        return f"{args.transaction}: labelled {decision.verdict} by {decision.analyst} at {_when(decision.decided_at)}"
+        at = utc_text(decision.decided_at)
+        return f"{args.transaction}: labelled {decision.verdict} by {decision.analyst} at {at}"
     decision, members = book.label(args.case_id, args.fraud, args.note, analyst)
     if args.json:
         return json.dumps(decision.to_json_dict() | {"case_id": args.case_id, "members": members})
     return (
         f"{args.case_id}: {members} member(s) labelled {decision.verdict} by {decision.analyst} "
-        f"at {_when(decision.decided_at)}; case closed"
+        f"at {utc_text(decision.decided_at)}; case closed"
     )
 
 
@@ -188,7 +185,7 @@ def _close(book: Casebook, args: argparse.Namespace) -> str:
     when = book.close(args.case_id, analyst)
     if args.json:
         return json.dumps({"case_id": args.case_id, "closed": when.isoformat(), "by": analyst})
-    return f"{args.case_id}: closed by {analyst} at {_when(when)}"
+    return f"{args.case_id}: closed by {analyst} at {utc_text(when)}"
 
 
 def _analyst(args: argparse.Namespace) -> str:
@@ -205,7 +202,7 @@ def _login_name() -> str:
         return "unknown"
 
 
-def _when(when: datetime) -> str:
+def utc_text(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
@@ -213,8 +210,8 @@ def _decision_text(decision: Decision | None) -> str:
     return f"{decision.verdict} ({decision.analyst})" if decision else "-"
 
 
-def _ms(ms: int) -> str:
-    return _when(datetime.fromtimestamp(ms / 1000, UTC))
+def ms_text(ms: int) -> str:
+    return utc_text(datetime.fromtimestamp(ms / 1000, UTC))
 
 
 def format_table(cases: Sequence[Episode]) -> str:
@@ -231,8 +228,8 @@ def format_table(cases: Sequence[Episode]) -> str:
             (
                 e.case_id,
                 e.card_id,
-                _ms(e.opened_ms),
-                _ms(e.last_activity_ms),
+                ms_text(e.opened_ms),
+                ms_text(e.last_activity_ms),
                 str(len(e.members)),
                 score,
                 ",".join(e.reasons),
@@ -262,9 +259,9 @@ def format_detail(detail: CaseDetail) -> str:
         f"case          {e.case_id}",
         f"card          {e.card_id}",
         f"status        {e.status}"
-        + (f" (closed {_ms(e.closed_ms)} by {e.closed_by or 'unknown'})" if e.closed_ms is not None else ""),
-        f"opened        {_ms(e.opened_ms)}",
-        f"last activity {_ms(e.last_activity_ms)}",
+        + (f" (closed {ms_text(e.closed_ms)} by {e.closed_by or 'unknown'})" if e.closed_ms is not None else ""),
+        f"opened        {ms_text(e.opened_ms)}",
+        f"last activity {ms_text(e.last_activity_ms)}",
         f"members       {len(e.members)}, total amount {e.total_amount:.2f}",
         f"reasons       {', '.join(e.reasons)}",
         f"max score     {top.error:.6f} ({top.error / top.threshold:.2f}x the threshold, band {e.band})"
@@ -280,7 +277,7 @@ def format_detail(detail: CaseDetail) -> str:
     header = ("TIME (UTC)", "TRANSACTION", "AMOUNT", "SCORE", "REASONS", "TOP FEATURES", "LABEL")
     rows = [
         (
-            _when(m.case.event_time),
+            utc_text(m.case.event_time),
             m.case.transaction_id,
             f"{m.case.amount:.2f}",
             f"{m.case.reconstruction_error:.5g} ({m.case.reconstruction_error / m.case.threshold:.1f}x)"
@@ -300,7 +297,7 @@ def _decision_lines(decisions: Sequence[Decision]) -> list[str]:
     for i, d in enumerate(decisions):
         title = "decision     " if i == 0 else "  earlier    "
         note = f": {d.note}" if d.note else ""
-        lines.append(f"{title} {d.verdict} by {d.analyst} at {_when(d.decided_at)}{note}")
+        lines.append(f"{title} {d.verdict} by {d.analyst} at {utc_text(d.decided_at)}{note}")
     return lines
 
 
@@ -311,7 +308,7 @@ def format_case(stored: StoredCase) -> str:
         f"transaction   {c.transaction_id}",
         f"card          {c.card_id}",
         f"merchant      {c.merchant_id}",
-        f"event time    {_when(c.event_time)}",
+        f"event time    {utc_text(c.event_time)}",
         f"amount        {c.amount:.2f}",
         f"score         {c.reconstruction_error:.6f} (threshold {c.threshold:.6f}, {ratio:.2f}x)",
         f"fraud prob.   {c.fraud_probability:.4f}"
@@ -326,7 +323,7 @@ def format_case(stored: StoredCase) -> str:
     if c.top_features:
         lines.append("top features  " + ", ".join(f"{name} {share:.0%}" for name, share in c.top_features))
     if c.window_start and c.window_end:
-        lines.append(f"window        {_when(c.window_start)} .. {_when(c.window_end)}")
+        lines.append(f"window        {utc_text(c.window_start)} .. {utc_text(c.window_end)}")
     if c.window_stats:
         lines.append("window stats  " + ", ".join(f"{k}={v:g}" for k, v in sorted(c.window_stats.items())))
     if c.episode_id:

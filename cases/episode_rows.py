@@ -8,7 +8,8 @@ Rows (tables of :class:`fraudscore.config.Resources`; the layout is documented i
               card, opened ms), one ``member:<event ms>#<transaction id>`` cell per member (JSON: score,
               threshold, reasons, amount), ``case:claim-<component>`` / ``case:alerted-<component>`` per
               alerted component (:mod:`cases.episodes`), ``case:closed`` (JSON: by whom; cell time = when),
-              the decisions as on every case row.
+              ``case:rev`` (analysts' actions so far), the decisions as on every case row, and the audit trail
+              (family ``audit``, one cell per action: ``<ms>#<nonce>`` -> JSON who, what, note).
     member row ``<case row key>#<transaction id>``: the member's full record (``case:record``, the
               :class:`~cases.records.Case` with its ``episode_id``) and its own decisions: the rows labels
               and retraining read, one per transaction.
@@ -30,6 +31,8 @@ from cases.records import Case, Decision, StoredCase
 
 EPISODE_COLUMN = b"episode"
 CLOSED_COLUMN = b"closed"
+REVISION_COLUMN = b"rev"  # a case row's decision count: what a stale decision is checked against (cases.casebook)
+AUDIT_FAMILY = "audit"  # who did what to a case, when: one cell per action (cases.casebook)
 MEMBER_FAMILY = "member"
 OPEN_COLUMN = b"open"
 OPEN_PREFIX = "open#"
@@ -88,6 +91,15 @@ class Episode:
     decisions: tuple[Decision, ...] = ()
     old_style: bool = False
     snoozed_from: str = ""  # opened within the snooze of this legit-closed case: its alerted components inherited
+    revision: int = 0  # analysts' actions so far (case:rev): with the members, the case's version
+
+    @property
+    def version(self) -> str:
+        """What an analyst saw: the actions so far and the members (the stream adds members without a revision).
+
+        A decision made on a page showing another version is stale (:class:`cases.casebook.CaseConflict`).
+        """
+        return f"r{self.revision}m{len(self.members)}"
 
     @property
     def last_activity_ms(self) -> int:
@@ -196,11 +208,18 @@ def parse_episode(row: Any, decisions: tuple[Decision, ...]) -> Episode | None:
         name = column.decode("utf-8")
         if name.startswith(ALERT_COLUMN_PREFIX):
             episode.alerted.add(name[len(ALERT_COLUMN_PREFIX) :])
+    episode.revision = revision_of(row)
     closed = family.get(CLOSED_COLUMN)
     if closed:
         episode.closed_ms = closed[0].timestamp_micros // 1000  # the cell time is when it was closed
         episode.closed_by = json.loads(closed[0].value).get("by", "")
     return episode
+
+
+def revision_of(row: Any) -> int:
+    """A case row's ``case:rev`` (0 before any analyst's action through :class:`cases.casebook.Casebook`)."""
+    cells = row.cells.get("case", {}).get(REVISION_COLUMN)
+    return int(cells[0].value) if cells else 0
 
 
 def claim_column(component: str) -> bytes:

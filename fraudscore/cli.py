@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stream": ("stream.cli", "run the Beam job: Pub/Sub -> score -> per-card windows -> Bigtable cases + alerts"),
     "publish": ("fraudscore.dev.publish", "replay a CSV of transactions into the Pub/Sub transactions topic"),
     "cases": ("cases.cli", "list, show and label flagged cases stored in Bigtable"),
+    "console": ("console.cli", "the analysts' case console in the browser: queue, case pages, decisions, overview"),
     "calibrate": (
         "trainer.recalibrate",
         "precision from analysts' labels; propose (and --apply as a new version) a threshold for a precision or budget",

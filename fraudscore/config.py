@@ -19,6 +19,31 @@ DEFAULT_BIGTABLE_INSTANCE = "fraud-local"
 SAMPLE_MAX_AGE_DAYS = 90  # how long a row of the traffic sample is kept
 
 
+TOKEN_ENV = "FRAUDSCORE_TOKEN"
+
+
+class ConfigError(ValueError):
+    """A flag combination or file that cannot be used; the message names the flag."""
+
+
+def read_file(path: str, flag: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{flag}: cannot read {path}: {exc.strerror}") from None
+
+
+def read_token(token_file: str | None, env: Mapping[str, str]) -> str | None:
+    """The shared secret from ``--token-file`` (else env FRAUDSCORE_TOKEN), stripped; None when neither is set.
+
+    The scorer's bearer token and the console's login token are read alike.
+    """
+    token = read_file(token_file, "--token-file").decode().strip() if token_file else env.get(TOKEN_ENV)
+    if token is not None and not token:
+        raise ConfigError(f"empty bearer token ({'--token-file' if token_file else TOKEN_ENV})")
+    return token
+
+
 @dataclass(frozen=True)
 class ColumnFamily:
     """A Bigtable column family and its garbage-collection rule."""
@@ -71,6 +96,7 @@ class Resources:
                 ColumnFamily("case", max_versions=1),  # the flagged transaction and its scores; a case's header
                 ColumnFamily("member", max_versions=1),  # a card-episode case's members, one cell each (cases/)
                 ColumnFamily("decision", max_versions=5),  # analyst labels, newest first
+                ColumnFamily("audit", max_versions=1),  # who did what to a case, one column per action (cases/)
             ),
             self.cases_by_time_table: (ColumnFamily("ref", max_versions=1),),
             # Sampled rows expire after SAMPLE_MAX_AGE_DAYS: the estimate follows recent traffic.

@@ -123,6 +123,15 @@ class ModelCard:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"{source}: malformed model card: {exc!r}") from exc
 
+    def normal_ranges(self) -> dict[str, tuple[float, float, float]]:
+        """Per feature, the training normals' (p1, median, p99) in raw units (the card's ``statistics``);
+        empty for a version without them. What GetModelInfo serves and the console shows beside a value."""
+        stats = self.raw.get("statistics") or {}
+        try:
+            return {n: tuple(float(stats[n][k]) for k in ("p01", "median", "p99")) for n in self.features}  # type: ignore[misc]
+        except (KeyError, TypeError, ValueError):
+            return {}
+
     @classmethod
     def read(cls, version_dir: Path) -> ModelCard:
         path = version_dir / CARD_FILE
@@ -260,11 +269,7 @@ class LoadedModel:
     @functools.cached_property
     def normal_ranges(self) -> dict[str, tuple[float, float, float]]:
         """Per feature, the training normals' (p1, median, p99) in raw units; empty for a version without them."""
-        stats = self.card.raw.get("statistics") or {}
-        try:
-            return {n: tuple(float(stats[n][k]) for k in ("p01", "median", "p99")) for n in self.features}  # type: ignore[misc]
-        except (KeyError, TypeError, ValueError):
-            return {}
+        return self.card.normal_ranges()
 
     @functools.cached_property
     def medians(self) -> np.ndarray | None:

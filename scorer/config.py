@@ -12,11 +12,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TOKEN_ENV = "FRAUDSCORE_TOKEN"
+from fraudscore.config import TOKEN_ENV, ConfigError, read_file, read_token
 
-
-class ConfigError(ValueError):
-    """A flag combination or file that cannot be used; the message names the flag."""
+__all__ = [
+    "TOKEN_ENV",
+    "BatchConfig",
+    "ConfigError",
+    "ServeConfig",
+    "TlsConfig",
+    "add_arguments",
+    "grpc_server_options",
+    "read_token",
+]
 
 
 @dataclass(frozen=True)
@@ -62,15 +69,13 @@ class ServeConfig:
             if not (args.tls_cert and args.tls_key):
                 raise ConfigError("--tls-cert and --tls-key must be given together")
             tls = TlsConfig(
-                cert=_read(args.tls_cert, "--tls-cert"),
-                key=_read(args.tls_key, "--tls-key"),
-                client_ca=_read(args.tls_client_ca, "--tls-client-ca") if args.tls_client_ca else None,
+                cert=read_file(args.tls_cert, "--tls-cert"),
+                key=read_file(args.tls_key, "--tls-key"),
+                client_ca=read_file(args.tls_client_ca, "--tls-client-ca") if args.tls_client_ca else None,
             )
         elif args.tls_client_ca:
             raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
-        token = _read(args.token_file, "--token-file").decode().strip() if args.token_file else env.get(TOKEN_ENV)
-        if token is not None and not token:
-            raise ConfigError(f"empty bearer token ({'--token-file' if args.token_file else TOKEN_ENV})")
+        token = read_token(args.token_file, env)
         if args.auth_reflection and token is None:
             raise ConfigError(f"--auth-reflection needs a bearer token (--token-file or {TOKEN_ENV})")
         if args.max_batch < 1 or args.max_wait_ms < 0:
@@ -143,10 +148,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="require the bearer token for server reflection too (health checks stay open)",
     )
-
-
-def _read(path: str, flag: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{flag}: cannot read {path}: {exc.strerror}") from None

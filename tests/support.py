@@ -7,6 +7,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from cases.episode_store import EpisodeStore
+from cases.records import Case
+from cases.store import CaseStore
 from fraudscore.model import ModelCard
 
 
@@ -38,3 +41,12 @@ def process_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] != "Z"
+
+
+def open_cases(store: CaseStore, flagged: list[Case]) -> dict[str, Case]:
+    """What the stream's case sink does with flagged transactions (without Beam): members of card cases."""
+    episodes = EpisodeStore(store)
+    members, touched, _ = episodes.assign(flagged)
+    episodes.write_members(members, touched)
+    episodes.mark_done(members, touched)
+    return {m.transaction_id: m for m in members}

@@ -13,7 +13,9 @@ Starts, in order, each as a child process of its own with its log under
 3. ``fraudscore serve`` (gRPC scorer) and ``fraudscore stream`` (the Beam job);
 4. ``fraudscore publish`` replaying a separately generated sample with a small
    share of fraud bursts at a modest rate, restarted when it reaches the end;
-5. Debian's ``prometheus`` with the rules of deploy/prometheus, scraping them.
+5. Debian's ``prometheus`` with the rules of deploy/prometheus, scraping them;
+6. ``fraudscore console``, the analysts' case console (``--console-port``, the token in
+   ``<data dir>/console.token``, made on the first run).
 
 Then it prints one status block and watches the children. Ctrl-C, SIGTERM or
 SIGHUP (its terminal went away: a closed window, a dropped SSH session) stops
@@ -30,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -81,6 +84,7 @@ class DemoConfig:
     scorer_metrics_port: int = 9464
     stream_metrics_port: int = 9465
     prometheus_port: int = 9090
+    console_port: int = 8080
     train_data: Path = TRAIN_DATA
     stream_rows: int = 100_000
     fraud_rate: float = 0.01  # in bursts of 1-6 per card (fraudscore.dev.generate)
@@ -93,6 +97,11 @@ class DemoConfig:
     @property
     def logs(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def console_token(self) -> Path:
+        """The token analysts log in to the console with: made once, kept with the demo's data."""
+        return self.data_dir / "console.token"
 
     @property
     def stream_csv(self) -> Path:
@@ -110,6 +119,7 @@ class DemoConfig:
             scorer_metrics_port=args.scorer_metrics_port,
             stream_metrics_port=args.stream_metrics_port,
             prometheus_port=args.prometheus_port,
+            console_port=args.console_port,
             train_data=Path(args.train_data),
             stream_rows=args.stream_rows,
             fraud_rate=args.fraud_rate,
@@ -140,6 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scorer-metrics-port", type=int, default=d.scorer_metrics_port, help="scorer /metrics")
     parser.add_argument("--stream-metrics-port", type=int, default=d.stream_metrics_port, help="stream /metrics")
     parser.add_argument("--prometheus-port", type=int, default=d.prometheus_port, help="Prometheus (%(default)s)")
+    parser.add_argument("--console-port", type=int, default=d.console_port, help="analysts' console (%(default)s)")
     parser.add_argument("--stream-rows", type=int, default=d.stream_rows, help="generated rows the publisher replays")
     parser.add_argument("--fraud-rate", type=float, default=d.fraud_rate, help="fraud share of the replayed rows")
     parser.add_argument("--rate", type=float, default=d.rate, help="transactions per second published (%(default)s)")
@@ -276,6 +287,21 @@ class Demo:
             signal.SIGINT,
         )
         prometheus = self._start_prometheus() if c.prometheus else None
+        console = self._spawn(
+            "console",
+            _fraudscore(
+                "console",
+                "--host",
+                c.host,
+                "--port",
+                str(c.console_port),
+                "--token-file",
+                str(ensure_token(c.console_token)),
+                "--model-base",
+                str(c.model_base),
+            ),
+            signal.SIGINT,
+        )
         if c.publisher:
             # The publisher compresses the file's two days into minutes, which would make every busy card
             # look like a CARD_VELOCITY case; spreading the rows over many cards keeps per-card rates
@@ -286,12 +312,17 @@ class Demo:
         say("waiting for the scorer to load the model and the stream job to start")
         self._wait_until("scorer", scorer, lambda: _grpc_serving(f"{c.host}:{c.scorer_port}"))
         self._wait_until("stream", stream, lambda: _http_ok(f"http://{c.host}:{c.stream_metrics_port}/metrics"))
+        self._wait_until("console", console, lambda: _http_ok(f"{self._console_url}/health"))
         if prometheus is not None:
             self._wait_until("prometheus", prometheus, lambda: _http_ok(self._prometheus_url + "/-/ready"))
         if c.publisher:
             self._start_publisher()
         say(self.status())
         return self._watch()
+
+    @property
+    def _console_url(self) -> str:
+        return f"http://{self.config.host}:{self.config.console_port}"
 
     @property
     def _prometheus_url(self) -> str:
@@ -305,6 +336,7 @@ class Demo:
             "--scorer-port": c.scorer_port,
             "--scorer-metrics-port": c.scorer_metrics_port,
             "--stream-metrics-port": c.stream_metrics_port,
+            "--console-port": c.console_port,
         }
         if c.prometheus:
             wanted["--prometheus-port"] = c.prometheus_port
@@ -471,6 +503,7 @@ class Demo:
             f"  metrics      http://{c.host}:{c.scorer_metrics_port}/metrics (scorer)  "
             f"http://{c.host}:{c.stream_metrics_port}/metrics (stream)",
         ]
+        lines.append(f"  console      {self._console_url}/  (log in with the token in {c.console_token})")
         if c.prometheus:
             lines.append(f"  Prometheus   {self._prometheus_url}  (alert rate: job:fraudscore_stream_alerts:rate5m)")
         if c.publisher:
@@ -485,6 +518,16 @@ class Demo:
             "Ctrl-C stops everything.",
         ]
         return "\n".join(lines)
+
+
+def ensure_token(path: Path) -> Path:
+    """A random console token in ``path`` (owner-only), made on the first run and kept for the next ones."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(24) + "\n")
+    return path
 
 
 def check_train_data(config: DemoConfig) -> None:
@@ -610,6 +653,7 @@ __all__ = [
     "DemoError",
     "add_arguments",
     "check_train_data",
+    "ensure_token",
     "main",
     "training_reason",
     "write_prometheus_config",

@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cases.episode_store import EpisodeStore
 from cases.records import Case
 from cases.store import CaseStore
 from fraudscore.cli import main as cli_main
 from fraudscore.config import Resources
 from stream.rules import TX_ANOMALY
+from tests.support import open_cases
 
 pytestmark = pytest.mark.integration
 
@@ -64,15 +64,6 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     code = cli_main(["cases", *argv])
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-def open_cases(store: CaseStore, flagged: list[Case]) -> dict[str, Case]:
-    """What the stream's case sink does with flagged transactions (without Beam): members of card cases."""
-    episodes = EpisodeStore(store)
-    members, touched, _ = episodes.assign(flagged)
-    episodes.write_members(members, touched)
-    episodes.mark_done(members, touched)
-    return {m.transaction_id: m for m in members}
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from fraudscore.dev.processes import free_port
 from tests.support import phase, process_alive
@@ -85,7 +86,7 @@ def _wait_for_line(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeo
 def demo(
     tmp_path: Path, trained_model_base: Path, train_csv: Path
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path, dict[str, int]]]:
-    ports = {name: free_port() for name in ("scorer", "scorer_metrics", "stream_metrics", "prometheus")}
+    ports = {name: free_port() for name in ("scorer", "scorer_metrics", "stream_metrics", "prometheus", "console")}
     data_dir = tmp_path / "demo"
     out = tmp_path / "demo.out"
     argv = [
@@ -94,6 +95,7 @@ def demo(
         "--pubsub-port", "0", "--bigtable-port", "0",
         "--scorer-port", str(ports["scorer"]), "--scorer-metrics-port", str(ports["scorer_metrics"]),
         "--stream-metrics-port", str(ports["stream_metrics"]), "--prometheus-port", str(ports["prometheus"]),
+        "--console-port", str(ports["console"]),
         # A short file with more fraud than the default, so a case appears within seconds.
         "--stream-rows", "3000", "--fraud-rate", "0.03", "--rate", "100",
     ]  # fmt: skip
@@ -151,6 +153,19 @@ def test_demo_runs_cases_appear_scorer_answers_and_ctrl_c_stops_everything(
         scored = cli("score", "--target", f"127.0.0.1:{ports['scorer']}", "--csv", str(stream_csv), "--limit", "3")
         assert scored.returncode == 0, scored.stderr
         assert len(scored.stdout.strip().splitlines()) == 3, scored.stdout
+
+    with phase("the console shows the case"):
+        console = _wait_for_line(out, r"console +(http://\S+/) +\(log in with the token in (\S+)\)", proc, 5)
+        assert console.group(1) == f"http://127.0.0.1:{ports['console']}/"
+        token = Path(console.group(2)).read_text().strip()
+        with requests.Session() as http:
+            login = http.get(console.group(1) + "login", timeout=10).text
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', login)
+            assert csrf is not None
+            form = {"analyst": "demo-test", "token": token, "csrf_token": csrf.group(1)}
+            assert http.post(console.group(1) + "login", data=form, timeout=10).ok
+            page = http.get(console.group(1) + f"cases/{cases[0]['case_id']}", timeout=10)
+            assert page.status_code == 200 and str(cases[0]["card_id"]) in page.text
 
     with phase("Ctrl-C stops everything"):
         # Ctrl-C: everything stops, cleanly, in bounded time.

@@ -1,0 +1,264 @@
+"""The case queue: every case in memory, ordered by priority, rescanned in the background.
+
+Ordering open cases by priority needs all of them: Bigtable keeps cases by card and by opening time, not by
+score. A scan of the case rows (:meth:`cases.casebook.Casebook.all_cases`, small cells only) is too slow to
+run per page view with thousands of cases (10,000: seconds), so a :class:`Snapshot` (sorted, with each open
+case's reasons, once per scan) is kept and pages, filters and counts come from it. The scan and the sort run
+in a child process (:class:`ProcessScan`): in this one they would hold the GIL for seconds and stall the
+server's threads; here only the finished snapshot is unpickled. A scan starts at most every ``refresh_s``
+seconds, and never sooner than twice the last scan took, so a large table costs at most a third of a core.
+A decision made in this console is applied to the snapshot at once (:meth:`Queue.changed`), so the analyst
+never sees the case they just closed; cases opened by the stream appear within one rescan.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cases.casebook import priority
+from cases.episode_rows import CLOSED, OPEN, Episode
+from fraudscore.config import Resources
+
+log = logging.getLogger(__name__)
+NICE = 10  # the rescanning child's niceness increment
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """All cases as of one scan: open ones in priority order (with their reasons), counts by status and verdict."""
+
+    cases: tuple[Episode, ...] = ()  # every case, priority order (open and undecided first)
+    scanned_at: float = 0.0  # time.time() of the scan's end
+    scan_s: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    open_reasons: tuple[tuple[str, ...], ...] = ()  # per open case (the first len(open_reasons) of cases)
+    all_reasons: tuple[str, ...] = ()  # every reason code among open cases, for the filter's choices
+
+    @classmethod
+    def of(cls, cases: Iterable[Episode], scanned_at: float, scan_s: float) -> Snapshot:
+        ordered = tuple(sorted(cases, key=priority))
+        counts: Counter[str] = Counter()
+        for e in ordered:
+            counts[e.status] += 1
+            if e.decision is not None:
+                counts[e.decision.verdict] += 1
+        counts["all"] = len(ordered)
+        # Open cases sort first: the prefix up to the first closed one. Episode.reasons orders the members
+        # on every call: once here, not per filtered page view.
+        open_reasons = tuple(e.reasons for e in ordered[: counts[OPEN]])
+        return cls(
+            ordered,
+            scanned_at,
+            scan_s,
+            {k: counts[k] for k in ("all", OPEN, CLOSED, "fraud", "legit")},
+            open_reasons,
+            tuple(sorted({r for reasons in open_reasons for r in reasons})),
+        )
+
+    @property
+    def open_cases(self) -> Sequence[Episode]:
+        return self.cases[: len(self.open_reasons)]
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    cases: tuple[Episode, ...]
+    page: int
+    pages: int
+    matching: int
+    reasons: tuple[str, ...]  # every reason code among open cases, for the filter's choices
+    snapshot: Snapshot
+
+
+def select(snapshot: Snapshot, *, reason: str = "", card: str = "", page: int = 1, size: int = 50) -> QueuePage:
+    """One page of the open cases, filtered by a reason code and a card id (substring), in priority order."""
+    if size < 1:
+        raise ValueError(f"page size must be positive, got {size}")
+    open_cases = snapshot.open_cases
+    if reason or card:
+        pairs = zip(open_cases, snapshot.open_reasons, strict=True)
+        matching: Sequence[Episode] = [
+            e for e, reasons in pairs if (not reason or reason in reasons) and (not card or card in e.card_id)
+        ]
+    else:
+        matching = open_cases
+    pages = max(1, -(-len(matching) // size))
+    page = min(max(page, 1), pages)
+    chosen = tuple(matching[(page - 1) * size : page * size])
+    return QueuePage(chosen, page, pages, len(matching), snapshot.all_reasons, snapshot)
+
+
+def scan_snapshot(scan: Callable[[], Iterable[Episode]]) -> Snapshot:
+    """A snapshot of what ``scan`` yields, timed."""
+    started = time.monotonic()
+    cases = list(scan())
+    return Snapshot.of(cases, time.time(), time.monotonic() - started)
+
+
+class ScanError(RuntimeError):
+    """The rescanning child failed or is gone; the message says why."""
+
+
+def _exit_with_parent(parent: int) -> None:
+    # A parent killed outright (SIGKILL, a crash) runs no clean-up: the child notices it is orphaned and ends.
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _scan_loop(conn: Any, resources: Resources, parent: int) -> None:
+    """The child: one snapshot per request on ``conn``, until the parent closes it or goes away."""
+    import warnings
+
+    from cases.casebook import Casebook
+    from cases.store import CaseStore
+
+    os.nice(NICE)  # on a busy machine the server's answers go first, the rescan waits
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    warnings.filterwarnings("ignore", message="Connecting to Bigtable emulator", category=RuntimeWarning)
+    with CaseStore(resources) as store:
+        book = Casebook(store)
+        while True:
+            try:
+                conn.recv()
+            except (EOFError, OSError):
+                return
+            try:
+                conn.send(_packed(scan_snapshot(book.all_cases)))
+            except Exception as exc:  # a Bigtable error: the parent reports it and asks again later
+                conn.send(ScanError(f"{type(exc).__name__}: {exc}"))
+
+
+CHUNK = 250  # cases per pickle: unpickling 10,000 cases at once held the GIL for 372 ms (loaded machine)
+
+
+def _packed(snapshot: Snapshot) -> tuple[Snapshot, list[bytes]]:
+    """The snapshot without its cases, and the cases (with their reasons) pickled in chunks, in order."""
+    import pickle
+
+    n = len(snapshot.cases)
+    reasons = snapshot.open_reasons + ((),) * (n - len(snapshot.open_reasons))
+    chunks = [pickle.dumps((snapshot.cases[i : i + CHUNK], reasons[i : i + CHUNK])) for i in range(0, n, CHUNK)]
+    return replace(snapshot, cases=(), open_reasons=()), chunks
+
+
+def _unpacked(packed: tuple[Snapshot, list[bytes]]) -> Snapshot:
+    """Unpickles chunk by chunk, letting the server's threads run in between (one long loads() would not)."""
+    import pickle
+
+    head, chunks = packed
+    cases: list[Episode] = []
+    reasons: list[tuple[str, ...]] = []
+    for chunk in chunks:
+        part, part_reasons = pickle.loads(chunk)
+        cases.extend(part)
+        reasons.extend(part_reasons)
+        time.sleep(0)  # gives up the GIL: a page being answered goes on
+    open_count = head.counts.get(OPEN, 0)
+    return replace(head, cases=tuple(cases), open_reasons=tuple(reasons[:open_count]))
+
+
+class ProcessScan:
+    """``scan_snapshot`` of every case, run in one long-lived child process (spawned: no forked gRPC threads).
+
+    The child finds Bigtable as this process does (it inherits the environment, BIGTABLE_EMULATOR_HOST too)
+    and ends with this process: :meth:`close`, multiprocessing's exit handler (a daemon process), or its own
+    check of its parent when this one is killed outright.
+    """
+
+    def __init__(self, resources: Resources) -> None:
+        from multiprocessing import get_context
+
+        ctx = get_context("spawn")
+        self._conn, child_end = ctx.Pipe()
+        self._process = ctx.Process(
+            target=_scan_loop, args=(child_end, resources, os.getpid()), name="case-scan", daemon=True
+        )
+        self._process.start()
+        child_end.close()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Snapshot:
+        with self._lock:
+            try:
+                self._conn.send("scan")
+                result = self._conn.recv()
+            except (EOFError, OSError) as exc:
+                raise ScanError(f"the scanning process is gone (exit code {self._process.exitcode})") from exc
+        if isinstance(result, ScanError):
+            raise result
+        return _unpacked(result)
+
+    def close(self) -> None:
+        self._conn.close()
+        self._process.terminate()
+        self._process.join(timeout=5)
+
+
+class Queue:
+    """Keeps the :class:`Snapshot` ``build()`` makes fresh in a daemon thread (``start``) or on demand (``refresh``)."""
+
+    def __init__(self, build: Callable[[], Snapshot], refresh_s: float = 2.0) -> None:
+        self._build = build
+        self._refresh_s = refresh_s
+        self._snapshot = Snapshot()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: str = ""  # the last scan's failure, shown on the queue page until a scan succeeds
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    def refresh(self) -> Snapshot:
+        snapshot = self._build()
+        with self._lock:
+            self._snapshot = snapshot
+        # Hundreds of thousands of objects that live until the next scan: out of the cyclic collector's sight
+        # (they hold no cycles; reference counting frees the previous snapshot), so its full collections,
+        # which run in whichever thread allocates, do not walk them while a page is being answered.
+        gc.freeze()
+        self.error = ""
+        self._ready.set()
+        return snapshot
+
+    def changed(self, episode: Episode) -> None:
+        """A case this console just changed: replaces it in the snapshot (the next scan would too, later)."""
+        with self._lock:
+            old = self._snapshot
+            cases = [episode if e.case_id == episode.case_id else e for e in old.cases]
+            self._snapshot = Snapshot.of(cases, old.scanned_at, old.scan_s)
+
+    def start(self) -> Queue:
+        self._thread = threading.Thread(target=self._run, name="case-queue", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                scan_s = self.refresh().scan_s
+            except Exception as exc:  # a Bigtable hiccup: keep the last snapshot, say so, try again
+                log.warning("case queue scan failed: %s", exc)
+                self.error = f"the last scan of the cases failed ({exc}); showing the previous one"
+                self._ready.set()
+                scan_s = self._refresh_s
+            self._stop.wait(max(self._refresh_s, 2 * scan_s))
