@@ -2,7 +2,8 @@
 
 Beam's Python DirectRunner reads Pub/Sub by pulling 10 messages and acknowledging them at once, so
 whatever was pulled and not yet written dies with the process. :class:`PullTransactions` keeps
-``ReadFromPubSub`` but swaps the DirectRunner's read for its subscription (:func:`install`)::
+``ReadFromPubSub`` but swaps the DirectRunner's read for its subscription (:func:`_pulling_read`, installed
+by :func:`fraudscore.internals.install_local_runner`)::
 
     ReadFromPubSub (DirectRunner evaluator: pull up to 1,000 messages, no acknowledgement)
       -> ParseTransactions -> ... -> the sinks, which acknowledge (AckTracker.release)
@@ -20,6 +21,11 @@ its effects durable:
 
 While a message is in flight its ack deadline is pushed out every :data:`EXTEND_EVERY_S` seconds to
 :data:`DEADLINE_S`; if the process dies, Pub/Sub redelivers it within :data:`DEADLINE_S`.
+
+Why not PeriodicImpulse and a pulling DoFn: the DirectRunner then picks the FnApiRunner, which runs a
+streaming pipeline stage by stage (nothing after the first stateful step ever runs), and the
+BundleBasedDirectRunner refuses PeriodicImpulse ("not replaced as expected"). So ReadFromPubSub stays and
+only its DirectRunner evaluator's read is swapped, for the subscriptions registered by PullTransactions.
 
 The tracker is process-wide memory: right for the DirectRunner (one process). Dataflow keeps
 ``ReadFromPubSub``, which acknowledges after its own durable checkpoint, and no record carries ack ids
@@ -41,7 +47,7 @@ import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.utils.timestamp import Timestamp
 
-from stream import direct_runner
+from fraudscore import internals
 
 _LOG = logging.getLogger(__name__)
 
@@ -312,7 +318,6 @@ def take(transaction_id: str) -> tuple[str, ...]:
 
 
 _PULLED: set[str] = set()  # subscriptions this process reads through the tracker
-_INSTALLED = False
 
 
 def _pulling_read(self: Any, timestamp_attribute: str | None) -> list[tuple[Timestamp, PubsubMessage]]:
@@ -323,7 +328,7 @@ def _pulling_read(self: Any, timestamp_attribute: str | None) -> list[tuple[Time
     parser re-stamps valid ones with event time).
     """
     if self._sub_name not in _PULLED:
-        return _ORIGINAL_READ(self, timestamp_attribute)  # type: ignore[no-any-return]
+        return internals.original("pubsub-read-pulled")(self, timestamp_attribute)  # type: ignore[no-any-return]
     tracker = tracker_for(self._sub_name)
     tracker.start_puller()
     out = []
@@ -345,52 +350,27 @@ def _pulling_read(self: Any, timestamp_attribute: str | None) -> list[tuple[Time
 _RUNNER_QUEUES: weakref.WeakSet[Any] = weakref.WeakSet()  # the DirectRunner executors' task queues
 
 
+_MONITOR_TASK = "monitor"  # the name of the DirectRunner's monitor task (read "executor-monitor-task-name")
+
+
 def _runner_has_other_work() -> bool:
     """Whether a DirectRunner task other than its monitor (which re-queues itself) waits for the worker."""
     for queue in list(_RUNNER_QUEUES):
-        if any(getattr(task, "name", None) != "monitor" for task in list(queue.queue)):
+        if any(getattr(task, "name", None) != _MONITOR_TASK for task in list(queue.queue)):
             return True
     return False
 
 
 def _registering_init(self: Any, num_workers: int) -> None:
-    _ORIGINAL_EXECUTOR_INIT(self, num_workers)
+    """``_ExecutorService.__init__`` that registers the executor's task queue for :func:`_runner_has_other_work`."""
+    internals.original("executor-queue-registry")(self, num_workers)
     _RUNNER_QUEUES.add(self.queue)
-
-
-_ORIGINAL_EXECUTOR_INIT: Any = None
 
 
 def _raw(response: Any) -> Any:
     """The plain protobuf message behind a proto-plus response (anything else passes through)."""
     to_pb = getattr(type(response), "pb", None)
     return to_pb(response) if to_pb is not None else response
-
-
-_ORIGINAL_READ: Any = None
-
-
-def install() -> None:
-    """Replaces the DirectRunner's Pub/Sub read (pull 10 and acknowledge) for pulled subscriptions.
-
-    Why not PeriodicImpulse and a pulling DoFn: the DirectRunner then picks the FnApiRunner, which
-    runs a streaming pipeline stage by stage (nothing after the first stateful step ever runs), and
-    the BundleBasedDirectRunner refuses PeriodicImpulse ("not replaced as expected"). So ReadFromPubSub
-    stays and only its DirectRunner evaluator's read is swapped, for the subscriptions registered
-    here; ``tests/unit/stream/test_ingest.py`` fails if Beam's private hook moves.
-    """
-    global _INSTALLED, _ORIGINAL_READ
-    if _INSTALLED:
-        return
-    from apache_beam.runners.direct.executor import _ExecutorService
-    from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
-
-    global _ORIGINAL_EXECUTOR_INIT
-    _ORIGINAL_READ = _PubSubReadEvaluator._read_from_pubsub
-    _PubSubReadEvaluator._read_from_pubsub = _pulling_read  # type: ignore[method-assign]
-    _ORIGINAL_EXECUTOR_INIT = _ExecutorService.__init__
-    _ExecutorService.__init__ = _registering_init  # type: ignore[method-assign]
-    _INSTALLED = True
 
 
 class PullTransactions(beam.PTransform):  # type: ignore[misc]
@@ -401,8 +381,8 @@ class PullTransactions(beam.PTransform):  # type: ignore[misc]
         self._subscription = subscription_path
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        install()
-        direct_runner.install()  # the same runner's timer scan and per-bundle DoFn set-up (stream.direct_runner)
+        # Only a registration: the DirectRunner's read is replaced by fraudscore.internals.install_local_runner,
+        # which the job calls explicitly (stream.pipeline.run_with); building patches nothing.
         _PULLED.add(self._subscription)
         return pbegin | "ReadFromPubSub" >> beam.io.ReadFromPubSub(
             subscription=self._subscription, with_attributes=True

@@ -33,7 +33,7 @@ from apache_beam.io import fileio
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
 from cases.episodes import EpisodeConfig, add_episode_arguments, episode_config
-from fraudscore import csvfiles, schema
+from fraudscore import csvfiles, internals, schema
 from fraudscore.config import DEFAULT_PROJECT, Resources
 from stream.case_sink import DeliverCases
 from stream.flag_cases import AGGREGATIONS, FlagCases
@@ -268,6 +268,10 @@ def run_with(
     if config.ingest == "auto":
         runner = str(options.view_as(StandardOptions).runner or "")
         config = dataclasses.replace(config, ingest="read" if "Dataflow" in runner else "pull")
+    if config.ingest == "pull":
+        # The local path: the DirectRunner's read and its per-key costs, replaced after checking that Beam's
+        # internals are the ones the replacements were written for (the one place that patches anything).
+        internals.install_local_runner()
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, config)
     return pipeline.run()

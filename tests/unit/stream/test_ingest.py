@@ -68,15 +68,6 @@ def test_stopping_pulls_nothing_and_waits_for_in_flight() -> None:
     assert tracker.wait_idle(2.0)
 
 
-def test_the_direct_runner_read_hook_is_there() -> None:
-    """Beam's private evaluator method the pulled ingest replaces: an upgrade that moves it fails here."""
-    from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
-
-    ingest.install()
-    assert _PubSubReadEvaluator._read_from_pubsub is ingest._pulling_read
-    assert ingest._ORIGINAL_READ is not None and ingest._ORIGINAL_READ is not ingest._pulling_read
-
-
 def _scored(tx: str, ack_ids: tuple[str, ...]) -> ScoredTransaction:
     return ScoredTransaction(tx, "card", "m", 1000.0, 10.0, 0.1, False, (), 0, "m", 1, 1.0, ack_ids)
 
