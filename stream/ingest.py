@@ -11,13 +11,10 @@ by :func:`fraudscore.internals.install_local_runner`)::
 Each pulled message carries its ack id in the reserved attribute :data:`ACK_ATTRIBUTE` (removed by
 the parser) and then in its record's ``ack_ids`` (``DeadLetter``, ``ScoredTransaction``; across
 RunInference, which cannot carry extras, through :meth:`AckTracker.carry` / :meth:`AckTracker.take`).
-A message is acknowledged once every *part* of it has been released by a sink after that sink made
-its effects durable:
-
-- a dead letter: one part, released by PublishDeadLetters once the DLQ publish is confirmed;
-- a transaction: one part for the card path (released by the card step, in the same bundle as the
-  cases that transaction's arrival produced, after DeliverCases made them durable) plus, if it is
-  anomalous, one for its TX_ANOMALY case (released after that case is durable).
+A message is held from its pull until the record made of it (a scored transaction, a dead letter) is
+told which named *parts* it owes (:meth:`AckTracker.owe`, from the parts the job's durable sinks declare:
+:mod:`stream.ack_parts`), and acknowledged once each of those parts has been released by its sink after
+that sink made its effect durable (:meth:`AckTracker.release`).
 
 While a message is in flight its ack deadline is pushed out every :data:`EXTEND_EVERY_S` seconds to
 :data:`DEADLINE_S`; if the process dies, Pub/Sub redelivers it within :data:`DEADLINE_S`.
@@ -68,6 +65,10 @@ ACK_EVERY_S = 0.1  # released messages are acknowledged in batches this often
 _ACK_CHUNK = 1_000
 
 
+class ReleasedTooEarly(RuntimeError):
+    """A sink released a part of a message before the message was told what it owes."""
+
+
 class AckTracker:
     """The ack ids in flight in this process, their outstanding parts, and their deadlines."""
 
@@ -75,7 +76,8 @@ class AckTracker:
         self.subscription = subscription
         self._subscriber = subscriber
         self._lock = threading.Lock()
-        self._parts: dict[str, int] = {}
+        # ack id -> the names of the parts it still owes; None while held (pulled, not yet told what it owes).
+        self._parts: dict[str, set[str] | None] = {}
         self._carried: dict[str, list[str]] = {}
         self._done: list[str] = []  # released, acknowledgement not yet sent
         self._flush_lock = threading.Lock()
@@ -101,7 +103,7 @@ class AckTracker:
     # --- the puller's side ---
 
     def pull(self, max_messages: int) -> list[Any]:
-        """Up to ``max_messages`` received messages, held (one part each) until released."""
+        """Up to ``max_messages`` received messages, each held until it is told what it owes (:meth:`owe`)."""
         if self._stopping.is_set():
             return []
         with self._lock:
@@ -122,7 +124,7 @@ class AckTracker:
         ack_ids = [m.ack_id for m in received]
         with self._lock:
             for ack_id in ack_ids:
-                self._parts[ack_id] = self._parts.get(ack_id, 0) + 1
+                self._parts.setdefault(ack_id, None)
         self._modify(ack_ids, DEADLINE_S)
         return received
 
@@ -182,29 +184,54 @@ class AckTracker:
         with self._lock:
             return tuple(self._carried.pop(transaction_id, ()))
 
-    def add(self, ack_ids: Iterable[str], parts: int = 1) -> None:
-        """More parts to release before these messages are acknowledged."""
+    def owe(self, ack_ids: Iterable[str], parts: Iterable[str]) -> None:
+        """What these held messages owe before they are acknowledged (none: acknowledged at once).
+
+        Once per message: a message told already keeps what it was told (its parts may be released).
+        """
+        owed = set(parts)
         with self._lock:
             for ack_id in ack_ids:
-                if ack_id in self._parts:
-                    self._parts[ack_id] += parts
+                if ack_id not in self._parts or self._parts[ack_id] is not None:
+                    continue
+                if owed:
+                    self._parts[ack_id] = set(owed)
+                else:
+                    del self._parts[ack_id]
+                    self._done.append(ack_id)
+        self._flush_if_full()
 
-    def release(self, ack_ids: Iterable[str]) -> None:
-        """One part of each message is durable; the messages with none left are acknowledged.
+    def release(self, part: str, ack_ids: Iterable[str]) -> None:
+        """Part ``part`` of each message is durable; the messages with no part left are acknowledged.
 
+        A part is released once (again: no effect); an ack id this process does not hold (acknowledged
+        already, pulled before a restart) is skipped. Releasing a held message, one not yet told what it
+        owes, is a wiring error (the part would not be counted): it raises :class:`ReleasedTooEarly`.
         Acknowledgements go out in batches (every ACK_EVERY_S, or at once past _ACK_CHUNK), not one
         call per release: a crash before the batch leaves, at most, a redelivery of durable messages.
         """
+        early = []
         with self._lock:
             for ack_id in ack_ids:
-                left = self._parts.get(ack_id)
-                if left is None:
+                if ack_id not in self._parts:
                     continue
-                if left <= 1:
+                left = self._parts[ack_id]
+                if left is None:
+                    early.append(ack_id)
+                    continue
+                left.discard(part)
+                if not left:
                     del self._parts[ack_id]
                     self._done.append(ack_id)
-                else:
-                    self._parts[ack_id] = left - 1
+        self._flush_if_full()
+        if early:
+            raise ReleasedTooEarly(
+                f"part {part!r} released for {len(early)} message(s) not yet told what they owe (first {early[0]}):"
+                " records must pass AckPlan.owe before any sink"
+            )
+
+    def _flush_if_full(self) -> None:
+        with self._lock:
             flush_now = len(self._done) >= _ACK_CHUNK
         if flush_now:
             self.flush()
@@ -295,17 +322,18 @@ def current() -> AckTracker | None:
     return _TRACKER
 
 
-def release(ack_ids: Iterable[str]) -> None:
-    """Releases one part of each message (no-op without ack ids or tracker)."""
+def release(part: str, ack_ids: Iterable[str]) -> None:
+    """Releases part ``part`` of each message (no-op without ack ids or tracker)."""
     ids = tuple(ack_ids)
     if ids and _TRACKER is not None:
-        _TRACKER.release(ids)
+        _TRACKER.release(part, ids)
 
 
-def add_parts(ack_ids: Iterable[str], parts: int = 1) -> None:
+def owe(ack_ids: Iterable[str], parts: Iterable[str]) -> None:
+    """What these messages owe (no-op without ack ids or tracker): :meth:`AckTracker.owe`."""
     ids = tuple(ack_ids)
     if ids and _TRACKER is not None:
-        _TRACKER.add(ids, parts)
+        _TRACKER.owe(ids, parts)
 
 
 def carry(transaction_id: str, ack_id: str) -> None:
