@@ -271,7 +271,10 @@ def _has_tx_case(s: ScoredTransaction) -> bool:
     return any(True for _ in transaction_cases(s))
 
 
-DELIVERED_PARTS = (CARD, TX_ANOMALY_CASE)
+# The card path of every transaction (released after the cases its arrival made, or by the card step at once
+# when it made none) and the TX_ANOMALY case of the transactions that have one.
+_DELIVERED = (Part(CARD, ScoredTransaction), Part(TX_ANOMALY_CASE, ScoredTransaction, _has_tx_case))
+DELIVERED_PARTS = tuple(p.name for p in _DELIVERED)
 
 
 class DeliverCases(DurableSink):
@@ -283,9 +286,7 @@ class DeliverCases(DurableSink):
     """
 
     def releases(self) -> tuple[Part, ...]:
-        """The card path of every transaction (released after the cases its arrival made, or by the card step
-        at once when it made none) and the TX_ANOMALY case of the transactions that have one."""
-        return (Part(CARD, ScoredTransaction), Part(TX_ANOMALY_CASE, ScoredTransaction, _has_tx_case))
+        return _DELIVERED
 
     def __init__(
         self,

@@ -130,3 +130,16 @@ def test_owe_tells_the_tracker_the_parts_and_the_sinks_release_them(monkeypatch:
     tracker.release("tx-anomaly-case", ["ack-1"])
     tracker.flush()
     assert sub.acked == ["ack-0", "ack-1"]
+
+
+def test_deliver_cases_releases_only_the_parts_it_declares() -> None:
+    from stream.case_sink import DeliverCases
+    from stream.records import Release
+
+    sink = DeliverCases(Resources())
+    assert [p.name for p in sink.releases()] == ["card", "tx-anomaly-case"]
+    fn = sink._fn
+    fn.start_bundle()
+    fn.process(Release(("ack-0",), "card"))
+    with pytest.raises(ValueError, match="not 'sample'"):
+        fn.process(Release(("ack-1",), "sample"))
