@@ -284,7 +284,10 @@ def run_with(
     if config.ingest == "pull":
         # The local path: the DirectRunner's read and its per-key costs, replaced after checking that Beam's
         # internals are the ones the replacements were written for (the one place that patches anything).
-        internals.install_local_runner()
+        try:
+            internals.install_local_runner()
+        except internals.InternalsChanged as exc:
+            raise SystemExit(f"the local runner's patches do not fit the installed libraries:\n{exc}") from exc
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, config)
     return pipeline.run()

@@ -117,6 +117,20 @@ def test_a_mismatch_patches_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert {p.name: inspect.getattr_static(*_owner(p)) for p in internals.PATCHES} == targets
 
 
+@pytest.mark.usefixtures("live_targets")
+def test_the_stream_job_stops_at_start_with_the_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream import pipeline
+
+    monkeypatch.setattr(pipeline, "latest_version_uri", lambda base: f"{base}/1")
+    monkeypatch.setattr(internals.metadata, "version", lambda name: "99.0.0")
+    with pytest.raises(SystemExit) as stopped:
+        pipeline.run_with(pipeline.StreamConfig(model_base="m", ingest="pull"), ["--runner=DirectRunner"])
+    lines = str(stopped.value.code).splitlines()
+    assert lines[0] == "the local runner's patches do not fit the installed libraries:"
+    assert len(lines) == 1 + len(ENTRIES) and "patch 'timer-scan-index'" in lines[1]
+    assert internals.installed() == ()
+
+
 def test_the_monitor_task_is_found_by_the_name_its_read_expects() -> None:
     from apache_beam.runners.direct.executor import _ExecutorServiceParallelExecutor
 
