@@ -4,7 +4,7 @@ Each durable sink is a :class:`DurableSink` and declares (:meth:`DurableSink.rel
 *parts* it releases, each for the records that owe it::
 
     DeliverCases        card              every scored transaction (its card step's cases, if any, are durable)
-                        tx-anomaly-case   the transactions with a TX_ANOMALY case (stream.rules.transaction_cases)
+                        tx-anomaly-case   the transactions with a TX_ANOMALY case (stream.rules.has_transaction_case)
     WriteSample         sample            the sampled transactions (the same hash its filter uses)
     PublishDeadLetters  dead-letter       every dead letter
 
@@ -20,7 +20,7 @@ is an error). :func:`check_sinks` walks the built pipeline: every transform whos
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
@@ -55,6 +55,9 @@ class DurableSink(beam.PTransform):  # type: ignore[misc]
         raise NotImplementedError(f"{type(self).__name__} declares no acknowledgement parts")
 
 
+_NOTHING: tuple[frozenset[str], tuple[tuple[str, Callable[[Any], bool]], ...]] = (frozenset(), ())
+
+
 class UndeclaredSink(ValueError):
     """A sink of the built pipeline is not one of the sinks the acknowledgement plan was derived from."""
 
@@ -65,6 +68,21 @@ class AckPlan:
 
     parts: tuple[Part, ...]
     sinks: tuple[DurableSink, ...] = ()
+    _by_type: dict[type, tuple[frozenset[str], tuple[tuple[str, Callable[[Any], bool]], ...]]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        # Per record type: the parts every such record owes, and the conditional ones (owed() runs per message).
+        by_type: dict[type, tuple[set[str], list[tuple[str, Callable[[Any], bool]]]]] = {}
+        for p in self.parts:
+            always, conditional = by_type.setdefault(p.record, (set(), []))
+            if p.owed_if is every:
+                always.add(p.name)
+            else:
+                conditional.append((p.name, p.owed_if))
+        index = {t: (frozenset(a), tuple(c)) for t, (a, c) in by_type.items()}
+        object.__setattr__(self, "_by_type", index)
 
     @classmethod
     def of(cls, sinks: Iterable[DurableSink]) -> AckPlan:
@@ -80,8 +98,10 @@ class AckPlan:
         return cls(parts, sinks)
 
     def owed(self, record: Any) -> frozenset[str]:
-        """The names of the parts ``record``'s message owes."""
-        return frozenset(p.name for p in self.parts if isinstance(record, p.record) and p.owed_if(record))
+        """The names of the parts ``record``'s message owes (declared for its exact type)."""
+        always, conditional = self._by_type.get(type(record), _NOTHING)
+        extra = [name for name, owed_if in conditional if owed_if(record)]
+        return always.union(extra) if extra else always
 
     def owe(self, record: Any) -> Any:
         """Tells the tracker what ``record``'s messages owe (no-op without ack ids); returns ``record``."""
@@ -96,6 +116,7 @@ class AckPlan:
     def __setstate__(self, state: dict[str, Any]) -> None:
         object.__setattr__(self, "parts", state["parts"])
         object.__setattr__(self, "sinks", state["sinks"])
+        self.__post_init__()
 
 
 def sinks_of(pipeline: beam.Pipeline) -> list[tuple[str, beam.PTransform]]:

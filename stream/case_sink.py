@@ -27,7 +27,7 @@ from stream import ingest, metrics
 from stream.ack_parts import CARD, TX_ANOMALY_CASE, DurableSink, Part
 from stream.clients import per_process
 from stream.records import Release, ScoredTransaction
-from stream.rules import transaction_cases
+from stream.rules import has_transaction_case
 from stream.sinks import PUBLISH_TIMEOUT_S, episode_alert, new_publisher
 
 METRICS_NAMESPACE = "fraudscore"
@@ -267,13 +267,9 @@ def _trigger(members: list[Case]) -> Case | None:
     return max(members, key=lambda c: c.reconstruction_error / c.threshold if c.threshold else 0.0, default=None)
 
 
-def _has_tx_case(s: ScoredTransaction) -> bool:
-    return any(True for _ in transaction_cases(s))
-
-
 # The card path of every transaction (released after the cases its arrival made, or by the card step at once
 # when it made none) and the TX_ANOMALY case of the transactions that have one.
-_DELIVERED = (Part(CARD, ScoredTransaction), Part(TX_ANOMALY_CASE, ScoredTransaction, _has_tx_case))
+_DELIVERED = (Part(CARD, ScoredTransaction), Part(TX_ANOMALY_CASE, ScoredTransaction, has_transaction_case))
 DELIVERED_PARTS = tuple(p.name for p in _DELIVERED)
 
 

@@ -199,7 +199,9 @@ class AckTracker:
                 else:
                     del self._parts[ack_id]
                     self._done.append(ack_id)
-        self._flush_if_full()
+            flush_now = len(self._done) >= _ACK_CHUNK
+        if flush_now:
+            self.flush()
 
     def release(self, part: str, ack_ids: Iterable[str]) -> None:
         """Part ``part`` of each message is durable; the messages with no part left are acknowledged.
@@ -223,18 +225,14 @@ class AckTracker:
                 if not left:
                     del self._parts[ack_id]
                     self._done.append(ack_id)
-        self._flush_if_full()
+            flush_now = len(self._done) >= _ACK_CHUNK
+        if flush_now:
+            self.flush()
         if early:
             raise ReleasedTooEarly(
                 f"part {part!r} released for {len(early)} message(s) not yet told what they owe (first {early[0]}):"
                 " records must pass AckPlan.owe before any sink"
             )
-
-    def _flush_if_full(self) -> None:
-        with self._lock:
-            flush_now = len(self._done) >= _ACK_CHUNK
-        if flush_now:
-            self.flush()
 
     def flush(self) -> None:
         """Acknowledges every released message now."""

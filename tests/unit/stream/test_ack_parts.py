@@ -143,3 +143,13 @@ def test_deliver_cases_releases_only_the_parts_it_declares() -> None:
     fn.process(Release(("ack-0",), "card"))
     with pytest.raises(ValueError, match="not 'sample'"):
         fn.process(Release(("ack-1",), "sample"))
+
+
+def test_the_plan_travels_to_the_workers_without_its_sinks() -> None:
+    import pickle
+
+    _, plan = _build(sample_rate=0.2)
+    copy = pickle.loads(pickle.dumps(plan))
+    yes, _ = _ids(0.2)
+    assert copy.sinks == () and [p.name for p in copy.parts] == [p.name for p in plan.parts]
+    assert copy.owed(_scored(yes, anomaly=True)) == {"card", "tx-anomaly-case", "sample"}
