@@ -9,6 +9,7 @@ RPC as plain protobuf messages over the client's channel (so the same credential
 emulator's or Cloud Bigtable's), as non-blocking calls whose replies are collected afterwards:
 ~0.1-0.2 ms of CPU per row, and one round trip of wall time for a whole batch. :class:`BulkWrite`
 does the same for MutateRows (the library's ``Table.mutate_rows`` builds a proto-plus message per cell).
+The channel is reached through public properties only (``Client.table_data_client.transport``).
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ def _pb() -> tuple[Any, Any, Any, Any]:
     )
 
 
-def _channel(table: Any) -> Any:
-    """The gRPC channel of a ``google.cloud.bigtable`` Table's client (its credentials and endpoint)."""
-    return table._instance._client.table_data_client.transport.grpc_channel
+def _channel(client: Any) -> Any:
+    """The gRPC channel of a ``google.cloud.bigtable`` Client's data API (its credentials and endpoint), through
+    public properties only (``Client.table_data_client``, the GAPIC client's ``transport``, its ``grpc_channel``)."""
+    return client.table_data_client.transport.grpc_channel
 
 
 def _routing(table_name: str) -> tuple[tuple[str, str], ...]:
@@ -84,13 +86,13 @@ def chain(*, family: str, column: bytes, latest_value: bytes | None = None) -> A
 class CheckAndMutate:
     """Conditional mutations on one table: "if the predicate matches nothing in the row, set these cells"."""
 
-    def __init__(self, table: Any) -> None:
-        """``table``: a ``google.cloud.bigtable`` Table (its client's channel and its full name are used)."""
+    def __init__(self, client: Any, table: Any) -> None:
+        """``client``, ``table``: a ``google.cloud.bigtable`` Client (its channel is used) and one of its Tables."""
         request, response, _, mutation = _pb()
         self._request = request
         self._mutation = mutation
         self._name = table.name
-        self._call = _channel(table).unary_unary(
+        self._call = _channel(client).unary_unary(
             _CHECK_AND_MUTATE, request_serializer=request.SerializeToString, response_deserializer=response.FromString
         )
         self._metadata = _routing(self._name)
@@ -130,14 +132,14 @@ class CheckAndMutate:
 class BulkWrite:
     """Unconditional writes of many rows of one table in one MutateRows call."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, client: Any, table: Any) -> None:
         from google.cloud.bigtable_v2.types import bigtable
 
         request, response = bigtable.MutateRowsRequest.pb(), bigtable.MutateRowsResponse.pb()
         self._request = request
         self._mutation = _pb()[3]
         self._name = table.name
-        self._call = _channel(table).unary_stream(
+        self._call = _channel(client).unary_stream(
             _MUTATE_ROWS, request_serializer=request.SerializeToString, response_deserializer=response.FromString
         )
         self._metadata = _routing(self._name)

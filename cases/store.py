@@ -224,7 +224,7 @@ class CaseStore:
         if self._conditional_writes is None:
             from cases.row_writes import CheckAndMutate
 
-            self._conditional_writes = CheckAndMutate(self._cases)
+            self._conditional_writes = CheckAndMutate(self._client, self._cases)
         return self._conditional_writes
 
     @functools.cached_property
@@ -232,7 +232,7 @@ class CaseStore:
         """Check-and-mutate rounds on ``flagged-by-time``: the cards' ``open#`` pointers (cases.episode_store)."""
         from cases.row_writes import CheckAndMutate
 
-        return CheckAndMutate(self._index)
+        return CheckAndMutate(self._client, self._index)
 
     def read_rows(self, table: Any, keys: list[bytes], *, latest: bool = True) -> dict[bytes, Any]:
         """The rows of ``keys`` that exist, by key, in one multi-row read (newest cell per column if ``latest``)."""
@@ -251,13 +251,13 @@ class CaseStore:
     def _case_writes(self) -> Any:
         from cases.row_writes import BulkWrite
 
-        return BulkWrite(self._cases)
+        return BulkWrite(self._client, self._cases)
 
     @functools.cached_property
     def _index_writes(self) -> Any:
         from cases.row_writes import BulkWrite
 
-        return BulkWrite(self._index)
+        return BulkWrite(self._client, self._index)
 
     def close(self) -> None:
         """Closes the gRPC clients too: the legacy client's close() only closes its HTTP session."""

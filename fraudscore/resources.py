@@ -121,6 +121,11 @@ def close_bigtable_client(client: Any) -> None:
     google-cloud-bigtable 2.50's ``Client.close()`` closes only its HTTP session; the gRPC clients it
     builds lazily (the data client also runs a thread pool) would stay open in a long-lived process.
     """
+    from fraudscore import internals
+
+    # Private fields, read so that closing builds nothing: guarded in fraudscore.internals.
+    internals.require("bigtable-lazy-data-client")
+    internals.require("bigtable-lazy-admin-client")
     data_client = getattr(client, "_table_data_client", None)
     if data_client is not None:
         data_client.close()

@@ -52,6 +52,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from cases.records import Case
 from stream import ingest, metrics
+from stream.ack_parts import CARD
 from stream.records import Release, ScoredTransaction
 from stream.rules import RuleConfig, window_cases
 from stream.windows import WindowConfig, summarize, window_starts
@@ -137,9 +138,9 @@ class _CardStateFn(beam.DoFn):  # type: ignore[misc]
                 cleanup.set(Timestamp.of(when))
         yield from cases
         if cases and s.ack_ids:  # after its cases, in the same bundle: released once the sink made them durable
-            yield Release(s.ack_ids)
+            yield Release(s.ack_ids, CARD)
         elif s.ack_ids:  # nothing of its arrival to make durable (most transactions): its part is done
-            ingest.release(s.ack_ids)
+            ingest.release(CARD, s.ack_ids)
 
     def _arrive(self, card_id: str, card: CardState, s: ScoredTransaction) -> Iterator[Case]:
         c = self._windows

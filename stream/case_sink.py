@@ -24,8 +24,10 @@ from cases.records import Case
 from cases.store import CLAIM_LEASE_S, DEFAULT_BUCKETS, HELD, WON, CaseStore, ClaimTarget
 from fraudscore.config import Resources
 from stream import ingest, metrics
+from stream.ack_parts import CARD, TX_ANOMALY_CASE, DurableSink, Part
 from stream.clients import per_process
-from stream.records import Release
+from stream.records import Release, ScoredTransaction
+from stream.rules import has_transaction_case
 from stream.sinks import PUBLISH_TIMEOUT_S, episode_alert, new_publisher
 
 METRICS_NAMESPACE = "fraudscore"
@@ -103,8 +105,11 @@ class _WriteCasesFn(StoreFn):  # type: ignore[misc]
         self._batch_sizes.update(len(batch))
 
 
-class WriteCases(beam.PTransform):  # type: ignore[misc]
-    """Writes a PCollection of :class:`Case` to the ``flagged`` table and its time index."""
+class WriteCases(DurableSink):
+    """Writes a PCollection of :class:`Case` to the ``flagged`` table and its time index (acknowledges nothing)."""
+
+    def releases(self) -> tuple[Part, ...]:
+        return ()
 
     def __init__(
         self,
@@ -159,7 +164,7 @@ class _DeliverCasesFn(_WriteCasesFn):  # type: ignore[misc]
         self._publisher_factory = publisher_factory
         self._publisher: Any = None
         self._cases: dict[str, Case] = {}
-        self._releases: list[str] = []
+        self._releases: dict[str, list[str]] = {}
         self._already = Metrics.counter(METRICS_NAMESPACE, "alerts_already_sent")
         self._taken = Metrics.counter(METRICS_NAMESPACE, "alert_claims_waited")
 
@@ -169,11 +174,13 @@ class _DeliverCasesFn(_WriteCasesFn):  # type: ignore[misc]
 
     def start_bundle(self) -> None:
         self._cases = {}
-        self._releases = []
+        self._releases = {}
 
     def process(self, element: Case | Release) -> None:
         if isinstance(element, Release):
-            self._releases.extend(element.ack_ids)
+            if element.part not in DELIVERED_PARTS:
+                raise ValueError(f"DeliverCases releases parts {DELIVERED_PARTS}, not {element.part!r}")
+            self._releases.setdefault(element.part, []).extend(element.ack_ids)
             return
         self._cases.setdefault(element.transaction_id, element)
         if len(self._cases) >= self._batch_size:
@@ -181,8 +188,9 @@ class _DeliverCasesFn(_WriteCasesFn):  # type: ignore[misc]
 
     def finish_bundle(self) -> None:
         self._flush()
-        releases, self._releases = self._releases, []
-        ingest.release(releases)
+        releases, self._releases = self._releases, {}
+        for part, ack_ids in releases.items():
+            ingest.release(part, ack_ids)
 
     def _flush(self) -> None:
         if not self._cases:
@@ -259,13 +267,22 @@ def _trigger(members: list[Case]) -> Case | None:
     return max(members, key=lambda c: c.reconstruction_error / c.threshold if c.threshold else 0.0, default=None)
 
 
-class DeliverCases(beam.PTransform):  # type: ignore[misc]
+# The card path of every transaction (released after the cases its arrival made, or by the card step at once
+# when it made none) and the TX_ANOMALY case of the transactions that have one.
+_DELIVERED = (Part(CARD, ScoredTransaction), Part(TX_ANOMALY_CASE, ScoredTransaction, has_transaction_case))
+DELIVERED_PARTS = tuple(p.name for p in _DELIVERED)
+
+
+class DeliverCases(DurableSink):
     """PCollection[Case | Release] -> card-episode cases in Bigtable + one alert per escalation, ever; then acks.
 
     The durable idempotency records are the rows themselves (the card's pointer, the case row's claims,
     the members' id rows: :mod:`cases.episode_store`), so they hold across restarts, re-published
     messages and Dataflow workers alike.
     """
+
+    def releases(self) -> tuple[Part, ...]:
+        return _DELIVERED
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Four per-key and per-bundle costs of Beam 2.77's (bundle-based, streaming) DirectRunner, cut at their cause.
+"""Three per-key and per-bundle costs of Beam 2.77's (bundle-based, streaming) DirectRunner, cut at their cause.
 
 **The timer scan, indexed.** The runner keeps every key a stateful step has ever seen in a dict, and
 its monitor task, which runs in a loop between bundles, asks every key of every step for its due timers
@@ -25,20 +25,15 @@ with a copy of it (``InMemoryUnmergedState.copy``), whose ``copy.deepcopy`` of t
 job's CPU. Timers map windows to (name, domain, tag) -> timestamp, all immutable values: copying the two
 dict levels gives the same independent copy.
 
-**A young generation the size of a bundle.** Python's collector runs a young collection every 700
-new objects, so a bundle's temporaries (tens of thousands of objects that live as long as the
-bundle) survived two of them and were promoted to the old generation, which then filled fast enough
-to trigger a full collection every 5-10 s; each walked every object of the job (the card states and
-the runner's per-key structures: millions after a few minutes) and held the interpreter for 1-2 s,
-the alerts' p99 with it. With a young generation of 50,000 objects they die young: in 90 s at
-1,000 tx/s one full collection instead of sixteen. Set only where the thresholds are Python's defaults.
+Installed, with every other patch of Beam's internals, by :func:`fraudscore.internals.install_local_runner`
+(which also sizes the collector's young generation for the runner's bundles), after checking that Beam's
+targets are the code these replacements were written for.
 """
 
 from __future__ import annotations
 
 import collections
 import copy
-import gc
 import heapq
 import itertools
 import threading
@@ -46,6 +41,8 @@ import types
 from typing import Any
 
 from apache_beam.transforms.timeutil import TimeDomain
+
+from fraudscore import internals
 
 
 class TrackedStates(dict):  # type: ignore[type-arg]
@@ -112,7 +109,7 @@ def _indexed_extract_transform_timers(self: Any) -> tuple[list[Any], bool]:
 
     states = self._keyed_states
     if not isinstance(states, TrackedStates):
-        return _ORIGINAL_EXTRACT(self)  # type: ignore[no-any-return]
+        return internals.original("timer-scan-index")(self)  # type: ignore[no-any-return]
     with self._lock:
         for key in states.take_noted():
             states.index(key)
@@ -146,10 +143,10 @@ _SPECS: dict[type, tuple[frozenset[Any], frozenset[Any]]] = {}
 def _specs_per_class(dofn: Any) -> tuple[set[Any], set[Any]]:
     """``userstate.get_dofn_specs``, kept per DoFn class (see the module's docstring)."""
     if any(isinstance(v, types.MethodType) for v in getattr(dofn, "__dict__", {}).values()):
-        return _ORIGINAL_SPECS(dofn)  # type: ignore[no-any-return]
+        return internals.original("dofn-specs-per-class")(dofn)  # type: ignore[no-any-return]
     specs = _SPECS.get(type(dofn))
     if specs is None:
-        states, timers = _ORIGINAL_SPECS(dofn)
+        states, timers = internals.original("dofn-specs-per-class")(dofn)
         specs = _SPECS[type(dofn)] = (frozenset(states), frozenset(timers))
     return set(specs[0]), set(specs[1])
 
@@ -165,48 +162,3 @@ def _copy_state(self: Any) -> Any:
         for tag, values in tags.items():
             cloned.state[window][tag] = copy.copy(values)
     return cloned
-
-
-_PYTHON_GC_THRESHOLDS = (700, 10, 10)
-GC_THRESHOLDS = (50_000, 20, 10)
-
-
-def size_young_generation() -> None:
-    """GC_THRESHOLDS, unless the process chose thresholds of its own (see the module's docstring)."""
-    if gc.get_threshold() == _PYTHON_GC_THRESHOLDS:
-        gc.set_threshold(*GC_THRESHOLDS)
-
-
-_ORIGINAL_EXTRACT: Any = None
-_ORIGINAL_SPECS: Any = None
-_INSTALLED = False
-_INSTALL_LOCK = threading.Lock()
-
-
-def install() -> None:
-    """Indexes the DirectRunner's timer scan, keeps DoFn specs per class, copies states without deepcopy
-    of their timers and sizes the collector's young generation, from now on (idempotent).
-
-    Private hooks of Beam 2.77; ``tests/unit/stream/test_direct_runner.py`` fails if they move.
-    """
-    global _INSTALLED, _ORIGINAL_EXTRACT, _ORIGINAL_SPECS
-    with _INSTALL_LOCK:
-        if _INSTALLED:
-            return
-        from apache_beam.runners.direct import transform_evaluator
-        from apache_beam.runners.direct.evaluation_context import EvaluationContext
-        from apache_beam.runners.direct.watermark_manager import _TransformWatermarks
-        from apache_beam.transforms import userstate
-
-        _ORIGINAL_EXTRACT = _TransformWatermarks.extract_transform_timers
-        _TransformWatermarks.extract_transform_timers = _indexed_extract_transform_timers  # type: ignore[method-assign]
-        EvaluationContext._initialize_keyed_states = _tracked_keyed_states  # type: ignore[method-assign]
-        _ORIGINAL_SPECS = userstate.get_dofn_specs
-        # is_stateful_dofn and validate_stateful_dofn look the module's function up at each call.
-        userstate.get_dofn_specs = _specs_per_class
-        transform_evaluator.get_dofn_specs = _specs_per_class  # imported by name there
-        from apache_beam.transforms.trigger import InMemoryUnmergedState
-
-        InMemoryUnmergedState.copy = _copy_state  # type: ignore[method-assign]
-        size_young_generation()
-        _INSTALLED = True

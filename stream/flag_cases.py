@@ -26,6 +26,7 @@ from apache_beam.utils.timestamp import Duration
 
 from cases.records import Case
 from stream import metrics
+from stream.ack_parts import CARD, TX_ANOMALY_CASE
 from stream.card_state import CardStateCases
 from stream.records import Release, ScoredTransaction
 from stream.rules import RuleConfig, transaction_cases, window_cases
@@ -59,7 +60,7 @@ class _DedupeFn(beam.DoFn):
             metrics.case_emitted(case.reasons, case.event_time.timestamp())
             yield case
         if ack_ids:  # after the case, in the same bundle: released once the sink made it durable
-            yield Release(ack_ids)
+            yield Release(ack_ids, CARD)
 
     @userstate.on_timer(_EXPIRY)
     def expire(self, seen: Any = _SEEN_PARAM) -> None:
@@ -76,13 +77,13 @@ def _tx_cases_then_release(s: ScoredTransaction) -> Iterator[Case | Release]:
         metrics.case_emitted(case.reasons, case.event_time.timestamp())
         yield case
         if s.ack_ids:
-            yield Release(s.ack_ids)
+            yield Release(s.ack_ids, TX_ANOMALY_CASE)
 
 
 def _card_part_released(s: ScoredTransaction) -> Iterator[Release]:
     """With Beam windows, a transaction's card part is done once scored: window firings come later."""
     if s.ack_ids:
-        yield Release(s.ack_ids)
+        yield Release(s.ack_ids, CARD)
 
 
 _CASE_KEY = tuple[str, tuple[Case, tuple[str, ...]]]

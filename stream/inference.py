@@ -54,10 +54,10 @@ from fraudscore.artifact import Scores
 from fraudscore.v1.transaction_pb2 import Transaction
 from fraudscore.versions import VersionWatcher, latest_version_uri
 from stream import ingest, metrics
+from stream.ack_parts import AckPlan
 from stream.clients import per_process
 from stream.parse import event_seconds
 from stream.records import DeadLetter, ScoredTransaction
-from stream.sampling import sampled
 
 _LOG = logging.getLogger(__name__)
 SCORED = "scored"
@@ -295,20 +295,17 @@ def _failed_batch_to_dead_letters(failure: tuple[Sequence[Transaction], tuple[An
         )
 
 
-def _with_event_time_and_acks(s: ScoredTransaction, sample_rate: float = 0.0) -> TimestampedValue:
+def _with_event_time_and_acks(s: ScoredTransaction, plan: AckPlan | None = None) -> TimestampedValue:
     """Stamps a scored transaction with its event time and gives it its message's ack ids (pulled ingest).
 
-    An anomalous one owes a second part before its message is acknowledged: its TX_ANOMALY case,
-    which takes its own path to the sink (:mod:`stream.ingest`); a sampled one owes a part for its
-    row in the traffic sample (:mod:`stream.sample_sink`). Both are added here, before the
-    card step can release the first part.
+    Here, upstream of every sink, its messages are told the parts they owe: those the job's sinks
+    declare for it (``plan``, :mod:`stream.ack_parts`).
     """
     ack_ids = ingest.take(s.transaction_id)
     if ack_ids:
-        parts = int(s.is_anomaly) + int(sampled(s.transaction_id, sample_rate))
-        if parts:
-            ingest.add_parts(ack_ids, parts)
         s = dataclasses.replace(s, ack_ids=ack_ids)
+        if plan is not None:
+            plan.owe(s)
     return TimestampedValue(s, s.event_time)
 
 
@@ -329,10 +326,10 @@ class ScoreTransactions(beam.PTransform):
         refresh_s: float | None = None,
         side_input: bool = False,
         max_batch_size: int = 512,
-        sample_rate: float = 0.0,
+        plan: AckPlan | None = None,
     ) -> None:
         super().__init__()
-        self._sample_rate = sample_rate  # the traffic sample's rate: sampled messages owe a part to its sink
+        self._plan = plan  # what a scored transaction's messages owe the job's sinks
         self._model_base = model_base
         self._version_uri = version_uri
         self._refresh_s = refresh_s
@@ -357,5 +354,5 @@ class ScoreTransactions(beam.PTransform):
         dead = failed.failed_inferences | "FailedToDeadLetters" >> beam.FlatMap(_failed_batch_to_dead_letters)
         # BatchElements emits each batch at the end of the global window, so outputs lose their
         # event time: stamp each scored transaction with its own again for the card windows.
-        restamped = scored | "EventTime" >> beam.Map(_with_event_time_and_acks, self._sample_rate)
+        restamped = scored | "EventTime" >> beam.Map(_with_event_time_and_acks, self._plan)
         return restamped, dead

@@ -2,7 +2,8 @@
 
 Beam's Python DirectRunner reads Pub/Sub by pulling 10 messages and acknowledging them at once, so
 whatever was pulled and not yet written dies with the process. :class:`PullTransactions` keeps
-``ReadFromPubSub`` but swaps the DirectRunner's read for its subscription (:func:`install`)::
+``ReadFromPubSub`` but swaps the DirectRunner's read for its subscription (:func:`_pulling_read`, installed
+by :func:`fraudscore.internals.install_local_runner`)::
 
     ReadFromPubSub (DirectRunner evaluator: pull up to 1,000 messages, no acknowledgement)
       -> ParseTransactions -> ... -> the sinks, which acknowledge (AckTracker.release)
@@ -10,16 +11,18 @@ whatever was pulled and not yet written dies with the process. :class:`PullTrans
 Each pulled message carries its ack id in the reserved attribute :data:`ACK_ATTRIBUTE` (removed by
 the parser) and then in its record's ``ack_ids`` (``DeadLetter``, ``ScoredTransaction``; across
 RunInference, which cannot carry extras, through :meth:`AckTracker.carry` / :meth:`AckTracker.take`).
-A message is acknowledged once every *part* of it has been released by a sink after that sink made
-its effects durable:
-
-- a dead letter: one part, released by PublishDeadLetters once the DLQ publish is confirmed;
-- a transaction: one part for the card path (released by the card step, in the same bundle as the
-  cases that transaction's arrival produced, after DeliverCases made them durable) plus, if it is
-  anomalous, one for its TX_ANOMALY case (released after that case is durable).
+A message is held from its pull until the record made of it (a scored transaction, a dead letter) is
+told which named *parts* it owes (:meth:`AckTracker.owe`, from the parts the job's durable sinks declare:
+:mod:`stream.ack_parts`), and acknowledged once each of those parts has been released by its sink after
+that sink made its effect durable (:meth:`AckTracker.release`).
 
 While a message is in flight its ack deadline is pushed out every :data:`EXTEND_EVERY_S` seconds to
 :data:`DEADLINE_S`; if the process dies, Pub/Sub redelivers it within :data:`DEADLINE_S`.
+
+Why not PeriodicImpulse and a pulling DoFn: the DirectRunner then picks the FnApiRunner, which runs a
+streaming pipeline stage by stage (nothing after the first stateful step ever runs), and the
+BundleBasedDirectRunner refuses PeriodicImpulse ("not replaced as expected"). So ReadFromPubSub stays and
+only its DirectRunner evaluator's read is swapped, for the subscriptions registered by PullTransactions.
 
 The tracker is process-wide memory: right for the DirectRunner (one process). Dataflow keeps
 ``ReadFromPubSub``, which acknowledges after its own durable checkpoint, and no record carries ack ids
@@ -41,7 +44,7 @@ import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.utils.timestamp import Timestamp
 
-from stream import direct_runner
+from fraudscore import internals
 
 _LOG = logging.getLogger(__name__)
 
@@ -62,6 +65,10 @@ ACK_EVERY_S = 0.1  # released messages are acknowledged in batches this often
 _ACK_CHUNK = 1_000
 
 
+class ReleasedTooEarly(RuntimeError):
+    """A sink released a part of a message before the message was told what it owes."""
+
+
 class AckTracker:
     """The ack ids in flight in this process, their outstanding parts, and their deadlines."""
 
@@ -69,7 +76,8 @@ class AckTracker:
         self.subscription = subscription
         self._subscriber = subscriber
         self._lock = threading.Lock()
-        self._parts: dict[str, int] = {}
+        # ack id -> the names of the parts it still owes; None while held (pulled, not yet told what it owes).
+        self._parts: dict[str, set[str] | None] = {}
         self._carried: dict[str, list[str]] = {}
         self._done: list[str] = []  # released, acknowledgement not yet sent
         self._flush_lock = threading.Lock()
@@ -95,7 +103,7 @@ class AckTracker:
     # --- the puller's side ---
 
     def pull(self, max_messages: int) -> list[Any]:
-        """Up to ``max_messages`` received messages, held (one part each) until released."""
+        """Up to ``max_messages`` received messages, each held until it is told what it owes (:meth:`owe`)."""
         if self._stopping.is_set():
             return []
         with self._lock:
@@ -116,7 +124,7 @@ class AckTracker:
         ack_ids = [m.ack_id for m in received]
         with self._lock:
             for ack_id in ack_ids:
-                self._parts[ack_id] = self._parts.get(ack_id, 0) + 1
+                self._parts.setdefault(ack_id, None)
         self._modify(ack_ids, DEADLINE_S)
         return received
 
@@ -176,32 +184,55 @@ class AckTracker:
         with self._lock:
             return tuple(self._carried.pop(transaction_id, ()))
 
-    def add(self, ack_ids: Iterable[str], parts: int = 1) -> None:
-        """More parts to release before these messages are acknowledged."""
-        with self._lock:
-            for ack_id in ack_ids:
-                if ack_id in self._parts:
-                    self._parts[ack_id] += parts
+    def owe(self, ack_ids: Iterable[str], parts: Iterable[str]) -> None:
+        """What these held messages owe before they are acknowledged (none: acknowledged at once).
 
-    def release(self, ack_ids: Iterable[str]) -> None:
-        """One part of each message is durable; the messages with none left are acknowledged.
-
-        Acknowledgements go out in batches (every ACK_EVERY_S, or at once past _ACK_CHUNK), not one
-        call per release: a crash before the batch leaves, at most, a redelivery of durable messages.
+        Once per message: a message told already keeps what it was told (its parts may be released).
         """
+        owed = set(parts)
         with self._lock:
             for ack_id in ack_ids:
-                left = self._parts.get(ack_id)
-                if left is None:
+                if ack_id not in self._parts or self._parts[ack_id] is not None:
                     continue
-                if left <= 1:
+                if owed:
+                    self._parts[ack_id] = set(owed)
+                else:
                     del self._parts[ack_id]
                     self._done.append(ack_id)
-                else:
-                    self._parts[ack_id] = left - 1
             flush_now = len(self._done) >= _ACK_CHUNK
         if flush_now:
             self.flush()
+
+    def release(self, part: str, ack_ids: Iterable[str]) -> None:
+        """Part ``part`` of each message is durable; the messages with no part left are acknowledged.
+
+        A part is released once (again: no effect); an ack id this process does not hold (acknowledged
+        already, pulled before a restart) is skipped. Releasing a held message, one not yet told what it
+        owes, is a wiring error (the part would not be counted): it raises :class:`ReleasedTooEarly`.
+        Acknowledgements go out in batches (every ACK_EVERY_S, or at once past _ACK_CHUNK), not one
+        call per release: a crash before the batch leaves, at most, a redelivery of durable messages.
+        """
+        early = []
+        with self._lock:
+            for ack_id in ack_ids:
+                if ack_id not in self._parts:
+                    continue
+                left = self._parts[ack_id]
+                if left is None:
+                    early.append(ack_id)
+                    continue
+                left.discard(part)
+                if not left:
+                    del self._parts[ack_id]
+                    self._done.append(ack_id)
+            flush_now = len(self._done) >= _ACK_CHUNK
+        if flush_now:
+            self.flush()
+        if early:
+            raise ReleasedTooEarly(
+                f"part {part!r} released for {len(early)} message(s) not yet told what they owe (first {early[0]}):"
+                " records must pass AckPlan.owe before any sink"
+            )
 
     def flush(self) -> None:
         """Acknowledges every released message now."""
@@ -289,17 +320,18 @@ def current() -> AckTracker | None:
     return _TRACKER
 
 
-def release(ack_ids: Iterable[str]) -> None:
-    """Releases one part of each message (no-op without ack ids or tracker)."""
+def release(part: str, ack_ids: Iterable[str]) -> None:
+    """Releases part ``part`` of each message (no-op without ack ids or tracker)."""
     ids = tuple(ack_ids)
     if ids and _TRACKER is not None:
-        _TRACKER.release(ids)
+        _TRACKER.release(part, ids)
 
 
-def add_parts(ack_ids: Iterable[str], parts: int = 1) -> None:
+def owe(ack_ids: Iterable[str], parts: Iterable[str]) -> None:
+    """What these messages owe (no-op without ack ids or tracker): :meth:`AckTracker.owe`."""
     ids = tuple(ack_ids)
     if ids and _TRACKER is not None:
-        _TRACKER.add(ids, parts)
+        _TRACKER.owe(ids, parts)
 
 
 def carry(transaction_id: str, ack_id: str) -> None:
@@ -312,7 +344,6 @@ def take(transaction_id: str) -> tuple[str, ...]:
 
 
 _PULLED: set[str] = set()  # subscriptions this process reads through the tracker
-_INSTALLED = False
 
 
 def _pulling_read(self: Any, timestamp_attribute: str | None) -> list[tuple[Timestamp, PubsubMessage]]:
@@ -323,7 +354,7 @@ def _pulling_read(self: Any, timestamp_attribute: str | None) -> list[tuple[Time
     parser re-stamps valid ones with event time).
     """
     if self._sub_name not in _PULLED:
-        return _ORIGINAL_READ(self, timestamp_attribute)  # type: ignore[no-any-return]
+        return internals.original("pubsub-read-pulled")(self, timestamp_attribute)  # type: ignore[no-any-return]
     tracker = tracker_for(self._sub_name)
     tracker.start_puller()
     out = []
@@ -345,52 +376,27 @@ def _pulling_read(self: Any, timestamp_attribute: str | None) -> list[tuple[Time
 _RUNNER_QUEUES: weakref.WeakSet[Any] = weakref.WeakSet()  # the DirectRunner executors' task queues
 
 
+_MONITOR_TASK = "monitor"  # the name of the DirectRunner's monitor task (read "executor-monitor-task-name")
+
+
 def _runner_has_other_work() -> bool:
     """Whether a DirectRunner task other than its monitor (which re-queues itself) waits for the worker."""
     for queue in list(_RUNNER_QUEUES):
-        if any(getattr(task, "name", None) != "monitor" for task in list(queue.queue)):
+        if any(getattr(task, "name", None) != _MONITOR_TASK for task in list(queue.queue)):
             return True
     return False
 
 
 def _registering_init(self: Any, num_workers: int) -> None:
-    _ORIGINAL_EXECUTOR_INIT(self, num_workers)
+    """``_ExecutorService.__init__`` that registers the executor's task queue for :func:`_runner_has_other_work`."""
+    internals.original("executor-queue-registry")(self, num_workers)
     _RUNNER_QUEUES.add(self.queue)
-
-
-_ORIGINAL_EXECUTOR_INIT: Any = None
 
 
 def _raw(response: Any) -> Any:
     """The plain protobuf message behind a proto-plus response (anything else passes through)."""
     to_pb = getattr(type(response), "pb", None)
     return to_pb(response) if to_pb is not None else response
-
-
-_ORIGINAL_READ: Any = None
-
-
-def install() -> None:
-    """Replaces the DirectRunner's Pub/Sub read (pull 10 and acknowledge) for pulled subscriptions.
-
-    Why not PeriodicImpulse and a pulling DoFn: the DirectRunner then picks the FnApiRunner, which
-    runs a streaming pipeline stage by stage (nothing after the first stateful step ever runs), and
-    the BundleBasedDirectRunner refuses PeriodicImpulse ("not replaced as expected"). So ReadFromPubSub
-    stays and only its DirectRunner evaluator's read is swapped, for the subscriptions registered
-    here; ``tests/unit/stream/test_ingest.py`` fails if Beam's private hook moves.
-    """
-    global _INSTALLED, _ORIGINAL_READ
-    if _INSTALLED:
-        return
-    from apache_beam.runners.direct.executor import _ExecutorService
-    from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
-
-    global _ORIGINAL_EXECUTOR_INIT
-    _ORIGINAL_READ = _PubSubReadEvaluator._read_from_pubsub
-    _PubSubReadEvaluator._read_from_pubsub = _pulling_read  # type: ignore[method-assign]
-    _ORIGINAL_EXECUTOR_INIT = _ExecutorService.__init__
-    _ExecutorService.__init__ = _registering_init  # type: ignore[method-assign]
-    _INSTALLED = True
 
 
 class PullTransactions(beam.PTransform):  # type: ignore[misc]
@@ -401,8 +407,8 @@ class PullTransactions(beam.PTransform):  # type: ignore[misc]
         self._subscription = subscription_path
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        install()
-        direct_runner.install()  # the same runner's timer scan and per-bundle DoFn set-up (stream.direct_runner)
+        # Only a registration: the DirectRunner's read is replaced by fraudscore.internals.install_local_runner,
+        # which the job calls explicitly (stream.pipeline.run_with); building patches nothing.
         _PULLED.add(self._subscription)
         return pbegin | "ReadFromPubSub" >> beam.io.ReadFromPubSub(
             subscription=self._subscription, with_attributes=True

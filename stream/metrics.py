@@ -218,11 +218,16 @@ def dead_letters_published(n: int) -> None:
     _inc("dead_letters_published", n)
 
 
+def _children(gauge: Gauge) -> list[dict[str, str]]:
+    """The labels of every child of a labelled gauge, through prometheus-client's public ``collect``."""
+    return [dict(sample.labels) for metric in gauge.collect() for sample in metric.samples]
+
+
 def model_loaded(model: str, version: int) -> None:
     """Marks ``version`` as the one in use (previous versions drop to 0)."""
-    for labels in list(MODEL_INFO._metrics):  # prometheus-client keeps children by label tuple
-        if labels[0] == model:
-            MODEL_INFO.labels(*labels).set(0)
+    for labels in _children(MODEL_INFO):
+        if labels["model"] == model:
+            MODEL_INFO.labels(**labels).set(0)
     MODEL_INFO.labels(model, str(version)).set(1)
     _inc(f"model_loads_v{version}")
 
@@ -233,8 +238,8 @@ def duplicate_case() -> None:
 
 def closed_cases(by_reason: dict[str, int], seconds: Sequence[float]) -> None:
     """The label scan's closed cases (:func:`stream.label_metrics.closed_cases`)."""
-    for labels in list(CASES_CLOSED._metrics):  # a reason no longer closed in the window drops to 0
-        CASES_CLOSED.labels(*labels).set(0)
+    for labels in _children(CASES_CLOSED):  # a reason no longer closed in the window drops to 0
+        CASES_CLOSED.labels(**labels).set(0)
     for reason, n in by_reason.items():
         CASES_CLOSED.labels(reason).set(n)
     ordered = sorted(seconds)

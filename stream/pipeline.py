@@ -33,8 +33,9 @@ from apache_beam.io import fileio
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
 from cases.episodes import EpisodeConfig, add_episode_arguments, episode_config
-from fraudscore import csvfiles, schema
+from fraudscore import csvfiles, internals, schema
 from fraudscore.config import DEFAULT_PROJECT, Resources
+from stream.ack_parts import AckPlan, check_sinks
 from stream.case_sink import DeliverCases
 from stream.flag_cases import AGGREGATIONS, FlagCases
 from stream.inference import ScoreTransactions, latest_version_uri
@@ -209,9 +210,18 @@ class ReplayTransactions(beam.PTransform):
         )
 
 
-def build(pipeline: beam.Pipeline, config: StreamConfig) -> None:
-    """Adds the whole job to ``pipeline``."""
+def build(pipeline: beam.Pipeline, config: StreamConfig) -> AckPlan:
+    """Adds the whole job to ``pipeline``; returns the acknowledgement plan derived from its sinks.
+
+    The durable sinks are made first: what a pulled message owes before it is acknowledged is the union of
+    the parts they declare (:mod:`stream.ack_parts`), told to the tracker upstream of all of them. At the
+    end every sink of the built pipeline must be one of them (:func:`stream.ack_parts.check_sinks`).
+    """
     res = config.resources
+    deliver_cases = DeliverCases(res, episodes=config.episodes)
+    write_sample = WriteSample(res, config.sample_rate) if config.sample_rate > 0 else None
+    publish_dead_letters = PublishDeadLetters(res)
+    plan = AckPlan.of(s for s in (deliver_cases, write_sample, publish_dead_letters) if s is not None)
     if config.replay:
         parsed = pipeline | "ReplayTransactions" >> ReplayTransactions(config.replay, config.epoch)
         version_uri = latest_version_uri(config.model_base)
@@ -219,7 +229,7 @@ def build(pipeline: beam.Pipeline, config: StreamConfig) -> None:
             config.model_base,
             version_uri=version_uri,
             max_batch_size=config.max_batch_size,
-            sample_rate=config.sample_rate,
+            plan=plan,
         )
     else:
         subscription = res.subscription_path(res.transactions_subscription)
@@ -233,20 +243,23 @@ def build(pipeline: beam.Pipeline, config: StreamConfig) -> None:
             refresh_s=config.model_refresh_s,
             side_input=config.model_refresh == "side-input",
             max_batch_size=config.max_batch_size,
-            sample_rate=config.sample_rate,
+            plan=plan,
         )
     scored, score_dead = parsed.transactions | "ScoreTransactions" >> score
     cases = scored | "FlagCases" >> FlagCases(
         config.windows, config.rules, streaming=not config.replay, aggregation=config.card_aggregation
     )
-    _ = cases | "DeliverCases" >> DeliverCases(res, episodes=config.episodes)
-    if config.sample_rate > 0:
-        _ = scored | "WriteSample" >> WriteSample(res, config.sample_rate)
+    _ = cases | "DeliverCases" >> deliver_cases
+    if write_sample is not None:
+        _ = scored | "WriteSample" >> write_sample
     _ = (
         (parsed.dead_letters, score_dead)
         | "AllDeadLetters" >> beam.Flatten()
-        | "PublishDeadLetters" >> PublishDeadLetters(res)
+        | "DeadLettersOwe" >> beam.Map(plan.owe)  # upstream of every sink of dead letters
+        | "PublishDeadLetters" >> publish_dead_letters
     )
+    check_sinks(pipeline, plan)
+    return plan
 
 
 def run_with(
@@ -268,6 +281,13 @@ def run_with(
     if config.ingest == "auto":
         runner = str(options.view_as(StandardOptions).runner or "")
         config = dataclasses.replace(config, ingest="read" if "Dataflow" in runner else "pull")
+    if config.ingest == "pull":
+        # The local path: the DirectRunner's read and its per-key costs, replaced after checking that Beam's
+        # internals are the ones the replacements were written for (the one place that patches anything).
+        try:
+            internals.install_local_runner()
+        except internals.InternalsChanged as exc:
+            raise SystemExit(f"the local runner's patches do not fit the installed libraries:\n{exc}") from exc
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, config)
     return pipeline.run()

@@ -87,13 +87,16 @@ def float32_bytes(values: Sequence[float]) -> bytes:
 
 @dataclass(frozen=True)
 class Release:
-    """A marker travelling with a step's cases: release these ack ids once the cases before it are durable.
+    """A marker travelling with a step's cases: release part ``part`` of these ack ids once the cases before
+    it are durable.
 
     Emitted in the same call as the cases it follows, so it reaches the sink in the same bundle, whose
-    ``finish_bundle`` makes the cases durable before it releases anything (:mod:`stream.ingest`).
+    ``finish_bundle`` makes the cases durable before it releases anything (:mod:`stream.ingest`). ``part``
+    is one the receiving sink declares (:mod:`stream.ack_parts`).
     """
 
     ack_ids: tuple[str, ...]
+    part: str
 
 
 @dataclass(frozen=True)

@@ -161,9 +161,14 @@ def _case(s: ScoredTransaction, reasons: tuple[str, ...], w: CardWindow | None =
     )
 
 
+def has_transaction_case(s: ScoredTransaction) -> bool:
+    """Whether :func:`transaction_cases` gives ``s`` a case (what its acknowledgement owes: stream.case_sink)."""
+    return s.is_anomaly
+
+
 def transaction_cases(s: ScoredTransaction) -> Iterator[Case]:
     """TX_ANOMALY: the model says this one transaction is anomalous."""
-    if s.is_anomaly:
+    if has_transaction_case(s):
         yield _case(s, (TX_ANOMALY,))
 
 

@@ -1,14 +1,15 @@
 """WriteSample: the stream's durable traffic sample (:mod:`stream.sampling`) into Bigtable, then its acknowledgements.
 
-A sampled transaction's message owes one more part (added when it is scored, in
-:func:`stream.inference._with_event_time_and_acks`, before any other part can be released): this sink
-releases it in ``finish_bundle``, once the bundle's sample rows are written, like DeliverCases does
+A sampled transaction's message owes this sink's part ``sample`` (declared by :meth:`WriteSample.releases`
+for the transactions its filter keeps, with the same predicate; owed from scoring on, :mod:`stream.ack_parts`):
+it is released in ``finish_bundle``, once the bundle's sample rows are written, like DeliverCases does
 for cases. Its own step, not a branch of DeliverCases: the sample is one row per sampled transaction
 with no claim or alert, and a slow alert path does not hold the sample (nor the other way round).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from apache_beam.metrics import Metrics
 from cases.store import DEFAULT_BUCKETS
 from fraudscore.config import Resources
 from stream import ingest
+from stream.ack_parts import SAMPLE, DurableSink, Part
 from stream.case_sink import DEFAULT_BATCH_SIZE, METRICS_NAMESPACE, StoreFn
 from stream.records import ScoredTransaction
 from stream.sampling import sampled
@@ -53,7 +55,7 @@ class _WriteSampleFn(StoreFn):  # type: ignore[misc]
     def finish_bundle(self) -> None:
         self._flush()  # a failure raises: nothing is released and the runner retries the bundle
         releases, self._releases = self._releases, []
-        ingest.release(releases)
+        ingest.release(SAMPLE, releases)
 
     def _flush(self) -> None:
         if not self._sampled:
@@ -62,7 +64,11 @@ class _WriteSampleFn(StoreFn):  # type: ignore[misc]
         self._rows.inc(self._store.write_sample(batch, self._rate))
 
 
-class WriteSample(beam.PTransform):  # type: ignore[misc]
+def _sampled(rate: float, s: ScoredTransaction) -> bool:
+    return sampled(s.transaction_id, rate)
+
+
+class WriteSample(DurableSink):
     """PCollection[ScoredTransaction] -> the sampled ones (hash of the transaction id < rate) in ``traffic-sample``."""
 
     def __init__(
@@ -78,10 +84,13 @@ class WriteSample(beam.PTransform):  # type: ignore[misc]
         self._rate = rate
         self._fn = _WriteSampleFn(resources, buckets, batch_size, rate, store_factory)
 
+    def releases(self) -> tuple[Part, ...]:
+        return (Part(SAMPLE, ScoredTransaction, functools.partial(_sampled, self._rate)),)
+
     def expand(self, scored: beam.PCollection) -> beam.PCollection:
-        rate = self._rate
+        (part,) = self.releases()
         return (
             scored
-            | "Sampled" >> beam.Filter(lambda s: sampled(s.transaction_id, rate))
+            | "Sampled" >> beam.Filter(part.owed_if)  # what it writes is what owes its part
             | "WriteSampleRows" >> beam.ParDo(self._fn)
         )

@@ -23,6 +23,7 @@ from cases.episode_rows import Episode
 from cases.records import Case
 from fraudscore.config import Resources
 from stream import ingest, metrics
+from stream.ack_parts import DEAD_LETTER, DurableSink, Part
 from stream.clients import per_process
 from stream.records import DeadLetter
 
@@ -94,8 +95,10 @@ class _PublishFn(beam.DoFn):
         encode: Encoder,
         on_published: Callable[[int], None],
         on_each: Callable[[Any], None] | None = None,
+        part: str | None = None,
     ) -> None:
         self._topic_path = topic_path
+        self._part = part  # the acknowledgement part released once an element's publish is confirmed
         self._encode = encode
         self._on_published = on_published
         self._on_each = on_each  # called per element once its publish is confirmed
@@ -122,15 +125,18 @@ class _PublishFn(beam.DoFn):
                 self._on_each(element)
         if pending:
             self._on_published(len(pending))
-            # Published: the messages behind these elements may be acknowledged (pulled ingest).
-            ingest.release(a for _, element in pending for a in getattr(element, "ack_ids", ()))
+            if self._part is not None:  # published: this part of the messages behind them is done (pulled ingest)
+                ingest.release(self._part, (a for _, element in pending for a in element.ack_ids))
 
     def teardown(self) -> None:
         self._client = None  # shared; its batches are flushed by finish_bundle's waits
 
 
-class PublishAlerts(beam.PTransform):
-    """PCollection[Case] -> the alerts topic, one JSON message (Case.to_alert()) per case."""
+class PublishAlerts(DurableSink):
+    """PCollection[Case] -> the alerts topic, one JSON message (Case.to_alert()) per case (acknowledges nothing)."""
+
+    def releases(self) -> tuple[Part, ...]:
+        return ()
 
     def __init__(self, resources: Resources) -> None:
         super().__init__()
@@ -142,8 +148,11 @@ class PublishAlerts(beam.PTransform):
         )
 
 
-class PublishDeadLetters(beam.PTransform):
+class PublishDeadLetters(DurableSink):
     """PCollection[DeadLetter] -> the dead-letter topic: original payload, reason/field/stage attributes."""
+
+    def releases(self) -> tuple[Part, ...]:
+        return (Part(DEAD_LETTER, DeadLetter),)
 
     def __init__(self, resources: Resources) -> None:
         super().__init__()
@@ -151,5 +160,5 @@ class PublishDeadLetters(beam.PTransform):
 
     def expand(self, dead: beam.PCollection) -> beam.PCollection:
         return dead | "Publish" >> beam.ParDo(
-            _PublishFn(self._topic, dead_letter_message, metrics.dead_letters_published)
+            _PublishFn(self._topic, dead_letter_message, metrics.dead_letters_published, part=DEAD_LETTER)
         )

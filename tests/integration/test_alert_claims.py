@@ -142,7 +142,7 @@ def test_bulk_writes_report_the_rows_bigtable_refused(unique_resources: Resource
 
     res = unique_resources
     with CaseStore(res) as store:
-        writer = BulkWrite(store._cases)
+        writer = BulkWrite(store._client, store._cases)
         good = (b"row-ok", [SetCell("case", b"alerted", 1_000, b"m-1")])
         bad = (b"row-bad", [SetCell("no-such-family", b"x", 1_000, b"v")])
         failures = writer.write([good, bad])

@@ -19,6 +19,7 @@ from apache_beam.transforms.trigger import InMemoryUnmergedState
 from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from fraudscore import internals
 from stream import direct_runner
 from stream.direct_runner import TrackedStates
 
@@ -58,8 +59,8 @@ def _scan(tw: _TransformWatermarks, indexed: bool) -> tuple[set[tuple[Any, ...]]
 
 
 def _beams_scan() -> Any:
-    direct_runner.install()
-    return direct_runner._ORIGINAL_EXTRACT
+    internals.install_local_runner()
+    return internals.original("timer-scan-index")
 
 
 def test_indexed_scan_reports_what_beams_scan_reports_as_states_change() -> None:
@@ -132,7 +133,7 @@ class _CountUntilWatermark(beam.DoFn):  # type: ignore[misc]
 
 
 def test_a_streaming_pipeline_fires_every_key_timer_once_with_the_index() -> None:
-    direct_runner.install()
+    internals.install_local_runner()
     stream = BeamTestStream().advance_watermark_to(0)
     for t in range(0, 40, 2):  # three cards each time, each card in one or two of them
         stream = stream.add_elements([TimestampedValue((f"card-{k}", t), t) for k in range(t, t + 3)])
@@ -154,15 +155,15 @@ class _Holder:
 def test_dofn_specs_are_computed_once_per_class_except_for_bound_methods(monkeypatch: Any) -> None:
     from apache_beam.transforms import userstate as beam_userstate
 
-    direct_runner.install()
+    internals.install_local_runner()
     calls: list[Any] = []
-    original = direct_runner._ORIGINAL_SPECS
+    original = internals.original("dofn-specs-per-class")
 
     def counted(dofn: Any) -> Any:
         calls.append(dofn)
         return original(dofn)
 
-    monkeypatch.setattr(direct_runner, "_ORIGINAL_SPECS", counted)
+    monkeypatch.setitem(internals._ORIGINALS, "dofn-specs-per-class", counted)
     direct_runner._SPECS.clear()
     stateful = [_CountUntilWatermark() for _ in range(3)]
     assert all(beam_userstate.is_stateful_dofn(d) for d in stateful)  # through the patched module function
@@ -183,7 +184,7 @@ def test_dofn_specs_are_computed_once_per_class_except_for_bound_methods(monkeyp
 def test_a_state_copy_is_equal_and_independent_without_deepcopy_of_timers() -> None:
     from apache_beam.transforms.trigger import _ListStateTag
 
-    direct_runner.install()
+    internals.install_local_runner()
     state = InMemoryUnmergedState()
     window, tag = GlobalWindow(), _ListStateTag("values")
     state.set_timer(window, "cleanup", TimeDomain.WATERMARK, Timestamp.of(5))
@@ -207,10 +208,10 @@ def test_the_collectors_young_generation_holds_a_bundle() -> None:
     before = gc.get_threshold()
     try:
         gc.set_threshold(700, 10, 10)  # Python's defaults
-        direct_runner.size_young_generation()
-        assert gc.get_threshold() == direct_runner.GC_THRESHOLDS
+        internals.size_young_generation()
+        assert gc.get_threshold() == internals.GC_THRESHOLDS
         gc.set_threshold(2_000, 5, 5)  # a process's own choice is kept
-        direct_runner.size_young_generation()
+        internals.size_young_generation()
         assert gc.get_threshold() == (2_000, 5, 5)
     finally:
         gc.set_threshold(*before)

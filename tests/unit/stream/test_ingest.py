@@ -34,20 +34,36 @@ class FakeSubscriber:
         self.extended.extend(request["ack_ids"])
 
 
-def test_a_message_is_acknowledged_when_its_last_part_is_released() -> None:
-    sub = FakeSubscriber(3)
+def test_a_message_is_acknowledged_when_its_last_owed_part_is_released() -> None:
+    sub = FakeSubscriber(4)
     tracker = ingest.AckTracker("projects/p/subscriptions/s", sub)
-    assert [m.ack_id for m in tracker.pull(10)] == ["ack-0", "ack-1", "ack-2"]
-    assert sub.extended == ["ack-0", "ack-1", "ack-2"]  # the in-flight deadline is set at once
-    tracker.add(["ack-1"])  # an anomalous transaction: card part + TX_ANOMALY part
-    tracker.release(["ack-0", "ack-1"])
+    assert [m.ack_id for m in tracker.pull(10)] == ["ack-0", "ack-1", "ack-2", "ack-3"]
+    assert sub.extended == ["ack-0", "ack-1", "ack-2", "ack-3"]  # the in-flight deadline is set at once
+    tracker.owe(["ack-0", "ack-2"], {"card"})
+    tracker.owe(["ack-1"], {"card", "tx-anomaly-case"})  # an anomalous transaction
+    tracker.owe(["ack-3"], set())  # owes no sink anything: acknowledged at once
+    tracker.owe(["ack-1"], {"sample"})  # told once: a second telling changes nothing
+    tracker.release("card", ["ack-0", "ack-1"])
+    tracker.release("card", ["ack-1"])  # a part is released once: this does not stand for the case's part
     tracker.flush()  # acknowledgements leave in batches (the background thread flushes every 0.1 s)
-    assert sub.acked == ["ack-0"]
+    assert sub.acked == ["ack-3", "ack-0"]
     assert tracker.in_flight() == 2
-    tracker.release(["ack-1", "ack-2", "unknown"])
+    tracker.release("tx-anomaly-case", ["ack-1"])
+    tracker.release("card", ["ack-2", "unknown"])
     tracker.flush()
-    assert sub.acked == ["ack-0", "ack-1", "ack-2"]
-    assert tracker.wait_idle(0.1) and tracker.acknowledged == 3
+    assert sub.acked == ["ack-3", "ack-0", "ack-1", "ack-2"]
+    assert tracker.wait_idle(0.1) and tracker.acknowledged == 4
+
+
+def test_a_release_before_the_message_was_told_what_it_owes_is_an_error() -> None:
+    sub = FakeSubscriber(2)
+    tracker = ingest.AckTracker("projects/p/subscriptions/s", sub)
+    tracker.pull(2)
+    tracker.owe(["ack-0"], {"card"})
+    with pytest.raises(ingest.ReleasedTooEarly, match=r"part 'card' released for 1 message\(s\) .*ack-1"):
+        tracker.release("card", ["ack-0", "ack-1"])
+    tracker.flush()
+    assert sub.acked == ["ack-0"] and tracker.in_flight() == 1  # the held one stays held
 
 
 def test_carry_hands_ack_ids_across_inference_once() -> None:
@@ -64,17 +80,9 @@ def test_stopping_pulls_nothing_and_waits_for_in_flight() -> None:
     tracker.stop_pulling()
     assert tracker.pull(10) == []
     assert not tracker.wait_idle(0.2)
-    tracker.release(["ack-0"])
+    tracker.owe(["ack-0"], {"dead-letter"})
+    tracker.release("dead-letter", ["ack-0"])
     assert tracker.wait_idle(2.0)
-
-
-def test_the_direct_runner_read_hook_is_there() -> None:
-    """Beam's private evaluator method the pulled ingest replaces: an upgrade that moves it fails here."""
-    from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
-
-    ingest.install()
-    assert _PubSubReadEvaluator._read_from_pubsub is ingest._pulling_read
-    assert ingest._ORIGINAL_READ is not None and ingest._ORIGINAL_READ is not ingest._pulling_read
 
 
 def _scored(tx: str, ack_ids: tuple[str, ...]) -> ScoredTransaction:
@@ -97,15 +105,15 @@ class _State:
 
 def test_card_state_releases_after_its_cases_or_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     released: list[tuple[str, ...]] = []
-    monkeypatch.setattr(ingest, "release", lambda ids: released.append(tuple(ids)))
+    monkeypatch.setattr(ingest, "release", lambda part, ids: released.append((part, *ids)))
     fn = _CardStateFn(WindowConfig(), RuleConfig(velocity_min_count=2))
     state, timer = _State(), _State()
     assert list(fn.process(("card", _scored("t1", ("a1",))), state, timer)) == []
-    assert released == [("a1",)]  # no case from its arrival: nothing to wait for
+    assert released == [("card", "a1")]  # no case from its arrival: nothing to wait for
     out = list(fn.process(("card", _scored("t2", ("a2",))), state, timer))
-    assert [type(o).__name__ for o in out] == ["Case", "Case", "Release"] and out[-1] == Release(("a2",))
+    assert [type(o).__name__ for o in out] == ["Case", "Case", "Release"] and out[-1] == Release(("a2",), "card")
     assert list(fn.process(("card", _scored("t2", ("a3",))), state, timer)) == []  # a redelivery
-    assert released == [("a1",), ("a3",)]
+    assert released == [("card", "a1"), ("card", "a3")]
 
 
 @pytest.mark.parametrize("aggregation", ["state", "windows"])

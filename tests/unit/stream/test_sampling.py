@@ -10,10 +10,12 @@ import pytest
 
 from fraudscore.config import Resources
 from stream import ingest
+from stream.ack_parts import AckPlan
+from stream.case_sink import DeliverCases
 from stream.inference import _with_event_time_and_acks
 from stream.pipeline import add_app_arguments, config_from_args
 from stream.records import ScoredTransaction, float32_bytes
-from stream.sample_sink import _WriteSampleFn
+from stream.sample_sink import WriteSample, _WriteSampleFn
 from stream.sampling import DEFAULT_SAMPLE_RATE, sample_point, sampled
 from tests.unit.stream.test_ingest import FakeSubscriber
 
@@ -55,6 +57,11 @@ class FakeStore:
         return len(batch)
 
 
+def _plan(rate: float) -> AckPlan:
+    """The streaming job's case and sample sinks' declarations."""
+    return AckPlan.of([DeliverCases(Resources()), WriteSample(Resources(), rate)])
+
+
 def _sampled_and_not(rate: float) -> tuple[str, str]:
     ids = [f"tx-{i}" for i in range(1000)]
     return next(t for t in ids if sampled(t, rate)), next(t for t in ids if not sampled(t, rate))
@@ -68,10 +75,10 @@ def test_a_sampled_message_is_acknowledged_only_after_its_sample_row(monkeypatch
     yes, no = _sampled_and_not(0.3)
     for tx, ack in ((yes, "ack-0"), (no, "ack-1")):
         tracker.carry(tx, ack)
-    # Scoring adds the sample's part before anything downstream can release the card part.
-    s_yes = _with_event_time_and_acks(scored(yes), 0.3).value
-    s_no = _with_event_time_and_acks(scored(no), 0.3).value
-    tracker.release(s_yes.ack_ids + s_no.ack_ids)  # the card step's part of both
+    # Scoring tells what is owed (the sample's part too) before anything downstream can release the card part.
+    s_yes = _with_event_time_and_acks(scored(yes), _plan(0.3)).value
+    s_no = _with_event_time_and_acks(scored(no), _plan(0.3)).value
+    tracker.release("card", s_yes.ack_ids + s_no.ack_ids)  # the card step's part of both
     tracker.flush()
     assert sub.acked == ["ack-1"]  # the sampled one waits for its row
 
@@ -99,11 +106,11 @@ def test_anomalous_and_sampled_owes_three_parts(monkeypatch: pytest.MonkeyPatch)
     tracker.pull(1)
     yes, _ = _sampled_and_not(0.5)
     tracker.carry(yes, "ack-0")
-    s = _with_event_time_and_acks(scored(yes, anomaly=True), 0.5).value
-    for _ in range(2):  # card part, TX_ANOMALY case part
-        tracker.release(s.ack_ids)
+    s = _with_event_time_and_acks(scored(yes, anomaly=True), _plan(0.5)).value
+    for part in ("card", "tx-anomaly-case"):
+        tracker.release(part, s.ack_ids)
         tracker.flush()
         assert sub.acked == []
-    tracker.release(s.ack_ids)  # the sample row
+    tracker.release("sample", s.ack_ids)  # the sample row
     tracker.flush()
     assert sub.acked == ["ack-0"]
