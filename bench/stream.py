@@ -384,6 +384,11 @@ def main() -> int:
     parser.add_argument(
         "--memory-growth-from", type=float, default=900.0, help="RSS growth is measured from here to the end, s"
     )
+    parser.add_argument(
+        "--memory-job-args",
+        default="",
+        help="extra flags for the memory soak's job, e.g. '--window-size 60 --window-period 60 --allowed-lateness 30'",
+    )
     parser.add_argument("--memory-label", default="this-checkout", help="the memory soak's key in its results file")
     parser.add_argument(
         "--job-code", type=Path, default=ROOT, help="run the job from this checkout (a baseline, e.g. main's)"
@@ -538,6 +543,15 @@ def run_soak(args: argparse.Namespace, work: Path) -> int:
     return 0
 
 
+def _windows_of(job_args: str) -> Any:
+    """The WindowConfig the job gets from these flags (the soak's horizon for active cards)."""
+    from stream.pipeline import add_app_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_app_arguments(parser)
+    return config_from_args(parser.parse_known_args(["--model-base", "-", *job_args.split()])[0]).windows
+
+
 def run_memory_soak(args: argparse.Namespace, work: Path) -> int:
     """The memory soak (``--memory-soak``), added to bench/results/stream_memory.json under ``--memory-label``."""
     from bench.stream_memory import MEMORY_RESULTS, memory_soak
@@ -555,9 +569,11 @@ def run_memory_soak(args: argparse.Namespace, work: Path) -> int:
         create_resources(res)
         port = free_port()
         run["soak"] = memory_soak(
-            stream_argv(args.model_base.resolve(), res, port), port, res, work / f"memory-{args.memory_label}.log",
+            [*stream_argv(args.model_base.resolve(), res, port), *args.memory_job_args.split()], port, res,
+            work / f"memory-{args.memory_label}.log",
             seconds=args.memory_seconds, rate=args.soak_rate, cards=args.memory_cards, busy=args.soak_busy,
             busy_every_s=10.0, growth_from_s=args.memory_growth_from, job_code=args.job_code.resolve(),
+            windows=_windows_of(args.memory_job_args),
         )  # fmt: skip
     run["load_average"]["end"] = list(os.getloadavg())
     results = json.loads(MEMORY_RESULTS.read_text()) if MEMORY_RESULTS.exists() else {}

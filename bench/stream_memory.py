@@ -170,6 +170,7 @@ def memory_soak(
     every_s: float = 30.0,
     growth_from_s: float = 900.0,
     job_code: Path | None = None,
+    windows: WindowConfig | None = None,
 ) -> dict[str, Any]:
     from bench.stream import ROOT, paced, read_alerts
     from bench.stream_soak import _metric_sum, send
@@ -190,7 +191,7 @@ def memory_soak(
         argv, port, res, log, traffic, catch_up_s=120, settle_s=5, at_end=at_end, job_code=job_code or ROOT
     )
     samples = sampler.samples
-    counts = card_counts(sent, card_of, [sampler.start + s["t_s"] for s in samples], horizon_s())
+    counts = card_counts(sent, card_of, [sampler.start + s["t_s"] for s in samples], horizon_s(windows))
     for s, (distinct, active) in zip(samples, counts, strict=True):
         s["distinct_cards"], s["active_cards"] = distinct, active
     latency = opening_latency(read_alerts(alerts_file), sent)
@@ -204,7 +205,8 @@ def memory_soak(
         "card_distribution": "uniform over the population (Poisson counts per card) + busy cards",
         "busy_cards": busy,
         "busy_every_s": busy_every_s,
-        "horizon_s": horizon_s(),
+        "horizon_s": horizon_s(windows),
+        "job_args": argv[argv.index("--card-aggregation=state") + 1 :] if "--card-aggregation=state" in argv else [],
         **figures,
         "distinct_cards": len(set(card_of.values())),
         **memory,
