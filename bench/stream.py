@@ -84,9 +84,11 @@ def _metric(port: int, name: str) -> float:
     )
 
 
-def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _start(argv: list[str], log: Path, code: Path = ROOT) -> subprocess.Popen[bytes]:
+    """Starts ``argv`` in a session of its own, importing the project from ``code`` (another checkout: a baseline)."""
+    env = os.environ | {"PYTHONPATH": str(code)} if code != ROOT else None
     with log.open("wb") as out:
-        return subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(argv, cwd=code, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _transactions(n: int, seed: int, prefix: str) -> list[Any]:
@@ -241,6 +243,7 @@ def paced(
     catch_up_s: float = 60.0,
     settle_s: float = 5.0,
     at_end: Callable[[], dict[str, Any]] | None = None,
+    job_code: Path = ROOT,
 ) -> tuple[dict[str, float], dict[str, Any], Path]:
     """Runs the job and an alert reader, calls ``send()`` (paced publishing: transaction id -> event time), and
     measures whether the job kept up. Returns what was sent, the figures, and the reader's alerts file.
@@ -248,11 +251,12 @@ def paced(
     ``scored_per_s_while_sending`` is what the job scored during the send window over its length;
     ``behind_at_end`` how many sent transactions were not yet scored when the last one was sent;
     ``caught_up_after_s`` how long after that every one was scored (None: not within ``catch_up_s``).
-    ``at_end()`` runs after the settle time, while the job is still up (its metrics).
+    ``at_end()`` runs after the settle time, while the job is still up (its metrics). The job runs the
+    project's code from ``job_code`` (default: this checkout).
     """
     import threading
 
-    proc = _start(argv, log)
+    proc = _start(argv, log, job_code)
     path = res.subscription_path(res.alerts_subscription)
     alerts_file = log.with_suffix(".alerts")
     alerts_file.unlink(missing_ok=True)
@@ -369,6 +373,26 @@ def main() -> int:
     parser.add_argument("--soak-rate", type=float, default=500.0, help="soak tx/s (goal: 500)")
     parser.add_argument("--soak-cards", type=int, default=213_000, help="card population of the soak's traffic")
     parser.add_argument("--soak-busy", type=int, default=20, help="busy cards, each paying every 10 s")
+    parser.add_argument(
+        "--memory-soak",
+        action="store_true",
+        help="only the memory soak (bench/stream_memory.py): RSS over a large card population, into "
+        "bench/results/stream_memory.json under --memory-label",
+    )
+    parser.add_argument("--memory-seconds", type=float, default=1800.0, help="memory soak duration (goal: >= 1800)")
+    parser.add_argument("--memory-cards", type=int, default=1_000_000, help="card population of the memory soak")
+    parser.add_argument(
+        "--memory-growth-from", type=float, default=900.0, help="RSS growth is measured from here to the end, s"
+    )
+    parser.add_argument(
+        "--memory-job-args",
+        default="",
+        help="extra flags for the memory soak's job, e.g. '--window-size 60 --window-period 60 --allowed-lateness 30'",
+    )
+    parser.add_argument("--memory-label", default="this-checkout", help="the memory soak's key in its results file")
+    parser.add_argument(
+        "--job-code", type=Path, default=ROOT, help="run the job from this checkout (a baseline, e.g. main's)"
+    )
     parser.add_argument("--bare-reader", nargs=2, metavar=("SUBSCRIPTION", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--alert-reader", nargs=2, metavar=("SUBSCRIPTION", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -392,6 +416,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     if args.soak or args.paced_only:
         return run_soak(args, work)
+    if args.memory_soak:
+        return run_memory_soak(args, work)
     results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "when": datetime.now(UTC).isoformat()}
     # The machine may be shared: its 1/5/15-minute load averages at the start and the end of the run.
     results["load_average"] = {"start": list(os.getloadavg())}
@@ -514,6 +540,46 @@ def run_soak(args: argparse.Namespace, work: Path) -> int:
     out = SOAK_RESULTS if args.soak else SOAK_RESULTS.with_name("stream_paced.json")
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+    return 0
+
+
+def _windows_of(job_args: str) -> Any:
+    """The WindowConfig the job gets from these flags (the soak's horizon for active cards)."""
+    from stream.pipeline import add_app_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_app_arguments(parser)
+    return config_from_args(parser.parse_known_args(["--model-base", "-", *job_args.split()])[0]).windows
+
+
+def run_memory_soak(args: argparse.Namespace, work: Path) -> int:
+    """The memory soak (``--memory-soak``), added to bench/results/stream_memory.json under ``--memory-label``."""
+    from bench.stream_memory import MEMORY_RESULTS, memory_soak
+    from fraudscore.config import EmulatorConfig, Resources
+    from fraudscore.dev.emulators import Emulators, with_suffix
+    from fraudscore.resources import create_resources
+
+    run: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "when": datetime.now(UTC).isoformat()}
+    run["load_average"] = {"start": list(os.getloadavg())}
+    with (
+        Emulators(EmulatorConfig(pubsub_port=0, bigtable_port=0), project=Resources().project) as em,
+        em.exported_env(),
+    ):
+        res = with_suffix(Resources(), "bench-memory")
+        create_resources(res)
+        port = free_port()
+        run["soak"] = memory_soak(
+            [*stream_argv(args.model_base.resolve(), res, port), *args.memory_job_args.split()], port, res,
+            work / f"memory-{args.memory_label}.log",
+            seconds=args.memory_seconds, rate=args.soak_rate, cards=args.memory_cards, busy=args.soak_busy,
+            busy_every_s=10.0, growth_from_s=args.memory_growth_from, job_code=args.job_code.resolve(),
+            windows=_windows_of(args.memory_job_args),
+        )  # fmt: skip
+    run["load_average"]["end"] = list(os.getloadavg())
+    results = json.loads(MEMORY_RESULTS.read_text()) if MEMORY_RESULTS.exists() else {}
+    results[args.memory_label] = run
+    MEMORY_RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in run["soak"].items() if k != "samples"}, indent=2))
     return 0
 
 

@@ -23,6 +23,7 @@ from cases.episode_rows import Episode
 from cases.episodes import REASON_PREFIX
 from cases.records import Case
 from fraudscore.telemetry import RECONSTRUCTION_ERROR_BUCKETS
+from stream import direct_runner
 
 NAMESPACE = "fraudscore"
 
@@ -73,6 +74,13 @@ STAGE_LAG = Histogram(
 OUT_OF_RANGE = Counter(
     "fraudscore_out_of_range_features_total", "Features outside the training range (clipped by the transform)."
 )
+# Local runner only (stream.direct_runner): keys it holds state or timers for, summed over the stateful steps.
+# Bounded by the cards active within the windows' lateness and the de-duplication TTL, not by cards ever seen.
+RUNNER_KEYS = Gauge(
+    "fraudscore_stream_runner_keyed_states",
+    "Keys the local (Direct) runner holds state or timers for, over all stateful steps (0 on other runners).",
+)
+RUNNER_KEYS.set_function(direct_runner.keys_held)
 MODEL_INFO = Gauge(
     "fraudscore_model_info", "1 for the model version the stream job is scoring with.", ["model", "version"]
 )

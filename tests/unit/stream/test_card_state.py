@@ -58,3 +58,49 @@ def test_window_cases_skips_the_given_case_ids() -> None:
     w = summarize("c1", T0, T0 + 600, [scored("t1", 1), scored("t2", 2), scored("t3", 3, anomaly=True)])
     assert [c.case_id for c in window_cases(w, rules)] == ["t1", "t2"]
     assert [c.case_id for c in window_cases(w, rules, skip={"t1"})] == ["t2"]
+
+
+def test_the_card_step_keeps_no_key_once_its_cards_windows_closed() -> None:
+    """Every card's state is cleared by its timer, and the runner then forgets the card (stream.direct_runner).
+
+    The late transaction is of a card with no state, so it is not recognised as late (module docstring):
+    it is kept until its timer, already due, fires.
+    """
+    import dataclasses
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.testing.util import assert_that, equal_to
+    from apache_beam.transforms.window import TimestampedValue
+
+    from cases.records import Case
+    from stream import direct_runner
+    from stream.card_state import CardStateCases
+    from stream.direct_runner import TrackedStates
+
+    direct_runner.install()
+    windows = WindowConfig(size_s=120, period_s=60, early_fire_s=1, allowed_lateness_s=30)
+    rules = RuleConfig(velocity_min_count=3, dedupe_ttl_s=300)
+    busy = [dataclasses.replace(scored(f"b{i}", i), card_id="busy") for i in range(3)]
+    quiet = [dataclasses.replace(scored(f"q{i}", 10 + i), card_id=f"quiet-{i}") for i in range(5)]
+    late = dataclasses.replace(scored("late", 0), card_id="late-card")  # arrives after its windows closed
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0)
+        .add_elements([TimestampedValue(s, s.event_time) for s in busy + quiet])
+        .advance_watermark_to(T0 + 1_000)
+        .add_elements([TimestampedValue(late, late.event_time)])
+        .advance_watermark_to(T0 + 2_000)
+    )
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    p = beam.Pipeline(options=options)
+    cases = p | stream | "Cards" >> CardStateCases(windows, rules) | beam.Filter(lambda c: isinstance(c, Case))
+    assert_that(cases | beam.Map(lambda c: c.transaction_id), equal_to(["b0", "b1", "b2"]))  # semantics unchanged
+    result = p.run()
+    result.wait_until_finish()
+    states = result._evaluation_context._transform_keyed_states
+    card_states = next(s for step, s in states.items() if step.full_label == "Cards/CardState")
+    assert isinstance(card_states, TrackedStates)
+    assert len(card_states) == 0 and card_states.freed >= 7

@@ -1,4 +1,5 @@
-"""The indexed DirectRunner timer scan: the same timers as Beam's scan, asking only the keys that are due."""
+"""The indexed DirectRunner timer scan: the same timers as Beam's scan, asking only the keys that are due; keys
+whose state holds nothing are forgotten (Beam keeps them for the life of the job)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from fraudscore import internals
 from stream import direct_runner
-from stream.direct_runner import TrackedStates
+from stream.direct_runner import TrackedStates, holds_nothing
 
 
 class _CountingState(InMemoryUnmergedState):  # type: ignore[misc]
@@ -81,6 +82,9 @@ def test_indexed_scan_reports_what_beams_scan_reports_as_states_change() -> None
         indexed = _scan(indexed_tw, indexed=True)
         assert indexed == _scan(beams_tw, indexed=False)
         assert indexed[0], "the scan should find due timers in every round"
+        # Beam's dict keeps every key; ours only those whose state holds something (timers, here).
+        held = {k for k, v in plain.items() if v.timers}
+        assert set(tracked) == held and len(plain) > len(held)
 
 
 def test_indexed_scan_asks_only_the_keys_that_are_due() -> None:
@@ -215,3 +219,98 @@ def test_the_collectors_young_generation_holds_a_bundle() -> None:
         assert gc.get_threshold() == (2_000, 5, 5)
     finally:
         gc.set_threshold(*before)
+
+
+def test_a_key_whose_state_holds_nothing_is_forgotten_at_the_next_scan() -> None:
+    from apache_beam.transforms.trigger import _ReadModifyWriteStateTag
+
+    tracked = TrackedStates()
+    tw = _TransformWatermarks(_Clock(0.0), tracked, "step")
+    window, tag = GlobalWindow(), _ReadModifyWriteStateTag("user/card")
+    pending = InMemoryUnmergedState()
+    pending.set_timer(window, "cleanup", TimeDomain.WATERMARK, Timestamp.of(50))
+    valued = InMemoryUnmergedState()  # a value, no timer
+    valued.add_state(window, tag, [b"state"])
+    read_only = InMemoryUnmergedState()  # a bundle read a key that holds nothing: reads leave empty lists
+    read_only.get_state(window, tag)
+    tracked[b"pending"], tracked[b"valued"], tracked[b"read"], tracked[b"fresh"] = (
+        pending, valued, read_only, InMemoryUnmergedState(),
+    )  # fmt: skip
+    tw._input_watermark = Timestamp.of(10)
+    assert direct_runner._indexed_extract_transform_timers(tw) == ([], False)
+    assert set(tracked) == {b"pending", b"valued"} and tracked.freed == 2
+    # The bundle firing the timer commits a state with the timer removed and the value cleared: forgotten.
+    tw._input_watermark = Timestamp.of(60)
+    assert [f.encoded_key for f in direct_runner._indexed_extract_transform_timers(tw)[0]] == [b"pending"]
+    tracked[b"pending"] = InMemoryUnmergedState()
+    cleared = valued.copy()
+    cleared.clear_state(window, tag)
+    tracked[b"valued"] = cleared
+    assert direct_runner._indexed_extract_transform_timers(tw) == ([], False)
+    assert not tracked and tracked.freed == 4 and not tracked.heap  # the index lets go of the key too
+    # A key set again before the scan counts as its newest state.
+    tracked[b"again"] = InMemoryUnmergedState()
+    tracked[b"again"] = pending.copy()
+    direct_runner._indexed_extract_transform_timers(tw)
+    assert set(tracked) == {b"again"}
+
+
+def test_holds_nothing_only_for_a_state_that_reads_as_a_fresh_one() -> None:
+    from apache_beam.transforms.trigger import _ReadModifyWriteStateTag
+
+    window = GlobalWindow()
+    state = InMemoryUnmergedState()
+    assert holds_nothing(state)
+    state.get_state(window, _ReadModifyWriteStateTag("user/x"))  # a read: an empty list left behind
+    assert holds_nothing(state)
+    state.state[window]["trigger/flag"] = False  # a value that is not a list of values: held
+    assert not holds_nothing(state)
+    timed = InMemoryUnmergedState()
+    timed.set_timer(window, "t", TimeDomain.REAL_TIME, Timestamp.of(1))
+    assert not holds_nothing(timed)
+    timed.clear_timer(window, "t", TimeDomain.REAL_TIME)
+    assert holds_nothing(timed)
+    with_global = InMemoryUnmergedState()
+    with_global.global_state["done"] = True
+    assert not holds_nothing(with_global)
+    assert not holds_nothing(object())  # not a state this module knows: never forgotten
+
+
+def _plain_keyed_states(self: Any, root_transforms: Any, value_to_consumers: Any) -> dict[Any, dict[Any, Any]]:
+    """Beam's own ``EvaluationContext._initialize_keyed_states``: a plain dict per step."""
+    states: dict[Any, dict[Any, Any]] = {transform: {} for transform in root_transforms}
+    for consumers in value_to_consumers.values():
+        for consumer in consumers:
+            states[consumer] = {}
+    return states
+
+
+def _run_counting_pipeline() -> dict[Any, Any]:
+    """The keyed states of _CountUntilWatermark's step after a streaming run whose every timer fired."""
+    stream = BeamTestStream().advance_watermark_to(0)
+    for t in range(0, 40, 2):
+        stream = stream.add_elements([TimestampedValue((f"card-{k}", t), t) for k in range(t, t + 3)])
+    stream = stream.advance_watermark_to(100)
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    p = beam.Pipeline(options=options)
+    out = p | stream | "Count" >> beam.ParDo(_CountUntilWatermark())
+    times = range(0, 40, 2)
+    assert_that(out, equal_to([(f"card-{k}", sum(1 for t in times if t <= k < t + 3)) for k in range(41)]))
+    result = p.run()
+    result.wait_until_finish()
+    states = result._evaluation_context._transform_keyed_states  # type: ignore[attr-defined]
+    return next(s for step, s in states.items() if step.full_label == "Count")  # type: ignore[no-any-return]
+
+
+def test_a_streaming_step_holds_no_key_once_its_timers_fired_and_cleared_its_state(monkeypatch: Any) -> None:
+    from apache_beam.runners.direct.evaluation_context import EvaluationContext
+
+    direct_runner.install()
+    ours = _run_counting_pipeline()
+    assert isinstance(ours, TrackedStates) and len(ours) == 0 and ours.freed >= 41
+    # Beam's dict, same pipeline and outputs: every key ever seen is still there, each holding nothing.
+    monkeypatch.setattr(EvaluationContext, "_initialize_keyed_states", _plain_keyed_states)
+    beams = _run_counting_pipeline()
+    assert not isinstance(beams, TrackedStates) and len(beams) == 41
+    assert all(holds_nothing(state) for state in beams.values())
