@@ -320,6 +320,8 @@ def format_case(stored: StoredCase) -> str:
         f"model version {c.model_version}",
         f"reasons       {', '.join(c.reasons)}",
     ]
+    if c.envelope_text:
+        lines.append(f"envelope      {c.envelope_text}")
     if c.top_features:
         lines.append("top features  " + ", ".join(f"{name} {share:.0%}" for name, share in c.top_features))
     if c.window_start and c.window_end:

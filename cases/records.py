@@ -42,6 +42,10 @@ class Case:
     raw_features: tuple[float, ...] = ()
     feature_names: tuple[str, ...] = ()
     fraud_probability: float | None = None  # the second stage's score, when the model has one
+    # How far the transaction lies beyond the training normals' range (p1-p99 widths) and the model's limit:
+    # past the limit a transaction is flagged whatever its error. None before the envelope rule.
+    envelope_distance: float | None = None
+    envelope_limit: float | None = None
     # The card episode (case) this flagged transaction is a member of (cases.episodes), set when the case
     # store assigns it; empty before that and in old-style rows, where the case was the transaction itself.
     episode_id: str = ""
@@ -68,9 +72,31 @@ class Case:
     def has_raw_features(self) -> bool:
         return bool(self.raw_features)
 
+    @property
+    def beyond_envelope(self) -> bool:
+        """Whether the model flagged it for lying beyond the training normals' range (past the limit)."""
+        return (
+            self.envelope_distance is not None
+            and self.envelope_limit is not None
+            and self.envelope_distance > self.envelope_limit
+        )
+
+    @property
+    def envelope_text(self) -> str:
+        """Where it lies against the training normals' range, as the CLI and the console show it."""
+        if self.envelope_distance is None or self.envelope_limit is None:
+            return ""
+        if self.envelope_distance <= 0:
+            return "inside the training normals' range"
+        text = (
+            f"{self.envelope_distance:.3g} widths beyond the training normals' range (limit {self.envelope_limit:.3g})"
+        )
+        return text + ": flagged whatever its score" if self.beyond_envelope else text
+
     @classmethod
     def from_json_dict(cls, data: dict[str, Any]) -> Case:
         probability = data.get("fraud_probability")
+        distance, limit = data.get("envelope_distance"), data.get("envelope_limit")
         return cls(
             transaction_id=data["transaction_id"],
             card_id=data["card_id"],
@@ -89,6 +115,8 @@ class Case:
             raw_features=tuple(float(v) for v in data.get("raw_features") or ()),
             feature_names=tuple(data.get("feature_names") or ()),
             fraud_probability=float(probability) if probability is not None else None,
+            envelope_distance=float(distance) if distance is not None else None,
+            envelope_limit=float(limit) if limit is not None else None,
             episode_id=data.get("episode_id") or "",
         )
 

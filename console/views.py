@@ -31,6 +31,7 @@ class MemberRow:
     score: str  # "error / threshold"
     ratio: str  # "(2.1×)", empty without a threshold
     over: bool
+    beyond: str  # Case.envelope_text when lying beyond the normals' range flagged it, else ""
     probability: str  # the second stage's, empty without one
     reasons: str
     model: str
@@ -55,6 +56,7 @@ def member_row(member: StoredCase, features: list[FeatureView]) -> MemberRow:
         score=f"{c.reconstruction_error:.5g} / {c.threshold:.5g}",
         ratio=f"({c.reconstruction_error / c.threshold:.1f}×)" if c.threshold else "",
         over=c.reconstruction_error > c.threshold,
+        beyond=c.envelope_text if c.beyond_envelope else "",
         probability=f"{c.fraud_probability:.3f}" if c.fraud_probability is not None else "",
         reasons=", ".join(c.reasons),
         model=f"v{c.model_version}",

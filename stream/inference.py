@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.coders import StrUtf8Coder
 from apache_beam.ml.inference.base import ModelHandler, ModelMetadata, RunInference
 from apache_beam.transforms import trigger, userstate, window
@@ -50,7 +51,6 @@ from apache_beam.utils.timestamp import Timestamp
 
 from fraudscore import model as fmodel
 from fraudscore import schema
-from fraudscore.artifact import Scores
 from fraudscore.v1.transaction_pb2 import Transaction
 from fraudscore.versions import VersionWatcher, latest_version_uri
 from stream import ingest, metrics
@@ -118,12 +118,12 @@ class _VersionPoller:
             return self._swapped
 
 
-def _probabilities(scores: Scores, n: int) -> list[float | None]:
-    """The second stage's fraud probability per row, or None for each row when the version has none."""
-    probability = scores.fraud_probability
-    if probability is None:
+def _optional(output: np.ndarray | None, n: int) -> list[float | None]:
+    """An optional output per row (the second stage's probability, the envelope distance), or None for each
+    row when the version has no such output."""
+    if output is None:
         return [None] * n
-    return [float(p) for p in probability.tolist()]
+    return [float(v) for v in output.tolist()]
 
 
 _LOADED: dict[str, fmodel.LoadedModel] = {}  # version URI -> model: the newest one RunInference loaded here
@@ -208,7 +208,9 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
         ]
         name, version, threshold = model.card.name, model.version, model.threshold
         raws = [row.tobytes() for row in rows.astype("<f4", copy=False)]  # ScoredTransaction.raw
-        probabilities = _probabilities(scores, len(batch))
+        probabilities = _optional(scores.fraud_probability, len(batch))
+        distances = _optional(scores.envelope_distance, len(batch))
+        limit = model.envelope_limit
         return [
             ScoredTransaction(
                 transaction_id=tx.transaction_id,
@@ -226,6 +228,8 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
                 raw=raws[i],
                 feature_names=names,
                 fraud_probability=probabilities[i],
+                envelope_distance=distances[i],
+                envelope_limit=limit,
             )
             for i, tx in enumerate(batch)
         ]

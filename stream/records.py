@@ -74,6 +74,11 @@ class ScoredTransaction:
     feature_names: tuple[str, ...] = ()
     # The second stage's score, when the model version has one (``Scores.fraud_probability``).
     fraud_probability: float | None = None
+    # How far the row lies beyond the training normals' range (p1-p99 widths, ``trainer.envelope``) and the
+    # model's limit for it: ``is_anomaly`` is also true past the limit whatever the error, and an analyst
+    # looking at an error below the threshold needs to see why. None for versions older than the rule.
+    envelope_distance: float | None = None
+    envelope_limit: float | None = None
 
     @property
     def raw_features(self) -> tuple[float, ...]:

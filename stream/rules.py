@@ -158,6 +158,8 @@ def _case(s: ScoredTransaction, reasons: tuple[str, ...], w: CardWindow | None =
         raw_features=s.raw_features,
         feature_names=s.feature_names,
         fraud_probability=s.fraud_probability,
+        envelope_distance=s.envelope_distance,
+        envelope_limit=s.envelope_limit,
     )
 
 

@@ -302,6 +302,12 @@ def test_stream_grpc_trainer_and_artifact_agree(
     np.testing.assert_allclose(stream_errors, [by_batch[i].reconstruction_error for i in flagged], rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(stream_errors, [singles[i].reconstruction_error for i in flagged], rtol=RTOL, atol=ATOL)
 
+    # The envelope distance each case keeps (what a case page shows when it flagged the transaction): the model's.
+    assert artifact.envelope_distance is not None
+    stream_distances = [cases[i].envelope_distance for i in flagged]
+    np.testing.assert_allclose(stream_distances, artifact.envelope_distance[at], rtol=RTOL, atol=ATOL)
+    assert {cases[i].envelope_limit for i in flagged} == {loaded.envelope_limit}
+
     # The second stage's probability of the flagged transactions, path against path (None everywhere without one).
     stream_p = [cases[i].fraud_probability for i in flagged]
     assert all(singles[i].HasField("fraud_probability") == staged for i in flagged)

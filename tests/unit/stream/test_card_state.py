@@ -75,11 +75,11 @@ def test_the_card_step_keeps_no_key_once_its_cards_windows_closed() -> None:
     from apache_beam.transforms.window import TimestampedValue
 
     from cases.records import Case
-    from stream import direct_runner
+    from fraudscore import internals
     from stream.card_state import CardStateCases
     from stream.direct_runner import TrackedStates
 
-    direct_runner.install()
+    internals.install_local_runner()
     windows = WindowConfig(size_s=120, period_s=60, early_fire_s=1, allowed_lateness_s=30)
     rules = RuleConfig(velocity_min_count=3, dedupe_ttl_s=300)
     busy = [dataclasses.replace(scored(f"b{i}", i), card_id="busy") for i in range(3)]

@@ -3,6 +3,7 @@ the case JSON (Bigtable record and alert), and old records without them still re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 
@@ -73,3 +74,32 @@ def test_cases_get_shows_both_scores_and_the_raw_features() -> None:
     )
     shown = format_case(StoredCase(old, "key"))
     assert "fraud prob.   - (no second stage)" in shown and "raw features  none" in shown
+
+
+def test_a_case_says_when_lying_beyond_the_normals_range_flagged_it() -> None:
+    """An error below the threshold is flagged by the envelope rule: the case, the alert, `cases get` and the
+    console's case page say so, and older records without the envelope read as before."""
+    from cases.cli import format_case
+    from cases.records import StoredCase
+    from console.views import member_row
+
+    beyond = dataclasses.replace(
+        scored("t1", anomaly=True), reconstruction_error=0.1, envelope_distance=3.25, envelope_limit=1.3
+    )
+    (case,) = transaction_cases(beyond)
+    assert case.beyond_envelope and Case.from_json_dict(json.loads(case.to_alert())) == case
+    assert "3.25 widths beyond the training normals' range (limit 1.3): flagged whatever its score" in format_case(
+        StoredCase(case, "key")
+    )
+    assert member_row(StoredCase(case, "key"), []).beyond == case.envelope_text
+
+    (inside,) = transaction_cases(dataclasses.replace(beyond, reconstruction_error=0.9, envelope_distance=0.0))
+    assert not inside.beyond_envelope and inside.envelope_text == "inside the training normals' range"
+    assert member_row(StoredCase(inside, "key"), []).beyond == ""
+
+    old = case.to_json_dict()
+    del old["envelope_distance"], old["envelope_limit"]
+    back = Case.from_json_dict(old)
+    assert (
+        not back.beyond_envelope and back.envelope_text == "" and "envelope" not in format_case(StoredCase(back, "key"))
+    )

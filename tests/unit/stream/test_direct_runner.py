@@ -306,7 +306,7 @@ def _run_counting_pipeline() -> dict[Any, Any]:
 def test_a_streaming_step_holds_no_key_once_its_timers_fired_and_cleared_its_state(monkeypatch: Any) -> None:
     from apache_beam.runners.direct.evaluation_context import EvaluationContext
 
-    direct_runner.install()
+    internals.install_local_runner()
     ours = _run_counting_pipeline()
     assert isinstance(ours, TrackedStates) and len(ours) == 0 and ours.freed >= 41
     # Beam's dict, same pipeline and outputs: every key ever seen is still there, each holding nothing.
