@@ -31,6 +31,9 @@ from cases.records import Case, Decision, StoredCase
 
 EPISODE_COLUMN = b"episode"
 CLOSED_COLUMN = b"closed"
+# The wall-clock time of the stream's last write to a case row: its member cells carry the event time (so a
+# replay writes the same cells), which a reader looking for rows changed since a moment cannot use.
+TOUCHED_COLUMN = b"touched"
 REVISION_COLUMN = b"rev"  # a case row's decision count: what a stale decision is checked against (cases.casebook)
 AUDIT_FAMILY = "audit"  # who did what to a case, when: one cell per action (cases.casebook)
 MEMBER_FAMILY = "member"
