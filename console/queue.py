@@ -13,6 +13,7 @@ never sees the case they just closed; cases opened by the stream appear within o
 
 from __future__ import annotations
 
+import bisect
 import gc
 import logging
 import os
@@ -49,13 +50,21 @@ class Snapshot:
         ordered = tuple(sorted(cases, key=priority))
         counts: Counter[str] = Counter()
         for e in ordered:
-            counts[e.status] += 1
-            if e.decision is not None:
-                counts[e.decision.verdict] += 1
-        counts["all"] = len(ordered)
+            _tally(counts, e, 1)
         # Open cases sort first: the prefix up to the first closed one. Episode.reasons orders the members
         # on every call: once here, not per filtered page view.
         open_reasons = tuple(e.reasons for e in ordered[: counts[OPEN]])
+        return cls._made(ordered, scanned_at, scan_s, counts, open_reasons)
+
+    @classmethod
+    def _made(
+        cls,
+        ordered: tuple[Episode, ...],
+        scanned_at: float,
+        scan_s: float,
+        counts: Counter[str],
+        open_reasons: tuple[tuple[str, ...], ...],
+    ) -> Snapshot:
         return cls(
             ordered,
             scanned_at,
@@ -66,16 +75,42 @@ class Snapshot:
         )
 
     def merged(self, changed: Iterable[Episode], scanned_at: float, scan_s: float) -> Snapshot:
-        """This snapshot with ``changed`` in place of the cases with their keys (new ones added), re-sorted."""
+        """This snapshot with ``changed`` in place of the cases with their keys (new ones added).
+
+        The rest keep their places and reasons: each changed case is bisected in (a few priority keys), the
+        counts are adjusted. Snapshot.of over 10,000 cases (every priority, every open case's reasons) held
+        the GIL for 200-650 ms on the loaded machine, per incremental rescan that found a change.
+        """
         fresh = {e.key: e for e in changed}
         if not fresh:
             return replace(self, scanned_at=scanned_at, scan_s=scan_s)
-        kept = [e for e in self.cases if e.key not in fresh]
-        return Snapshot.of([*kept, *fresh.values()], scanned_at, scan_s)
+        counts = Counter(self.counts)
+        reasons = [*self.open_reasons, *((),) * (len(self.cases) - len(self.open_reasons))]
+        cases: list[Episode] = []
+        kept: list[tuple[str, ...]] = []
+        for e, r in zip(self.cases, reasons, strict=True):
+            if e.key in fresh:
+                _tally(counts, e, -1)
+            else:
+                cases.append(e)
+                kept.append(r)
+        for e in fresh.values():
+            at = bisect.bisect_right(cases, priority(e), key=priority)
+            cases.insert(at, e)
+            kept.insert(at, e.reasons if e.status == OPEN else ())
+            _tally(counts, e, 1)
+        return self._made(tuple(cases), scanned_at, scan_s, counts, tuple(kept[: counts[OPEN]]))
 
     @property
     def open_cases(self) -> Sequence[Episode]:
         return self.cases[: len(self.open_reasons)]
+
+
+def _tally(counts: Counter[str], e: Episode, sign: int) -> None:
+    counts["all"] += sign
+    counts[e.status] += sign
+    if e.decision is not None:
+        counts[e.decision.verdict] += sign
 
 
 @dataclass(frozen=True)

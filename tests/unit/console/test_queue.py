@@ -128,3 +128,19 @@ def test_an_incremental_rescan_merges_the_changed_cases_and_a_full_one_runs_ever
     backstop.rescan()
     backstop.rescan()
     assert len(asked) == 1  # every rescan a full one: the incremental source never asked
+
+
+def test_merging_changed_cases_gives_what_a_full_sort_gives() -> None:
+    cases = [episode(i, error=1.0 + (i * 37 % 11), members=1 + i % 3, closed=i % 5 == 0) for i in range(40)]
+    snap = Snapshot.of(cases, 0.0, 0.0)
+    changed = [
+        episode(3, error=50.0),  # moves to the top
+        episode(7, closed=True, verdict="fraud"),  # leaves the open cases
+        episode(10, error=4.0, reasons=("CARD_BURST",)),  # a closed one reopened, with a new reason
+        episode(99, members=5),  # new
+    ]
+    merged = snap.merged(changed, 1.0, 0.1)
+    expected = Snapshot.of([*(e for e in cases if e.case_id not in {c.case_id for c in changed}), *changed], 1.0, 0.1)
+    assert [e.case_id for e in merged.cases] == [e.case_id for e in expected.cases]
+    assert merged.open_reasons == expected.open_reasons and merged.all_reasons == expected.all_reasons
+    assert merged.counts == expected.counts and merged.scanned_at == 1.0
