@@ -8,8 +8,9 @@ Rows (tables of :class:`fraudscore.config.Resources`; the layout is documented i
               card, opened ms), one ``member:<event ms>#<transaction id>`` cell per member (JSON: score,
               threshold, reasons, amount), ``case:claim-<component>`` / ``case:alerted-<component>`` per
               alerted component (:mod:`cases.episodes`), ``case:closed`` (JSON: by whom; cell time = when),
-              ``case:rev`` (analysts' actions so far), the decisions as on every case row, and the audit trail
-              (family ``audit``, one cell per action: ``<ms>#<nonce>`` -> JSON who, what, note).
+              ``case:rev`` (analysts' actions so far), the decisions as on every case row, the audit trail
+              (family ``audit``, one cell per action: ``<ms>#<nonce>`` -> JSON who, what, note), and
+              ``case:touched`` (empty; cell time = the stream's last member write, wall clock).
     member row ``<case row key>#<transaction id>``: the member's full record (``case:record``, the
               :class:`~cases.records.Case` with its ``episode_id``) and its own decisions: the rows labels
               and retraining read, one per transaction.
