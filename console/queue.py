@@ -9,7 +9,7 @@ server's threads; here only the finished snapshot is unpickled. After the first 
 rescan (at most every ``refresh_s`` seconds, never sooner than twice the last took) reads only the cases
 changed since the previous one (:meth:`cases.casebook.Casebook.changed_between`) and merges them in
 (:meth:`Snapshot.merged`); a full scan every ``full_every_s`` seconds is the backstop (:class:`Queue`). With
-10,000 cases an idle console used 8-16% of a core on full rescans, 0.1-2% on incremental ones (bench.console).
+10,000 cases an idle console used 8-16% of a core on full rescans, 0.1-5% on incremental ones (bench.console).
 A decision made in this console is applied to the snapshot at once (:meth:`Queue.changed`), so the analyst
 never sees the case they just closed; cases opened by the stream appear within one rescan.
 """
