@@ -3,14 +3,17 @@
 On fresh Bigtable emulators (in-process ``Emulators``, port 0) the cases are written as the stream writes
 them (``EpisodeStore.assign``): ``--open-cases`` (10,000) one-member open cases on as many cards, and one
 card's case with ``--members`` (200) members. Then the real ``fraudscore console`` runs as a child process
-(default ``--refresh``, so its background rescans of the whole queue run during the measurement, as they
-would in use) and one logged-in HTTP client times, one request at a time:
+(default ``--refresh`` and ``--full-rescan``, so its background rescans run during the measurement, as they
+would in use: after the first full scan, incremental ones) and one logged-in HTTP client times, one request
+at a time:
 
 - the baseline: ``/health`` of the same server (the HTTP stack, Flask and waitress, no Bigtable, no template);
 - the queue's first page (50 rows), the queue filtered by a reason and by a card, a late page;
 - the 200-member case's page (every member with its explanation, the card's history, the audit trail);
-- the queue's first page and the case page again from a second console that scans once and never again
-  (``--refresh 3600``): how much of the tail is the background rescans' CPU on the shared cores.
+- the queue's first page and the case page again from a console whose every rescan is a full one
+  (``--full-rescan 0.001``: the console before incremental rescans), and from one that scans once and never
+  again (``--refresh 3600``): how much of the tail is the background rescans' CPU on the shared cores;
+- each console's CPU (with its scanning child) while idle for ``--idle-s`` seconds, as a share of one core.
 
 p50 / p95 / max in ms per page, and each page's p95 as a multiple of the baseline's; the queue's full-scan
 time as the console measured it (shown on the page). The goal: queue and case page p95 < 300 ms. The machine's
@@ -109,6 +112,24 @@ def timed(session: Any, url: str, n: int, expect: str = "") -> dict[str, float]:
     }
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process and its descendants (the console's scanning child) have used."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return total + sum(cpu_s(int(c)) for c in children)
+
+
+def idle_cpu_share(console: int, emulator: int, seconds: float) -> dict[str, float]:
+    """The shares of one core the console and the Bigtable emulator use while nobody asks the console anything:
+    its rescans only (the emulator's share is the server side of them: the filters run there)."""
+    pids = {"console": console, "bigtable emulator": emulator}
+    before = {name: cpu_s(pid) for name, pid in pids.items()}
+    time.sleep(seconds)
+    return {name: round((cpu_s(pid) - before[name]) / seconds, 3) for name, pid in pids.items()}
+
+
 def login(session: Any, url: str) -> None:
     page = session.get(url + "login", timeout=30).text
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
@@ -155,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--open-cases", type=int, default=10_000)
     parser.add_argument("--members", type=int, default=200)
     parser.add_argument("--requests", type=int, default=100, help="timed requests per page")
+    parser.add_argument("--idle-s", type=float, default=30.0, help="seconds the console's idle CPU is measured")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -163,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     emulators = Emulators(EmulatorConfig(pubsub_port=0, bigtable_port=0), project=resources.project)
     with emulators as emu, emu.exported_env(), tempfile.TemporaryDirectory() as tmp:
         create_resources(resources)
+        assert emu.bigtable is not None
+        bigtable_pid = emu.bigtable.pid
         case_id, write_s = write_cases(args.open_cases, args.members)
         print(f"wrote {args.open_cases:,} open cases and a {args.members}-member case in {write_s:.1f} s")
         token_file = Path(tmp) / "token"
@@ -170,16 +194,28 @@ def main(argv: list[str] | None = None) -> int:
         proc, url = start_console(token_file, dict(os.environ))
         try:
             pages, scan_s = measure(url, case_id, args)
+            idle = {"incremental rescans": idle_cpu_share(proc.pid, bigtable_pid, args.idle_s)}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        compared = ("queue, first page", f"case page, {args.members} members")
+        # Every rescan a full one (the console before incremental rescans): the same pages and idle cost.
+        proc, url = start_console(token_file, dict(os.environ), "--full-rescan", "0.001")
+        try:
+            full, _ = measure(url, case_id, args, only=compared)
+            idle["full rescans"] = idle_cpu_share(proc.pid, bigtable_pid, args.idle_s)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
         # The same pages from a console that scans once and never again: what the rescans cost the answers.
         proc, url = start_console(token_file, dict(os.environ), "--refresh", "3600")
         try:
-            paused, _ = measure(url, case_id, args, only=("queue, first page", f"case page, {args.members} members"))
+            paused, _ = measure(url, case_id, args, only=compared)
+            idle["no rescans"] = idle_cpu_share(proc.pid, bigtable_pid, args.idle_s)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+        pages.update({f"{name} (full rescans)": page for name, page in full.items()})
         pages.update({f"{name} (no rescans)": page for name, page in paused.items()})
     base = pages["health (baseline)"]["p95_ms"]
     for page in pages.values():
@@ -195,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         "big_case_members": args.members,
         "write_s": round(write_s, 1),
         "queue_scan_s": scan_s,
+        "idle_s": args.idle_s,
+        "idle_cpu_share_of_a_core": idle,
         "pages": pages,
         "goal_ms": GOAL_MS,
         "queue_p95_under_goal": queue_p95 < GOAL_MS,
@@ -204,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     for name, page in pages.items():
         print(f"{name:32s} p50 {page['p50_ms']:7.1f} ms  p95 {page['p95_ms']:7.1f} ms  ({page['p95_vs_baseline']}x)")
+    print(f"idle CPU (share of a core) {idle}")
     print(f"queue scan {results['queue_scan_s']} s; load {load_start} -> {results['load_avg_end']}; {args.out}")
     return 0
 

@@ -18,7 +18,7 @@ read and listed as one-member cases marked ``old-style``; they are labelled with
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -152,29 +152,53 @@ class Casebook:
         What a queue keeps in memory: member rows and the alert claims stay in Bigtable (server-side filters),
         so each case costs its header, its members' summaries, its closed cell and its latest decision.
         """
-        from google.cloud.bigtable.row_filters import (
-            ColumnQualifierRegexFilter,
-            FamilyNameRegexFilter,
-            RowFilterChain,
-            RowFilterUnion,
-            RowKeyRegexFilter,
-        )
+        from google.cloud.bigtable.row_filters import RowFilterChain, RowKeyRegexFilter
 
-        header = b"|".join((EPISODE_COLUMN, CLOSED_COLUMN, REVISION_COLUMN, RECORD_COLUMN))
-        cells = RowFilterUnion(
+        rows = self.store._cases.read_rows(
+            filter_=RowFilterChain([RowKeyRegexFilter(_CASE_ROW), _queue_cells(), latest_cells()])
+        )
+        yield from _queue_episodes(rows)
+
+    def changed_between(self, since: datetime, until: datetime) -> list[Episode]:
+        """The cases whose rows got a cell stamped in ``[since, until)``, read whole as :meth:`all_cases` reads them.
+
+        Two reads: which case rows changed (Bigtable's timestamp filter, one empty cell per row: keys only,
+        server-side), then those rows by key. What stamps a case row with the time of the write: the stream's
+        member writes (``case:touched``, :meth:`cases.episode_store.EpisodeStore.write_members`) and every
+        analyst action (revision, audit, decision and closed cells). Not seen: a row deleted, a writer's
+        clock behind by more than the caller's overlap, old-style rows (their cells carry event time): a
+        caller keeps a full :meth:`all_cases` now and then for those. ``until`` keeps out the rows whose
+        event-time cells lie in the future (a replay of future-dated data, the benchmark's): without it every
+        rescan would read them all again.
+        """
+        from google.cloud.bigtable.row_filters import (
+            CellsRowLimitFilter,
+            RowFilterChain,
+            RowKeyRegexFilter,
+            StripValueTransformerFilter,
+            TimestampRange,
+            TimestampRangeFilter,
+        )
+        from google.cloud.bigtable.row_set import RowSet
+
+        # The time filter first: it empties the unchanged rows, so the key regex runs on the changed ones only
+        # (with 10,000 cases on the emulator: 65-221 ms a read against 311-707 ms with the regex first).
+        changed = RowFilterChain(
             [
-                RowFilterChain([FamilyNameRegexFilter(CASE_FAMILY), ColumnQualifierRegexFilter(header)]),
-                FamilyNameRegexFilter(MEMBER_FAMILY),
-                FamilyNameRegexFilter(DECISION_FAMILY),
+                TimestampRangeFilter(TimestampRange(start=since, end=until)),
+                CellsRowLimitFilter(1),
+                RowKeyRegexFilter(_CASE_ROW),
+                StripValueTransformerFilter(True),
             ]
         )
-        rows = self.store._cases.read_rows(
-            filter_=RowFilterChain([RowKeyRegexFilter(_CASE_ROW), cells, latest_cells()])
-        )
-        for row in rows:
-            episode = _episode_of(row)
-            if episode is not None and episode.members:
-                yield episode
+        keys = [row.row_key for row in self.store._cases.read_rows(filter_=changed)]
+        if not keys:
+            return []
+        row_set = RowSet()
+        for key in keys:
+            row_set.add_row_key(key)
+        rows = self.store._cases.read_rows(row_set=row_set, filter_=RowFilterChain([_queue_cells(), latest_cells()]))
+        return list(_queue_episodes(rows))
 
     def card_history(self, card_id: str, case_key: str, limit: int = 20) -> list[StoredCase]:
         """The card's flagged transactions outside the case at ``case_key`` (its other cases, old-style rows),
@@ -391,6 +415,32 @@ def audit_of(row: Any) -> tuple[AuditEntry, ...]:
             )
         )
     return tuple(entries)
+
+
+def _queue_cells() -> Any:
+    """The cells of a case row a queue keeps: the header's small columns, the members' summaries, decisions."""
+    from google.cloud.bigtable.row_filters import (
+        ColumnQualifierRegexFilter,
+        FamilyNameRegexFilter,
+        RowFilterChain,
+        RowFilterUnion,
+    )
+
+    header = b"|".join((EPISODE_COLUMN, CLOSED_COLUMN, REVISION_COLUMN, RECORD_COLUMN))
+    return RowFilterUnion(
+        [
+            RowFilterChain([FamilyNameRegexFilter(CASE_FAMILY), ColumnQualifierRegexFilter(header)]),
+            FamilyNameRegexFilter(MEMBER_FAMILY),
+            FamilyNameRegexFilter(DECISION_FAMILY),
+        ]
+    )
+
+
+def _queue_episodes(rows: Iterable[object]) -> Iterator[Episode]:
+    for row in rows:
+        episode = _episode_of(row)
+        if episode is not None and episode.members:
+            yield episode
 
 
 def _episode_of(row: object) -> Episode | None:

@@ -8,8 +8,9 @@ Rows (tables of :class:`fraudscore.config.Resources`; the layout is documented i
               card, opened ms), one ``member:<event ms>#<transaction id>`` cell per member (JSON: score,
               threshold, reasons, amount), ``case:claim-<component>`` / ``case:alerted-<component>`` per
               alerted component (:mod:`cases.episodes`), ``case:closed`` (JSON: by whom; cell time = when),
-              ``case:rev`` (analysts' actions so far), the decisions as on every case row, and the audit trail
-              (family ``audit``, one cell per action: ``<ms>#<nonce>`` -> JSON who, what, note).
+              ``case:rev`` (analysts' actions so far), the decisions as on every case row, the audit trail
+              (family ``audit``, one cell per action: ``<ms>#<nonce>`` -> JSON who, what, note), and
+              ``case:touched`` (empty; cell time = the stream's last member write, wall clock).
     member row ``<case row key>#<transaction id>``: the member's full record (``case:record``, the
               :class:`~cases.records.Case` with its ``episode_id``) and its own decisions: the rows labels
               and retraining read, one per transaction.
@@ -31,6 +32,9 @@ from cases.records import Case, Decision, StoredCase
 
 EPISODE_COLUMN = b"episode"
 CLOSED_COLUMN = b"closed"
+# The wall-clock time of the stream's last write to a case row: its member cells carry the event time (so a
+# replay writes the same cells), which a reader looking for rows changed since a moment cannot use.
+TOUCHED_COLUMN = b"touched"
 REVISION_COLUMN = b"rev"  # a case row's decision count: what a stale decision is checked against (cases.casebook)
 AUDIT_FAMILY = "audit"  # who did what to a case, when: one cell per action (cases.casebook)
 MEMBER_FAMILY = "member"

@@ -31,6 +31,7 @@ from cases.episode_rows import (
     MEMBER_FAMILY,
     OPEN_COLUMN,
     OPEN_PREFIX,
+    TOUCHED_COLUMN,
     Episode,
     Member,
     alerted_column,
@@ -230,6 +231,11 @@ class EpisodeStore:
             case_rows.append((member_row, [SetCell(CASE_FAMILY, RECORD_COLUMN, ms, record)]))
             member = episode.members[case.transaction_id]
             case_rows.append((episode.key.encode(), [SetCell(MEMBER_FAMILY, member.column(), ms, member.value())]))
+        # Stamped with the write's wall-clock time, unlike the member cells: what the console's incremental
+        # rescan (Casebook.changed_between) finds changed rows by. A replay stamps it again: the row was written.
+        now = self._now_ms()
+        written = sorted({by_id[case.episode_id].key for case in members})
+        case_rows.extend((key.encode(), [SetCell(CASE_FAMILY, TOUCHED_COLUMN, now, b"")]) for key in written)
         self.store._write_rows(self.store._case_writes, self.store._cases_name, case_rows)
         index_rows = []
         for e in episodes.values():

@@ -48,7 +48,7 @@ def serve(config: ConsoleConfig) -> int:
     scan = ProcessScan(config.resources)
     with CaseStore(config.resources) as store:
         book = Casebook(store)
-        queue = Queue(scan, config.refresh_s).start()
+        queue = Queue(scan, config.refresh_s, changed=scan.changed_between, full_every_s=config.full_rescan_s).start()
         app = create_app(
             book,
             queue,

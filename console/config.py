@@ -19,6 +19,8 @@ class ConsoleConfig:
     # The model versions whose cards give the normal ranges, the threshold and the version shown (optional).
     model_base: Path | None = None
     refresh_s: float = 2.0  # the queue's in-memory snapshot is rescanned at most this often
+    # Between full scans, a rescan reads only the cases changed since the last one (console.queue.Queue).
+    full_rescan_s: float = 600.0
     page_size: int = 50
     poll_s: float = 5.0  # how often an open queue page asks for new cases
     threads: int = 4
@@ -35,6 +37,8 @@ class ConsoleConfig:
             raise ConfigError(f"--port must be 0..65535, got {args.port}")
         if args.refresh <= 0:
             raise ConfigError(f"--refresh must be positive, got {args.refresh}")
+        if args.full_rescan <= 0:
+            raise ConfigError(f"--full-rescan must be positive, got {args.full_rescan}")
         if args.poll <= 0:
             raise ConfigError(f"--poll must be positive, got {args.poll}")
         model_base = Path(args.model_base) if args.model_base else None
@@ -47,6 +51,7 @@ class ConsoleConfig:
             port=args.port,
             model_base=model_base,
             refresh_s=args.refresh,
+            full_rescan_s=args.full_rescan,
             poll_s=args.poll,
         )
 
@@ -65,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instance", default=None, help="Bigtable instance (default $FRAUDSCORE_BIGTABLE_INSTANCE)")
     parser.add_argument(
         "--refresh", type=float, default=d.refresh_s, help="seconds between rescans of the case queue (%(default)s)"
+    )
+    parser.add_argument(
+        "--full-rescan",
+        type=float,
+        default=d.full_rescan_s,
+        help="seconds between full rescans (every case); the rescans between read only changed ones (%(default)s)",
     )
     parser.add_argument(
         "--poll", type=float, default=d.poll_s, help="seconds between an open queue page's updates (%(default)s)"

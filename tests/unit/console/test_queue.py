@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -103,3 +104,43 @@ def test_a_snapshot_crosses_the_process_boundary_in_chunks_unchanged() -> None:
         back.open_reasons == snap.open_reasons and back.counts == snap.counts and back.all_reasons == snap.all_reasons
     )
     assert (back.scanned_at, back.scan_s) == (5.0, 1.5)
+
+
+def test_an_incremental_rescan_merges_the_changed_cases_and_a_full_one_runs_every_full_every_s() -> None:
+    cases = [episode(1), episode(2, error=9.0)]
+    asked: list[tuple[float, float]] = []
+    changed = [episode(1, error=20.0), episode(3)]  # one case moved up, one new
+
+    def since(start: float, until: float) -> list[Episode]:
+        asked.append((start, until))
+        return changed
+
+    queue = Queue(lambda: scan_snapshot(lambda: cases), changed=since, full_every_s=3600, overlap_s=5.0)
+    began = time.time()
+    queue.rescan()  # the first one reads everything
+    assert asked == []
+    snap = queue.rescan()
+    ((start, until),) = asked
+    assert began - 5.0 - 0.5 < start < began - 5.0 + 0.5 and until > start + 10.0
+    assert [e.case_id for e in snap.open_cases] == [changed[0].case_id, cases[1].case_id, changed[1].case_id]
+    assert snap.counts["all"] == 3 and queue.last_changed == 2
+    backstop = Queue(lambda: scan_snapshot(lambda: cases), changed=since, full_every_s=0.0)
+    backstop.rescan()
+    backstop.rescan()
+    assert len(asked) == 1  # every rescan a full one: the incremental source never asked
+
+
+def test_merging_changed_cases_gives_what_a_full_sort_gives() -> None:
+    cases = [episode(i, error=1.0 + (i * 37 % 11), members=1 + i % 3, closed=i % 5 == 0) for i in range(40)]
+    snap = Snapshot.of(cases, 0.0, 0.0)
+    changed = [
+        episode(3, error=50.0),  # moves to the top
+        episode(7, closed=True, verdict="fraud"),  # leaves the open cases
+        episode(10, error=4.0, reasons=("CARD_BURST",)),  # a closed one reopened, with a new reason
+        episode(99, members=5),  # new
+    ]
+    merged = snap.merged(changed, 1.0, 0.1)
+    expected = Snapshot.of([*(e for e in cases if e.case_id not in {c.case_id for c in changed}), *changed], 1.0, 0.1)
+    assert [e.case_id for e in merged.cases] == [e.case_id for e in expected.cases]
+    assert merged.open_reasons == expected.open_reasons and merged.all_reasons == expected.all_reasons
+    assert merged.counts == expected.counts and merged.scanned_at == 1.0
