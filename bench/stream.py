@@ -23,6 +23,7 @@ writes bench/results/stream_soak.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -30,7 +31,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -500,19 +501,30 @@ def stream_argv(model_base: Path, r: Any, port: int, aggregation: str = "state")
             *flags, f"--metrics-port={port}", f"--card-aggregation={aggregation}"]  # fmt: skip
 
 
-def run_soak(args: argparse.Namespace, work: Path) -> int:
-    """The soak (``--soak``) or the paced runs alone (``--paced-only``), each into a results file of its own."""
-    from bench.stream_soak import SOAK_RESULTS, soak
+@contextlib.contextmanager
+def _soak_run() -> Iterator[dict[str, Any]]:
+    """A soak's results header (machine, start time, load at start and end) around fresh emulators."""
     from fraudscore.config import EmulatorConfig, Resources
-    from fraudscore.dev.emulators import Emulators, with_suffix
-    from fraudscore.resources import create_resources
+    from fraudscore.dev.emulators import Emulators
 
-    results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "when": datetime.now(UTC).isoformat()}
-    results["load_average"] = {"start": list(os.getloadavg())}
+    run: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "when": datetime.now(UTC).isoformat()}
+    run["load_average"] = {"start": list(os.getloadavg())}
     with (
         Emulators(EmulatorConfig(pubsub_port=0, bigtable_port=0), project=Resources().project) as em,
         em.exported_env(),
     ):
+        yield run
+    run["load_average"]["end"] = list(os.getloadavg())
+
+
+def run_soak(args: argparse.Namespace, work: Path) -> int:
+    """The soak (``--soak``) or the paced runs alone (``--paced-only``), each into a results file of its own."""
+    from bench.stream_soak import SOAK_RESULTS, soak
+    from fraudscore.config import Resources
+    from fraudscore.dev.emulators import with_suffix
+    from fraudscore.resources import create_resources
+
+    with _soak_run() as results:
         for spec in [r for r in args.rates.split(",") if r] if args.paced_only else []:
             rate_text, _, seconds_text = spec.partition(":")
             rate, seconds = float(rate_text), float(seconds_text or args.latency_seconds)
@@ -536,7 +548,6 @@ def run_soak(args: argparse.Namespace, work: Path) -> int:
                 seconds=args.soak_seconds, rate=args.soak_rate, cards=args.soak_cards, busy=args.soak_busy,
                 busy_every_s=10.0,
             )  # fmt: skip
-    results["load_average"]["end"] = list(os.getloadavg())
     out = SOAK_RESULTS if args.soak else SOAK_RESULTS.with_name("stream_paced.json")
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
@@ -555,16 +566,11 @@ def _windows_of(job_args: str) -> Any:
 def run_memory_soak(args: argparse.Namespace, work: Path) -> int:
     """The memory soak (``--memory-soak``), added to bench/results/stream_memory.json under ``--memory-label``."""
     from bench.stream_memory import MEMORY_RESULTS, memory_soak
-    from fraudscore.config import EmulatorConfig, Resources
-    from fraudscore.dev.emulators import Emulators, with_suffix
+    from fraudscore.config import Resources
+    from fraudscore.dev.emulators import with_suffix
     from fraudscore.resources import create_resources
 
-    run: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "when": datetime.now(UTC).isoformat()}
-    run["load_average"] = {"start": list(os.getloadavg())}
-    with (
-        Emulators(EmulatorConfig(pubsub_port=0, bigtable_port=0), project=Resources().project) as em,
-        em.exported_env(),
-    ):
+    with _soak_run() as run:
         res = with_suffix(Resources(), "bench-memory")
         create_resources(res)
         port = free_port()
@@ -575,7 +581,6 @@ def run_memory_soak(args: argparse.Namespace, work: Path) -> int:
             busy_every_s=10.0, growth_from_s=args.memory_growth_from, job_code=args.job_code.resolve(),
             windows=_windows_of(args.memory_job_args),
         )  # fmt: skip
-    run["load_average"]["end"] = list(os.getloadavg())
     results = json.loads(MEMORY_RESULTS.read_text()) if MEMORY_RESULTS.exists() else {}
     results[args.memory_label] = run
     MEMORY_RESULTS.write_text(json.dumps(results, indent=2) + "\n")
