@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from cases.records import Decision, StoredCase
 
 from cases.episode_rows import CLOSED, OLD_STYLE, OPEN, Episode
+from fraudscore.config import add_resource_arguments
 
 DEFAULT_LIMIT = 50
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
@@ -57,8 +58,7 @@ def parse_time(text: str, now: datetime) -> datetime:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--project", default=None, help="Google Cloud project (default $FRAUDSCORE_PROJECT)")
-    common.add_argument("--instance", default=None, help="Bigtable instance (default $FRAUDSCORE_BIGTABLE_INSTANCE)")
+    add_resource_arguments(common)
     common.add_argument("--json", action="store_true", help="print JSON instead of text (for tools)")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
@@ -101,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
     from cases.store import CaseNotFound, CaseStore
     from fraudscore.config import Resources
 
-    res = Resources.from_env().at(args.project, args.instance)
+    res = Resources.from_args(args)
     try:
         with CaseStore(res) as store:
             book = Casebook(store)

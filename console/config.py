@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fraudscore.config import TOKEN_ENV, ConfigError, Resources, read_token
+from fraudscore.config import TOKEN_ENV, ConfigError, Resources, add_resource_arguments, read_token
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class ConsoleConfig:
             raise ConfigError(f"--model-base {model_base}: not a directory")
         return cls(
             token=token,
-            resources=Resources.from_env(env).at(args.project, args.instance),
+            resources=Resources.from_args(args, env),
             host=args.host,
             port=args.port,
             model_base=model_base,
@@ -66,8 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-base", help="model versions (e.g. models/creditcard): normal ranges, current version and threshold"
     )
-    parser.add_argument("--project", default=None, help="Google Cloud project (default $FRAUDSCORE_PROJECT)")
-    parser.add_argument("--instance", default=None, help="Bigtable instance (default $FRAUDSCORE_BIGTABLE_INSTANCE)")
+    add_resource_arguments(parser)
     parser.add_argument(
         "--refresh", type=float, default=d.refresh_s, help="seconds between rescans of the case queue (%(default)s)"
     )

@@ -8,6 +8,7 @@ code talks to the local emulators and to Google Cloud without branching.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -113,12 +114,23 @@ class Resources:
         return replace(self, project=project or self.project, bigtable_instance=instance or self.bigtable_instance)
 
     @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Resources:
+        """The environment's resources with the ``--project``/``--instance`` of :func:`add_resource_arguments`."""
+        return cls.from_env(env).at(args.project, args.instance)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Resources:
         env = os.environ if env is None else env
         return cls(
             project=env.get("FRAUDSCORE_PROJECT", DEFAULT_PROJECT),
             bigtable_instance=env.get("FRAUDSCORE_BIGTABLE_INSTANCE", DEFAULT_BIGTABLE_INSTANCE),
         )
+
+
+def add_resource_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--project`` and ``--instance`` of a command on the shared Bigtable tables (:meth:`Resources.from_args`)."""
+    parser.add_argument("--project", default=None, help="Google Cloud project (default $FRAUDSCORE_PROJECT)")
+    parser.add_argument("--instance", default=None, help="Bigtable instance (default $FRAUDSCORE_BIGTABLE_INSTANCE)")
 
 
 @dataclass(frozen=True)

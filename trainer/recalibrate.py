@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fraudscore.config import add_resource_arguments
 from fraudscore.labels import LabelError, LabelSet
 from trainer.config import TrainError
 from trainer.precision import Estimate, precision_above, threshold_for_budget, threshold_for_precision
@@ -308,8 +309,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the label set and the estimate); the scorer and the stream hot-reload it",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
-    parser.add_argument("--project", default=None, help="Google Cloud project (default $FRAUDSCORE_PROJECT)")
-    parser.add_argument("--instance", default=None, help="Bigtable instance (default $FRAUDSCORE_BIGTABLE_INSTANCE)")
+    add_resource_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -373,7 +373,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> Calibration:
 
     loaded = fmodel.load(args.model_base)
     since = parse_time(args.since, datetime.now(UTC)) if args.since else None
-    res = Resources.from_env().at(args.project, args.instance)
+    res = Resources.from_args(args)
     with CaseStore(res) as store:
         labels = read_labels(store, loaded.features, since)
         sample = read_sample(store, loaded.features, since)
