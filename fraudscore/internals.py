@@ -78,6 +78,16 @@ PATCHES: tuple[Internal, ...] = (
         "stream.direct_runner:_tracked_keyed_states",
     ),
     Internal(
+        "keyed-state-checkout",
+        *_BEAM,
+        "apache_beam.runners.direct.evaluation_context",
+        "DirectStepContext.get_keyed_state",
+        "(self, key)",
+        "ec5a64913f589522",
+        "a bundle checks a key's state out once, rebuilt from its packing (stream.direct_runner)",
+        "stream.direct_runner:_checkout_keyed_state",
+    ),
+    Internal(
         "dofn-specs-per-class",
         *_BEAM,
         "apache_beam.transforms.userstate",

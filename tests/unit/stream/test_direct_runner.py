@@ -314,3 +314,95 @@ def test_a_streaming_step_holds_no_key_once_its_timers_fired_and_cleared_its_sta
     beams = _run_counting_pipeline()
     assert not isinstance(beams, TrackedStates) and len(beams) == 41
     assert all(holds_nothing(state) for state in beams.values())
+
+
+def _card_state(due_s: float, value: bytes = b"card state") -> InMemoryUnmergedState:
+    """A state in the shape our card steps commit: one value and one event-time timer, in the global window."""
+    from apache_beam.transforms.trigger import _ReadModifyWriteStateTag
+
+    state = InMemoryUnmergedState()
+    state.set_timer(GlobalWindow(), "user/cleanup", TimeDomain.WATERMARK, Timestamp.of(due_s))
+    state.add_state(GlobalWindow(), _ReadModifyWriteStateTag("user/card"), [value])
+    return state
+
+
+def _reads(state: Any) -> tuple[Any, ...]:
+    """Everything a bundle or the scan can read of a state."""
+    return (
+        {w: dict(t) for w, t in state.timers.items() if t},
+        {w: {tag: v for tag, v in tags.items()} for w, tags in state.state.items() if tags},
+        dict(state.global_state),
+        state.get_timers(watermark=Timestamp.of(10**6)),
+        holds_nothing(state),
+    )
+
+
+def test_a_committed_card_state_is_kept_packed_and_reads_as_it_was() -> None:
+    import gc
+
+    tracked = TrackedStates()
+    state = _card_state(50.0)
+    tracked[b"card"] = state
+    stored = dict.__getitem__(tracked, b"card")
+    assert type(stored) is tuple and stored[0] == Timestamp.of(50.0).micros and stored[1] is False
+    gc.collect()
+    assert not gc.is_tracked(stored)  # nothing of it for the collector to walk
+    assert _reads(tracked[b"card"]) == _reads(state) == _reads(tracked.get(b"card"))
+    assert [(k, _reads(v)) for k, v in tracked.items()] == [(b"card", _reads(state))]
+    # A bundle's checkout is its own copy: changing it changes nothing stored.
+    mine = tracked.checkout(b"card")
+    mine.clear_timer(GlobalWindow(), "user/cleanup", TimeDomain.WATERMARK)
+    assert _reads(tracked[b"card"]) == _reads(state)
+    assert holds_nothing(tracked.checkout(b"never seen")) and b"never seen" not in tracked
+
+
+def test_states_of_any_other_shape_are_kept_as_they_are() -> None:
+    from apache_beam.transforms.trigger import _ListStateTag
+    from apache_beam.transforms.window import IntervalWindow
+
+    other_window = InMemoryUnmergedState()
+    other_window.set_timer(IntervalWindow(0, 60), "t", TimeDomain.WATERMARK, Timestamp.of(60))
+    realtime = InMemoryUnmergedState()
+    realtime.set_timer(GlobalWindow(), "t", TimeDomain.REAL_TIME, Timestamp.of(1))
+    objects = InMemoryUnmergedState()  # a GroupByKey's elements: not values marshal takes
+    objects.add_state(GlobalWindow(), _ListStateTag("elements"), TimestampedValue(1, 1))
+    tracked = TrackedStates()
+    for name, state in {"window": other_window, "realtime": realtime, "objects": objects}.items():
+        tracked[name.encode()] = state
+        assert dict.__getitem__(tracked, name.encode()) is state
+    subclass = _CountingState()
+    tracked[b"subclass"] = subclass
+    tracked["watermark-hold"] = _card_state(1.0)  # a string key: changed in place by its evaluator
+    assert dict.__getitem__(tracked, b"subclass") is subclass
+    assert type(dict.__getitem__(tracked, "watermark-hold")) is InMemoryUnmergedState
+
+
+def test_the_scan_over_packed_states_reports_what_beams_scan_reports() -> None:
+    rng = random.Random(11)
+    clock = _Clock(500.0)
+    tracked, plain = TrackedStates(), dict[bytes, Any]()
+    indexed_tw = _TransformWatermarks(clock, tracked, "step")
+    beams_tw = _TransformWatermarks(clock, plain, "step")
+    for round_ in range(6):
+        for _ in range(300):
+            key = f"k{rng.randint(0, 500)}".encode()
+            state = _card_state(rng.randint(0, 700)) if rng.random() < 0.8 else InMemoryUnmergedState()
+            tracked[key] = plain[key] = state
+        indexed_tw._input_watermark = beams_tw._input_watermark = Timestamp.of(100 * round_ + rng.randint(0, 50))
+        indexed = _scan(indexed_tw, indexed=True)
+        assert indexed == _scan(beams_tw, indexed=False) and indexed[0]
+        assert set(tracked) == {k for k, v in plain.items() if v.timers}
+
+
+def test_held_card_states_add_no_objects_for_the_collector() -> None:
+    import gc
+
+    tracked = TrackedStates()
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(10_000):
+        tracked[f"card-{i}".encode()] = _card_state(float(i), value=f"state {i}".encode())
+    gc.collect()
+    # Beam's states would be ~9 tracked containers each (90,000 here); packed, only the dict itself.
+    assert len(gc.get_objects()) - before < 100
+    assert _reads(tracked[b"card-42"]) == _reads(_card_state(42.0, value=b"state 42"))
