@@ -84,10 +84,11 @@ class TrackedStates(dict):  # type: ignore[type-arg]
         super().__init__()
         self._lock = threading.Lock()
         self._noted: set[Any] = set()
-        # The index: (earliest event-time timer, tie-breaker, key); an entry counts while its time is the
-        # key's earliest in ``_earliest`` (no state object held: an older state is not kept alive by it).
-        self.heap: list[tuple[Any, int, Any]] = []
-        self._earliest: dict[Any, Any] = {}  # key -> its earliest event-time timer, as last indexed
+        # The index: (earliest event-time timer in µs, tie-breaker, key); an entry counts while its time is
+        # the key's earliest in ``_earliest`` (no state object held: an older state is not kept alive by it).
+        # Plain ints, not Timestamps: tuples of ints and bytes are left alone by the garbage collector.
+        self.heap: list[tuple[int, int, Any]] = []
+        self._earliest: dict[Any, int] = {}  # key -> its earliest event-time timer in µs, as last indexed
         self.realtime: dict[Any, Any] = {}  # key -> state object with processing-time timers
         self._seq = itertools.count()
         self.freed = 0  # keys forgotten so far
@@ -139,15 +140,15 @@ class TrackedStates(dict):  # type: ignore[type-arg]
             self._earliest.pop(key, None)
             return
         if type(stored) is tuple:
-            earliest = None if stored[0] is None else Timestamp(micros=stored[0])
+            earliest = stored[0]
         else:
             earliest = None
             for timers in stored.timers.values():
                 for (_name, domain, _tag), timestamp in timers.items():
                     if domain == TimeDomain.REAL_TIME:
                         self.realtime[key] = stored
-                    elif earliest is None or timestamp < earliest:
-                        earliest = timestamp
+                    elif earliest is None or timestamp.micros < earliest:
+                        earliest = timestamp.micros
         if earliest is None:
             self._earliest.pop(key, None)
         elif self._earliest.get(key) != earliest:  # else the key's entry for that time is in the heap already
@@ -162,7 +163,8 @@ class TrackedStates(dict):  # type: ignore[type-arg]
         """
         found, keep = [], []
         heap = self.heap
-        while heap and heap[0][0] <= watermark:
+        limit = watermark.micros
+        while heap and heap[0][0] <= limit:
             entry = heapq.heappop(heap)
             timestamp, _, key = entry
             state = self.get(key)
