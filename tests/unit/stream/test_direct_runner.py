@@ -206,21 +206,6 @@ def test_a_state_copy_is_equal_and_independent_without_deepcopy_of_timers() -> N
     assert state.get_state(window, tag) == [b"one"] and clone.get_state(window, tag) == [b"one", b"two"]
 
 
-def test_the_collectors_young_generation_holds_a_bundle() -> None:
-    import gc
-
-    before = gc.get_threshold()
-    try:
-        gc.set_threshold(700, 10, 10)  # Python's defaults
-        internals.size_young_generation()
-        assert gc.get_threshold() == internals.GC_THRESHOLDS
-        gc.set_threshold(2_000, 5, 5)  # a process's own choice is kept
-        internals.size_young_generation()
-        assert gc.get_threshold() == (2_000, 5, 5)
-    finally:
-        gc.set_threshold(*before)
-
-
 def test_a_key_whose_state_holds_nothing_is_forgotten_at_the_next_scan() -> None:
     from apache_beam.transforms.trigger import _ReadModifyWriteStateTag
 
