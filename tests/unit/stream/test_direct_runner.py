@@ -3,6 +3,7 @@ whose state holds nothing are forgotten (Beam keeps them for the life of the job
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -395,3 +396,30 @@ def test_held_card_states_add_no_objects_for_the_collector() -> None:
     # packed, only the dicts themselves.
     assert len(gc.get_objects()) - before < 100
     assert _reads(tracked[b"card-42"]) == _reads(_card_state(42.0, value=b"state 42"))
+
+
+def test_a_burst_of_due_timers_fires_in_slices_earliest_first_and_none_is_lost() -> None:
+    # Thousands of cards whose timers come due in the same minute: one bundle of them all held every
+    # transaction behind it for seconds. Each scan hands out at most TIMER_KEYS_PER_SCAN keys.
+    rng = random.Random(5)
+    tracked, plain = TrackedStates(), dict[bytes, Any]()
+    for i in range(2_500):
+        key = f"card-{i}".encode()
+        tracked[key] = plain[key] = _card_state(rng.uniform(0, 60))
+    tracked_tw = _TransformWatermarks(_Clock(0.0), tracked, "step")
+    beams_tw = _TransformWatermarks(_Clock(0.0), plain, "step")
+    tracked_tw._input_watermark = beams_tw._input_watermark = Timestamp.of(60)
+    everything, _ = _scan(beams_tw, indexed=False)
+    slices: list[list[Any]] = []
+    fired: set[tuple[Any, ...]] = set()
+    while len(fired) < len(everything):
+        firings, _ = direct_runner._indexed_extract_transform_timers(tracked_tw)
+        assert 0 < len(firings) <= direct_runner.TIMER_KEYS_PER_SCAN
+        slices.append([f.timestamp for f in firings])
+        for f in firings:  # the bundle that fires them commits: the cleared states replace the keys'
+            fired.add((f.encoded_key, f.name, f.time_domain, f.timestamp))
+            state = tracked[f.encoded_key]
+            state.clear_timer(f.window, f.name, f.time_domain)
+            tracked[f.encoded_key] = state
+    assert fired == everything and len(slices) == 3
+    assert all(max(earlier) <= min(later) for earlier, later in itertools.pairwise(slices))
