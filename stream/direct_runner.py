@@ -12,13 +12,16 @@ noted keys are re-indexed (their earliest event-time timer into a heap; keys wit
 timers into a set), and only the keys whose earliest timer is due, plus those with processing-time
 timers, are asked, as Beam asks them. Entries left by an older state of a key are skipped lazily. What
 the scan returns is what Beam's would (``tests/unit/stream/test_direct_runner.py`` compares the two),
-but at most :data:`TIMER_KEYS_PER_SCAN` keys' event-time timers at a time, the earliest first; the rest
-are due at the next scan. The runner fires a step's due timers as one bundle, and its worker runs
-bundles one at a time: the card step's timers come due together (every card whose transactions left
-their last window in the same minute, ~30,000 a minute with 360,000 cards held at 500 tx/s), and that
-bundle held every transaction behind it for 5-7 s, once a minute. In slices, the transactions' bundles
-run between them. (Beam's DirectRunner holds no watermark for a due timer either: it never did wait for
-them; a slice only makes a timer fire a scan or a few later, as a slow bundle would.)
+but at most :data:`TIMER_KEYS_PER_SCAN` keys' event-time timers at a time, the earliest first, and
+after a slice that left due timers behind, one scan that fires none. The card step's timers come due
+together (every card whose transactions left their last window in the same minute, ~30,000 a minute
+with 360,000 cards held at 500 tx/s); the runner fired them as one bundle on its one worker, and its
+monitor adds no input from the Pub/Sub read in a cycle where timers fired, so every transaction waited
+5-7 s, once a minute (sampled in the job: 4 s of nothing but timers). In slices with a scan between
+them that fires nothing, the monitor schedules the read in between, and the transactions' bundles run
+between the slices. (Beam's DirectRunner holds no watermark for a due timer: it never waited for them;
+a slice makes a timer fire a few scans later, as a slow bundle would. At the end of the input, with the
+watermark at its maximum, nothing is held back: the runner would take an idle cycle for a stall.)
 
 **Keys freed.** Beam keeps a key's entry in a step's keyed states for the life of the job, even once
 its timers fired and its state was cleared, and so did the index (which also held each indexed state
@@ -77,7 +80,7 @@ from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.trigger import InMemoryUnmergedState
 from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
 from fraudscore import internals
 
@@ -99,6 +102,7 @@ class TrackedStates(dict):  # type: ignore[type-arg]
         self.realtime: dict[Any, Any] = {}  # key -> state object with processing-time timers
         self._seq = itertools.count()
         self.freed = 0  # keys forgotten so far
+        self.more_due = False  # the last scan's slice left due event-time timers behind
         _LIVE[id(self)] = self  # a dict is unhashable: kept by id, gone when the pipeline is
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -173,7 +177,9 @@ class TrackedStates(dict):  # type: ignore[type-arg]
         keep: list[tuple[int, int, Any]] = []
         heap = self.heap
         limit = watermark.micros
-        while heap and heap[0][0] <= limit and (at_most is None or len(found) < at_most):
+        while heap and heap[0][0] <= limit:
+            if at_most is not None and len(found) >= at_most:
+                break
             entry = heapq.heappop(heap)
             timestamp, _, key = entry
             state = self.get(key)
@@ -181,6 +187,7 @@ class TrackedStates(dict):  # type: ignore[type-arg]
                 continue  # the key was re-indexed (or forgotten) since
             found.append((key, state))
             keep.append(entry)
+        self.more_due = bool(heap) and heap[0][0] <= limit  # (or an older entry of a key: one idle scan)
         for entry in keep:
             heapq.heappush(heap, entry)
         return found
@@ -274,7 +281,11 @@ def _indexed_extract_transform_timers(self: Any) -> tuple[list[Any], bool]:
     with self._lock:
         for key in states.take_noted():
             states.index(key)
-        candidates = dict(states.due(self._input_watermark, TIMER_KEYS_PER_SCAN))
+        if states.more_due and self._input_watermark < MAX_TIMESTAMP:
+            states.more_due = False  # a scan that fires none: the monitor adds the read's input now
+            candidates = {}
+        else:
+            candidates = dict(states.due(self._input_watermark, TIMER_KEYS_PER_SCAN))
         candidates.update(states.realtime)
         fired_timers = []
         has_realtime_timer = bool(states.realtime)

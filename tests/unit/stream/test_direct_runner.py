@@ -413,6 +413,8 @@ def test_a_burst_of_due_timers_fires_in_slices_earliest_first_and_none_is_lost()
     slices: list[list[Any]] = []
     fired: set[tuple[Any, ...]] = set()
     while len(fired) < len(everything):
+        if slices:  # after a slice that left due timers: a scan with none, for the runner to read its input
+            assert direct_runner._indexed_extract_transform_timers(tracked_tw) == ([], False)
         firings, _ = direct_runner._indexed_extract_transform_timers(tracked_tw)
         assert 0 < len(firings) <= direct_runner.TIMER_KEYS_PER_SCAN
         slices.append([f.timestamp for f in firings])
@@ -423,3 +425,19 @@ def test_a_burst_of_due_timers_fires_in_slices_earliest_first_and_none_is_lost()
             tracked[f.encoded_key] = state
     assert fired == everything and len(slices) == 3
     assert all(max(earlier) <= min(later) for earlier, later in itertools.pairwise(slices))
+
+
+def test_at_the_end_of_the_input_due_timers_fire_without_an_idle_scan() -> None:
+    # With the watermark at its maximum there is no input left to read, and a scan that fired nothing
+    # would leave the runner idle with timers due: it takes that for a stalled pipeline.
+    from apache_beam.utils.timestamp import MAX_TIMESTAMP
+
+    tracked = TrackedStates()
+    for i in range(direct_runner.TIMER_KEYS_PER_SCAN + 10):
+        tracked[f"card-{i}".encode()] = _card_state(float(i))
+    tw = _TransformWatermarks(_Clock(0.0), tracked, "step")
+    tw._input_watermark = MAX_TIMESTAMP
+    first, _ = direct_runner._indexed_extract_transform_timers(tw)
+    assert len(first) == direct_runner.TIMER_KEYS_PER_SCAN and tracked.more_due
+    second, _ = direct_runner._indexed_extract_transform_timers(tw)
+    assert second  # the same due keys again (their bundle has not committed here), not an idle scan
