@@ -248,15 +248,6 @@ class Casebook:
         rows = self.store.read_rows(self.store._cases, [k.encode() for k in keys]).values()
         return self._take(iter(rows), limit, status, reason)
 
-    def closed_since(self, start: datetime) -> list[Episode]:
-        """Card-episode cases opened at or after ``start`` and closed: one scan of the rows holding a close
-        (:meth:`CaseStore.rows_holding`), so the open cases, most of them, are never read."""
-        start_ms = epoch_ms(start)
-        closed = (_episode_of(row) for row in self.store.rows_holding(CASE_FAMILY, CLOSED_COLUMN))
-        return [
-            e for e in closed if e is not None and e.members and e.closed_ms is not None and e.opened_ms >= start_ms
-        ]
-
     def _take(self, rows: Iterator[object], limit: int, status: str | None, reason: str | None) -> list[Episode]:
         out = []
         for row in rows:

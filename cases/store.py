@@ -52,7 +52,6 @@ import functools
 import hashlib
 import heapq
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -446,7 +445,19 @@ class CaseStore:
         unlabelled cases never leave Bigtable. All decision versions come back, so a reader can tell a
         transaction whose labels conflict.
         """
-        for row in self.rows_holding(DECISION_FAMILY, latest=False):
+        from google.cloud.bigtable.row_filters import (
+            BlockAllFilter,
+            ConditionalRowFilter,
+            FamilyNameRegexFilter,
+            PassAllFilter,
+        )
+
+        has_decision = ConditionalRowFilter(
+            base_filter=FamilyNameRegexFilter(DECISION_FAMILY),
+            true_filter=PassAllFilter(True),
+            false_filter=BlockAllFilter(True),
+        )
+        for row in self._cases.read_rows(filter_=has_decision):
             decisions = decisions_of(row)
             if not decisions:
                 continue
@@ -455,29 +466,6 @@ class CaseStore:
             record = row.cells.get(CASE_FAMILY, {}).get(RECORD_COLUMN)
             case = Case.from_json_dict(json.loads(record[0].value)) if record else None
             yield case, decisions
-
-    def rows_holding(self, family: str, column: bytes | None = None, *, latest: bool = True) -> Iterator[Any]:
-        """Every ``flagged`` row holding a cell of ``family`` (of ``column`` in it, if given), whole (its latest
-        cells, or every version): one scan with a server-side condition, so the other rows (for labels and
-        closes: the open, unreviewed cases, most of them) never leave Bigtable."""
-        from google.cloud.bigtable.row_filters import (
-            BlockAllFilter,
-            ColumnQualifierRegexFilter,
-            ConditionalRowFilter,
-            FamilyNameRegexFilter,
-            PassAllFilter,
-            RowFilterChain,
-        )
-
-        holds: Any = FamilyNameRegexFilter(family)
-        if column is not None:
-            holds = RowFilterChain([holds, ColumnQualifierRegexFilter(b"^" + re.escape(column) + b"$")])
-        condition = ConditionalRowFilter(
-            base_filter=holds,
-            true_filter=latest_cells() if latest else PassAllFilter(True),
-            false_filter=BlockAllFilter(True),
-        )
-        yield from self._cases.read_rows(filter_=condition)
 
     def flagged_transactions(self) -> Iterator[Case]:
         """Every flagged transaction's record (case members and old-style cases): one scan of ``flagged``.
