@@ -23,7 +23,6 @@ fingerprints).
 from __future__ import annotations
 
 import functools
-import gc
 import hashlib
 import importlib
 import inspect
@@ -31,6 +30,8 @@ import threading
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
+
+from fraudscore import collector
 
 _BEAM = ("apache-beam", "2.77.0")
 _BIGTABLE = ("google-cloud-bigtable", "2.50.2")
@@ -76,6 +77,16 @@ PATCHES: tuple[Internal, ...] = (
         "2bd79425fff62c51",
         "each step's keyed states note which keys changed, for the timer index (stream.direct_runner)",
         "stream.direct_runner:_tracked_keyed_states",
+    ),
+    Internal(
+        "keyed-state-checkout",
+        *_BEAM,
+        "apache_beam.runners.direct.evaluation_context",
+        "DirectStepContext.get_keyed_state",
+        "(self, key)",
+        "ec5a64913f589522",
+        "a bundle checks a key's state out once, rebuilt from its packing (stream.direct_runner)",
+        "stream.direct_runner:_checkout_keyed_state",
     ),
     Internal(
         "dofn-specs-per-class",
@@ -269,22 +280,6 @@ def installed() -> tuple[str, ...]:
     return tuple(_ORIGINALS)
 
 
-# Python's collector runs a young collection every 700 new objects, so a DirectRunner bundle's temporaries
-# (tens of thousands of objects that live as long as the bundle) survived two of them and were promoted to
-# the old generation, which then filled fast enough to trigger a full collection every 5-10 s; each walked
-# every object of the job (the card states and the runner's per-key structures: millions after a few
-# minutes) and held the interpreter for 1-2 s, the alerts' p99 with it. With a young generation of 50,000
-# objects they die young: in 90 s at 1,000 tx/s one full collection instead of sixteen.
-PYTHON_GC_THRESHOLDS = (700, 10, 10)
-GC_THRESHOLDS = (50_000, 20, 10)
-
-
-def size_young_generation() -> None:
-    """GC_THRESHOLDS, unless the process chose thresholds of its own (anything but Python's defaults)."""
-    if gc.get_threshold() == PYTHON_GC_THRESHOLDS:
-        gc.set_threshold(*GC_THRESHOLDS)
-
-
 _ORIGINALS: dict[str, Any] = {}
 _INSTALL_LOCK = threading.Lock()
 
@@ -302,7 +297,7 @@ def install_local_runner() -> None:
     1. checks every entry of :data:`PATCHES` and :data:`READS` (:func:`check`): raises before anything is
        patched if one differs;
     2. installs every patch (the originals are kept for :func:`original`);
-    3. sizes the collector's young generation (:func:`size_young_generation`).
+    3. sizes the collector's young generation (:func:`fraudscore.collector.size_young_generation`).
     """
     with _INSTALL_LOCK:
         if _ORIGINALS:
@@ -313,7 +308,7 @@ def install_local_runner() -> None:
             replacement = _replacement(patch)
             _ORIGINALS[patch.name] = vars(owner)[name]
             setattr(owner, name, replacement)
-        size_young_generation()
+        collector.size_young_generation()
 
 
 def _describe() -> None:

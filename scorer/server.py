@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -27,6 +26,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from fraudscore import collector
 from fraudscore.v1 import scorer_pb2
 from scorer.auth import BearerTokenInterceptor, server_credentials
 from scorer.batcher import DirectScorer, MicroBatcher, RowScorer
@@ -165,8 +165,7 @@ async def _watch_models(
         if loaded is not None:
             # TensorFlow leaves millions of long-lived objects; a full GC pass over them stalls
             # every request for 100+ ms. Freezing them keeps collections to request garbage.
-            gc.collect()
-            gc.freeze()
+            collector.freeze_long_lived()
         if loaded is not None and registry.current is not None:
             for name in ("", SERVICE):
                 await health_servicer.set(name, SERVING)

@@ -49,8 +49,8 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from fraudscore import collector, schema
 from fraudscore import model as fmodel
-from fraudscore import schema
 from fraudscore.v1.transaction_pb2 import Transaction
 from fraudscore.versions import VersionWatcher, latest_version_uri
 from stream import ingest, metrics
@@ -166,6 +166,9 @@ class FraudModelHandler(ModelHandler[Transaction, ScoredTransaction, fmodel.Load
             loaded = load_version(uri)
             _LOADED.clear()
             _LOADED[uri] = loaded
+        # The model, Beam and the clients are in memory for good now: full collections skip them (the card
+        # states at rest are not tracked, see stream.direct_runner), so a full collection is short.
+        collector.freeze_long_lived()
         _LOG.info("scoring with model %s version %d (threshold %g)", loaded.card.name, loaded.version, loaded.threshold)
         metrics.model_loaded(loaded.card.name, loaded.version)
         return loaded

@@ -133,4 +133,5 @@ def test_a_legit_close_snoozes_the_same_reasons_but_not_a_higher_band(unique_res
     from stream.label_metrics import closed_cases
 
     with CaseStore(res) as store:
-        assert closed_cases(store, T0 - timedelta(hours=1)) == ({"TX_ANOMALY": 1}, [30.0])
+        assert closed_cases(store, T0 - timedelta(hours=1)) == ({"TX_ANOMALY": 1}, [30.0])  # not the open one
+        assert closed_cases(store, T0 + timedelta(hours=1)) == ({}, [])  # opened before the window
