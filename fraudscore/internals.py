@@ -69,6 +69,16 @@ PATCHES: tuple[Internal, ...] = (
         "stream.direct_runner:_indexed_extract_transform_timers",
     ),
     Internal(
+        "monitor-reads-between-timers",
+        *_BEAM,
+        "apache_beam.runners.direct.executor",
+        "_ExecutorServiceParallelExecutor._MonitorTask._add_work_if_necessary",
+        "(self, timers_fired)",
+        "9899e67c4b7b57e5",
+        "the monitor schedules the read in a cycle where timers fired too, between slices (stream.direct_runner)",
+        "stream.direct_runner:_read_between_timers",
+    ),
+    Internal(
         "keyed-states-tracked",
         *_BEAM,
         "apache_beam.runners.direct.evaluation_context",

@@ -12,16 +12,22 @@ noted keys are re-indexed (their earliest event-time timer into a heap; keys wit
 timers into a set), and only the keys whose earliest timer is due, plus those with processing-time
 timers, are asked, as Beam asks them. Entries left by an older state of a key are skipped lazily. What
 the scan returns is what Beam's would (``tests/unit/stream/test_direct_runner.py`` compares the two),
-but at most :data:`TIMER_KEYS_PER_SCAN` keys' event-time timers at a time, the earliest first, and
-after a slice that left due timers behind, one scan that fires none. The card step's timers come due
-together (every card whose transactions left their last window in the same minute, ~30,000 a minute
-with 360,000 cards held at 500 tx/s); the runner fired them as one bundle on its one worker, and its
-monitor adds no input from the Pub/Sub read in a cycle where timers fired, so every transaction waited
-5-7 s, once a minute (sampled in the job: 4 s of nothing but timers). In slices with a scan between
-them that fires nothing, the monitor schedules the read in between, and the transactions' bundles run
-between the slices. (Beam's DirectRunner holds no watermark for a due timer: it never waited for them;
-a slice makes a timer fire a few scans later, as a slow bundle would. At the end of the input, with the
-watermark at its maximum, nothing is held back: the runner would take an idle cycle for a stall.)
+but at most :data:`TIMER_KEYS_PER_SCAN` keys' event-time timers at a time, the earliest first.
+
+**The read between timer slices.** The card step's timers come due together (every card whose
+transactions left their last window in the same minute, ~30,000 a minute with 360,000 cards held at
+500 tx/s). The runner fired them as one bundle on its one worker, and its monitor adds the roots' input
+(the Pub/Sub read) only in a cycle where no timer fired and nothing runs
+(``_MonitorTask._add_work_if_necessary``), so every transaction waited behind the minute's timers. Sliced
+alone, the timers still starved the read: a slice's bundle, or the bundles it feeds, is running in every
+cycle between slices (timed per bundle in the soak: 2-3 s a minute with no transaction read, alerts
+3-4 s late; a scan that fired nothing between slices did not help, the slice's consumers still ran).
+Here the monitor also schedules the roots' pending bundles in a cycle where timers fired
+(:func:`_read_between_timers`): the read runs between the slices, its transactions' bundles with them.
+That is no more input than Beam would add: a root's next bundle is pending only once its last one
+finished, so there is still at most one read in flight. (Beam's DirectRunner holds no watermark for a
+due timer: it never waited for them; a slice makes a timer fire a few cycles later, as a slow bundle
+would.)
 
 **Keys freed.** Beam keeps a key's entry in a step's keyed states for the life of the job, even once
 its timers fired and its state was cleared, and so did the index (which also held each indexed state
@@ -80,7 +86,7 @@ from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.trigger import InMemoryUnmergedState
 from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
+from apache_beam.utils.timestamp import Timestamp
 
 from fraudscore import internals
 
@@ -102,7 +108,6 @@ class TrackedStates(dict):  # type: ignore[type-arg]
         self.realtime: dict[Any, Any] = {}  # key -> state object with processing-time timers
         self._seq = itertools.count()
         self.freed = 0  # keys forgotten so far
-        self.more_due = False  # the last scan's slice left due event-time timers behind
         _LIVE[id(self)] = self  # a dict is unhashable: kept by id, gone when the pipeline is
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -166,12 +171,12 @@ class TrackedStates(dict):  # type: ignore[type-arg]
             self._earliest[key] = earliest
             heapq.heappush(self.heap, (earliest, next(self._seq), key))
 
-    def due(self, watermark: Any, at_most: int | None = None) -> list[tuple[Any, Any]]:
+    def due(self, watermark: Any, at_most: int | None = None, skip: Any = ()) -> list[tuple[Any, Any]]:
         """(key, state) of the keys whose earliest event-time timer is at or before ``watermark``, earliest
-        first: all of them, or the first ``at_most``.
+        first: all of them, or the first ``at_most``; keys in ``skip`` are passed over.
 
-        Due entries stay in the index: Beam reports a due timer at every scan until the bundle that
-        fires it commits (which replaces the key's state and so re-indexes it).
+        Due entries stay in the index until the bundle that fires them commits (which replaces the key's
+        state and so re-indexes it).
         """
         found: list[tuple[Any, Any]] = []
         keep: list[tuple[int, int, Any]] = []
@@ -182,12 +187,11 @@ class TrackedStates(dict):  # type: ignore[type-arg]
                 break
             entry = heapq.heappop(heap)
             timestamp, _, key = entry
-            state = self.get(key)
-            if state is None or self._earliest.get(key) != timestamp:
+            if self._earliest.get(key) != timestamp:
                 continue  # the key was re-indexed (or forgotten) since
-            found.append((key, state))
             keep.append(entry)
-        self.more_due = bool(heap) and heap[0][0] <= limit  # (or an older entry of a key: one idle scan)
+            if key not in skip:
+                found.append((key, self[key]))
         for entry in keep:
             heapq.heappush(heap, entry)
         return found
@@ -281,12 +285,11 @@ def _indexed_extract_transform_timers(self: Any) -> tuple[list[Any], bool]:
     with self._lock:
         for key in states.take_noted():
             states.index(key)
-        if states.more_due and self._input_watermark < MAX_TIMESTAMP:
-            states.more_due = False  # a scan that fires none: the monitor adds the read's input now
-            candidates = {}
-        else:
-            candidates = dict(states.due(self._input_watermark, TIMER_KEYS_PER_SCAN))
-        candidates.update(states.realtime)
+        # A key whose extracted timers' bundle has not committed yet is not asked again (Beam's scan would
+        # fire those timers a second time; see the module's docstring, "The read between timer slices").
+        in_flight = {firing.encoded_key for firing in self._fired_timers}
+        candidates = dict(states.due(self._input_watermark, TIMER_KEYS_PER_SCAN, skip=in_flight))
+        candidates.update((key, state) for key, state in states.realtime.items() if key not in in_flight)
         fired_timers = []
         has_realtime_timer = bool(states.realtime)
         now = self._clock.time()
@@ -298,6 +301,22 @@ def _indexed_extract_transform_timers(self: Any) -> tuple[list[Any], bool]:
                 )
         self._fired_timers.update(fired_timers)
         return fired_timers, has_realtime_timer
+
+
+def _read_between_timers(self: Any, timers_fired: bool) -> None:
+    """``_MonitorTask._add_work_if_necessary`` that schedules the roots' pending bundles in a cycle where
+    timers fired too (see the module's docstring, "The read between timer slices")."""
+    if not timers_fired:
+        internals.original("monitor-reads-between-timers")(self, timers_fired)
+        return
+    executor = self._executor
+    for applied_ptransform in executor.root_nodes:
+        if executor.evaluation_context.is_done(applied_ptransform):
+            continue
+        pending = executor.node_to_pending_bundles.get(applied_ptransform, [])
+        executor.node_to_pending_bundles[applied_ptransform] = []
+        for bundle in pending:
+            executor.schedule_consumption(applied_ptransform, bundle, [], executor.default_completion_callback)
 
 
 def _tracked_keyed_states(self: Any, root_transforms: Any, value_to_consumers: Any) -> dict[Any, TrackedStates]:
