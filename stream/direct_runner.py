@@ -25,9 +25,18 @@ cycle between slices (timed per bundle in the soak: 2-3 s a minute with no trans
 Here the monitor also schedules the roots' pending bundles in a cycle where timers fired
 (:func:`_read_between_timers`): the read runs between the slices, its transactions' bundles with them.
 That is no more input than Beam would add: a root's next bundle is pending only once its last one
-finished, so there is still at most one read in flight. (Beam's DirectRunner holds no watermark for a
-due timer: it never waited for them; a slice makes a timer fire a few cycles later, as a slow bundle
-would.)
+finished, so there is still at most one read in flight. And a step's next slice fires only once the
+bundle of its last one has completed: Beam's scan reports a due timer again at every cycle until the
+bundle firing it commits, which fired a timer twice when that bundle waited behind another of the same
+(serial) step; handing out the next keys instead would queue every slice of the minute ahead of the
+transactions' bundles in that step. A slice is in flight while its timers are in the step's set of fired
+timers, which the bundle's completion empties; the monitor's shutdown check, which also scans (for
+processing-time timers only) but schedules nothing, gets no timers (:func:`_shutdown_check_fires_nothing`).
+Beam's DirectRunner holds no watermark for a due timer (its monitor never read while one was due); with
+the read between slices a source's watermark moves on while a slice waits, so a step's output watermark
+is held at its earliest timer (:func:`_refresh_holding_timers`, among the step's keyed watermark holds,
+at every refresh), as a timer's output timestamp holds it in Beam's model: a later step does not take a
+slice's output for late (tested with a grouping after a burst of timers).
 
 **Keys freed.** Beam keeps a key's entry in a step's keyed states for the life of the job, even once
 its timers fired and its state was cleared, and so did the index (which also held each indexed state
@@ -108,6 +117,7 @@ class TrackedStates(dict):  # type: ignore[type-arg]
         self.realtime: dict[Any, Any] = {}  # key -> state object with processing-time timers
         self._seq = itertools.count()
         self.freed = 0  # keys forgotten so far
+        self.in_flight: list[Any] = []  # the timers handed out, until a refresh sees their bundle completed
         _LIVE[id(self)] = self  # a dict is unhashable: kept by id, gone when the pipeline is
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -171,9 +181,25 @@ class TrackedStates(dict):  # type: ignore[type-arg]
             self._earliest[key] = earliest
             heapq.heappush(self.heap, (earliest, next(self._seq), key))
 
-    def due(self, watermark: Any, at_most: int | None = None, skip: Any = ()) -> list[tuple[Any, Any]]:
+    def earliest(self, skip: Any = ()) -> int | None:
+        """The earliest event-time timer of any key not in ``skip``, in µs (None: none), as last indexed."""
+        heap, skipped, found = self.heap, [], None
+        while heap:
+            timestamp, _, key = heap[0]
+            if self._earliest.get(key) != timestamp:
+                heapq.heappop(heap)  # an entry a later index of its key replaced, or of a key forgotten since
+            elif key in skip:
+                skipped.append(heapq.heappop(heap))
+            else:
+                found = timestamp
+                break
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+        return found
+
+    def due(self, watermark: Any, at_most: int | None = None) -> list[tuple[Any, Any]]:
         """(key, state) of the keys whose earliest event-time timer is at or before ``watermark``, earliest
-        first: all of them, or the first ``at_most``; keys in ``skip`` are passed over.
+        first: all of them, or the first ``at_most``.
 
         Due entries stay in the index until the bundle that fires them commits (which replaces the key's
         state and so re-indexes it).
@@ -190,8 +216,7 @@ class TrackedStates(dict):  # type: ignore[type-arg]
             if self._earliest.get(key) != timestamp:
                 continue  # the key was re-indexed (or forgotten) since
             keep.append(entry)
-            if key not in skip:
-                found.append((key, self[key]))
+            found.append((key, self[key]))
         for entry in keep:
             heapq.heappush(heap, entry)
         return found
@@ -275,6 +300,26 @@ def keys_held() -> int:
     return sum(len(states) for states in list(_LIVE.values()))
 
 
+def _refresh_holding_timers(self: Any) -> bool:
+    """``_TransformWatermarks.refresh`` with the step's output watermark held at its earliest event-time timer
+    (see the module's docstring, "The read between timer slices"), among the step's keyed holds."""
+    states = self._keyed_states
+    if isinstance(states, TrackedStates):
+        with self._lock:
+            for key in states.take_noted():
+                states.index(key)
+            # A completed slice (its timers no longer among the fired ones) holds nothing: Beam refreshes
+            # before it commits the slice's states, which this index sees only at the next refresh.
+            completed = {f.encoded_key for f in states.in_flight if f not in self._fired_timers}
+            states.in_flight = [f for f in states.in_flight if f in self._fired_timers]
+            earliest = states.earliest(skip=completed)
+            if earliest is None:
+                self._keyed_earliest_holds.pop(_TIMERS_HOLD, None)
+            else:  # a timer not yet due is after the input watermark: only due ones hold anything back
+                self._keyed_earliest_holds[_TIMERS_HOLD] = Timestamp(micros=earliest)
+    return internals.original("watermark-held-by-timers")(self)  # type: ignore[no-any-return]
+
+
 def _indexed_extract_transform_timers(self: Any) -> tuple[list[Any], bool]:
     """``_TransformWatermarks.extract_transform_timers`` over the index of :class:`TrackedStates`."""
     from apache_beam.runners.direct.util import TimerFiring
@@ -285,11 +330,13 @@ def _indexed_extract_transform_timers(self: Any) -> tuple[list[Any], bool]:
     with self._lock:
         for key in states.take_noted():
             states.index(key)
-        # A key whose extracted timers' bundle has not committed yet is not asked again (Beam's scan would
-        # fire those timers a second time; see the module's docstring, "The read between timer slices").
-        in_flight = {firing.encoded_key for firing in self._fired_timers}
-        candidates = dict(states.due(self._input_watermark, TIMER_KEYS_PER_SCAN, skip=in_flight))
-        candidates.update((key, state) for key, state in states.realtime.items() if key not in in_flight)
+        # The monitor's shutdown check asks only whether processing-time timers are set; and one slice in
+        # flight at a time: until the bundle of the timers fired last has completed, none fire (see the
+        # module's docstring, "The read between timer slices").
+        if getattr(_SHUTDOWN_CHECK, "active", False) or self._fired_timers:
+            return [], bool(states.realtime)
+        candidates = dict(states.due(self._input_watermark, TIMER_KEYS_PER_SCAN))
+        candidates.update(states.realtime)
         fired_timers = []
         has_realtime_timer = bool(states.realtime)
         now = self._clock.time()
@@ -300,6 +347,7 @@ def _indexed_extract_transform_timers(self: Any) -> tuple[list[Any], bool]:
                     TimerFiring(encoded_key, window, name, time_domain, timestamp, dynamic_timer_tag=dynamic_timer_tag)
                 )
         self._fired_timers.update(fired_timers)
+        states.in_flight.extend(fired_timers)
         return fired_timers, has_realtime_timer
 
 
@@ -317,6 +365,21 @@ def _read_between_timers(self: Any, timers_fired: bool) -> None:
         executor.node_to_pending_bundles[applied_ptransform] = []
         for bundle in pending:
             executor.schedule_consumption(applied_ptransform, bundle, [], executor.default_completion_callback)
+
+
+_TIMERS_HOLD = ("fraudscore", "timers")  # the index's entry among a step's keyed watermark holds
+_SHUTDOWN_CHECK = threading.local()  # set while the monitor's shutdown check runs, in the monitor's thread
+
+
+def _shutdown_check_fires_nothing(self: Any) -> bool:
+    """``_MonitorTask._should_shutdown``, whose timer scan (when the runner is idle) hands out no timers: Beam
+    scans there only to learn whether processing-time timers are set, and the timers it extracted stayed
+    in the step's set of fired timers, never scheduled, so one slice in flight would never complete."""
+    _SHUTDOWN_CHECK.active = True
+    try:
+        return internals.original("monitor-shutdown-check")(self)  # type: ignore[no-any-return]
+    finally:
+        _SHUTDOWN_CHECK.active = False
 
 
 def _tracked_keyed_states(self: Any, root_transforms: Any, value_to_consumers: Any) -> dict[Any, TrackedStates]:

@@ -105,8 +105,8 @@ def test_indexed_scan_asks_only_the_keys_that_are_due() -> None:
     fired, realtime = direct_runner._indexed_extract_transform_timers(tw)
     assert len(fired) == 50 and not realtime
     assert _CountingState.asked == 50  # Beam's own scan asks all 5,000 keys, at every scan
-    # Until the bundle firing them completes, their keys are not asked again: Beam's scan would fire the
-    # same timers a second time, from a bundle queued behind the first.
+    # Until the bundle firing them completes, no key is asked again: Beam's scan would fire the same timers
+    # a second time, from a bundle queued behind the first.
     assert direct_runner._indexed_extract_transform_timers(tw) == ([], False)
     assert _CountingState.asked == 50
     tw.update_timers(fired)  # that bundle completes; its keys' states still hold the timers: reported again
@@ -234,7 +234,9 @@ def test_a_key_whose_state_holds_nothing_is_forgotten_at_the_next_scan() -> None
     assert set(tracked) == {b"pending", b"valued"} and tracked.freed == 2
     # The bundle firing the timer commits a state with the timer removed and the value cleared: forgotten.
     tw._input_watermark = Timestamp.of(60)
-    assert [f.encoded_key for f in direct_runner._indexed_extract_transform_timers(tw)[0]] == [b"pending"]
+    fired, _ = direct_runner._indexed_extract_transform_timers(tw)
+    assert [f.encoded_key for f in fired] == [b"pending"]
+    tw.update_timers(fired)
     tracked[b"pending"] = InMemoryUnmergedState()
     cleared = valued.copy()
     cleared.clear_state(window, tag)
@@ -420,20 +422,20 @@ def test_a_burst_of_due_timers_fires_in_slices_earliest_first_and_none_is_lost()
     slices: list[list[Any]] = []
     fired: set[tuple[Any, ...]] = set()
     while len(fired) < len(everything):
-        # Two scans before the first slice's bundle completes (it waits behind another bundle of the step):
-        # the second hands out the next keys, not the same ones again.
-        queued = [direct_runner._indexed_extract_transform_timers(tracked_tw)[0] for _ in range(2)]
-        for firings in filter(None, queued):
-            assert len(firings) <= direct_runner.TIMER_KEYS_PER_SCAN
-            slices.append([f.timestamp for f in firings])
-            for f in firings:  # the bundle that fires them commits: the cleared states replace the keys'
-                firing = (f.encoded_key, f.name, f.time_domain, f.timestamp)
-                assert firing not in fired
-                fired.add(firing)
-                state = tracked[f.encoded_key]
-                state.clear_timer(f.window, f.name, f.time_domain)
-                tracked[f.encoded_key] = state
-            tracked_tw.update_timers(firings)
+        firings, _ = direct_runner._indexed_extract_transform_timers(tracked_tw)
+        assert 0 < len(firings) <= direct_runner.TIMER_KEYS_PER_SCAN
+        # Until the slice's bundle completes (it may wait behind another bundle of the step), no scan fires:
+        # neither the same timers again nor the next slice ahead of the transactions.
+        assert direct_runner._indexed_extract_transform_timers(tracked_tw) == ([], False)
+        slices.append([f.timestamp for f in firings])
+        for f in firings:  # the bundle that fires them commits: the cleared states replace the keys'
+            firing = (f.encoded_key, f.name, f.time_domain, f.timestamp)
+            assert firing not in fired
+            fired.add(firing)
+            state = tracked[f.encoded_key]
+            state.clear_timer(f.window, f.name, f.time_domain)
+            tracked[f.encoded_key] = state
+        tracked_tw.update_timers(firings)
     assert fired == everything and len(slices) == 3
     assert all(max(earlier) <= min(later) for earlier, later in itertools.pairwise(slices))
 
