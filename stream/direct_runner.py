@@ -1,4 +1,5 @@
-"""Three per-key and per-bundle costs of Beam 2.77's (bundle-based, streaming) DirectRunner, cut at their cause.
+"""Per-key and per-bundle costs of Beam 2.77's (bundle-based, streaming) DirectRunner, and how its monitor
+schedules timers against the read, each changed at its cause.
 
 **The timer scan, indexed.** The runner keeps every key a stateful step has ever seen in a dict, and
 its monitor task, which runs in a loop between bundles, asks every key of every step for its due timers
@@ -32,7 +33,7 @@ bundle firing it commits, which fired a timer twice when that bundle waited behi
 transactions' bundles in that step. A slice is in flight while its timers are in the step's set of fired
 timers, which the bundle's completion empties; the monitor's shutdown check, which also scans (for
 processing-time timers only) but schedules nothing, gets no timers (:func:`_shutdown_check_fires_nothing`).
-Beam's DirectRunner holds no watermark for a due timer (its monitor never read while one was due); with
+Beam's DirectRunner holds no watermark for a due timer (its monitor added no input while timers fired); with
 the read between slices a source's watermark moves on while a slice waits, so a step's output watermark
 is held at its earliest timer (:func:`_refresh_holding_timers`, among the step's keyed watermark holds,
 at every refresh), as a timer's output timestamp holds it in Beam's model: a later step does not take a
@@ -44,7 +45,7 @@ object until its timer came due): the job's memory grew by about 1 KB with every
 (857 B traced per card after every card's timer fired and cleared its state, 20,000 cards). A runner
 that keeps state elsewhere (Dataflow's) stores nothing for a key with no state and no timers. Here,
 when a bundle's commit leaves a key's state holding nothing (:func:`holds_nothing`: no timer, no value),
-the next scan deletes the key; a later element of that key gets the fresh empty state Beam gives a
+the next scan or watermark refresh deletes the key; a later element of that key gets the fresh empty state Beam gives a
 new key, which reads the same. Our stateful DoFns clear their state with an event-time timer once
 nothing can use it (window end + allowed lateness, de-duplication TTLs), so the keys left are the
 cards active within those horizons.
