@@ -306,10 +306,13 @@ def paced(
         stop_group(reader)
 
 
-def latency(argv: list[str], port: int, res: Any, seconds: float, rate: float, log: Path) -> dict[str, Any]:
-    """At ``rate`` tx/s for ``seconds``: event time -> alert received for TX_ANOMALY cases; whether the job kept up."""
+def latency(
+    argv: list[str], port: int, res: Any, seconds: float, rate: float, log: Path, job_code: Path = ROOT
+) -> dict[str, Any]:
+    """At ``rate`` tx/s for ``seconds``: event time -> alert received for TX_ANOMALY cases; whether the job kept up.
+    The job runs the project's code from ``job_code`` (default: this checkout)."""
     txs = _transactions(int(seconds * rate), 21, f"lat{int(rate)}")
-    sent, figures, alerts_file = paced(argv, port, res, log, lambda: _publish(res, txs, rate))
+    sent, figures, alerts_file = paced(argv, port, res, log, lambda: _publish(res, txs, rate), job_code=job_code)
     received: dict[str, float] = {}
     published: dict[str, float] = {}  # when Pub/Sub accepted the alert: the job's part of the latency
     for alert in read_alerts(alerts_file):
@@ -538,6 +541,7 @@ def run_soak(args: argparse.Namespace, work: Path) -> int:
                 seconds,
                 rate,
                 work / f"paced-{int(rate)}.log",
+                job_code=args.job_code.resolve(),
             )
         if args.soak:
             res = with_suffix(Resources(), "bench-soak")
@@ -548,10 +552,20 @@ def run_soak(args: argparse.Namespace, work: Path) -> int:
                 seconds=args.soak_seconds, rate=args.soak_rate, cards=args.soak_cards, busy=args.soak_busy,
                 busy_every_s=10.0,
             )  # fmt: skip
-    out = SOAK_RESULTS if args.soak else SOAK_RESULTS.with_name("stream_paced.json")
+    results["job_code_commit"] = _commit(args.job_code.resolve())
+    # A baseline's paced runs (--job-code another checkout) go beside this checkout's, not over them.
+    paced_name = "stream_paced.json" if args.job_code.resolve() == ROOT else "stream_paced_baseline.json"
+    out = SOAK_RESULTS if args.soak else SOAK_RESULTS.with_name(paced_name)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     return 0
+
+
+def _commit(code: Path) -> str:
+    """The commit checked out at ``code`` (with ``+changes`` if its tree differs from it)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=code, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=code, capture_output=True)
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 def _windows_of(job_args: str) -> Any:

@@ -1,4 +1,5 @@
-"""Three per-key and per-bundle costs of Beam 2.77's (bundle-based, streaming) DirectRunner, cut at their cause.
+"""Per-key and per-bundle costs of Beam 2.77's (bundle-based, streaming) DirectRunner, and how its monitor
+schedules timers against the read, each changed at its cause.
 
 **The timer scan, indexed.** The runner keeps every key a stateful step has ever seen in a dict, and
 its monitor task, which runs in a loop between bundles, asks every key of every step for its due timers
@@ -12,16 +13,31 @@ noted keys are re-indexed (their earliest event-time timer into a heap; keys wit
 timers into a set), and only the keys whose earliest timer is due, plus those with processing-time
 timers, are asked, as Beam asks them. Entries left by an older state of a key are skipped lazily. What
 the scan returns is what Beam's would (``tests/unit/stream/test_direct_runner.py`` compares the two),
-but at most :data:`TIMER_KEYS_PER_SCAN` keys' event-time timers at a time, the earliest first, and
-after a slice that left due timers behind, one scan that fires none. The card step's timers come due
-together (every card whose transactions left their last window in the same minute, ~30,000 a minute
-with 360,000 cards held at 500 tx/s); the runner fired them as one bundle on its one worker, and its
-monitor adds no input from the Pub/Sub read in a cycle where timers fired, so every transaction waited
-5-7 s, once a minute (sampled in the job: 4 s of nothing but timers). In slices with a scan between
-them that fires nothing, the monitor schedules the read in between, and the transactions' bundles run
-between the slices. (Beam's DirectRunner holds no watermark for a due timer: it never waited for them;
-a slice makes a timer fire a few scans later, as a slow bundle would. At the end of the input, with the
-watermark at its maximum, nothing is held back: the runner would take an idle cycle for a stall.)
+but at most :data:`TIMER_KEYS_PER_SCAN` keys' event-time timers at a time, the earliest first.
+
+**The read between timer slices.** The card step's timers come due together (every card whose
+transactions left their last window in the same minute, ~30,000 a minute with 360,000 cards held at
+500 tx/s). The runner fired them as one bundle on its one worker, and its monitor adds the roots' input
+(the Pub/Sub read) only in a cycle where no timer fired and nothing runs
+(``_MonitorTask._add_work_if_necessary``), so every transaction waited behind the minute's timers. Sliced
+alone, the timers still starved the read: a slice's bundle, or the bundles it feeds, is running in every
+cycle between slices (timed per bundle in the soak: 2-3 s a minute with no transaction read, alerts
+3-4 s late; a scan that fired nothing between slices did not help, the slice's consumers still ran).
+Here the monitor also schedules the roots' pending bundles in a cycle where timers fired
+(:func:`_read_between_timers`): the read runs between the slices, its transactions' bundles with them.
+That is no more input than Beam would add: a root's next bundle is pending only once its last one
+finished, so there is still at most one read in flight. And a step's next slice fires only once the
+bundle of its last one has completed: Beam's scan reports a due timer again at every cycle until the
+bundle firing it commits, which fired a timer twice when that bundle waited behind another of the same
+(serial) step; handing out the next keys instead would queue every slice of the minute ahead of the
+transactions' bundles in that step. A slice is in flight while its timers are in the step's set of fired
+timers, which the bundle's completion empties; the monitor's shutdown check, which also scans (for
+processing-time timers only) but schedules nothing, gets no timers (:func:`_shutdown_check_fires_nothing`).
+Beam's DirectRunner holds no watermark for a due timer (its monitor added no input while timers fired); with
+the read between slices a source's watermark moves on while a slice waits, so a step's output watermark
+is held at its earliest timer (:func:`_refresh_holding_timers`, among the step's keyed watermark holds,
+at every refresh), as a timer's output timestamp holds it in Beam's model: a later step does not take a
+slice's output for late (tested with a grouping after a burst of timers).
 
 **Keys freed.** Beam keeps a key's entry in a step's keyed states for the life of the job, even once
 its timers fired and its state was cleared, and so did the index (which also held each indexed state
@@ -29,7 +45,7 @@ object until its timer came due): the job's memory grew by about 1 KB with every
 (857 B traced per card after every card's timer fired and cleared its state, 20,000 cards). A runner
 that keeps state elsewhere (Dataflow's) stores nothing for a key with no state and no timers. Here,
 when a bundle's commit leaves a key's state holding nothing (:func:`holds_nothing`: no timer, no value),
-the next scan deletes the key; a later element of that key gets the fresh empty state Beam gives a
+the next scan or watermark refresh deletes the key; a later element of that key gets the fresh empty state Beam gives a
 new key, which reads the same. Our stateful DoFns clear their state with an event-time timer once
 nothing can use it (window end + allowed lateness, de-duplication TTLs), so the keys left are the
 cards active within those horizons.
@@ -80,7 +96,7 @@ from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.trigger import InMemoryUnmergedState
 from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
+from apache_beam.utils.timestamp import Timestamp
 
 from fraudscore import internals
 
@@ -102,7 +118,7 @@ class TrackedStates(dict):  # type: ignore[type-arg]
         self.realtime: dict[Any, Any] = {}  # key -> state object with processing-time timers
         self._seq = itertools.count()
         self.freed = 0  # keys forgotten so far
-        self.more_due = False  # the last scan's slice left due event-time timers behind
+        self.in_flight: list[Any] = []  # the timers handed out, until a refresh sees their bundle completed
         _LIVE[id(self)] = self  # a dict is unhashable: kept by id, gone when the pipeline is
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -166,12 +182,28 @@ class TrackedStates(dict):  # type: ignore[type-arg]
             self._earliest[key] = earliest
             heapq.heappush(self.heap, (earliest, next(self._seq), key))
 
+    def earliest(self, skip: Any = ()) -> int | None:
+        """The earliest event-time timer of any key not in ``skip``, in µs (None: none), as last indexed."""
+        heap, skipped, found = self.heap, [], None
+        while heap:
+            timestamp, _, key = heap[0]
+            if self._earliest.get(key) != timestamp:
+                heapq.heappop(heap)  # an entry a later index of its key replaced, or of a key forgotten since
+            elif key in skip:
+                skipped.append(heapq.heappop(heap))
+            else:
+                found = timestamp
+                break
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+        return found
+
     def due(self, watermark: Any, at_most: int | None = None) -> list[tuple[Any, Any]]:
         """(key, state) of the keys whose earliest event-time timer is at or before ``watermark``, earliest
         first: all of them, or the first ``at_most``.
 
-        Due entries stay in the index: Beam reports a due timer at every scan until the bundle that
-        fires it commits (which replaces the key's state and so re-indexes it).
+        Due entries stay in the index until the bundle that fires them commits (which replaces the key's
+        state and so re-indexes it).
         """
         found: list[tuple[Any, Any]] = []
         keep: list[tuple[int, int, Any]] = []
@@ -182,12 +214,10 @@ class TrackedStates(dict):  # type: ignore[type-arg]
                 break
             entry = heapq.heappop(heap)
             timestamp, _, key = entry
-            state = self.get(key)
-            if state is None or self._earliest.get(key) != timestamp:
+            if self._earliest.get(key) != timestamp:
                 continue  # the key was re-indexed (or forgotten) since
-            found.append((key, state))
             keep.append(entry)
-        self.more_due = bool(heap) and heap[0][0] <= limit  # (or an older entry of a key: one idle scan)
+            found.append((key, self[key]))
         for entry in keep:
             heapq.heappush(heap, entry)
         return found
@@ -271,6 +301,26 @@ def keys_held() -> int:
     return sum(len(states) for states in list(_LIVE.values()))
 
 
+def _refresh_holding_timers(self: Any) -> bool:
+    """``_TransformWatermarks.refresh`` with the step's output watermark held at its earliest event-time timer
+    (see the module's docstring, "The read between timer slices"), among the step's keyed holds."""
+    states = self._keyed_states
+    if isinstance(states, TrackedStates):
+        with self._lock:
+            for key in states.take_noted():
+                states.index(key)
+            # A completed slice (its timers no longer among the fired ones) holds nothing: Beam refreshes
+            # before it commits the slice's states, which this index sees only at the next refresh.
+            completed = {f.encoded_key for f in states.in_flight if f not in self._fired_timers}
+            states.in_flight = [f for f in states.in_flight if f in self._fired_timers]
+            earliest = states.earliest(skip=completed)
+            if earliest is None:
+                self._keyed_earliest_holds.pop(_TIMERS_HOLD, None)
+            else:  # a timer not yet due is after the input watermark: only due ones hold anything back
+                self._keyed_earliest_holds[_TIMERS_HOLD] = Timestamp(micros=earliest)
+    return internals.original("watermark-held-by-timers")(self)  # type: ignore[no-any-return]
+
+
 def _indexed_extract_transform_timers(self: Any) -> tuple[list[Any], bool]:
     """``_TransformWatermarks.extract_transform_timers`` over the index of :class:`TrackedStates`."""
     from apache_beam.runners.direct.util import TimerFiring
@@ -281,11 +331,12 @@ def _indexed_extract_transform_timers(self: Any) -> tuple[list[Any], bool]:
     with self._lock:
         for key in states.take_noted():
             states.index(key)
-        if states.more_due and self._input_watermark < MAX_TIMESTAMP:
-            states.more_due = False  # a scan that fires none: the monitor adds the read's input now
-            candidates = {}
-        else:
-            candidates = dict(states.due(self._input_watermark, TIMER_KEYS_PER_SCAN))
+        # The monitor's shutdown check asks only whether processing-time timers are set; and one slice in
+        # flight at a time: until the bundle of the timers fired last has completed, none fire (see the
+        # module's docstring, "The read between timer slices").
+        if getattr(_SHUTDOWN_CHECK, "active", False) or self._fired_timers:
+            return [], bool(states.realtime)
+        candidates = dict(states.due(self._input_watermark, TIMER_KEYS_PER_SCAN))
         candidates.update(states.realtime)
         fired_timers = []
         has_realtime_timer = bool(states.realtime)
@@ -297,7 +348,39 @@ def _indexed_extract_transform_timers(self: Any) -> tuple[list[Any], bool]:
                     TimerFiring(encoded_key, window, name, time_domain, timestamp, dynamic_timer_tag=dynamic_timer_tag)
                 )
         self._fired_timers.update(fired_timers)
+        states.in_flight.extend(fired_timers)
         return fired_timers, has_realtime_timer
+
+
+def _read_between_timers(self: Any, timers_fired: bool) -> None:
+    """``_MonitorTask._add_work_if_necessary`` that schedules the roots' pending bundles in a cycle where
+    timers fired too (see the module's docstring, "The read between timer slices")."""
+    if not timers_fired:
+        internals.original("monitor-reads-between-timers")(self, timers_fired)
+        return
+    executor = self._executor
+    for applied_ptransform in executor.root_nodes:
+        if executor.evaluation_context.is_done(applied_ptransform):
+            continue
+        pending = executor.node_to_pending_bundles.get(applied_ptransform, [])
+        executor.node_to_pending_bundles[applied_ptransform] = []
+        for bundle in pending:
+            executor.schedule_consumption(applied_ptransform, bundle, [], executor.default_completion_callback)
+
+
+_TIMERS_HOLD = ("fraudscore", "timers")  # the index's entry among a step's keyed watermark holds
+_SHUTDOWN_CHECK = threading.local()  # set while the monitor's shutdown check runs, in the monitor's thread
+
+
+def _shutdown_check_fires_nothing(self: Any) -> bool:
+    """``_MonitorTask._should_shutdown``, whose timer scan (when the runner is idle) hands out no timers: Beam
+    scans there only to learn whether processing-time timers are set, and the timers it extracted stayed
+    in the step's set of fired timers, never scheduled, so one slice in flight would never complete."""
+    _SHUTDOWN_CHECK.active = True
+    try:
+        return internals.original("monitor-shutdown-check")(self)  # type: ignore[no-any-return]
+    finally:
+        _SHUTDOWN_CHECK.active = False
 
 
 def _tracked_keyed_states(self: Any, root_transforms: Any, value_to_consumers: Any) -> dict[Any, TrackedStates]:

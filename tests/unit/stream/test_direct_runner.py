@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,6 +58,7 @@ def _state(rng: random.Random, watermark_timers: int, realtime: bool) -> _Counti
 def _scan(tw: _TransformWatermarks, indexed: bool) -> tuple[set[tuple[Any, ...]], bool]:
     extract = direct_runner._indexed_extract_transform_timers if indexed else _beams_scan()
     fired, realtime = extract(tw)
+    tw.update_timers(fired)  # their bundle completed (leaving the keys' states as they were, here)
     return {(f.encoded_key, f.name, f.time_domain, f.timestamp) for f in fired}, realtime
 
 
@@ -103,9 +105,14 @@ def test_indexed_scan_asks_only_the_keys_that_are_due() -> None:
     fired, realtime = direct_runner._indexed_extract_transform_timers(tw)
     assert len(fired) == 50 and not realtime
     assert _CountingState.asked == 50  # Beam's own scan asks all 5,000 keys, at every scan
-    # Until the bundle firing them commits, the same timers are reported again (as Beam does).
+    # Until the bundle firing them completes, no key is asked again: Beam's scan would fire the same timers
+    # a second time, from a bundle queued behind the first.
+    assert direct_runner._indexed_extract_transform_timers(tw) == ([], False)
+    assert _CountingState.asked == 50
+    tw.update_timers(fired)  # that bundle completes; its keys' states still hold the timers: reported again
     assert len(direct_runner._indexed_extract_transform_timers(tw)[0]) == 50
-    for i in range(0, 5_000, 100):  # that bundle commits: the keys' new states have no timer
+    tw.update_timers(list(tw._fired_timers))
+    for i in range(0, 5_000, 100):  # a bundle commits the keys' new states, with no timer
         tracked[f"card-{i}".encode()] = _CountingState()
     assert direct_runner._indexed_extract_transform_timers(tw)[0] == []
 
@@ -227,7 +234,9 @@ def test_a_key_whose_state_holds_nothing_is_forgotten_at_the_next_scan() -> None
     assert set(tracked) == {b"pending", b"valued"} and tracked.freed == 2
     # The bundle firing the timer commits a state with the timer removed and the value cleared: forgotten.
     tw._input_watermark = Timestamp.of(60)
-    assert [f.encoded_key for f in direct_runner._indexed_extract_transform_timers(tw)[0]] == [b"pending"]
+    fired, _ = direct_runner._indexed_extract_transform_timers(tw)
+    assert [f.encoded_key for f in fired] == [b"pending"]
+    tw.update_timers(fired)
     tracked[b"pending"] = InMemoryUnmergedState()
     cleared = valued.copy()
     cleared.clear_state(window, tag)
@@ -413,31 +422,86 @@ def test_a_burst_of_due_timers_fires_in_slices_earliest_first_and_none_is_lost()
     slices: list[list[Any]] = []
     fired: set[tuple[Any, ...]] = set()
     while len(fired) < len(everything):
-        if slices:  # after a slice that left due timers: a scan with none, for the runner to read its input
-            assert direct_runner._indexed_extract_transform_timers(tracked_tw) == ([], False)
         firings, _ = direct_runner._indexed_extract_transform_timers(tracked_tw)
         assert 0 < len(firings) <= direct_runner.TIMER_KEYS_PER_SCAN
+        # Until the slice's bundle completes (it may wait behind another bundle of the step), no scan fires:
+        # neither the same timers again nor the next slice ahead of the transactions.
+        assert direct_runner._indexed_extract_transform_timers(tracked_tw) == ([], False)
         slices.append([f.timestamp for f in firings])
         for f in firings:  # the bundle that fires them commits: the cleared states replace the keys'
-            fired.add((f.encoded_key, f.name, f.time_domain, f.timestamp))
+            firing = (f.encoded_key, f.name, f.time_domain, f.timestamp)
+            assert firing not in fired
+            fired.add(firing)
             state = tracked[f.encoded_key]
             state.clear_timer(f.window, f.name, f.time_domain)
             tracked[f.encoded_key] = state
+        tracked_tw.update_timers(firings)
     assert fired == everything and len(slices) == 3
     assert all(max(earlier) <= min(later) for earlier, later in itertools.pairwise(slices))
 
 
-def test_at_the_end_of_the_input_due_timers_fire_without_an_idle_scan() -> None:
-    # With the watermark at its maximum there is no input left to read, and a scan that fired nothing
-    # would leave the runner idle with timers due: it takes that for a stalled pipeline.
-    from apache_beam.utils.timestamp import MAX_TIMESTAMP
+class _Executor:
+    """What the monitor task reads of the DirectRunner's executor to add the roots' input: one root (the read)
+    with its next bundle pending, one step running."""
 
-    tracked = TrackedStates()
-    for i in range(direct_runner.TIMER_KEYS_PER_SCAN + 10):
-        tracked[f"card-{i}".encode()] = _card_state(float(i))
-    tw = _TransformWatermarks(_Clock(0.0), tracked, "step")
-    tw._input_watermark = MAX_TIMESTAMP
-    first, _ = direct_runner._indexed_extract_transform_timers(tw)
-    assert len(first) == direct_runner.TIMER_KEYS_PER_SCAN and tracked.more_due
-    second, _ = direct_runner._indexed_extract_transform_timers(tw)
-    assert second  # the same due keys again (their bundle has not committed here), not an idle scan
+    def __init__(self, done: bool = False) -> None:
+        self.root_nodes = self.all_nodes = frozenset({"read"})
+        self.node_to_pending_bundles: dict[str, list[str]] = {"read": ["next read"]}
+        self.scheduled: list[tuple[str, str]] = []
+        self.default_completion_callback = object()
+        self.evaluation_context = types.SimpleNamespace(is_done=lambda transform: done)
+        self.transform_executor_services = types.SimpleNamespace(executors=[types.SimpleNamespace(blocked=False)])
+
+    def schedule_consumption(self, transform: str, bundle: str, timers: Any, on_complete: Any) -> None:
+        assert timers == [] and on_complete is self.default_completion_callback
+        self.scheduled.append((transform, bundle))
+
+
+def _add_work(executor: _Executor, timers_fired: bool) -> None:
+    from apache_beam.runners.direct.executor import _ExecutorServiceParallelExecutor
+
+    internals.install_local_runner()
+    _ExecutorServiceParallelExecutor._MonitorTask(executor)._add_work_if_necessary(timers_fired)
+
+
+def test_the_read_is_scheduled_in_a_cycle_where_timers_fired() -> None:
+    # Beam adds the roots' input only in a cycle where no timer fired and nothing runs; with a slice of the
+    # minute's card timers fired (or its bundles running) in every cycle, the read waited seconds.
+    executor = _Executor()
+    _add_work(executor, timers_fired=True)
+    assert executor.scheduled == [("read", "next read")] and executor.node_to_pending_bundles["read"] == []
+    _add_work(executor, timers_fired=True)  # its bundle is running: no second read until it hands back the next
+    assert executor.scheduled == [("read", "next read")]
+
+
+def test_without_timers_the_monitor_adds_input_as_beam_does() -> None:
+    executor = _Executor()
+    _add_work(executor, timers_fired=False)  # a step is running: Beam waits for it
+    assert executor.scheduled == [] and executor.node_to_pending_bundles["read"] == ["next read"]
+    executor.transform_executor_services.executors = []
+    _add_work(executor, timers_fired=False)
+    assert executor.scheduled == [("read", "next read")]
+
+
+def test_a_finished_root_gets_no_input_when_timers_fire() -> None:
+    executor = _Executor(done=True)
+    _add_work(executor, timers_fired=True)
+    assert executor.scheduled == []
+
+
+def test_a_burst_of_card_timers_larger_than_a_slice_fires_each_once_on_the_runner() -> None:
+    # More cards due at once than a slice takes, on the real runner with every patch installed: each card's
+    # timer fires once, with its own count, and the elements after the burst are all counted.
+    internals.install_local_runner()
+    cards = 2 * direct_runner.TIMER_KEYS_PER_SCAN + 500
+    stream = BeamTestStream().advance_watermark_to(0)
+    stream = stream.add_elements([TimestampedValue((f"card-{k}", 1), 1) for k in range(cards)])
+    stream = stream.advance_watermark_to(100)
+    stream = stream.add_elements([TimestampedValue((f"late-{k}", 101), 101) for k in range(50)])
+    stream = stream.advance_watermark_to(200).advance_watermark_to_infinity()
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with BeamTestPipeline(options=options) as p:
+        out = p | stream | beam.ParDo(_CountUntilWatermark())
+        expected = [(f"card-{k}", 1) for k in range(cards)] + [(f"late-{k}", 1) for k in range(50)]
+        assert_that(out, equal_to(expected))
