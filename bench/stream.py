@@ -527,6 +527,7 @@ def run_soak(args: argparse.Namespace, work: Path) -> int:
     from fraudscore.dev.emulators import with_suffix
     from fraudscore.resources import create_resources
 
+    job_code = args.job_code.resolve()
     with _soak_run() as results:
         for spec in [r for r in args.rates.split(",") if r] if args.paced_only else []:
             rate_text, _, seconds_text = spec.partition(":")
@@ -541,7 +542,7 @@ def run_soak(args: argparse.Namespace, work: Path) -> int:
                 seconds,
                 rate,
                 work / f"paced-{int(rate)}.log",
-                job_code=args.job_code.resolve(),
+                job_code=job_code,
             )
         if args.soak:
             res = with_suffix(Resources(), "bench-soak")
@@ -552,9 +553,9 @@ def run_soak(args: argparse.Namespace, work: Path) -> int:
                 seconds=args.soak_seconds, rate=args.soak_rate, cards=args.soak_cards, busy=args.soak_busy,
                 busy_every_s=10.0,
             )  # fmt: skip
-    results["job_code_commit"] = _commit(args.job_code.resolve())
+    results["job_code_commit"] = _commit(job_code)
     # A baseline's paced runs (--job-code another checkout) go beside this checkout's, not over them.
-    paced_name = "stream_paced.json" if args.job_code.resolve() == ROOT else "stream_paced_baseline.json"
+    paced_name = "stream_paced.json" if job_code == ROOT else "stream_paced_baseline.json"
     out = SOAK_RESULTS if args.soak else SOAK_RESULTS.with_name(paced_name)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

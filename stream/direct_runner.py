@@ -149,10 +149,12 @@ class TrackedStates(dict):  # type: ignore[type-arg]
             return InMemoryUnmergedState()  # what Beam gives a key it does not hold
         return _unpacked(stored) if type(stored) is tuple else stored.copy()
 
-    def take_noted(self) -> set[Any]:
+    def index_noted(self) -> None:
+        """(Re-)indexes every key set since the last call (:meth:`index`)."""
         with self._lock:
             noted, self._noted = self._noted, set()
-        return noted
+        for key in noted:
+            self.index(key)
 
     def index(self, key: Any) -> None:
         """(Re-)indexes one key from its current state, or forgets the key if that state holds nothing."""
@@ -209,9 +211,7 @@ class TrackedStates(dict):  # type: ignore[type-arg]
         keep: list[tuple[int, int, Any]] = []
         heap = self.heap
         limit = watermark.micros
-        while heap and heap[0][0] <= limit:
-            if at_most is not None and len(found) >= at_most:
-                break
+        while heap and heap[0][0] <= limit and (at_most is None or len(found) < at_most):
             entry = heapq.heappop(heap)
             timestamp, _, key = entry
             if self._earliest.get(key) != timestamp:
@@ -307,8 +307,7 @@ def _refresh_holding_timers(self: Any) -> bool:
     states = self._keyed_states
     if isinstance(states, TrackedStates):
         with self._lock:
-            for key in states.take_noted():
-                states.index(key)
+            states.index_noted()
             # A completed slice (its timers no longer among the fired ones) holds nothing: Beam refreshes
             # before it commits the slice's states, which this index sees only at the next refresh.
             completed = {f.encoded_key for f in states.in_flight if f not in self._fired_timers}
@@ -329,8 +328,7 @@ def _indexed_extract_transform_timers(self: Any) -> tuple[list[Any], bool]:
     if not isinstance(states, TrackedStates):
         return internals.original("timer-scan-index")(self)  # type: ignore[no-any-return]
     with self._lock:
-        for key in states.take_noted():
-            states.index(key)
+        states.index_noted()
         # The monitor's shutdown check asks only whether processing-time timers are set; and one slice in
         # flight at a time: until the bundle of the timers fired last has completed, none fire (see the
         # module's docstring, "The read between timer slices").
