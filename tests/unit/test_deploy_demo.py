@@ -167,8 +167,11 @@ def _python_child(tmp_path: Path, code: str, stop_signal: signal.Signals) -> Chi
 
 
 def test_child_stops_on_its_signal_and_logs_output(tmp_path: Path) -> None:
+    # Ctrl-C's handler set first: the demo's children start with SIGINT at its default (the demo handles it before
+    # it spawns, and a handled signal is reset at exec), whereas this test's runner may ignore it (a background job).
     code = (
-        "import time,sys\ntry:\n print('ready', flush=True)\n time.sleep(60)\nexcept KeyboardInterrupt:\n print('bye')"
+        "import signal,time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "try:\n print('ready', flush=True)\n time.sleep(60)\nexcept KeyboardInterrupt:\n print('bye')"
     )
     child = _python_child(tmp_path, code, signal.SIGINT)
     deadline = time.monotonic() + 20
