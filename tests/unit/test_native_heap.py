@@ -37,9 +37,10 @@ def test_a_trim_hands_the_free_pages_inside_the_heap_back() -> None:
     assert native_heap.malloc_trim() is not None  # glibc (Debian): the job's platform
     out = subprocess.run([sys.executable, "-c", _FRAGMENTED], capture_output=True, text=True, check=True, timeout=120)
     mb = json.loads(out.stdout)
-    freed_mb = mb["live"] * 2  # two in three of ~210 MB freed, none of it at the heap's top only
-    # Without the trim glibc keeps every freed page of a fragmented heap (RSS unchanged); with it most return.
-    assert mb["before"] - mb["after"] > 0.5 * freed_mb, mb
+    freed_mb = mb["live"] * 2  # two in three of ~200 MB freed, between live chunks
+    # Without the trim glibc keeps every freed page of a fragmented heap; with it the whole free pages return
+    # (56 of the 134 MB freed here: a page that still holds part of a live chunk stays).
+    assert mb["before"] - mb["after"] > 0.25 * freed_mb, mb
 
 
 def test_the_thread_trims_every_interval_until_stopped() -> None:
