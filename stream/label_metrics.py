@@ -106,8 +106,12 @@ class LabelMetrics:
 
     def refresh(self, store: CaseStore) -> LabelCounts:
         now = self._clock()
+        started = time.perf_counter()
         counts = count_labels(store, now - self._window)
+        counted = time.perf_counter()
         metrics.closed_cases(*closed_cases(store, now - self._window))
+        metrics.LABEL_SCAN_SECONDS.labels("labels").set(counted - started)
+        metrics.LABEL_SCAN_SECONDS.labels("closed").set(time.perf_counter() - counted)
         metrics.label_counts(counts.cases, counts.fraud, counts.legit, now.timestamp())
         return counts
 
