@@ -269,7 +269,7 @@ class CaseStore:
             return []
         wanted: list[Any] = []
         for family, column in columns:
-            chain = [FamilyNameRegexFilter(f"^{re.escape(family)}$")]
+            chain: list[Any] = [FamilyNameRegexFilter(f"^{re.escape(family)}$")]
             if column is not None:
                 chain.append(ColumnQualifierRegexFilter(b"^" + re.escape(column) + b"$"))
             wanted.append(RowFilterChain(chain))
