@@ -243,7 +243,7 @@ class Casebook:
     ) -> list[Episode]:
         """Cases opened in ``[start, end)`` (by the time index), at most ``scan`` of them read, filtered."""
         keys = [k.encode() for k in self.store.time_keys(start, end, scan)]
-        if status == CLOSED:
+        if keys and status == CLOSED:
             # Only rows that can be closed leave Bigtable (a close, or an old-style case's label): a window's
             # cases are read in full only when closed, which analysts make a few of (stream.label_metrics
             # asks every minute over a week of cases).
