@@ -16,7 +16,6 @@ import threading
 import time
 from typing import Any
 
-from fraudscore import native_heap
 from stream.label_metrics import DEFAULT_INTERVAL_S, DEFAULT_WINDOW_HOURS
 
 _LOG = logging.getLogger(__name__)
@@ -61,13 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the feedback metrics count the cases of this trailing window, by event time (default %(default)s)",
     )
     parser.add_argument(
-        "--heap-trim-interval",
-        type=float,
-        default=native_heap.DEFAULT_INTERVAL_S,
-        help="seconds between hand-backs of the C heap's free pages to the system in a local job "
-        "(fraudscore.native_heap: without them its memory creeps up for ever); 0: off (default %(default)s)",
-    )
-    parser.add_argument(
         "--timeout", type=float, default=None, help="stop a streaming job after this many seconds (default: run on)"
     )
     for dest, help_text in _BEAM_FLAGS.items():
@@ -103,21 +95,11 @@ def main(args: argparse.Namespace) -> int:
         return 0 if str(state).endswith("DONE") else 1
     _LOG.info("streaming job started; SIGTERM or Ctrl-C stops it gracefully")
     feedback = _label_metrics(config, args)
-    trimmer = _heap_trimmer(args)
     try:
         return _run_until_stopped(result, args.timeout)
     finally:
         if feedback is not None:
             feedback.stop()
-        if trimmer is not None:
-            trimmer.stop()
-
-
-def _heap_trimmer(args: argparse.Namespace) -> native_heap.HeapTrimmer | None:
-    """The C heap's periodic trim (fraudscore.native_heap), for a local job: on Dataflow this is only the launcher."""
-    if args.heap_trim_interval <= 0 or "Dataflow" in str(args.runner or ""):
-        return None
-    return native_heap.HeapTrimmer(args.heap_trim_interval).start()
 
 
 def _label_metrics(config: Any, args: argparse.Namespace) -> Any:
