@@ -52,6 +52,7 @@ import functools
 import hashlib
 import heapq
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -246,6 +247,38 @@ class CaseStore:
         return {
             row.row_key: row for row in table.read_rows(row_set=row_set, filter_=latest_cells() if latest else None)
         }
+
+    def keys_holding(self, table: Any, keys: list[bytes], columns: Sequence[tuple[str, bytes | None]]) -> list[bytes]:
+        """Those of ``keys`` whose row holds a cell of any of ``columns`` ((family, qualifier); None: any).
+
+        The test runs in Bigtable (one multi-row read with a filter, values stripped): rows without such a
+        cell never leave it, so a caller after a few rows among many reads only those (the closed cases
+        among a window's). Order is Bigtable's.
+        """
+        from google.cloud.bigtable.row_filters import (
+            CellsRowLimitFilter,
+            ColumnQualifierRegexFilter,
+            FamilyNameRegexFilter,
+            RowFilterChain,
+            RowFilterUnion,
+            StripValueTransformerFilter,
+        )
+        from google.cloud.bigtable.row_set import RowSet
+
+        if not keys or not columns:
+            return []
+        wanted: list[Any] = []
+        for family, column in columns:
+            chain: list[Any] = [FamilyNameRegexFilter(f"^{re.escape(family)}$")]
+            if column is not None:
+                chain.append(ColumnQualifierRegexFilter(b"^" + re.escape(column) + b"$"))
+            wanted.append(RowFilterChain(chain))
+        any_of = wanted[0] if len(wanted) == 1 else RowFilterUnion(wanted)
+        row_set = RowSet()
+        for key in dict.fromkeys(keys):
+            row_set.add_row_key(key)
+        only_keys = RowFilterChain([any_of, CellsRowLimitFilter(1), StripValueTransformerFilter(True)])
+        return [row.row_key for row in table.read_rows(row_set=row_set, filter_=only_keys)]
 
     @functools.cached_property
     def _case_writes(self) -> Any:

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 _LOG = logging.getLogger(__name__)
 DEFAULT_INTERVAL_S = 60.0
 DEFAULT_WINDOW_HOURS = 7 * 24.0
+# The share of the job's time the scans may take at most: they run in its process, and their cost grows with
+# the cases of the window (bench/label_scan.py), so a slow scan spaces the next out rather than eat the job.
+MAX_SCAN_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,13 @@ def closed_cases(store: CaseStore, start: datetime, scan: int = 20_000) -> tuple
     return dict(closed), seconds
 
 
+def pause_after(took_s: float, interval_s: float) -> float:
+    """Seconds to wait after a refresh of ``took_s``: the rest of the interval, and long enough that refreshes
+    take at most MAX_SCAN_SHARE of the time (a window grown slow makes the gauges older, which
+    ``fraudscore_label_scan_seconds`` explains and the LabelMetricsStale alert reports past 10 minutes)."""
+    return max(interval_s - took_s, took_s * (1 / MAX_SCAN_SHARE - 1), 0.0)
+
+
 class LabelMetrics:
     """A daemon thread refreshing the label gauges every ``interval_s`` from ``store_factory()``'s store."""
 
@@ -106,8 +116,12 @@ class LabelMetrics:
 
     def refresh(self, store: CaseStore) -> LabelCounts:
         now = self._clock()
+        started = time.perf_counter()
         counts = count_labels(store, now - self._window)
+        counted = time.perf_counter()
         metrics.closed_cases(*closed_cases(store, now - self._window))
+        metrics.LABEL_SCAN_SECONDS.labels("labels").set(counted - started)
+        metrics.LABEL_SCAN_SECONDS.labels("closed").set(time.perf_counter() - counted)
         metrics.label_counts(counts.cases, counts.fraud, counts.legit, now.timestamp())
         return counts
 
@@ -120,6 +134,6 @@ class LabelMetrics:
                 self.refresh(store)
             except Exception as exc:  # a scan failure must never stop the job: logged, retried next time
                 _LOG.warning("label metrics not refreshed: %s", exc)
-            self._stop.wait(max(self._interval_s - (time.monotonic() - started), 0.0))
+            self._stop.wait(pause_after(time.monotonic() - started, self._interval_s))
         if store is not None:
             store.close()

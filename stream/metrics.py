@@ -112,6 +112,12 @@ CASE_DECISION_SECONDS = Gauge(
     ["quantile"],
 )
 LABEL_SCAN = Gauge("fraudscore_label_scan_timestamp_seconds", "When the label metrics were last computed (Unix time).")
+LABEL_SCAN_SECONDS = Gauge(
+    "fraudscore_label_scan_seconds",
+    "Wall seconds of the last label scan, by part: labels (labelled cases and the window's count), closed cases. "
+    "They run in the stream job's process, so a growing scan takes its time from the job.",
+    ["part"],
+)
 
 _beam_counters: dict[str, object] = {}
 

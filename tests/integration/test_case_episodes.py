@@ -135,3 +135,27 @@ def test_a_legit_close_snoozes_the_same_reasons_but_not_a_higher_band(unique_res
     with CaseStore(res) as store:
         assert closed_cases(store, T0 - timedelta(hours=1)) == ({"TX_ANOMALY": 1}, [30.0])  # not the open one
         assert closed_cases(store, T0 + timedelta(hours=1)) == ({}, [])  # opened before the window
+
+
+def test_the_closed_cases_of_a_window_are_found_in_bigtable_as_a_full_read_finds_them(
+    unique_resources: Resources,
+) -> None:
+    # list_since(status="closed") reads in full only the rows Bigtable finds a close or a label on: it must list
+    # what reading every case of the window and keeping the closed ones lists (closed, labelled, an old-style
+    # case labelled; not open, reopened, an old-style case unlabelled).
+    res = unique_resources
+    deliver(res, [flagged(f"w-{i}", f"card-w{i}", i) for i in range(5)], "1")
+    with CaseStore(res, clock=lambda: T0 + timedelta(minutes=5)) as store:
+        store.write([flagged("old-1", "card-old1", 6), flagged("old-2", "card-old2", 7)])
+        book = Casebook(store)
+        ids = {e.card_id: e.case_id for e in book.list_since(T0, limit=100)}
+        book.close(ids["card-w0"], "ana")
+        book.label(ids["card-w1"], fraud=True, note="", analyst="ana")
+        book.close(ids["card-w2"], "ana")
+        book.reopen(ids["card-w2"], "ana")
+        book.label_transaction("old-1", fraud=False, note="", analyst="ana")
+        closed = {e.case_id for e in book.list_since(T0, limit=100, status="closed")}
+        every = {e.case_id: e.status for e in book.list_since(T0, limit=100)}
+    assert closed == {i for i, status in every.items() if status == "closed"}
+    assert closed == {ids["card-w0"], ids["card-w1"], ids["card-old1"]}
+    assert len(every) == 7

@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from cases.records import Case, Decision
-from stream.label_metrics import LabelMetrics, count_labels
+from stream.label_metrics import LabelMetrics, count_labels, pause_after
 from stream.rules import TX_ANOMALY
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -74,6 +74,7 @@ def test_window_counts_and_gauges() -> None:
     assert gauge("fraudscore_alerts_confirmed_ratio") == 0.1
     assert gauge("fraudscore_label_scan_timestamp_seconds") == NOW.timestamp()
     assert math.isnan(gauge("fraudscore_case_first_decision_seconds", quantile="0.5"))
+    assert all(0 < gauge("fraudscore_label_scan_seconds", part=p) < 60 for p in ("labels", "closed"))
     empty: Any = FakeStore(cases_in_window=0)
     empty.labelled = lambda: iter([])
     LabelMetrics(lambda: empty, window=timedelta(days=7), clock=lambda: NOW).refresh(empty)
@@ -87,3 +88,9 @@ def test_a_failing_scan_is_retried_and_never_stops_the_thread() -> None:
         assert store.scans.acquire(timeout=10)
     feedback.stop()
     assert store.closed
+
+
+def test_a_slow_refresh_spaces_the_next_out_to_a_tenth_of_the_time() -> None:
+    assert pause_after(2.0, 60.0) == 58.0  # the rest of the interval
+    assert pause_after(30.0, 60.0) == 270.0  # 30 s of every 300 s: a tenth
+    assert pause_after(0.0, 60.0) == 60.0
