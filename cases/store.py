@@ -237,16 +237,10 @@ class CaseStore:
 
     def read_rows(self, table: Any, keys: list[bytes], *, latest: bool = True) -> dict[bytes, Any]:
         """The rows of ``keys`` that exist, by key, in one multi-row read (newest cell per column if ``latest``)."""
-        from google.cloud.bigtable.row_set import RowSet
-
         if not keys:
             return {}
-        row_set = RowSet()
-        for key in dict.fromkeys(keys):
-            row_set.add_row_key(key)
-        return {
-            row.row_key: row for row in table.read_rows(row_set=row_set, filter_=latest_cells() if latest else None)
-        }
+        rows = table.read_rows(row_set=row_set_of(keys), filter_=latest_cells() if latest else None)
+        return {row.row_key: row for row in rows}
 
     def keys_holding(self, table: Any, keys: list[bytes], columns: Sequence[tuple[str, bytes | None]]) -> list[bytes]:
         """Those of ``keys`` whose row holds a cell of any of ``columns`` ((family, qualifier); None: any).
@@ -263,7 +257,6 @@ class CaseStore:
             RowFilterUnion,
             StripValueTransformerFilter,
         )
-        from google.cloud.bigtable.row_set import RowSet
 
         if not keys or not columns:
             return []
@@ -274,11 +267,8 @@ class CaseStore:
                 chain.append(ColumnQualifierRegexFilter(b"^" + re.escape(column) + b"$"))
             wanted.append(RowFilterChain(chain))
         any_of = wanted[0] if len(wanted) == 1 else RowFilterUnion(wanted)
-        row_set = RowSet()
-        for key in dict.fromkeys(keys):
-            row_set.add_row_key(key)
         only_keys = RowFilterChain([any_of, CellsRowLimitFilter(1), StripValueTransformerFilter(True)])
-        return [row.row_key for row in table.read_rows(row_set=row_set, filter_=only_keys)]
+        return [row.row_key for row in table.read_rows(row_set=row_set_of(keys), filter_=only_keys)]
 
     @functools.cached_property
     def _case_writes(self) -> Any:
@@ -386,14 +376,10 @@ class CaseStore:
     def _latest_case_cells(self, keys: list[bytes]) -> dict[bytes, dict[bytes, bytes]]:
         """Row key -> {column: newest value} of the rows' ``case`` family, in one scan."""
         from google.cloud.bigtable.row_filters import FamilyNameRegexFilter, RowFilterChain
-        from google.cloud.bigtable.row_set import RowSet
 
-        row_set = RowSet()
-        for key in keys:
-            row_set.add_row_key(key)
         out: dict[bytes, dict[bytes, bytes]] = {}
         only_case = RowFilterChain([FamilyNameRegexFilter(CASE_FAMILY), latest_cells()])
-        for row in self._cases.read_rows(row_set=row_set, filter_=only_case):
+        for row in self._cases.read_rows(row_set=row_set_of(keys), filter_=only_case):
             family = row.cells.get(CASE_FAMILY, {})
             out[row.row_key] = {col: cells[0].value for col, cells in family.items()}
         return out
@@ -458,14 +444,10 @@ class CaseStore:
             yield row.row_key.decode("utf-8")[3:], _cell(row, REF_FAMILY, KEY_COLUMN).decode("utf-8")
 
     def _read_cases(self, keys: list[str]) -> list[StoredCase]:
-        from google.cloud.bigtable.row_set import RowSet
-
         if not keys:
             return []
-        row_set = RowSet()
-        for key in keys:
-            row_set.add_row_key(key.encode("utf-8"))
-        found = {row.row_key.decode("utf-8"): row for row in self._cases.read_rows(row_set=row_set)}
+        rows = self._cases.read_rows(row_set=row_set_of(k.encode("utf-8") for k in keys))
+        found = {row.row_key.decode("utf-8"): row for row in rows}
         # Bigtable returns rows in key order; give them back in the caller's order (transaction rows only).
         return [stored_case(found[k]) for k in keys if k in found and _has_record(found[k])]
 
@@ -573,6 +555,16 @@ class CaseStore:
         if row is None:
             raise CaseNotFound(transaction_id)
         return _cell(row, REF_FAMILY, KEY_COLUMN).decode("utf-8")
+
+
+def row_set_of(keys: Iterable[bytes]) -> Any:
+    """A ``RowSet`` of these row keys (each once), for one multi-row read."""
+    from google.cloud.bigtable.row_set import RowSet
+
+    row_set = RowSet()
+    for key in dict.fromkeys(keys):
+        row_set.add_row_key(key)
+    return row_set
 
 
 def latest_cells() -> Any:
