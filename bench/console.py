@@ -167,6 +167,16 @@ def measure(
     return pages, float(scan.group(1)) if scan else None
 
 
+def results_header(load_start: list[float]) -> dict[str, Any]:
+    """What a results file opens with: the machine, when, and its load averages at the start and now."""
+    return {
+        "machine": f"{os.cpu_count()} cores",
+        "when": datetime.now(UTC).isoformat(),
+        "load_avg_start": load_start,
+        "load_avg_end": list(os.getloadavg()),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     from fraudscore.config import EmulatorConfig, Resources
     from fraudscore.dev.emulators import Emulators
@@ -223,10 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     queue_p95 = pages["queue, first page"]["p95_ms"]
     case_p95 = pages[f"case page, {args.members} members"]["p95_ms"]
     results = {
-        "machine": f"{os.cpu_count()} cores",
-        "when": datetime.now(UTC).isoformat(),
-        "load_avg_start": load_start,
-        "load_avg_end": list(os.getloadavg()),
+        **results_header(load_start),
         "open_cases": args.open_cases,
         "big_case_members": args.members,
         "write_s": round(write_s, 1),

@@ -24,15 +24,15 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from stream.label_metrics import CLOSED_SCAN as SCAN
+
 RESULTS = Path(__file__).resolve().parent / "results" / "label_scan.json"
-SCAN = 20_000  # stream.label_metrics.closed_cases reads at most this many cases of the window
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[dict[str, float], Any]:
@@ -69,7 +69,7 @@ def measure(store: Any, start: datetime, repeat: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.console import write_cases
+    from bench.console import results_header, write_cases
     from cases.casebook import Casebook
     from cases.store import CaseStore
     from fraudscore.config import EmulatorConfig, Resources
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     resources = Resources()
     emulators = Emulators(EmulatorConfig(pubsub_port=0, bigtable_port=0), project=resources.project)
     runs = []
-    with emulators, emulators.exported_env(), tempfile.TemporaryDirectory():
+    with emulators, emulators.exported_env():
         create_resources(resources)
         with CaseStore(resources) as store:
             start = datetime(2034, 1, 1, tzinfo=UTC) - timedelta(days=1)
@@ -102,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(run), flush=True)
                 runs.append(run)
     results = {
-        "machine": f"{os.cpu_count()} cores",
-        "when": datetime.now(UTC).isoformat(),
-        "load_avg_start": load_start,
-        "load_avg_end": list(os.getloadavg()),
+        **results_header(load_start),
         "closed_every": args.closed_every,
         "repeat": args.repeat,
         "runs": runs,

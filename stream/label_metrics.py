@@ -39,6 +39,7 @@ DEFAULT_WINDOW_HOURS = 7 * 24.0
 # The share of the job's time the scans may take at most: they run in its process, and their cost grows with
 # the cases of the window (bench/label_scan.py), so a slow scan spaces the next out rather than eat the job.
 MAX_SCAN_SHARE = 0.1
+CLOSED_SCAN = 20_000  # the closed cases are looked for among at most this many cases of the window
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def count_labels(store: CaseStore, start: datetime) -> LabelCounts:
     return LabelCounts(store.count_since(start), fraud, legit)
 
 
-def closed_cases(store: CaseStore, start: datetime, scan: int = 20_000) -> tuple[dict[str, int], list[float]]:
+def closed_cases(store: CaseStore, start: datetime, scan: int = CLOSED_SCAN) -> tuple[dict[str, int], list[float]]:
     """Of the cases opened since ``start``: how many are closed, by opening reason, and each one's seconds
     from opening to its close (an analyst's first decision closes a case, so this is time to first decision)."""
     from cases.casebook import Casebook
