@@ -6,7 +6,8 @@ transactions are a Poisson count: at 500 tx/s for 30 minutes over 1,000,000 card
 on ~593,000 distinct cards, 62% of them seen once, 28% twice, 10% three times or more; most of a card's
 repeats come after its windows closed), plus ``busy`` cards paying every ``busy_every_s`` seconds. The
 job runs with the default windows (10-minute windows every minute, 5 minutes of allowed lateness), so a
-card's state can be freed 15-16 minutes after its last transaction (:func:`stream.card_state.last_close`):
+card's state can be freed 15-16 minutes after its last transaction (:func:`stream.card_state.last_close`), and
+is, up to a minute later (:func:`stream.card_state.cleanup_spread`):
 from then on the cards active within that horizon are about constant, and so should the job's memory be.
 
 Measured, against the real job on the emulators:

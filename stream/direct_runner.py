@@ -15,10 +15,11 @@ timers, are asked, as Beam asks them. Entries left by an older state of a key ar
 the scan returns is what Beam's would (``tests/unit/stream/test_direct_runner.py`` compares the two),
 but at most :data:`TIMER_KEYS_PER_SCAN` keys' event-time timers at a time, the earliest first.
 
-**The read between timer slices.** The card step's timers come due together (every card whose
-transactions left their last window in the same minute, ~30,000 a minute with 360,000 cards held at
-500 tx/s). The runner fired them as one bundle on its one worker, and its monitor adds the roots' input
-(the Pub/Sub read) only in a cycle where no timer fired and nothing runs
+**The read between timer slices.** A step's timers can come due together: the card step's did (every
+card whose transactions left their last window in the same minute, ~30,000 a minute with 360,000 cards
+held at 500 tx/s) until it spread them over the minute (:func:`stream.card_state.cleanup_spread`); the
+windows path's end-of-window timers still do. The runner fired them as one bundle on its one worker, and
+its monitor adds the roots' input (the Pub/Sub read) only in a cycle where no timer fired and nothing runs
 (``_MonitorTask._add_work_if_necessary``), so every transaction waited behind the minute's timers. Sliced
 alone, the timers still starved the read: a slice's bundle, or the bundles it feeds, is running in every
 cycle between slices (timed per bundle in the soak: 2-3 s a minute with no transaction read, alerts

@@ -6,7 +6,7 @@ import math
 
 from apache_beam.coders import PickleCoder
 
-from stream.card_state import CardState, last_close
+from stream.card_state import CardState, cleanup_spread, last_close
 from stream.records import ScoredTransaction
 from stream.rules import RuleConfig, window_cases
 from stream.windows import WindowConfig, summarize, window_starts
@@ -51,6 +51,29 @@ def test_last_close_is_the_newest_window_holding_the_time() -> None:
         expected = window_starts(t, windows.size_s, windows.period_s)[-1] + windows.size_s + windows.allowed_lateness_s
         assert last_close(t, windows) == expected
     assert math.isinf(CardState().watermark)
+
+
+def test_cards_of_one_period_are_forgotten_evenly_over_the_next() -> None:
+    # The cards whose transactions arrived in the same minute have their windows close at the same instant;
+    # their cleanup timers must not come due together (a burst of ~30,000 at 500 tx/s held the alerts).
+    windows = WindowConfig(size_s=600, period_s=60, allowed_lateness_s=300)
+    spreads = [cleanup_spread(f"card-{i:07d}", windows) for i in range(6_000)]
+    assert all(0 <= x < windows.period_s for x in spreads)
+    per_tenth = [sum(1 for x in spreads if k * 6 <= x < (k + 1) * 6) for k in range(10)]
+    assert min(per_tenth) > 500 and max(per_tenth) < 700, per_tenth  # ~600 each
+    assert cleanup_spread("card-0000042", windows) == spreads[42]  # the same card, the same offset, every time
+
+
+def test_a_spread_cleanup_forgets_only_what_its_windows_closed_on() -> None:
+    windows = WindowConfig(size_s=600, period_s=60, allowed_lateness_s=300)
+    card = CardState(recent={s.transaction_id: s for s in (scored("t1", 10), scored("t2", 70))})
+    closes = last_close(T0 + 10, windows)
+    spread = cleanup_spread("c1", windows)
+    when = card.next_cleanup(windows, spread)
+    assert when == closes + spread  # never before the oldest transaction's last window closes
+    card.forget_until(when, windows)
+    assert list(card.recent) == ["t2"]  # t2's last window closes a period later: kept
+    assert card.next_cleanup(windows, spread) == last_close(T0 + 70, windows) + spread
 
 
 def test_window_cases_skips_the_given_case_ids() -> None:

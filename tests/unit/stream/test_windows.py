@@ -175,13 +175,17 @@ def test_replay_windows_match_beams_sliding_windows() -> None:
 
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
 def test_late_data_counts_only_in_the_windows_still_open(aggregation: str) -> None:
-    # a's windows all close at T0+720; b's last at T0+780. Late c and e (after the watermark passed T0+720)
-    # join only [T0+60, T0+660): b, c, e make a velocity window of 3 there; a, gone, is no case.
+    # a's windows all close at T0+720; b's last at T0+780. Late c and e (after the watermark passed T0+720,
+    # and c5's cleanup, spread after it) join only [T0+60, T0+660): b, c, e make a velocity window of 3
+    # there; a, gone, is no case.
+    from stream.card_state import cleanup_spread
+
+    assert 720 + cleanup_spread("c5", WINDOWS) < 760 < 780
     stream = (
         BeamTestStream()
         .advance_watermark_to(T0)
         .add_elements(stamped([scored("a", "c5", 30), scored("b", "c5", 100)]))
-        .advance_watermark_to(T0 + 730)
+        .advance_watermark_to(T0 + 760)
         .add_elements(stamped([scored("c", "c5", 70)]))
         .add_elements(stamped([scored("e", "c5", 110)]))
         .advance_watermark_to_infinity()
@@ -218,7 +222,7 @@ class _FakeTimer:
 
 
 def test_state_path_emits_cases_on_arrival_with_one_timer_per_card() -> None:
-    from stream.card_state import _CardStateFn
+    from stream.card_state import _CardStateFn, cleanup_spread
 
     fn, state, timer = _CardStateFn(WINDOWS, RULES), _FakeState(), _FakeTimer()
 
@@ -231,9 +235,11 @@ def test_state_path_emits_cases_on_arrival_with_one_timer_per_card() -> None:
     assert arrive(scored("z", "c6", 20)) == [("y", (CARD_VELOCITY,)), ("z", (CARD_VELOCITY,))]
     assert arrive(scored("z", "c6", 20)) == []  # redelivered
     assert arrive(scored("w", "c6", 30)) == [("w", (CARD_VELOCITY,))]  # overlapping windows: only the new one
-    # One timer per card, re-set to the same instant: when x, y, z and w leave their last window.
-    assert set(timer.at) == {T0 + 600 + WINDOWS.allowed_lateness_s}
-    fn.expire(state, timer, T0 + 600 + WINDOWS.allowed_lateness_s)
+    # One timer per card, re-set to the same instant: when x, y, z and w have left their last window, at the
+    # card's own offset into the period after it.
+    forget_at = T0 + 600 + WINDOWS.allowed_lateness_s + cleanup_spread("c6", WINDOWS)
+    assert set(timer.at) == {forget_at}
+    fn.expire(state, timer, forget_at, "c6")
     card = state.read()
     assert card is not None and not card.recent  # type: ignore[attr-defined]
     assert card.emitted  # type: ignore[attr-defined]  # case ids stay remembered for the de-dup TTL
