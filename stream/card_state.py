@@ -78,7 +78,7 @@ class CardState:
         rows, self.emitted, self.watermark = state
         self.recent = {row[0]: _scored(row) for row in rows}
 
-    def next_cleanup(self, windows: WindowConfig, spread_s: float = 0.0) -> float | None:
+    def next_cleanup(self, windows: WindowConfig, spread_s: float) -> float | None:
         """When something can next be forgotten: the oldest retained transaction's last close plus the card's
         ``spread_s`` (:func:`cleanup_spread`), or the earliest de-duplication expiry."""
         # last_close is monotone in the event time: the oldest retained transaction closes first.
