@@ -1,12 +1,13 @@
 """What the stream job's label metrics cost as the label window fills: ``python -m bench.label_scan``.
 
-The stream job refreshes the analysts' feedback gauges every minute (``stream.label_metrics``) from its own
-process, over a week of cases by default, so whatever a refresh costs grows with the cases of the window
-and is taken from the job. On fresh Bigtable emulators (in-process ``Emulators``, port 0) open cases are
+The stream job refreshes the analysts' feedback gauges every minute (``stream.label_metrics``), over a week of
+cases by default, so whatever a refresh costs grows with the cases of the window. It runs in a niced child
+process of the job (``stream.label_scan``) and in the Bigtable server, on the cores the job uses.
+On fresh Bigtable emulators (in-process ``Emulators``, port 0) open cases are
 written as the stream writes them (``bench.console.write_cases``), one in ``--closed-every`` (100) is closed
 as an analyst would (``Casebook.close``), and at each size of ``--sizes`` every part of a refresh is timed
-``--repeat`` times (median), in this process's CPU seconds (what the job would spend: the interpreter and
-the client's threads) and in wall seconds:
+``--repeat`` times (median), in this process's CPU seconds (what the scanning process spends: the
+interpreter and the client's threads) and in wall seconds:
 
 - **the baseline**: the closed cases as the job found them before, every case of the window read in full
   and the closed ones kept (``Casebook.list_since`` without a status, filtered here);
@@ -30,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from stream.label_metrics import CLOSED_SCAN as SCAN
+from stream.label_scan import CLOSED_SCAN as SCAN
 
 RESULTS = Path(__file__).resolve().parent / "results" / "label_scan.json"
 

@@ -106,14 +106,15 @@ def _label_metrics(config: Any, args: argparse.Namespace) -> Any:
     """The periodic label scan behind the feedback gauges (stream.label_metrics), when metrics are served."""
     if not args.metrics_port or args.label_metrics_interval <= 0:
         return None
+    import functools
     from datetime import timedelta
 
     from cases.store import CaseStore
     from stream.label_metrics import LabelMetrics
+    from stream.label_scan import ScanProcess
 
-    res = config.resources
     return LabelMetrics(
-        lambda: CaseStore(res),
+        ScanProcess(functools.partial(CaseStore, config.resources)),
         interval_s=args.label_metrics_interval,
         window=timedelta(hours=args.label_window_hours),
     ).start()

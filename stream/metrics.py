@@ -115,8 +115,13 @@ LABEL_SCAN = Gauge("fraudscore_label_scan_timestamp_seconds", "When the label me
 LABEL_SCAN_SECONDS = Gauge(
     "fraudscore_label_scan_seconds",
     "Wall seconds of the last label scan, by part: labels (labelled cases and the window's count), closed cases. "
-    "They run in the stream job's process, so a growing scan takes its time from the job.",
+    "They run in a niced child process of the job (stream.label_scan), against Bigtable.",
     ["part"],
+)
+LABEL_SCANNER_PEAK_RSS = Gauge(
+    "fraudscore_label_scanner_peak_rss_bytes",
+    "Peak resident memory of the process that ran the last label scan (the job's child): the job's memory is "
+    "its own process_resident_memory_bytes plus this.",
 )
 
 _beam_counters: dict[str, object] = {}
@@ -251,7 +256,7 @@ def duplicate_case() -> None:
 
 
 def closed_cases(by_reason: dict[str, int], seconds: Sequence[float]) -> None:
-    """The label scan's closed cases (:func:`stream.label_metrics.closed_cases`)."""
+    """The label scan's closed cases (:func:`stream.label_scan.closed_cases`)."""
     for labels in _children(CASES_CLOSED):  # a reason no longer closed in the window drops to 0
         CASES_CLOSED.labels(**labels).set(0)
     for reason, n in by_reason.items():

@@ -130,7 +130,7 @@ def test_a_legit_close_snoozes_the_same_reasons_but_not_a_higher_band(unique_res
     assert [e.status for e in listed] == ["open", "closed"]  # newest first: the snoozed case, then the closed one
     assert len(listed[0].members) == 2
     # The stream's label scan: one case closed (opened by TX_ANOMALY), 30 s from opening to the analyst's decision.
-    from stream.label_metrics import closed_cases
+    from stream.label_scan import closed_cases
 
     with CaseStore(res) as store:
         assert closed_cases(store, T0 - timedelta(hours=1)) == ({"TX_ANOMALY": 1}, [30.0])  # not the open one

@@ -1,11 +1,19 @@
 """Labels and the traffic sample in the real Bigtable emulator: CaseStore.labelled's condition filter,
-read_labels (latest wins, raw-less cases counted) and write_sample/read_sample (idempotent rows)."""
+read_labels (latest wins, raw-less cases counted), write_sample/read_sample (idempotent rows), and the niced
+child process the stream job scans the labels in (stream.label_scan.ScanProcess)."""
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -79,7 +87,7 @@ def test_sample_rows_are_idempotent_and_read_by_time(store: CaseStore) -> None:
 
 def test_feedback_counts_from_bigtable(store: CaseStore) -> None:
     """count_since (time-index keys only) and count_labels over the real emulator."""
-    from stream.label_metrics import count_labels
+    from stream.label_scan import count_labels
 
     store.write([make_case(i) for i in range(6)])
     Casebook(store).label_transaction("tx-4", True, "", "ann")
@@ -118,3 +126,99 @@ def _start_bttest_gc(res: Resources) -> None:
         ).update()
     finally:
         close_bigtable_client(client)
+
+
+def _nice_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+
+def _gone(pid: int, within_s: float) -> bool:
+    """Whether ``pid`` exited (or is a zombie nobody reaped) within ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_the_job_scans_labels_in_a_niced_child_process_that_finds_what_an_in_process_scan_finds(
+    store: CaseStore, unique_resources: Resources
+) -> None:
+    from stream.label_scan import NICENESS, ScanProcess, scan
+
+    store.write([make_case(i) for i in range(6)])
+    Casebook(store).label_transaction("tx-4", True, "", "ann")
+    Casebook(store).label_transaction("tx-5", False, "", "ann")
+    start = T0 + timedelta(seconds=2)
+    scanner = ScanProcess(functools.partial(CaseStore, unique_resources))
+    try:
+        found = scanner(start)
+        here = scan(store, start)
+        assert (found.counts, found.closed_by_reason, found.decision_seconds) == (
+            here.counts, here.closed_by_reason, here.decision_seconds,
+        )  # fmt: skip
+        assert (found.counts.cases, found.counts.fraud, found.counts.legit) == (4, 1, 1)
+        first = scanner.pid
+        assert first is not None and first != os.getpid()
+        assert _nice_of(first) - _nice_of(os.getpid()) == NICENESS
+        assert found.scanner_peak_rss_bytes > 2**20
+        os.kill(first, signal.SIGKILL)  # died between scans (out of memory, say): the next scan starts another
+        assert _gone(first, 10)
+        assert scanner(start).counts == found.counts and scanner.pid not in (None, first)
+    finally:
+        scanner.close()
+    assert scanner.pid is None
+
+
+def test_a_scan_that_fails_in_the_child_is_reported_and_the_child_serves_the_next(unique_resources: Resources) -> None:
+    from stream.label_scan import ScanFailed, ScanProcess
+
+    scanner = ScanProcess(functools.partial(CaseStore, replace(unique_resources, cases_table="no-such-table")))
+    try:
+        with pytest.raises(ScanFailed, match=r"NotFound|no-such-table"):
+            scanner(T0)
+        pid = scanner.pid
+        with pytest.raises(ScanFailed):
+            scanner(T0)
+        assert scanner.pid == pid is not None  # the same child: a failed scan does not end it
+    finally:
+        scanner.close()
+
+
+SCANNING_JOB = """
+import functools, sys, time
+from datetime import datetime
+from cases.store import CaseStore
+from fraudscore.config import Resources
+from stream.label_scan import ScanProcess
+
+if __name__ == "__main__":
+    scanner = ScanProcess(functools.partial(CaseStore, Resources(**eval(sys.argv[1]))))
+    scanner(datetime.fromisoformat(sys.argv[2]))
+    print(scanner.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_job_leaves_no_scanner_behind(unique_resources: Resources, tmp_path: Path) -> None:
+    """kill -9 of the job: its scanner sees the pipe close and exits (it would otherwise scan nobody's gauges)."""
+    script = tmp_path / "job.py"
+    script.write_text(SCANNING_JOB)
+    job = subprocess.Popen(
+        [sys.executable, str(script), repr(asdict(unique_resources)), T0.isoformat()],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    try:
+        assert job.stdout is not None
+        child = int(job.stdout.readline())
+        assert not _gone(child, 0.5)  # alive while the job is
+        job.kill()
+        job.wait(timeout=10)
+        assert _gone(child, 10)
+    finally:
+        job.kill()
+        job.wait(timeout=10)

@@ -1,16 +1,21 @@
-"""The feedback metrics (stream.label_metrics): counts of the label window, the gauges, a failing scan."""
+"""The feedback metrics (stream.label_metrics, stream.label_scan): counts of the label window, the gauges, a
+failing scan. The child process the job runs the scans in is tested on the real emulator
+(tests/integration/test_labels_store.py)."""
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY
 
 from cases.records import Case, Decision
-from stream.label_metrics import LabelMetrics, count_labels, pause_after
+from stream.label_metrics import LabelMetrics, pause_after
+from stream.label_scan import ScanProcess, ScanResult, count_labels, scan
 from stream.rules import TX_ANOMALY
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -56,6 +61,19 @@ class FakeStore:
         self.closed = True
 
 
+class InProcess:
+    """A scanner without the child process: scan() over a fake store."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def __call__(self, start: datetime) -> ScanResult:
+        return scan(self.store, start)
+
+    def close(self) -> None:
+        self.store.close()
+
+
 def gauge(name: str, **labels: str) -> float:
     value = REGISTRY.get_sample_value(name, labels)
     assert value is not None, name
@@ -66,7 +84,7 @@ def test_window_counts_and_gauges() -> None:
     store: Any = FakeStore(cases_in_window=10)
     counts = count_labels(store, NOW - timedelta(days=7))
     assert (counts.cases, counts.fraud, counts.legit) == (10, 1, 2)
-    LabelMetrics(lambda: store, window=timedelta(days=7), clock=lambda: NOW).refresh(store)
+    LabelMetrics(InProcess(store), window=timedelta(days=7), clock=lambda: NOW).refresh()
     assert gauge("fraudscore_labelled_cases", verdict="fraud") == 1
     assert gauge("fraudscore_labelled_cases", verdict="legit") == 2
     assert gauge("fraudscore_label_window_cases") == 10
@@ -75,15 +93,16 @@ def test_window_counts_and_gauges() -> None:
     assert gauge("fraudscore_label_scan_timestamp_seconds") == NOW.timestamp()
     assert math.isnan(gauge("fraudscore_case_first_decision_seconds", quantile="0.5"))
     assert all(0 < gauge("fraudscore_label_scan_seconds", part=p) < 60 for p in ("labels", "closed"))
+    assert gauge("fraudscore_label_scanner_peak_rss_bytes") > 2**20  # this process's, as it scanned
     empty: Any = FakeStore(cases_in_window=0)
     empty.labelled = lambda: iter([])
-    LabelMetrics(lambda: empty, window=timedelta(days=7), clock=lambda: NOW).refresh(empty)
+    LabelMetrics(InProcess(empty), window=timedelta(days=7), clock=lambda: NOW).refresh()
     assert math.isnan(gauge("fraudscore_labelled_precision")) and math.isnan(gauge("fraudscore_alerts_confirmed_ratio"))
 
 
 def test_a_failing_scan_is_retried_and_never_stops_the_thread() -> None:
     store = FakeStore(cases_in_window=10, fail=True)
-    feedback = LabelMetrics(lambda: store, interval_s=0.01, window=timedelta(days=7), clock=lambda: NOW).start()  # type: ignore[arg-type,return-value]
+    feedback = LabelMetrics(InProcess(store), interval_s=0.01, window=timedelta(days=7), clock=lambda: NOW).start()
     for _ in range(3):  # three scans, each failing
         assert store.scans.acquire(timeout=10)
     feedback.stop()
@@ -94,3 +113,22 @@ def test_a_slow_refresh_spaces_the_next_out_to_a_tenth_of_the_time() -> None:
     assert pause_after(2.0, 60.0) == 58.0  # the rest of the interval
     assert pause_after(30.0, 60.0) == 270.0  # 30 s of every 300 s: a tenth
     assert pause_after(0.0, 60.0) == 60.0
+
+
+def slow_store() -> Any:
+    """A store that takes a minute to open: a scan in flight when the job stops (run in the child)."""
+    time.sleep(60)
+
+
+def test_stopping_the_job_ends_a_scan_in_flight_in_the_child_process() -> None:
+    scanner = ScanProcess(slow_store)
+    feedback = LabelMetrics(scanner, interval_s=60, clock=lambda: NOW).start()
+    deadline = time.monotonic() + 30
+    while scanner.pid is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the child is spawned (the scan is in flight)
+    child = scanner.pid
+    assert child is not None
+    began = time.monotonic()
+    feedback.stop()
+    assert time.monotonic() - began < 10  # not the minute the scan would take
+    assert scanner.pid is None and not Path(f"/proc/{child}").exists()  # ended and reaped
