@@ -12,8 +12,9 @@ from then on the cards active within that horizon are about constant, and so sho
 
 Measured, against the real job on the emulators:
 
-- the job's RSS (its ``process_resident_memory_bytes``) every ``every_s`` seconds, with the distinct cards
-  sent so far, the cards active within the horizon and the keys the runner holds state for
+- the job's RSS (its ``process_resident_memory_bytes`` plus the peak RSS of its label-scan child process,
+  ``fraudscore_label_scanner_peak_rss_bytes``; both are kept in the samples) every ``every_s`` seconds, with
+  the distinct cards sent so far, the cards active within the horizon and the keys the runner holds state for
   (``fraudscore_stream_runner_keyed_states``, where the job has it);
 - RSS growth from ``growth_from_s`` (default minute 15) to the end of the sending (goal <= 10%), and
   per new distinct card over that span;
@@ -40,6 +41,8 @@ from stream.windows import WindowConfig
 
 MEMORY_RESULTS = Path(__file__).resolve().parent / "results" / "stream_memory.json"
 RUNNER_KEYS = "fraudscore_stream_runner_keyed_states"
+# The label scans' child process (stream.label_scan): its peak RSS counts as the job's (0 for code without it).
+SCANNER_RSS = "fraudscore_label_scanner_peak_rss_bytes"
 
 
 def horizon_s(windows: WindowConfig | None = None) -> float:
@@ -78,7 +81,8 @@ class Sampler:
         from bench.stream_soak import _metric_sum, _rss_mb, _scrape
 
         try:
-            rss = _rss_mb(self.port)
+            job = _rss_mb(self.port)
+            scanner = _metric_sum(self.port, SCANNER_RSS) / 2**20
             scored = _metric_sum(self.port, "fraudscore_stream_transactions_total")
             keys = _metric_sum(self.port, RUNNER_KEYS) if RUNNER_KEYS in _scrape(self.port) else None
         except OSError:
@@ -86,7 +90,9 @@ class Sampler:
         self.samples.append(
             {
                 "t_s": round(time.time() - self.start, 1),
-                "rss_mb": rss,
+                "rss_mb": job + scanner if job is not None else None,
+                "job_process_rss_mb": job,
+                "scanner_peak_rss_mb": scanner,
                 "scored": scored,
                 "runner_keys": keys,
                 "load_average": [round(x, 2) for x in os.getloadavg()],
