@@ -12,8 +12,8 @@ from then on the cards active within that horizon are about constant, and so sho
 
 Measured, against the real job on the emulators:
 
-- the job's RSS (its ``process_resident_memory_bytes`` plus the peak RSS of its label-scan child process,
-  ``fraudscore_label_scanner_peak_rss_bytes``; both are kept in the samples) every ``every_s`` seconds, with
+- the job's RSS (its ``process_resident_memory_bytes`` plus the RSS of its label-scan child process,
+  ``fraudscore_label_scanner_rss_bytes``; both are kept in the samples) every ``every_s`` seconds, with
   the distinct cards sent so far, the cards active within the horizon and the keys the runner holds state for
   (``fraudscore_stream_runner_keyed_states``, where the job has it);
 - RSS growth from ``growth_from_s`` (default minute 15) to the end of the sending (goal <= 10%), and
@@ -41,8 +41,8 @@ from stream.windows import WindowConfig
 
 MEMORY_RESULTS = Path(__file__).resolve().parent / "results" / "stream_memory.json"
 RUNNER_KEYS = "fraudscore_stream_runner_keyed_states"
-# The label scans' child process (stream.label_scan): its peak RSS counts as the job's (0 for code without it).
-SCANNER_RSS = "fraudscore_label_scanner_peak_rss_bytes"
+# The label scans' child process (stream.label_scan): its RSS counts as the job's (0 for code without it).
+SCANNER_RSS = "fraudscore_label_scanner_rss_bytes"
 
 
 def horizon_s(windows: WindowConfig | None = None) -> float:
@@ -92,7 +92,7 @@ class Sampler:
                 "t_s": round(time.time() - self.start, 1),
                 "rss_mb": job + scanner if job is not None else None,
                 "job_process_rss_mb": job,
-                "scanner_peak_rss_mb": scanner,
+                "scanner_rss_mb": scanner,
                 "scored": scored,
                 "runner_keys": keys,
                 "load_average": [round(x, 2) for x in os.getloadavg()],

@@ -87,7 +87,7 @@ class LabelMetrics:
         metrics.closed_cases(found.closed_by_reason, found.decision_seconds)
         metrics.LABEL_SCAN_SECONDS.labels("labels").set(found.labels_s)
         metrics.LABEL_SCAN_SECONDS.labels("closed").set(found.closed_s)
-        metrics.LABEL_SCANNER_PEAK_RSS.set(found.scanner_peak_rss_bytes)
+        metrics.LABEL_SCANNER_RSS.set(found.scanner_rss_bytes)
         metrics.label_counts(found.counts.cases, found.counts.fraud, found.counts.legit, now.timestamp())
         return found
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class ScanResult:
     decision_seconds: list[float]
     labels_s: float  # wall seconds of the labelled-cases part
     closed_s: float  # and of the closed-cases part
-    scanner_peak_rss_bytes: float  # the peak resident memory of the process that scanned
+    scanner_rss_bytes: float  # the resident memory of the process that scanned, as it finished
 
 
 def count_labels(store: CaseStore, start: datetime) -> LabelCounts:
@@ -99,8 +100,14 @@ def scan(store: CaseStore, start: datetime) -> ScanResult:
     counts = count_labels(store, start)
     counted = time.perf_counter()
     by_reason, seconds = closed_cases(store, start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
-    return ScanResult(counts, by_reason, seconds, counted - started, time.perf_counter() - counted, peak)
+    return ScanResult(counts, by_reason, seconds, counted - started, time.perf_counter() - counted, rss_bytes())
+
+
+def rss_bytes() -> float:
+    """This process's resident memory now (Linux's /proc, as prometheus-client's process collector reads it).
+
+    Not ``getrusage``'s peak: a spawned child's peak can include its parent's from before the exec."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
 
 
 class ScanFailed(RuntimeError):

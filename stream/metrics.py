@@ -118,10 +118,10 @@ LABEL_SCAN_SECONDS = Gauge(
     "They run in a niced child process of the job (stream.label_scan), against Bigtable.",
     ["part"],
 )
-LABEL_SCANNER_PEAK_RSS = Gauge(
-    "fraudscore_label_scanner_peak_rss_bytes",
-    "Peak resident memory of the process that ran the last label scan (the job's child): the job's memory is "
-    "its own process_resident_memory_bytes plus this.",
+LABEL_SCANNER_RSS = Gauge(
+    "fraudscore_label_scanner_rss_bytes",
+    "Resident memory of the process that ran the last label scan (the job's child), as the scan ended: the "
+    "job's memory is its own process_resident_memory_bytes plus this.",
 )
 
 _beam_counters: dict[str, object] = {}

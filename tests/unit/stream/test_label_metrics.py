@@ -93,7 +93,7 @@ def test_window_counts_and_gauges() -> None:
     assert gauge("fraudscore_label_scan_timestamp_seconds") == NOW.timestamp()
     assert math.isnan(gauge("fraudscore_case_first_decision_seconds", quantile="0.5"))
     assert all(0 < gauge("fraudscore_label_scan_seconds", part=p) < 60 for p in ("labels", "closed"))
-    assert gauge("fraudscore_label_scanner_peak_rss_bytes") > 2**20  # this process's, as it scanned
+    assert gauge("fraudscore_label_scanner_rss_bytes") > 2**20  # this process's, as it scanned
     empty: Any = FakeStore(cases_in_window=0)
     empty.labelled = lambda: iter([])
     LabelMetrics(InProcess(empty), window=timedelta(days=7), clock=lambda: NOW).refresh()
