@@ -119,8 +119,8 @@ class ScanProcess:
 
     ``store_factory`` is called in the child (so it must pickle: a module-level function or a
     ``functools.partial`` of one). The child is started on the first call and again after it died; it exits
-    when :meth:`close` ends it, or by itself when the job is gone (its end of the pipe closes), so a killed job
-    leaves no scanner behind once the scan in flight ends.
+    when :meth:`close` ends it, or by itself within a second or two of the job's end (killed included), a
+    scan in flight included.
     """
 
     def __init__(self, store_factory: Callable[[], CaseStore], niceness: int = NICENESS) -> None:
@@ -177,9 +177,10 @@ class ScanProcess:
 
 
 def _serve(conn: Connection, store_factory: Callable[[], CaseStore], niceness: int) -> None:
-    """The child: one scan per ``start`` received, until the job closes its end of the pipe."""
+    """The child: one scan per ``start`` received, until the job closes its end of the pipe or goes away."""
     os.nice(niceness)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the job stops us
+    threading.Thread(target=_exit_with, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     store = None
     try:
         while True:
@@ -199,3 +200,11 @@ def _serve(conn: Connection, store_factory: Callable[[], CaseStore], niceness: i
     finally:
         if store is not None:
             store.close()
+
+
+def _exit_with(parent: int) -> None:
+    """Ends the child once the job is gone, a scan in flight included: a scan against an unreachable Bigtable
+    retries for minutes, and the pipe's end-of-file is only seen between scans."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)

@@ -193,22 +193,33 @@ def test_a_scan_that_fails_in_the_child_is_reported_and_the_child_serves_the_nex
 
 
 SCANNING_JOB = """
-import functools, sys, time
+import functools, sys, threading, time
 from datetime import datetime
 from cases.store import CaseStore
 from fraudscore.config import Resources
 from stream.label_scan import ScanProcess
 
+
+def slow_store():
+    time.sleep(600)  # a scan that would outlive the job (Bigtable unreachable, say)
+
+
 if __name__ == "__main__":
+    start = datetime.fromisoformat(sys.argv[2])
     scanner = ScanProcess(functools.partial(CaseStore, Resources(**eval(sys.argv[1]))))
-    scanner(datetime.fromisoformat(sys.argv[2]))
-    print(scanner.pid, flush=True)
+    scanner(start)
+    print(scanner.pid, flush=True)  # idle between scans
+    slow = ScanProcess(slow_store)
+    threading.Thread(target=slow, args=(start,), daemon=True).start()
+    while slow.pid is None:
+        time.sleep(0.05)
+    print(slow.pid, flush=True)  # in a scan
     time.sleep(600)
 """
 
 
 def test_a_killed_job_leaves_no_scanner_behind(unique_resources: Resources, tmp_path: Path) -> None:
-    """kill -9 of the job: its scanner sees the pipe close and exits (it would otherwise scan nobody's gauges)."""
+    """kill -9 of the job: its scanners exit, idle or in a scan (they would otherwise scan for nobody)."""
     script = tmp_path / "job.py"
     script.write_text(SCANNING_JOB)
     job = subprocess.Popen(
@@ -217,11 +228,11 @@ def test_a_killed_job_leaves_no_scanner_behind(unique_resources: Resources, tmp_
     )  # fmt: skip
     try:
         assert job.stdout is not None
-        child = int(job.stdout.readline())
-        assert not _gone(child, 0.5)  # alive while the job is
+        idle, scanning = int(job.stdout.readline()), int(job.stdout.readline())
+        assert not _gone(idle, 0.5) and not _gone(scanning, 0.5)  # alive while the job is
         job.kill()
         job.wait(timeout=10)
-        assert _gone(child, 10)
+        assert _gone(idle, 10) and _gone(scanning, 10)
     finally:
         job.kill()
         job.wait(timeout=10)
