@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cases import decision_index
 from cases.episode_rows import (
     AUDIT_FAMILY,
     CLOSED,
@@ -275,7 +276,9 @@ class Casebook:
         """Closes an open case (check-and-mutate: two analysts closing at once, one succeeds)."""
         episode = self._open_episode(case_id, "closed")
         self._begin(episode, expected, analyst, "closed")
-        return self._close(episode, analyst)
+        closed = self._close(episode, analyst)
+        self._index(episode, closed_ms=epoch_ms(closed))
+        return closed
 
     def reopen(self, case_id: str, analyst: str, *, expected: str | None = None) -> Episode:
         """Reopens a closed case (its decisions stay: the latest label is still what training reads)."""
@@ -288,6 +291,7 @@ class Casebook:
         row = self.store._cases.direct_row(episode.key.encode())
         row.delete_cell(CASE_FAMILY, CLOSED_COLUMN)
         row.commit()
+        decision_index.unclose(self.store, episode.opened_ms, episode.case_id)
         return self.find(case_id)
 
     def note(self, case_id: str, note: str, analyst: str, *, expected: str | None = None) -> None:
@@ -325,8 +329,8 @@ class Casebook:
         self._begin(episode, expected, analyst, what, note)
         keys = [episode.key, *(m.row_key for m in detail.members)]
         self._write_decision(keys, decision)
-        if closes:
-            self._close(episode, analyst)
+        closed = self._close(episode, analyst) if closes else None
+        self._index(episode, decision, closed_ms=epoch_ms(closed) if closed else None)
         return decision, len(detail.members)
 
     def label_transaction(
@@ -339,8 +343,10 @@ class Casebook:
             raise CaseError(f"{transaction_id!r} is a case id, not a transaction: label it without --transaction")
         case = stored_case(row).case
         decision = self._decision(fraud, note, analyst)
-        self._begin(self.find(case.case_id), expected, analyst, f"labelled {transaction_id} {decision.verdict}", note)
+        episode = self.find(case.case_id)
+        self._begin(episode, expected, analyst, f"labelled {transaction_id} {decision.verdict}", note)
         self._write_decision([key], decision)
+        self._index(episode, decision)
         return decision
 
     def _begin(self, episode: Episode, expected: str | None, analyst: str, action: str, note: str = "") -> None:
@@ -383,6 +389,15 @@ class Casebook:
     def _decision(self, fraud: bool, note: str, analyst: str) -> Decision:
         when = datetime.fromtimestamp(epoch_ms(self.store._clock()) / 1000, UTC)
         return Decision(verdict=FRAUD if fraud else LEGIT, note=note, analyst=analyst, decided_at=when)
+
+    def _index(self, episode: Episode, decision: Decision | None = None, *, closed_ms: int | None = None) -> None:
+        """Records the decision and the close in the decision index too (what the feedback gauges read).
+
+        After the case rows: a failure here raises to the analyst, whose retry rewrites the same cells."""
+        cells = [decision_index.verdict_cell(decision)] if decision is not None else []
+        if closed_ms is not None:
+            cells.append(decision_index.closed_cell(closed_ms, episode.reasons))
+        decision_index.write(self.store, [(decision_index.key(episode.opened_ms, episode.case_id), cells)])
 
     def _write_decision(self, keys: list[str], decision: Decision) -> None:
         from cases.row_writes import SetCell

@@ -115,6 +115,10 @@ def escape(part: str) -> str:
     return part.replace("%", "%25").replace("#", "%23")
 
 
+def unescape(part: str) -> str:
+    return part.replace("%23", "#").replace("%25", "%")
+
+
 def _hash4(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:4]
 
@@ -491,8 +495,8 @@ class CaseStore:
             if _has_record(row):
                 yield Case.from_json_dict(json.loads(_cell(row, CASE_FAMILY, RECORD_COLUMN)))
 
-    def count_since(self, start: datetime) -> int:
-        """How many cases have an event time at or after ``start``: time-index keys only (values stripped)."""
+    def count_since(self, start: datetime, end: datetime | None = None) -> int:
+        """How many cases have an event time in ``[start, end)``: time-index keys only (values stripped)."""
         from google.cloud.bigtable.row_filters import (
             CellsRowLimitFilter,
             RowFilterChain,
@@ -500,11 +504,11 @@ class CaseStore:
         )
 
         keys_only = RowFilterChain([CellsRowLimitFilter(1), StripValueTransformerFilter(True)])
-        start_ms = epoch_ms(start)
+        start_ms, end_ms = epoch_ms(start), epoch_ms(end) if end is not None else None
         count = 0
         for bucket in range(self.buckets):
-            first, end = _time_range(bucket, start_ms, None)
-            count += sum(1 for _ in self._index.read_rows(start_key=first, end_key=end, filter_=keys_only))
+            first, last = _time_range(bucket, start_ms, end_ms)
+            count += sum(1 for _ in self._index.read_rows(start_key=first, end_key=last, filter_=keys_only))
         return count
 
     # --- the traffic sample (stream.sampling) ---

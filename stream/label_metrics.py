@@ -2,9 +2,9 @@
 
 ``fraudscore cases label`` is a command, not a service, so nothing scrapes it. The stream job (which
 serves Prometheus metrics already) runs :class:`LabelMetrics`: every ``interval_s`` it counts, over the
-cases whose event time is in the trailing ``window_s``, the cases (time-index keys) and the labelled ones
-by their latest verdict (one server-filtered scan of the labelled rows, :meth:`CaseStore.labelled`), and
-sets the gauges of :func:`stream.metrics.label_counts`. The scans run in a niced child process
+cases opened in the trailing ``window_s``, the cases (time-index keys) and the labelled and closed ones
+(the decision index, :mod:`cases.decision_index`), and sets the gauges of :func:`stream.metrics.label_counts`
+and :func:`stream.metrics.closed_cases`. The scans run in a niced child process
 (:class:`stream.label_scan.ScanProcess`): in the job's interpreter they delayed alerts by seconds.
 
 - ``fraudscore_labelled_precision`` = fraud / (fraud + legit) among the labelled cases: the precision of
@@ -85,8 +85,8 @@ class LabelMetrics:
         now = self._clock()
         found = self._scanner(now - self._window)
         metrics.closed_cases(found.closed_by_reason, found.decision_seconds)
-        metrics.LABEL_SCAN_SECONDS.labels("labels").set(found.labels_s)
-        metrics.LABEL_SCAN_SECONDS.labels("closed").set(found.closed_s)
+        metrics.LABEL_SCAN_SECONDS.labels("decisions").set(found.decisions_s)
+        metrics.LABEL_SCAN_SECONDS.labels("count").set(found.count_s)
         metrics.LABEL_SCANNER_RSS.set(found.scanner_rss_bytes)
         metrics.label_counts(found.counts.cases, found.counts.fraud, found.counts.legit, now.timestamp())
         return found

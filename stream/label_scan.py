@@ -1,13 +1,17 @@
 """The scans behind the analysts' feedback gauges, and the child process the stream job runs them in.
 
-A refresh of the feedback gauges (:mod:`stream.label_metrics`) reads every labelled case and the closed cases
-of a trailing window from Bigtable and decodes them in Python: 15-67 s of wall time per refresh with 5,000
-to 21,000 cases in the window (issue 21's 60-minute soak), all of it holding the job's interpreter lock while
-the same interpreter scores transactions. Every minute whose alert p99 passed 1 s in that soak was a minute
-of a refresh. :class:`ScanProcess` therefore runs the scans in one child process of their own, at a lower
-CPU priority (``NICENESS``), which builds its own :class:`~cases.store.CaseStore` and returns the plain
-counts (:class:`ScanResult`); the job's thread only sets the gauges. The child is spawned, not forked: a
-fork of a process running gRPC and Beam threads is not safe.
+A refresh of the feedback gauges (:mod:`stream.label_metrics`) reads the decided cases of a trailing window
+from the decision index (:mod:`cases.decision_index`, one range scan) and counts the window's cases (a
+keys-only scan of the time index). Until the index, a refresh scanned the whole case table for labels and
+read the window's cases in full to find the closed ones: 15-67 s of wall time per refresh with 5,000 to
+21,000 cases in the window (issue 21's 60-minute soak), all of it holding the job's interpreter lock while
+the same interpreter scored transactions; every minute whose alert p99 passed 1 s was a minute of a refresh.
+
+Whatever a refresh costs, it does not belong in the scoring interpreter: :class:`ScanProcess` runs the scans
+in one child process of their own, at a lower CPU priority (``NICENESS``), which builds its own
+:class:`~cases.store.CaseStore` (and backfills the index on its first scan) and returns plain counts
+(:class:`ScanResult`); the job's thread only sets the gauges. The child is spawned, not forked: a fork of a
+process running gRPC and Beam threads is not safe.
 
 This module is what the child imports, so it stays clear of the job's modules (Beam, the metrics registry).
 """
@@ -22,20 +26,21 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cases import decision_index
+from cases.decision_index import IndexedCase
+
 if TYPE_CHECKING:
-    from cases.records import Decision
     from cases.store import CaseStore
 
 _LOG = logging.getLogger(__name__)
-CLOSED_SCAN = 20_000  # the closed cases are looked for among at most this many cases of the window
 # Below the job (0): when both want a core, the scorer gets about nine tenths of it (the kernel's weights for
 # nice 0 and 10 are 1024 and 110). A scan that starves on a saturated machine makes the gauges older, which
 # the LabelMetricsStale alert reports; it never delays an alert.
@@ -56,51 +61,88 @@ class ScanResult:
     counts: LabelCounts
     closed_by_reason: dict[str, int]
     decision_seconds: list[float]
-    labels_s: float  # wall seconds of the labelled-cases part
-    closed_s: float  # and of the closed-cases part
+    decisions_s: float  # wall seconds of the decision index's scan
+    count_s: float  # and of the window's count
     scanner_rss_bytes: float  # the resident memory of the process that scanned, as it finished
 
 
-def count_labels(store: CaseStore, start: datetime) -> LabelCounts:
-    """Cases opened at or after ``start``, and how many of them analysts labelled fraud / legit.
-
-    Labels sit on the member rows (one per flagged transaction); a case counts once, by its latest label
-    (old-style cases are their one transaction).
-    """
-    latest: dict[str, Decision] = {}
-    for case, decisions in store.labelled():
-        if case is None or case.event_time < start:
-            continue
-        held = latest.get(case.case_id)
-        if held is None or decisions[0].decided_at > held.decided_at:  # the latest label wins
-            latest[case.case_id] = decisions[0]
-    fraud = sum(d.verdict == "fraud" for d in latest.values())
-    legit = sum(d.verdict == "legit" for d in latest.values())
-    return LabelCounts(store.count_since(start), fraud, legit)
+def label_counts(decided: Iterable[IndexedCase], cases: int) -> LabelCounts:
+    """The window's cases and how many of them analysts labelled fraud / legit (each case by its latest label)."""
+    verdicts = [d.verdict for d in decided]
+    return LabelCounts(cases, verdicts.count("fraud"), verdicts.count("legit"))
 
 
-def closed_cases(store: CaseStore, start: datetime, scan: int = CLOSED_SCAN) -> tuple[dict[str, int], list[float]]:
-    """Of the cases opened since ``start``: how many are closed, by opening reason, and each one's seconds
-    from opening to its close (an analyst's first decision closes a case, so this is time to first decision)."""
-    from cases.casebook import Casebook
-
+def closed_cases(decided: Iterable[IndexedCase]) -> tuple[dict[str, int], list[float]]:
+    """The closed cases by their first reason code, and each one's seconds from opening to its close (an
+    analyst's first decision closes a case, so this is the time to first decision)."""
     closed: Counter[str] = Counter()
     seconds = []
-    for episode in Casebook(store).list_since(start, limit=scan, scan=scan, status="closed"):
-        if episode.closed_ms is None:
-            continue  # an old-style case with a label: it has no close
-        closed[episode.reasons[0] if episode.reasons else "UNKNOWN"] += 1
-        seconds.append(max(episode.closed_ms - episode.opened_ms, 0) / 1000)
+    for d in decided:
+        if d.closed_ms is not None:
+            closed[d.reason] += 1
+            seconds.append(max(d.closed_ms - d.opened_ms, 0) / 1000)
     return dict(closed), seconds
 
 
-def scan(store: CaseStore, start: datetime) -> ScanResult:
-    """Everything a refresh of the feedback gauges needs about the cases opened since ``start``."""
+class WindowCount:
+    """The window's case count (:meth:`CaseStore.count_since`), with settled hours counted once.
+
+    A keys-only count of a week of cases reads every key of the week, each minute. Cases are written as their
+    transactions arrive, so an hour that ended ``SETTLED`` ago is complete: its count is kept, and a refresh
+    counts only the partial hour at the window's start, the recent hours, and one kept hour again (the one
+    counted longest ago, in turn), which catches a case written long after its opening time (a backlog
+    replayed after an outage) within one pass over the window's hours (168 refreshes for a week).
+    """
+
+    SETTLED = timedelta(hours=1)
+
+    def __init__(
+        self,
+        count: Callable[[datetime, datetime | None], int],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._count = count
+        self._clock = clock
+        self._hours: dict[datetime, tuple[int, int]] = {}  # hour -> (cases, the refresh that counted it)
+        self._refreshes = 0
+
+    def __call__(self, start: datetime) -> int:
+        self._refreshes += 1
+        first = _hour_ceil(start)
+        settled = _hour_floor(self._clock() - self.SETTLED)
+        if settled <= first:
+            return self._count(start, None)
+        self._hours = {h: kept for h, kept in self._hours.items() if h >= first}
+        hours = [first + timedelta(hours=i) for i in range(int((settled - first) / timedelta(hours=1)))]
+        stale = min(self._hours, key=lambda h: self._hours[h][1], default=None)
+        for hour in hours:
+            if hour not in self._hours or hour == stale:
+                self._hours[hour] = (self._count(hour, hour + timedelta(hours=1)), self._refreshes)
+        settled_cases = sum(self._hours[h][0] for h in hours)
+        head = self._count(start, first) if start < first else 0
+        return head + settled_cases + self._count(settled, None)
+
+
+def _hour_floor(when: datetime) -> datetime:
+    return when.replace(minute=0, second=0, microsecond=0)
+
+
+def _hour_ceil(when: datetime) -> datetime:
+    floor = _hour_floor(when)
+    return floor if floor == when else floor + timedelta(hours=1)
+
+
+def scan(store: CaseStore, start: datetime, count: Callable[[datetime], int] | None = None) -> ScanResult:
+    """Everything a refresh of the feedback gauges needs about the cases opened since ``start``: one range scan
+    of the decision index (:mod:`cases.decision_index`) and a keys-only count of the window's time index
+    (``count``: a :class:`WindowCount` over the store's, which the child process keeps between scans)."""
     started = time.perf_counter()
-    counts = count_labels(store, start)
+    decided = list(decision_index.read_since(store, start))
+    read = time.perf_counter()
+    cases = count(start) if count is not None else store.count_since(start)
     counted = time.perf_counter()
-    by_reason, seconds = closed_cases(store, start)
-    return ScanResult(counts, by_reason, seconds, counted - started, time.perf_counter() - counted, rss_bytes())
+    by_reason, seconds = closed_cases(decided)
+    return ScanResult(label_counts(decided, cases), by_reason, seconds, read - started, counted - read, rss_bytes())
 
 
 def rss_bytes() -> float:
@@ -182,6 +224,7 @@ def _serve(conn: Connection, store_factory: Callable[[], CaseStore], niceness: i
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the job stops us
     threading.Thread(target=_exit_with, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     store = None
+    count = None
     try:
         while True:
             try:
@@ -189,8 +232,10 @@ def _serve(conn: Connection, store_factory: Callable[[], CaseStore], niceness: i
             except EOFError:
                 return  # the job is gone
             try:
-                store = store or store_factory()
-                answer: ScanResult | str = scan(store, start)
+                if store is None:
+                    store = _opened(store_factory)
+                    count = WindowCount(store.count_since)
+                answer: ScanResult | str = scan(store, start, count)
             except Exception as exc:  # sent back as text: the job logs it and retries at the next interval
                 answer = f"{type(exc).__name__}: {exc}"
             try:
@@ -208,3 +253,14 @@ def _exit_with(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(1.0)
     os._exit(0)
+
+
+def _opened(store_factory: Callable[[], CaseStore]) -> CaseStore:
+    """A store whose decision index holds the cases decided before it existed (backfilled once per table)."""
+    store = store_factory()
+    try:
+        decision_index.ensure_backfilled(store)
+    except BaseException:
+        store.close()
+        raise
+    return store

@@ -114,7 +114,8 @@ CASE_DECISION_SECONDS = Gauge(
 LABEL_SCAN = Gauge("fraudscore_label_scan_timestamp_seconds", "When the label metrics were last computed (Unix time).")
 LABEL_SCAN_SECONDS = Gauge(
     "fraudscore_label_scan_seconds",
-    "Wall seconds of the last label scan, by part: labels (labelled cases and the window's count), closed cases. "
+    "Wall seconds of the last label scan, by part: decisions (the decision index's decided cases of the window), "
+    "count (the window's cases). "
     "They run in a niced child process of the job (stream.label_scan), against Bigtable.",
     ["part"],
 )

@@ -130,11 +130,13 @@ def test_a_legit_close_snoozes_the_same_reasons_but_not_a_higher_band(unique_res
     assert [e.status for e in listed] == ["open", "closed"]  # newest first: the snoozed case, then the closed one
     assert len(listed[0].members) == 2
     # The stream's label scan: one case closed (opened by TX_ANOMALY), 30 s from opening to the analyst's decision.
-    from stream.label_scan import closed_cases
+    from stream.label_scan import scan
 
     with CaseStore(res) as store:
-        assert closed_cases(store, T0 - timedelta(hours=1)) == ({"TX_ANOMALY": 1}, [30.0])  # not the open one
-        assert closed_cases(store, T0 + timedelta(hours=1)) == ({}, [])  # opened before the window
+        found = scan(store, T0 - timedelta(hours=1))
+        assert (found.closed_by_reason, found.decision_seconds) == ({"TX_ANOMALY": 1}, [30.0])  # not the open one
+        assert (found.counts.cases, found.counts.legit) == (2, 1)
+        assert scan(store, T0 + timedelta(hours=1)).closed_by_reason == {}  # opened before the window
 
 
 def test_the_closed_cases_of_a_window_are_found_in_bigtable_as_a_full_read_finds_them(
@@ -159,3 +161,63 @@ def test_the_closed_cases_of_a_window_are_found_in_bigtable_as_a_full_read_finds
     assert closed == {i for i, status in every.items() if status == "closed"}
     assert closed == {ids["card-w0"], ids["card-w1"], ids["card-old1"]}
     assert len(every) == 7
+
+
+def test_the_decision_index_holds_what_the_case_rows_hold_and_a_backfill_rebuilds_it(
+    unique_resources: Resources,
+) -> None:
+    """The feedback gauges read the decision index (cases.decision_index); it must say what the case rows say:
+    the latest verdict whichever row it was written on, closes, reopens, old-style cases; and a backfill from
+    the case rows (cases decided before the index) must rebuild it."""
+    from cases import decision_index
+    from cases.store import REF_FAMILY, latest_cells
+    from stream.label_scan import scan
+    from tests.integration.test_cases_store import StepClock
+
+    res = unique_resources
+    deliver(res, [flagged(f"d-{i}", f"card-d{i}", i) for i in range(6)], "1")
+    start = T0 - timedelta(hours=1)
+    with CaseStore(res, clock=StepClock()) as store:
+        store.write([flagged("old-1", "card-old1", 7), flagged("old-2", "card-old2", 8)])
+        book = Casebook(store)
+        ids = {e.card_id: e.case_id for e in book.list_since(start, limit=100)}
+        book.close(ids["card-d0"], "ana")
+        book.label(ids["card-d1"], fraud=True, note="", analyst="ana")  # labels and closes
+        book.close(ids["card-d2"], "ana")
+        book.reopen(ids["card-d2"], "ana")
+        book.label(ids["card-d3"], fraud=False, note="", analyst="ana")
+        book.label(ids["card-d3"], fraud=True, note="second look", analyst="bob")  # the latest wins
+        book.label_transaction("d-4", fraud=False, note="", analyst="ana")  # one member: the case counts
+        book.label_transaction("old-1", fraud=False, note="", analyst="ana")
+        found = scan(store, start)
+
+        # What the case rows say, read the old way (every labelled row; the window's cases in full).
+        latest: dict[str, Any] = {}
+        for case, decisions in store.labelled():
+            assert case is not None
+            if case.case_id not in latest or decisions[0].decided_at > latest[case.case_id].decided_at:
+                latest[case.case_id] = decisions[0]
+        verdicts = Counter(d.verdict for d in latest.values())
+        closed = [e for e in book.list_since(start, limit=100) if e.closed_ms is not None]  # old-style: no close
+        assert (found.counts.cases, found.counts.fraud, found.counts.legit) == (8, verdicts["fraud"], verdicts["legit"])
+        assert (found.counts.fraud, found.counts.legit) == (2, 2)
+        assert found.closed_by_reason == {"TX_ANOMALY": len(closed)} == {"TX_ANOMALY": 3}
+        assert sorted(found.decision_seconds) == sorted((e.closed_ms - e.opened_ms) / 1000 for e in closed)
+        assert scan(store, T0 + timedelta(hours=1)).counts == type(found.counts)(0, 0, 0)  # opened before
+
+        # Cases decided before the index: its rows gone, the backfill finds them on the case rows.
+        indexed = [decision_index.key(d.opened_ms, d.case_id) for d in decision_index.read_since(store, start)]
+        assert len(indexed) == 5  # d0, d1, d3, d4, old-1 (d2 reopened: nothing left to index)
+        for key in indexed:
+            row = store._index.direct_row(key)
+            row.delete()
+            row.commit()
+        assert scan(store, start).counts.fraud == 0
+        assert decision_index.ensure_backfilled(store) == 5
+        rebuilt = scan(store, start)
+        assert (rebuilt.counts, rebuilt.closed_by_reason, sorted(rebuilt.decision_seconds)) == (
+            found.counts, found.closed_by_reason, sorted(found.decision_seconds),
+        )  # fmt: skip
+        assert decision_index.ensure_backfilled(store) is None  # once per table
+        marker = store._index.read_row(decision_index.BACKFILLED_KEY, filter_=latest_cells())
+        assert marker is not None and REF_FAMILY in marker.cells

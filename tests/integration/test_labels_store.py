@@ -86,15 +86,15 @@ def test_sample_rows_are_idempotent_and_read_by_time(store: CaseStore) -> None:
 
 
 def test_feedback_counts_from_bigtable(store: CaseStore) -> None:
-    """count_since (time-index keys only) and count_labels over the real emulator."""
-    from stream.label_scan import count_labels
+    """count_since (time-index keys only) and the label scan (the decision index) over the real emulator."""
+    from stream.label_scan import scan
 
     store.write([make_case(i) for i in range(6)])
     Casebook(store).label_transaction("tx-4", True, "", "ann")
     Casebook(store).label_transaction("tx-5", False, "", "ann")
     Casebook(store).label_transaction("tx-1", True, "", "ann")  # before the window
     assert store.count_since(T0) == 6 and store.count_since(T0 + timedelta(seconds=4)) == 2
-    counts = count_labels(store, T0 + timedelta(seconds=2))
+    counts = scan(store, T0 + timedelta(seconds=2)).counts
     assert (counts.cases, counts.fraud, counts.legit) == (4, 1, 1)
 
 
@@ -164,7 +164,7 @@ def test_the_job_scans_labels_in_a_niced_child_process_that_finds_what_an_in_pro
         assert (found.counts.cases, found.counts.fraud, found.counts.legit) == (4, 1, 1)
         first = scanner.pid
         assert first is not None and first != os.getpid()
-        assert _nice_of(first) - _nice_of(os.getpid()) == NICENESS
+        assert _nice_of(first) == min(_nice_of(os.getpid()) + NICENESS, 19)  # 19: the lowest priority
         assert found.scanner_rss_bytes > 2**20
         os.kill(first, signal.SIGKILL)  # died between scans (out of memory, say): the next scan starts another
         deadline = time.monotonic() + 10

@@ -13,65 +13,41 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from cases.records import Case, Decision
+from cases.decision_index import IndexedCase
 from stream.label_metrics import LabelMetrics, pause_after
-from stream.label_scan import ScanProcess, ScanResult, count_labels, scan
-from stream.rules import TX_ANOMALY
+from stream.label_scan import ScanProcess, ScanResult, WindowCount, closed_cases, label_counts
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+DECIDED = [
+    IndexedCase("a", NOW_MS - 3_600_000, "fraud", NOW_MS - 3_000_000, "TX_ANOMALY"),  # closed after 600 s
+    IndexedCase("b", NOW_MS - 3_600_000, "legit", NOW_MS - 3_540_000, "CARD_BURST"),  # after 60 s
+    IndexedCase("c", NOW_MS - 3_600_000, "legit", None, ""),  # labelled, then reopened
+    IndexedCase("d", NOW_MS - 3_600_000, None, NOW_MS - 3_590_000, "TX_ANOMALY"),  # closed unlabelled, 10 s
+]
 
 
-def case(tx: str, days_ago: float) -> Case:
-    return Case(tx, "c", "m", NOW - timedelta(days=days_ago), 1.0, 0.9, 0.5, 1, (TX_ANOMALY,))
+class FakeScanner:
+    """What the child process would answer (the scan itself is tested on the emulator)."""
 
-
-def decided(verdict: str, minute: int) -> Decision:
-    return Decision(verdict, "", "ann", NOW + timedelta(minutes=minute))
-
-
-class FakeStore:
     def __init__(self, cases_in_window: int, fail: bool = False) -> None:
         self.cases_in_window = cases_in_window
         self.fail = fail
         self.closed = False
         self.scans = threading.Semaphore(0)
+        self.starts: list[datetime] = []
 
-    def labelled(self) -> Any:
+    def __call__(self, start: datetime) -> ScanResult:
         self.scans.release()
+        self.starts.append(start)
         if self.fail:
             raise RuntimeError("Bigtable unavailable")
-        return iter(
-            [
-                (case("a", 1), (decided("fraud", 2), decided("legit", 1))),  # latest: fraud
-                (case("b", 2), (decided("legit", 1),)),
-                (case("c", 3), (decided("legit", 1),)),
-                (case("old", 30), (decided("fraud", 1),)),  # outside the 7-day window
-                (None, (decided("fraud", 1),)),  # no record: no event time to place it
-            ]
-        )
-
-    def count_since(self, start: datetime) -> int:
-        assert start == NOW - timedelta(days=7)
-        return self.cases_in_window
-
-    def time_keys(self, start: datetime, end: datetime | None, limit: int) -> list[str]:
-        return []  # no card-episode case in the window: none closed (tests/integration/test_case_episodes.py)
+        by_reason, seconds = closed_cases(DECIDED if self.cases_in_window else [])
+        counts = label_counts(DECIDED if self.cases_in_window else [], self.cases_in_window)
+        return ScanResult(counts, by_reason, seconds, 0.25, 0.5, 100 * 2**20)
 
     def close(self) -> None:
         self.closed = True
-
-
-class InProcess:
-    """A scanner without the child process: scan() over a fake store."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def __call__(self, start: datetime) -> ScanResult:
-        return scan(self.store, start)
-
-    def close(self) -> None:
-        self.store.close()
 
 
 def gauge(name: str, **labels: str) -> float:
@@ -80,33 +56,42 @@ def gauge(name: str, **labels: str) -> float:
     return value
 
 
-def test_window_counts_and_gauges() -> None:
-    store: Any = FakeStore(cases_in_window=10)
-    counts = count_labels(store, NOW - timedelta(days=7))
-    assert (counts.cases, counts.fraud, counts.legit) == (10, 1, 2)
-    LabelMetrics(InProcess(store), window=timedelta(days=7), clock=lambda: NOW).refresh()
+def test_the_window_counts_each_decided_case_by_its_latest_verdict_and_close() -> None:
+    counts = label_counts(DECIDED, cases=10)
+    assert (counts.cases, counts.fraud, counts.legit) == (10, 1, 2)  # "d" is closed without a label
+    by_reason, seconds = closed_cases(DECIDED)
+    assert by_reason == {"TX_ANOMALY": 2, "CARD_BURST": 1}  # "c" was reopened: not closed
+    assert sorted(seconds) == [10.0, 60.0, 600.0]
+
+
+def test_a_refresh_sets_the_gauges_from_the_scanners_findings() -> None:
+    scanner = FakeScanner(cases_in_window=10)
+    LabelMetrics(scanner, window=timedelta(days=7), clock=lambda: NOW).refresh()
+    assert scanner.starts == [NOW - timedelta(days=7)]
     assert gauge("fraudscore_labelled_cases", verdict="fraud") == 1
     assert gauge("fraudscore_labelled_cases", verdict="legit") == 2
     assert gauge("fraudscore_label_window_cases") == 10
     assert gauge("fraudscore_labelled_precision") == 1 / 3
     assert gauge("fraudscore_alerts_confirmed_ratio") == 0.1
     assert gauge("fraudscore_label_scan_timestamp_seconds") == NOW.timestamp()
-    assert math.isnan(gauge("fraudscore_case_first_decision_seconds", quantile="0.5"))
-    assert all(0 < gauge("fraudscore_label_scan_seconds", part=p) < 60 for p in ("labels", "closed"))
-    assert gauge("fraudscore_label_scanner_rss_bytes") > 2**20  # this process's, as it scanned
-    empty: Any = FakeStore(cases_in_window=0)
-    empty.labelled = lambda: iter([])
-    LabelMetrics(InProcess(empty), window=timedelta(days=7), clock=lambda: NOW).refresh()
+    assert gauge("fraudscore_cases_closed", reason="TX_ANOMALY") == 2
+    assert gauge("fraudscore_case_first_decision_seconds", quantile="0.5") == 60.0
+    assert gauge("fraudscore_label_scan_seconds", part="decisions") == 0.25
+    assert gauge("fraudscore_label_scan_seconds", part="count") == 0.5
+    assert gauge("fraudscore_label_scanner_rss_bytes") == 100 * 2**20
+    LabelMetrics(FakeScanner(cases_in_window=0), window=timedelta(days=7), clock=lambda: NOW).refresh()
     assert math.isnan(gauge("fraudscore_labelled_precision")) and math.isnan(gauge("fraudscore_alerts_confirmed_ratio"))
+    assert gauge("fraudscore_cases_closed", reason="TX_ANOMALY") == 0  # none closed in the window any more
+    assert math.isnan(gauge("fraudscore_case_first_decision_seconds", quantile="0.5"))
 
 
 def test_a_failing_scan_is_retried_and_never_stops_the_thread() -> None:
-    store = FakeStore(cases_in_window=10, fail=True)
-    feedback = LabelMetrics(InProcess(store), interval_s=0.01, window=timedelta(days=7), clock=lambda: NOW).start()
+    scanner = FakeScanner(cases_in_window=10, fail=True)
+    feedback = LabelMetrics(scanner, interval_s=0.01, window=timedelta(days=7), clock=lambda: NOW).start()
     for _ in range(3):  # three scans, each failing
-        assert store.scans.acquire(timeout=10)
+        assert scanner.scans.acquire(timeout=10)
     feedback.stop()
-    assert store.closed
+    assert scanner.closed
 
 
 def test_a_slow_refresh_spaces_the_next_out_to_a_tenth_of_the_time() -> None:
@@ -132,3 +117,46 @@ def test_stopping_the_job_ends_a_scan_in_flight_in_the_child_process() -> None:
     feedback.stop()
     assert time.monotonic() - began < 10  # not the minute the scan would take
     assert scanner.pid is None and not Path(f"/proc/{child}").exists()  # ended and reaped
+
+
+class Opened:
+    """Cases' opening times, counted as CaseStore.count_since counts them, keeping the keys each count read."""
+
+    def __init__(self, times: list[datetime]) -> None:
+        self.times = times
+        self.read = 0
+
+    def __call__(self, start: datetime, end: datetime | None) -> int:
+        n = sum(start <= t and (end is None or t < end) for t in self.times)
+        self.read += n
+        return n
+
+
+def test_the_window_count_counts_settled_hours_once_and_matches_a_full_count() -> None:
+    window = timedelta(days=2)
+    now = [NOW]
+    opened = Opened([NOW - window + timedelta(minutes=7 * i) for i in range(411)])  # every 7 minutes up to NOW
+    count = WindowCount(opened, clock=lambda: now[0])
+    reads = []
+    for minute in range(0, 180, 3):  # three hours of refreshes while cases keep opening
+        now[0] = NOW + timedelta(minutes=minute)
+        opened.times.append(now[0])
+        opened.read = 0
+        assert count(now[0] - window) == sum(t >= now[0] - window for t in opened.times)
+        reads.append(opened.read)
+    assert reads[0] == 412  # the first refresh counts the whole window (with the case opened at NOW)
+    assert max(reads[1:]) < 60  # then the partial hours, the recent ones and one settled hour again
+
+
+def test_a_case_written_long_after_its_opening_is_counted_within_one_pass_over_the_hours() -> None:
+    window = timedelta(hours=10)
+    now = [NOW]
+    opened = Opened([NOW - timedelta(hours=h, minutes=30) for h in range(1, 10)])
+    count = WindowCount(opened, clock=lambda: now[0])
+    assert count(now[0] - window) == 9
+    opened.times.append(NOW - timedelta(hours=3, minutes=40))  # a backlog replayed: a settled hour grows
+    seen = []
+    for minute in range(1, 11):
+        now[0] = NOW + timedelta(seconds=minute)  # the same hours, refreshed
+        seen.append(count(now[0] - window))
+    assert seen[0] == 9 and seen[-1] == 10  # kept at first, recounted in turn (8 settled hours, one a refresh)
