@@ -18,6 +18,7 @@ read and listed as one-member cases marked ``old-style``; they are labelled with
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,6 +58,7 @@ from cases.store import (
     stored_case,
 )
 
+_LOG = logging.getLogger(__name__)
 # Rows of a card's range that are cases (episode or old-style), not members: three '#' separators
 # (ids are escaped, so a '#' is always one).
 _CASE_ROW = rb"[^#]*#[^#]*#[^#]*#[^#]*"
@@ -398,6 +400,39 @@ class Casebook:
         if closed_ms is not None:
             cells.append(decision_index.closed_cell(closed_ms, episode.reasons))
         decision_index.write(self.store, [(decision_index.key(episode.opened_ms, episode.case_id), cells)])
+
+    def backfill_index(self, *, force: bool = False) -> int | None:
+        """Indexes every decided or closed case from the case rows into the decision index, once per table
+        (a marker row; ``force`` runs it again); returns how many cases it indexed (None if it ran before).
+
+        Two full scans of ``flagged``. Each cell keeps its decision's or close's own time, so a newer decision
+        written meanwhile still wins."""
+        if not force and decision_index.backfilled(self.store):
+            return None
+        opened: dict[str, int] = {}
+        indexed: set[bytes] = set()
+
+        def rows() -> Iterator[tuple[bytes, list[Any]]]:
+            for episode in self.all_cases():
+                opened[episode.case_id] = episode.opened_ms
+                cells = [decision_index.verdict_cell(episode.decisions[0])] if episode.decisions else []
+                if episode.closed_ms is not None:
+                    cells.append(decision_index.closed_cell(episode.closed_ms, episode.reasons))
+                if cells:
+                    indexed.add(decision_index.key(episode.opened_ms, episode.case_id))
+                    yield decision_index.key(episode.opened_ms, episode.case_id), cells
+            for case, decisions in self.store.labelled():  # members labelled one by one carry their own decisions
+                if case is not None and case.case_id in opened:
+                    indexed.add(decision_index.key(opened[case.case_id], case.case_id))
+                    yield (
+                        decision_index.key(opened[case.case_id], case.case_id),
+                        [decision_index.verdict_cell(decisions[0])],
+                    )
+
+        decision_index.write(self.store, rows())
+        decision_index.mark_backfilled(self.store)
+        _LOG.info("decision index: %d decided case(s) indexed from the case rows", len(indexed))
+        return len(indexed)
 
     def _write_decision(self, keys: list[str], decision: Decision) -> None:
         from cases.row_writes import SetCell

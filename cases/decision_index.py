@@ -16,14 +16,14 @@ A refresh is then one range scan from ``decided#<window start>``: its cost follo
 window. Keys are in time order, so writes go to one range; analysts decide a few cases a minute, far below
 what one tablet takes. Old-style cases (one transaction) are keyed by their event time and never closed.
 
-Cases decided before the index existed are indexed once by :func:`backfill` (the stream job's label scanner
-runs it on its first scan, :func:`ensure_backfilled`; a marker row says it ran). A decision made by an older
-version of the console or CLI during the backfill may be missed until the next one (``--force``).
+Cases decided before the index existed are indexed once from the case rows
+(:meth:`cases.casebook.Casebook.backfill_index`: the stream job's label scanner runs it on its first scan; a
+marker row says it ran). A decision made by an older version of the console or CLI during or after the
+backfill is not indexed.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from cases.records import Decision
     from cases.store import CaseStore
 
-_LOG = logging.getLogger(__name__)
 PREFIX = "decided#"
 VERDICT_COLUMN = b"verdict"
 CLOSED_COLUMN = b"closed"
@@ -103,40 +102,11 @@ def read_since(store: CaseStore, start: datetime) -> Iterator[IndexedCase]:
         )
 
 
-def backfill(store: CaseStore) -> int:
-    """Indexes every decided or closed case from the case rows (two full scans of ``flagged``); returns how
-    many cases it indexed.
-
-    Each cell keeps its decision's or close's own time, so a newer decision written meanwhile still wins."""
-    from cases.casebook import Casebook
-
-    opened: dict[str, int] = {}
-    indexed: set[bytes] = set()
-
-    def rows() -> Iterator[tuple[bytes, list[SetCell]]]:
-        for episode in Casebook(store).all_cases():
-            opened[episode.case_id] = episode.opened_ms
-            cells = [verdict_cell(episode.decisions[0])] if episode.decisions else []
-            if episode.closed_ms is not None:
-                cells.append(closed_cell(episode.closed_ms, episode.reasons))
-            if cells:
-                indexed.add(key(episode.opened_ms, episode.case_id))
-                yield key(episode.opened_ms, episode.case_id), cells
-        for case, decisions in store.labelled():  # members labelled one by one carry their own decisions
-            if case is not None and case.case_id in opened:
-                indexed.add(key(opened[case.case_id], case.case_id))
-                yield key(opened[case.case_id], case.case_id), [verdict_cell(decisions[0])]
-
-    write(store, rows())
-    return len(indexed)
+def backfilled(store: CaseStore) -> bool:
+    """Whether the case rows were indexed once (the marker row of :meth:`cases.casebook.Casebook.backfill_index`)."""
+    return store._index.read_row(BACKFILLED_KEY) is not None
 
 
-def ensure_backfilled(store: CaseStore, *, force: bool = False) -> int | None:
-    """Runs :func:`backfill` unless the marker row says it ran; returns the cases indexed (None if skipped)."""
-    if not force and store._index.read_row(BACKFILLED_KEY) is not None:
-        return None
-    indexed = backfill(store)
+def mark_backfilled(store: CaseStore) -> None:
     marker = SetCell(REF_FAMILY, b"at", epoch_ms(store._clock()), b"1")
     store._write_rows(store._index_writes, store._index_name, [(BACKFILLED_KEY, [marker])])
-    _LOG.info("decision index: %d decided case(s) indexed from the case rows", indexed)
-    return indexed

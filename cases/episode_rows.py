@@ -18,7 +18,8 @@ Rows (tables of :class:`fraudscore.config.Resources`; the layout is documented i
     ``<bucket>#<opened ms>#<case id>`` (the time index, by opening time), ``id#<h4>#<case id>`` and
     ``id#<h4>#<transaction id>`` (point lookups, ``ref:key``), and ``open#<h4(card)>#<card>``: the card's
     current case (``ref:open`` = ``<16 hex of the case id>@<opened ms>``), moved only by a check-and-mutate
-    matching its previous value, so two workers or a redelivery never open two cases for one episode.
+    matching its previous value, so two workers or a redelivery never open two cases for one episode; and
+    ``decided#<opened ms>#<case id>``, the decision index (:mod:`cases.decision_index`).
 """
 
 from __future__ import annotations

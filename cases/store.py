@@ -43,7 +43,9 @@ the separator cannot reach into another card's range.
 
 Labels: :meth:`CaseStore.labelled` scans ``flagged`` for rows with a ``decision`` cell
 (a server-side condition filter) and returns each case with its latest decision: the
-latest label wins (:mod:`cases.labels`).
+latest label wins (:mod:`cases.labels`). The stream job's feedback gauges read the
+decided cases of a window from ``flagged-by-time`` instead: ``decided#<opened ms>#<case id>``
+rows, one per decided case (:mod:`cases.decision_index`).
 """
 
 from __future__ import annotations

@@ -257,9 +257,11 @@ def _exit_with(parent: int) -> None:
 
 def _opened(store_factory: Callable[[], CaseStore]) -> CaseStore:
     """A store whose decision index holds the cases decided before it existed (backfilled once per table)."""
+    from cases.casebook import Casebook
+
     store = store_factory()
     try:
-        decision_index.ensure_backfilled(store)
+        Casebook(store).backfill_index()
     except BaseException:
         store.close()
         raise

@@ -213,11 +213,11 @@ def test_the_decision_index_holds_what_the_case_rows_hold_and_a_backfill_rebuild
             row.delete()
             row.commit()
         assert scan(store, start).counts.fraud == 0
-        assert decision_index.ensure_backfilled(store) == 5
+        assert book.backfill_index() == 5
         rebuilt = scan(store, start)
         assert (rebuilt.counts, rebuilt.closed_by_reason, sorted(rebuilt.decision_seconds)) == (
             found.counts, found.closed_by_reason, sorted(found.decision_seconds),
         )  # fmt: skip
-        assert decision_index.ensure_backfilled(store) is None  # once per table
+        assert book.backfill_index() is None  # once per table
         marker = store._index.read_row(decision_index.BACKFILLED_KEY, filter_=latest_cells())
         assert marker is not None and REF_FAMILY in marker.cells

@@ -164,6 +164,24 @@ def test_filters_and_close(capsys: pytest.CaptureFixture[str], burst: dict[str, 
     assert [c["status"] for c in json.loads(run_cli(capsys, "list", *card, "--status", "closed")[1])] == ["closed"]
 
 
+def test_reindex_rebuilds_the_decision_index_from_the_case_rows(
+    capsys: pytest.CaptureFixture[str], store: CaseStore, burst: dict[str, Case]
+) -> None:
+    from cases import decision_index
+
+    case_id = next(iter(burst.values())).episode_id
+    since = datetime(2032, 1, 1, tzinfo=UTC)  # the bursts' years
+    assert run_cli(capsys, "close", case_id, "--analyst", "dan")[0] == 0
+    (indexed,) = [d for d in decision_index.read_since(store, since) if d.case_id == case_id]
+    row = store._index.direct_row(decision_index.key(indexed.opened_ms, case_id))
+    row.delete()
+    row.commit()  # as if closed by a version without the index
+    assert case_id not in {d.case_id for d in decision_index.read_since(store, since)}
+    code, out, _ = run_cli(capsys, "reindex", "--json")
+    assert code == 0 and json.loads(out)["indexed"] >= 1
+    assert [d for d in decision_index.read_since(store, since) if d.case_id == case_id] == [indexed]
+
+
 def test_old_style_labels_by_transaction_and_keeps_history(
     capsys: pytest.CaptureFixture[str], cases: list[Case]
 ) -> None:
