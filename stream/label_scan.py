@@ -18,7 +18,6 @@ This module is what the child imports, so it stays clear of the job's modules (B
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import os
 import resource
@@ -40,7 +39,6 @@ from cases.decision_index import IndexedCase
 if TYPE_CHECKING:
     from cases.store import CaseStore
 
-_LOG = logging.getLogger(__name__)
 # Below the job (0): when both want a core, the scorer gets about nine tenths of it (the kernel's weights for
 # nice 0 and 10 are 1024 and 110). A scan that starves on a saturated machine makes the gauges older, which
 # the LabelMetricsStale alert reports; it never delays an alert.
