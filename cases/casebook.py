@@ -419,15 +419,14 @@ class Casebook:
                 if episode.closed_ms is not None:
                     cells.append(decision_index.closed_cell(episode.closed_ms, episode.reasons))
                 if cells:
-                    indexed.add(decision_index.key(episode.opened_ms, episode.case_id))
-                    yield decision_index.key(episode.opened_ms, episode.case_id), cells
+                    key = decision_index.key(episode.opened_ms, episode.case_id)
+                    indexed.add(key)
+                    yield key, cells
             for case, decisions in self.store.labelled():  # members labelled one by one carry their own decisions
                 if case is not None and case.case_id in opened:
-                    indexed.add(decision_index.key(opened[case.case_id], case.case_id))
-                    yield (
-                        decision_index.key(opened[case.case_id], case.case_id),
-                        [decision_index.verdict_cell(decisions[0])],
-                    )
+                    key = decision_index.key(opened[case.case_id], case.case_id)
+                    indexed.add(key)
+                    yield key, [decision_index.verdict_cell(decisions[0])]
 
         decision_index.write(self.store, rows())
         decision_index.mark_backfilled(self.store)

@@ -108,5 +108,4 @@ def backfilled(store: CaseStore) -> bool:
 
 
 def mark_backfilled(store: CaseStore) -> None:
-    marker = SetCell(REF_FAMILY, b"at", epoch_ms(store._clock()), b"1")
-    store._write_rows(store._index_writes, store._index_name, [(BACKFILLED_KEY, [marker])])
+    write(store, [(BACKFILLED_KEY, [SetCell(REF_FAMILY, b"at", epoch_ms(store._clock()), b"1")])])
